@@ -1,0 +1,1 @@
+//! canopy-coordinator: the peer that runs a Canopy training project.

@@ -1,0 +1,217 @@
+//! The messages the network speaks, carried as the payload of a signed
+//! [`Envelope`](crate::envelope::Envelope). Each variant of [`Message`] has a [`MessageKind`]
+//! that the envelope header names, so a receiver knows what to expect before it decodes.
+//!
+//! Versioning: the envelope header carries [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION); a
+//! change to any type here that changes its encoding bumps it. Kinds are never renumbered; new
+//! ones are appended.
+
+mod node;
+mod task;
+
+pub use node::{
+    AdapterInfo, AdapterKind, Capabilities, Heartbeat, Join, JoinAck, MAX_ADAPTERS, Tier,
+};
+pub use task::{
+    AdamWParams, CorpusOutput, CorpusSpec, LeaseGrant, LeaseId, LeaseRelease, LeaseRenew,
+    LeaseRenewed, MAX_NUM_PERM, MAX_SHARDS_PER_TASK, MinHashParams, ReleaseReason, ResultAck,
+    TaskId, TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunk::SignedManifest;
+use crate::error::MessageError;
+use crate::id::Digest;
+
+/// Which message an envelope carries. The discriminants are the wire values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// [`Join`]: a node introduces itself.
+    Join,
+    /// [`JoinAck`]: the coordinator's answer to a join.
+    JoinAck,
+    /// [`Heartbeat`]: a node is alive and says what it is doing.
+    Heartbeat,
+    /// [`LeaseGrant`]: the coordinator leases a task to a node.
+    LeaseGrant,
+    /// [`LeaseRenew`]: a node asks to keep its lease.
+    LeaseRenew,
+    /// [`LeaseRenewed`]: the coordinator extends a lease.
+    LeaseRenewed,
+    /// [`LeaseRelease`]: a node hands a lease back.
+    LeaseRelease,
+    /// [`TaskResult`]: a node returns a finished task.
+    TaskResult,
+    /// [`ResultAck`]: the coordinator has durably recorded (or refused) a result.
+    ResultAck,
+    /// [`ModelAnnouncement`]: a new model version is published.
+    ModelAnnouncement,
+    /// [`ChunkRequest`]: ask a peer for a chunk.
+    ChunkRequest,
+    /// [`ChunkResponse`]: a chunk, or word that the peer does not have it.
+    ChunkResponse,
+    /// [`LeaseRequest`]: a node asks for work.
+    LeaseRequest,
+}
+
+/// Every message of the protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// See [`Join`].
+    Join(Join),
+    /// See [`JoinAck`].
+    JoinAck(JoinAck),
+    /// See [`Heartbeat`].
+    Heartbeat(Heartbeat),
+    /// See [`LeaseGrant`].
+    LeaseGrant(LeaseGrant),
+    /// See [`LeaseRenew`].
+    LeaseRenew(LeaseRenew),
+    /// See [`LeaseRenewed`].
+    LeaseRenewed(LeaseRenewed),
+    /// See [`LeaseRelease`].
+    LeaseRelease(LeaseRelease),
+    /// See [`TaskResult`].
+    TaskResult(TaskResult),
+    /// See [`ResultAck`].
+    ResultAck(ResultAck),
+    /// See [`ModelAnnouncement`].
+    ModelAnnouncement(ModelAnnouncement),
+    /// See [`ChunkRequest`].
+    ChunkRequest(ChunkRequest),
+    /// See [`ChunkResponse`].
+    ChunkResponse(ChunkResponse),
+    /// See [`LeaseRequest`].
+    LeaseRequest(LeaseRequest),
+}
+
+impl Message {
+    /// The kind an envelope header names for this message.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Message::Join(_) => MessageKind::Join,
+            Message::JoinAck(_) => MessageKind::JoinAck,
+            Message::Heartbeat(_) => MessageKind::Heartbeat,
+            Message::LeaseGrant(_) => MessageKind::LeaseGrant,
+            Message::LeaseRenew(_) => MessageKind::LeaseRenew,
+            Message::LeaseRenewed(_) => MessageKind::LeaseRenewed,
+            Message::LeaseRelease(_) => MessageKind::LeaseRelease,
+            Message::TaskResult(_) => MessageKind::TaskResult,
+            Message::ResultAck(_) => MessageKind::ResultAck,
+            Message::ModelAnnouncement(_) => MessageKind::ModelAnnouncement,
+            Message::ChunkRequest(_) => MessageKind::ChunkRequest,
+            Message::ChunkResponse(_) => MessageKind::ChunkResponse,
+            Message::LeaseRequest(_) => MessageKind::LeaseRequest,
+        }
+    }
+
+    /// Checks the limits that the types alone do not express (text lengths, list sizes,
+    /// parameter ranges). Receivers call it after decoding.
+    pub fn validate(&self) -> Result<(), MessageError> {
+        match self {
+            Message::Join(join) => join.validate(),
+            Message::JoinAck(ack) => check_text("join_ack.message", &ack.message, MAX_TEXT),
+            Message::Heartbeat(hb) => hb.validate(),
+            Message::LeaseGrant(grant) => grant.spec.validate(),
+            Message::LeaseRelease(release) => release.validate(),
+            Message::TaskResult(result) => result.validate(),
+            Message::ResultAck(ack) => ack.validate(),
+            Message::ModelAnnouncement(ann) => ann
+                .manifest
+                .manifest()
+                .validate_structure()
+                .map_err(|_| MessageError::Invalid {
+                    field: "model_announcement.manifest",
+                    reason: "manifest breaks the chunking rules",
+                }),
+            Message::ChunkResponse(resp) => match &resp.data {
+                Some(data) if data.len() > crate::codec::MAX_CHUNK_SIZE as usize => {
+                    Err(MessageError::TooLong {
+                        field: "chunk_response.data",
+                        len: data.len(),
+                        max: crate::codec::MAX_CHUNK_SIZE as usize,
+                    })
+                }
+                _ => Ok(()),
+            },
+            Message::LeaseRenew(_)
+            | Message::LeaseRenewed(_)
+            | Message::ChunkRequest(_)
+            | Message::LeaseRequest(_) => Ok(()),
+        }
+    }
+}
+
+/// Longest free-text field (names, reasons), in bytes.
+pub const MAX_TEXT: usize = 256;
+/// Longest short label (display name, organisation), in bytes.
+pub const MAX_LABEL: usize = 64;
+
+pub(crate) fn check_text(field: &'static str, text: &str, max: usize) -> Result<(), MessageError> {
+    if text.len() > max {
+        return Err(MessageError::TooLong {
+            field,
+            len: text.len(),
+            max,
+        });
+    }
+    if text.chars().any(char::is_control) {
+        return Err(MessageError::Invalid {
+            field,
+            reason: "contains control characters",
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn check_list<T>(
+    field: &'static str,
+    list: &[T],
+    max: usize,
+) -> Result<(), MessageError> {
+    if list.len() > max {
+        return Err(MessageError::TooMany {
+            field,
+            len: list.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// A new model version: the coordinator's signed manifest of its weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelAnnouncement {
+    /// The training round this version starts.
+    pub round: u64,
+    /// The manifest of the weights, signed by the coordinator.
+    pub manifest: SignedManifest,
+}
+
+/// A node asks the coordinator for a task lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// How many tasks the node can run at once (one per adapter on a multi-GPU node).
+    pub slots: u32,
+}
+
+/// Ask a peer for one chunk by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRequest {
+    /// The chunk's blake3.
+    pub id: Digest,
+}
+
+/// A chunk, or `None` when the peer does not hold it. The receiver checks the bytes against
+/// the name it asked for before use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkResponse {
+    /// The chunk asked for.
+    pub id: Digest,
+    /// Its bytes.
+    #[serde(with = "serde_bytes")]
+    pub data: Option<Vec<u8>>,
+}

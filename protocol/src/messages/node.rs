@@ -1,0 +1,141 @@
+//! Messages about nodes: joining, capabilities and heartbeats.
+
+use serde::{Deserialize, Serialize};
+
+use super::{MAX_LABEL, MAX_TEXT, TaskId, check_text};
+use crate::error::MessageError;
+
+/// Which trust tier a node runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Tier {
+    /// A volunteer desktop: untrusted, verified by redundancy and spot checks.
+    Volunteer,
+    /// An institution's cluster node, allowlisted by the coordinator: trusted to verify others.
+    Datacenter,
+}
+
+/// What kind of compute device a node runs its kernels on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AdapterKind {
+    /// A discrete GPU.
+    DiscreteGpu,
+    /// A GPU integrated with the CPU.
+    IntegratedGpu,
+    /// A software rasteriser (lavapipe, SwiftShader): runs WGSL, slowly.
+    Software,
+    /// No wgpu adapter: the plain-Rust CPU path.
+    Cpu,
+}
+
+/// The device a node computes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdapterInfo {
+    /// The adapter's name as the driver reports it.
+    pub name: String,
+    /// The graphics backend (Vulkan, Metal, DX12) or `cpu`.
+    pub backend: String,
+    /// What kind of device it is.
+    pub kind: AdapterKind,
+    /// Memory the node lets Canopy use on it, in bytes.
+    pub memory_bytes: u64,
+}
+
+/// What a node offers the network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// The adapters the node will run workers on (several on a multi-GPU cluster node).
+    pub adapters: Vec<AdapterInfo>,
+    /// CPU threads the node lets Canopy use.
+    pub threads: u32,
+    /// Host memory the node lets Canopy use, in bytes.
+    pub memory_bytes: u64,
+    /// The tier the node asks for; the coordinator grants `Datacenter` only to allowlisted keys.
+    pub tier: Tier,
+    /// The Canopy version the node runs.
+    pub software_version: String,
+}
+
+/// Most adapters one node may declare.
+pub const MAX_ADAPTERS: usize = 16;
+
+/// A node's introduction to the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Join {
+    /// What the node offers.
+    pub capabilities: Capabilities,
+    /// A display name the volunteer chose, shown on the dashboard.
+    pub display_name: Option<String>,
+    /// The volunteer's organisation, self-declared.
+    pub organisation: Option<String>,
+    /// ISO 3166-1 alpha-2 country code, self-declared.
+    pub country: Option<String>,
+}
+
+impl Join {
+    pub(crate) fn validate(&self) -> Result<(), MessageError> {
+        let caps = &self.capabilities;
+        super::check_list("capabilities.adapters", &caps.adapters, MAX_ADAPTERS)?;
+        for adapter in &caps.adapters {
+            check_text("adapter.name", &adapter.name, MAX_TEXT)?;
+            check_text("adapter.backend", &adapter.backend, MAX_LABEL)?;
+        }
+        check_text(
+            "capabilities.software_version",
+            &caps.software_version,
+            MAX_LABEL,
+        )?;
+        if let Some(name) = &self.display_name {
+            check_text("display_name", name, MAX_LABEL)?;
+        }
+        if let Some(org) = &self.organisation {
+            check_text("organisation", org, MAX_LABEL)?;
+        }
+        if let Some(country) = &self.country
+            && !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()))
+        {
+            return Err(MessageError::Invalid {
+                field: "country",
+                reason: "must be an ISO 3166-1 alpha-2 code such as FR",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The coordinator's answer to a [`Join`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinAck {
+    /// Whether the node was admitted.
+    pub accepted: bool,
+    /// The tier the coordinator granted.
+    pub tier: Tier,
+    /// The current training round.
+    pub round: u64,
+    /// A note for the volunteer (why refused, or a welcome).
+    pub message: String,
+}
+
+/// A node's periodic sign of life.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// The task being worked on, if any.
+    pub current_task: Option<TaskId>,
+    /// Progress of that task in `0.0..=1.0`.
+    pub progress: f32,
+    /// Tasks finished since the node started.
+    pub tasks_done: u64,
+    /// Whether the volunteer has paused the node.
+    pub paused: bool,
+}
+
+impl Heartbeat {
+    pub(crate) fn validate(&self) -> Result<(), MessageError> {
+        if !(0.0..=1.0).contains(&self.progress) {
+            return Err(MessageError::Invalid {
+                field: "heartbeat.progress",
+                reason: "must be between 0 and 1",
+            });
+        }
+        Ok(())
+    }
+}
