@@ -1,3 +1,29 @@
-//! canopy-benches: criterion benches (`benches/*.rs`) and the comparison harness.
+//! canopy-benches: criterion benches (`benches/*.rs`) and, as later parts land, the comparison
+//! harness that runs Canopy side by side with its baselines.
 //!
 //! Shared bench inputs live here so every bench builds them the same way.
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A pseudo-gradient-like vector: magnitudes spread over seven decades, random signs, seeded.
+pub fn random_update(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..len)
+        .map(|_| {
+            let magnitude = 10f32.powf(rng.random_range(-6.0..1.0));
+            if rng.random_bool(0.5) {
+                magnitude
+            } else {
+                -magnitude
+            }
+        })
+        .collect()
+}
+
+/// Seeded random bytes.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    ChaCha8Rng::seed_from_u64(seed).fill(&mut data[..]);
+    data
+}

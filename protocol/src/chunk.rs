@@ -54,6 +54,7 @@ pub struct Manifest {
     /// Every chunk but the last is exactly this long.
     pub chunk_size: u32,
     /// The chunks' blake3 digests, in order.
+    #[serde(with = "crate::id::digest_list")]
     pub chunks: Vec<Digest>,
     /// blake3 of the whole object.
     pub root: Digest,

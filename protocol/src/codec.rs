@@ -3,7 +3,9 @@
 //!
 //! Every decode names a size limit. A frame longer than the limit is refused before decoding,
 //! and bincode is told the same limit, so a hostile length prefix inside a frame is refused
-//! before anything of that size is allocated. This is the only module that touches bincode.
+//! before anything of that size is allocated. Byte strings (payloads, chunk data, digest lists)
+//! are claimed against that limit; other lists are decoded element by element, and serde caps
+//! what it reserves for them in advance at 1 MiB. This is the only module that touches bincode.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

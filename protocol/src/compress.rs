@@ -132,11 +132,31 @@ impl Compressor {
 
     /// Compresses `values`. On error nothing changes, the residual included.
     pub fn compress(&mut self, values: &[f32]) -> Result<CompressedUpdate, CompressError> {
+        let mut out = CompressedUpdate {
+            codec: self.spec,
+            len: 0,
+            body: Vec::new(),
+        };
+        self.compress_into(values, &mut out)?;
+        Ok(out)
+    }
+
+    /// Compresses `values` into `out`, reusing its buffer (no allocation once it is large
+    /// enough). On error `out` is left empty and the residual unchanged.
+    pub fn compress_into(
+        &mut self,
+        values: &[f32],
+        out: &mut CompressedUpdate,
+    ) -> Result<(), CompressError> {
+        out.codec = self.spec;
+        out.len = 0;
+        out.body.clear();
         check_finite(values)?;
-        let body = match self.spec {
-            CodecSpec::F32 => encode_f32(values),
-            CodecSpec::F16 => encode_f16(values)?,
-            CodecSpec::Int8 { block } => encode_int8(values, block as usize),
+        let body = &mut out.body;
+        match self.spec {
+            CodecSpec::F32 => encode_f32(values, body),
+            CodecSpec::F16 => encode_f16(values, body)?,
+            CodecSpec::Int8 { block } => encode_int8(values, block as usize, body),
             CodecSpec::TopK { density_ppm } => {
                 if self.residual.len() != values.len() {
                     return Err(CompressError::LengthMismatch {
@@ -150,14 +170,11 @@ impl Compressor {
                         max: u64::from(u32::MAX),
                     });
                 }
-                encode_top_k(values, &mut self.residual, density_ppm)
+                encode_top_k(values, &mut self.residual, density_ppm, body)
             }
-        };
-        Ok(CompressedUpdate {
-            codec: self.spec,
-            len: values.len() as u64,
-            body,
-        })
+        }
+        out.len = values.len() as u64;
+        Ok(())
     }
 }
 
@@ -262,12 +279,11 @@ fn read_u64(body: &[u8], at: usize) -> Option<u64> {
 }
 
 /// Layout: `len` little-endian f32.
-fn encode_f32(values: &[f32]) -> Vec<u8> {
-    let mut body = vec![0u8; values.len() * 4];
+fn encode_f32(values: &[f32], body: &mut Vec<u8>) {
+    body.resize(values.len() * 4, 0);
     for (out, v) in body.chunks_exact_mut(4).zip(values) {
         out.copy_from_slice(&v.to_le_bytes());
     }
-    body
 }
 
 fn decode_f32(body: &[u8], out: &mut [f32]) -> Result<(), CompressError> {
@@ -282,7 +298,7 @@ fn decode_f32(body: &[u8], out: &mut [f32]) -> Result<(), CompressError> {
 }
 
 /// Layout: `len` little-endian IEEE half-precision values.
-fn encode_f16(values: &[f32]) -> Result<Vec<u8>, CompressError> {
+fn encode_f16(values: &[f32], body: &mut Vec<u8>) -> Result<(), CompressError> {
     if f32::from_bits(abs_max_bits(values)) > F16_MAX {
         let index = values.iter().position(|v| v.abs() > F16_MAX).unwrap_or(0);
         return Err(CompressError::OutOfRange {
@@ -291,7 +307,7 @@ fn encode_f16(values: &[f32]) -> Result<Vec<u8>, CompressError> {
             max: F16_MAX,
         });
     }
-    let mut body = vec![0u8; values.len() * 2];
+    body.resize(values.len() * 2, 0);
     let mut halves = vec![half::f16::ZERO; values.len().min(4096)];
     for (vals, out) in values.chunks(4096).zip(body.chunks_mut(8192)) {
         let halves = &mut halves[..vals.len()];
@@ -300,7 +316,7 @@ fn encode_f16(values: &[f32]) -> Result<Vec<u8>, CompressError> {
             o.copy_from_slice(&h.to_le_bytes());
         }
     }
-    Ok(body)
+    Ok(())
 }
 
 fn decode_f16(body: &[u8], out: &mut [f32]) -> Result<(), CompressError> {
@@ -328,9 +344,9 @@ fn round_small(v: f32) -> f32 {
 }
 
 /// Layout: one little-endian f32 scale per block (`absmax / 127`), then `len` signed bytes.
-fn encode_int8(values: &[f32], block: usize) -> Vec<u8> {
+fn encode_int8(values: &[f32], block: usize, body: &mut Vec<u8>) {
     let blocks = values.len().div_ceil(block);
-    let mut body = vec![0u8; blocks * 4 + values.len()];
+    body.resize(blocks * 4 + values.len(), 0);
     let (scales, quants) = body.split_at_mut(blocks * 4);
     for ((vals, scale_out), q_out) in values
         .chunks(block)
@@ -356,7 +372,6 @@ fn encode_int8(values: &[f32], block: usize) -> Vec<u8> {
             }
         }
     }
-    body
 }
 
 fn decode_int8(body: &[u8], block: usize, out: &mut [f32]) -> Result<(), CompressError> {
@@ -382,15 +397,15 @@ fn decode_int8(body: &[u8], block: usize, out: &mut [f32]) -> Result<(), Compres
 /// Layout: `k` as little-endian u64, then `k` strictly increasing little-endian u32 indices,
 /// then their `k` f32 values. `residual` holds what earlier rounds did not send; it is added in
 /// before choosing, and afterwards holds what this round did not send.
-fn encode_top_k(values: &[f32], residual: &mut [f32], density_ppm: u32) -> Vec<u8> {
+fn encode_top_k(values: &[f32], residual: &mut [f32], density_ppm: u32, body: &mut Vec<u8>) {
     let k = CodecSpec::top_k(density_ppm, values.len());
     for (r, v) in residual.iter_mut().zip(values) {
         *r += v;
     }
-    let mut body = Vec::with_capacity(8 + k * 8);
+    body.reserve(8 + k * 8);
     body.extend((k as u64).to_le_bytes());
     if k == 0 {
-        return body;
+        return;
     }
     // The k-th largest magnitude is the threshold; ties at it are taken in index order.
     let mut magnitudes: Vec<f32> = residual.iter().map(|v| v.abs()).collect();
@@ -417,7 +432,6 @@ fn encode_top_k(values: &[f32], residual: &mut [f32], density_ppm: u32) -> Vec<u
         body.extend(slot.to_le_bytes());
         *slot = 0.0;
     }
-    body
 }
 
 fn decode_top_k(body: &[u8], out: &mut [f32]) -> Result<(), CompressError> {
@@ -646,6 +660,22 @@ mod tests {
             short.decompress(256),
             Err(CompressError::BodyLength { .. })
         ));
+    }
+
+    #[test]
+    fn compress_into_reuses_and_clears_on_error() {
+        let v = update(1000, 8);
+        let mut c = Compressor::new(CodecSpec::default(), v.len()).unwrap();
+        let mut out = c.compress(&v).unwrap();
+        let capacity = out.body.capacity();
+        c.compress_into(&v, &mut out).unwrap();
+        assert_eq!(out.body.capacity(), capacity);
+        assert_eq!(out, c.compress(&v).unwrap());
+        let mut bad = v.clone();
+        bad[3] = f32::INFINITY;
+        assert!(c.compress_into(&bad, &mut out).is_err());
+        assert_eq!((out.len, out.body.len()), (0, 0));
+        assert!(out.decompress(0).unwrap().is_empty());
     }
 
     fn arb_spec() -> impl Strategy<Value = CodecSpec> {

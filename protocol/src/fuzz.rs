@@ -79,3 +79,178 @@ pub const TARGETS: &[(&str, fn(&[u8]) -> Outcome)] = &[
     ("update", update),
     ("governance", governance),
 ];
+
+/// A seed input for one target: valid inputs are named `valid-*` and must be accepted, the
+/// others must be rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    /// The target it feeds (a name in [`TARGETS`]).
+    pub target: &'static str,
+    /// The file name in `protocol/fuzz/corpus/<target>/`.
+    pub name: String,
+    /// The bytes.
+    pub data: Vec<u8>,
+}
+
+impl Seed {
+    /// Whether the target must accept it.
+    pub fn should_accept(&self) -> bool {
+        self.name.starts_with("valid-")
+    }
+}
+
+/// The seed corpus, built deterministically (fixed keys; ed25519 signing is deterministic), so
+/// the files in `protocol/fuzz/corpus` can be checked against it. Regenerate them with
+/// `cargo run -p canopy-protocol --example fuzz_seeds`.
+pub fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error + Send + Sync>> {
+    use std::collections::BTreeMap;
+
+    use crate::chunk::{Manifest, ObjectKind};
+    use crate::compress::{CodecSpec, Compressor};
+    use crate::governance::{ConsentBasis, OptOutTarget};
+    use crate::id::Digest;
+    use crate::keys::Keypair;
+    use crate::messages::{
+        AdapterInfo, AdapterKind, Capabilities, ChunkRequest, Heartbeat, Join, TaskId, Tier,
+    };
+
+    let keys = Keypair::from_secret_bytes(&[0x5e; 32]);
+    let join = Message::Join(Join {
+        capabilities: Capabilities {
+            adapters: vec![AdapterInfo {
+                name: "llvmpipe".into(),
+                backend: "vulkan".into(),
+                kind: AdapterKind::Software,
+                memory_bytes: 1 << 30,
+            }],
+            threads: 2,
+            memory_bytes: 4 << 30,
+            tier: Tier::Volunteer,
+            software_version: "0.1.0".into(),
+        },
+        display_name: Some("ada".into()),
+        organisation: None,
+        country: Some("FR".into()),
+    });
+    let heartbeat = Message::Heartbeat(Heartbeat {
+        current_task: Some(TaskId(3)),
+        progress: 0.25,
+        tasks_done: 9,
+        paused: false,
+    });
+    let bad_heartbeat = Message::Heartbeat(Heartbeat {
+        progress: 7.0,
+        ..match &heartbeat {
+            Message::Heartbeat(h) => h.clone(),
+            _ => unreachable!("built above"),
+        }
+    });
+    let request = Message::ChunkRequest(ChunkRequest {
+        id: Digest::of(b"chunk"),
+    });
+
+    let mut out = Vec::new();
+    let mut push = |target: &'static str, name: &str, data: Vec<u8>| {
+        out.push(Seed {
+            target,
+            name: name.to_string(),
+            data,
+        });
+    };
+
+    let sealed = Envelope::seal(&keys, 4, 1, &join)?.to_frame()?;
+    let mut tampered = sealed.clone();
+    if let Some(last) = tampered.last_mut() {
+        *last ^= 0x01;
+    }
+    push("envelope", "valid-join", sealed.clone());
+    push(
+        "envelope",
+        "valid-heartbeat",
+        Envelope::seal(&keys, 4, 2, &heartbeat)?.to_frame()?,
+    );
+    push("envelope", "bad-tampered-payload", tampered);
+    push(
+        "envelope",
+        "bad-truncated",
+        sealed[..sealed.len() / 2].to_vec(),
+    );
+    push(
+        "envelope",
+        "bad-invalid-message",
+        Envelope::seal(&keys, 4, 3, &bad_heartbeat)?.to_frame()?,
+    );
+
+    push("message", "valid-join", codec::encode(&join)?);
+    push("message", "valid-chunk-request", codec::encode(&request)?);
+    push(
+        "message",
+        "bad-out-of-range",
+        codec::encode(&bad_heartbeat)?,
+    );
+    push("message", "bad-empty", Vec::new());
+
+    let object: Vec<u8> = (0..5000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let meta = BTreeMap::from([("dtype".to_string(), "f32".to_string())]);
+    let signed = Manifest::build(ObjectKind::ModelWeights, &object, 1024, meta)?.sign(&keys)?;
+    let frame = signed.to_frame()?;
+    let mut forged = frame.clone();
+    if let Some(b) = forged.get_mut(20) {
+        *b ^= 0x80;
+    }
+    push("manifest", "valid-weights", frame);
+    push("manifest", "bad-forged", forged);
+
+    let values: Vec<f32> = (0..1000)
+        .map(|i| ((i as f32) * 0.37).sin() * 1e-2)
+        .collect();
+    for (name, spec) in [
+        ("valid-f32", CodecSpec::F32),
+        ("valid-f16", CodecSpec::F16),
+        ("valid-int8", CodecSpec::default()),
+        (
+            "valid-topk",
+            CodecSpec::TopK {
+                density_ppm: 20_000,
+            },
+        ),
+    ] {
+        let update = Compressor::new(spec, values.len()).and_then(|mut c| c.compress(&values))?;
+        push("update", name, update.to_frame()?);
+    }
+    let mut short = Compressor::new(CodecSpec::default(), values.len())
+        .and_then(|mut c| c.compress(&values))?;
+    short.body.truncate(10);
+    push("update", "bad-short-body", short.to_frame()?);
+
+    let source = DataSource {
+        name: "wiki-fr".into(),
+        languages: vec!["fr".into()],
+        license: "CC-BY-SA-4.0".into(),
+        provenance_url: "https://dumps.example.org/frwiki".into(),
+        consent_basis: ConsentBasis::OpenLicense,
+        steward_contact: "data@example.org".into(),
+    };
+    push("governance", "valid-source", source.to_frame()?);
+    push(
+        "governance",
+        "valid-opt-out",
+        OptOut {
+            target: OptOutTarget::UrlPattern("https://blog.example.com/*".into()),
+            received_at: 1_700_000_000,
+            requested_by: Some("author".into()),
+            reason: None,
+        }
+        .to_frame()?,
+    );
+    push(
+        "governance",
+        "bad-no-license",
+        DataSource {
+            license: String::new(),
+            ..source
+        }
+        .to_frame()?,
+    );
+    Ok(out)
+}

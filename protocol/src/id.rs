@@ -165,6 +165,49 @@ pub(crate) mod fixed_bytes {
     }
 }
 
+/// Serde for lists of digests: one length-prefixed byte string on the wire, so the codec's
+/// size limit covers the whole list before anything is allocated for it; a list of hex
+/// strings in human-readable formats.
+pub(crate) mod digest_list {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Digest;
+
+    pub(crate) fn serialize<S: Serializer>(
+        list: &[Digest],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            return list.serialize(serializer);
+        }
+        let bytes: Vec<u8> = list.iter().flat_map(|d| d.0).collect();
+        serializer.serialize_bytes(&bytes)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Digest>, D::Error> {
+        if deserializer.is_human_readable() {
+            return Vec::<Digest>::deserialize(deserializer);
+        }
+        let bytes = serde_bytes::ByteBuf::deserialize(deserializer)?;
+        if bytes.len() % 32 != 0 {
+            return Err(serde::de::Error::invalid_length(
+                bytes.len(),
+                &"a multiple of 32 bytes",
+            ));
+        }
+        Ok(bytes
+            .chunks_exact(32)
+            .map(|c| {
+                let mut d = [0u8; 32];
+                d.copy_from_slice(c);
+                Digest(d)
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,6 +81,7 @@ pub struct TrainSpec {
     /// Root digest of that version's weights manifest.
     pub model: Digest,
     /// Training data shards, by object root.
+    #[serde(with = "crate::id::digest_list")]
     pub data_shards: Vec<Digest>,
     /// Inner optimizer steps.
     pub inner_steps: u32,

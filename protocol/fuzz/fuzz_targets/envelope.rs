@@ -1,0 +1,8 @@
+//! Fuzz target: `canopy_protocol::fuzz::envelope` on arbitrary bytes (seeds in `corpus/envelope`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = canopy_protocol::fuzz::envelope(data);
+});
