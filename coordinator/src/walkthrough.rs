@@ -148,10 +148,10 @@ pub fn run(
         &coordinator,
         round,
         0,
-        &Message::ModelAnnouncement(ModelAnnouncement {
+        &Message::ModelAnnouncement(Box::new(ModelAnnouncement {
             round,
             manifest: manifest.clone(),
-        }),
+        })),
     )?
     .to_frame()?;
     let model_chunks = manifest.manifest().chunks.len();
@@ -241,11 +241,11 @@ pub fn run(
             &Message::TaskResult(TaskResult {
                 lease: LeaseId(i as u64),
                 task: TaskId(i as u64),
-                output: TaskOutput::Train(TrainOutput {
+                output: TaskOutput::Train(Box::new(TrainOutput {
                     update: update_manifest,
                     train_loss: 0.0,
                     tokens: 0,
-                }),
+                })),
                 compute_ms: 0,
             }),
         )?;

@@ -71,8 +71,11 @@ pub fn governance(data: &[u8]) -> Outcome {
     }
 }
 
+/// A fuzz target: untrusted bytes in, a verdict out.
+pub type Target = fn(&[u8]) -> Outcome;
+
 /// Every target by name, as the fuzz crate and the seed test list them.
-pub const TARGETS: &[(&str, fn(&[u8]) -> Outcome)] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("envelope", envelope),
     ("message", message),
     ("manifest", manifest),

@@ -79,7 +79,7 @@ pub enum Message {
     /// See [`ResultAck`].
     ResultAck(ResultAck),
     /// See [`ModelAnnouncement`].
-    ModelAnnouncement(ModelAnnouncement),
+    ModelAnnouncement(Box<ModelAnnouncement>),
     /// See [`ChunkRequest`].
     ChunkRequest(ChunkRequest),
     /// See [`ChunkResponse`].

@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::PathBuf;
 
-use canopy_protocol::fuzz::{self, Outcome, TARGETS};
+use canopy_protocol::fuzz::{self, Outcome, TARGETS, Target};
 use canopy_protocol::{CodecSpec, Compressor, Envelope, Keypair, Manifest, Message, ObjectKind};
 use proptest::prelude::*;
 
@@ -166,7 +166,7 @@ fn oversized_length_prefix_refused_without_allocating() {
     let chunks_prefix = 1 + 4 + 8 + 4;
 
     for claim in [1u64 << 20, 1 << 32, 1 << 40, u64::MAX] {
-        let cases: [(&str, Vec<u8>, fn(&[u8]) -> Outcome); 3] = [
+        let cases: [(&str, Vec<u8>, Target); 3] = [
             (
                 "envelope payload",
                 claim_length(frame.clone(), payload_prefix, claim),

@@ -270,7 +270,7 @@ pub struct CorpusOutput {
 #[non_exhaustive]
 pub enum TaskOutput {
     /// See [`TrainOutput`].
-    Train(TrainOutput),
+    Train(Box<TrainOutput>),
     /// See [`CorpusOutput`].
     Corpus(CorpusOutput),
 }
