@@ -1,8 +1,20 @@
 //! canopy-node: the peer that volunteers run on desktops and institutions run on cluster nodes.
 //!
-//! This library will hold the libp2p swarm, the content-addressed chunk store, the task worker
-//! and the CLI behind the `canopy-node` binary; the coordinator reuses it for its own swarm and
-//! store. Today it holds what the binary needs to describe itself.
+//! - [`identity`]: the node's ed25519 identity on disk (also its libp2p identity).
+//! - [`store`]: the content-addressed chunk store with a size cap.
+//! - [`network`]: the libp2p swarm, chunk exchange and peer scoring, behind a [`network::Client`].
+//!
+//! The coordinator reuses this library for its own swarm and store. The task worker and the
+//! volunteer CLI build on it.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod error;
+pub mod identity;
+pub mod network;
+pub mod store;
+
+pub use error::NodeError;
 
 /// The version string this build reports to peers and prints in `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

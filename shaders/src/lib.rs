@@ -1,6 +1,38 @@
 //! canopy-shaders: the compute that volunteers contribute.
 //!
-//! This crate will hold every WGSL kernel Canopy ships (`wgsl/*.wgsl`), the wgpu runtime that
-//! picks an adapter, the plain-Rust CPU path that machines without a GPU run, the CPU references
-//! the kernels are tested against, and the BLOOM-architecture model with its optimizers. It sits
-//! on top of `canopy-protocol` and under `canopy-node`.
+//! Every WGSL kernel Canopy ships lives in `wgsl/` and is compiled into this crate with
+//! `include_str!` ([`registry`]); no API takes shader source, so a node runs only what it
+//! shipped with. Each kernel has a CPU reference beside its launcher in [`kernels`], and a test
+//! that runs both on seeded random inputs and compares them.
+//!
+//! - [`runtime`]: adapter choice (`CANOPY_ADAPTER`, `CANOPY_REQUIRE_ADAPTER`), the [`Gpu`]
+//!   device wrapper, device buffers and kernel launches.
+//! - [`backend`]: the [`Backend`] trait, implemented by [`Gpu`] and by the plain-Rust [`Cpu`]
+//!   path, so code (and tests) are written once for both.
+//! - [`registry`]: the list of shipped kernels with their bind-group layouts.
+//! - [`kernels`]: matrix multiply, bias, GELU, LayerNorm, embedding, cross-entropy, AdamW,
+//!   global norm, int8 codec, ALiBi attention.
+//!
+//! It sits on top of `canopy-protocol` (whose int8 codec the int8 kernels reproduce bit for
+//! bit) and under `canopy-node`.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs)]
+
+pub mod backend;
+pub mod cpu;
+pub mod error;
+pub mod kernels;
+pub mod registry;
+pub mod runtime;
+
+#[cfg(test)]
+mod testing;
+
+pub use backend::{Backend, Element};
+pub use cpu::Cpu;
+pub use error::{Result, ShaderError};
+pub use kernels::adamw::AdamW;
+pub use kernels::attention::{AttentionShape, alibi_slopes};
+pub use kernels::matmul::{MatmulShape, Transpose};
+pub use runtime::{AdapterChoice, AdapterKind, AdapterReport, Gpu, GpuBuffer, Runtime};

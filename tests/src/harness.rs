@@ -123,3 +123,101 @@ pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Result<Outpu
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A running node for swarm tests: its client, events, swarm task and data directory.
+pub struct TestNode {
+    /// The node's client.
+    pub client: canopy_node::network::Client,
+    /// Its events (tests that do not read them may leave them; the swarm drops what overflows).
+    pub events: tokio::sync::mpsc::Receiver<canopy_node::network::NetworkEvent>,
+    /// The swarm task; aborting it is how a test kills the node.
+    pub task: tokio::task::JoinHandle<()>,
+    /// Its identity.
+    pub keys: canopy_protocol::Keypair,
+    /// Its listen addresses, each ending in `/p2p/<peer id>`.
+    pub addrs: Vec<libp2p::Multiaddr>,
+    /// Its chunk store.
+    pub store: std::sync::Arc<canopy_node::store::ChunkStore>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a node on loopback with a fresh identity and store, bootstrapping from `bootstrap`.
+pub async fn spawn_node(bootstrap: &[libp2p::Multiaddr]) -> TestNode {
+    spawn_node_with(bootstrap, canopy_node::network::NetworkConfig::loopback()).await
+}
+
+/// [`spawn_node`] with a configuration of the test's own (listen and bootstrap are set here).
+pub async fn spawn_node_with(
+    bootstrap: &[libp2p::Multiaddr],
+    mut config: canopy_node::network::NetworkConfig,
+) -> TestNode {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys = canopy_protocol::Keypair::generate().expect("key");
+    let store = std::sync::Arc::new(
+        canopy_node::store::ChunkStore::open(dir.path(), 1 << 30).expect("store"),
+    );
+    config.bootstrap = bootstrap.to_vec();
+    let (client, events, task) = canopy_node::network::start(keys.clone(), store.clone(), config)
+        .await
+        .expect("swarm starts");
+    let addrs = client.listen_addrs().await.expect("addresses");
+    TestNode {
+        client,
+        events,
+        task,
+        keys,
+        addrs,
+        store,
+        _dir: dir,
+    }
+}
+
+/// Polls `condition` every 50 ms until it holds or `timeout` passes; returns whether it held.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A seeded object of `len` bytes, chunked at `chunk_size` and signed by `keys`.
+pub fn signed_object(
+    keys: &canopy_protocol::Keypair,
+    len: usize,
+    chunk_size: u32,
+    seed: u64,
+) -> (canopy_protocol::SignedManifest, Vec<u8>) {
+    // splitmix64 of the seed, so nearby seeds give unrelated objects.
+    let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    state = (state ^ (state >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    state = (state ^ (state >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    state = (state ^ (state >> 31)) | 1;
+    let data: Vec<u8> = (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    let manifest = canopy_protocol::Manifest::build(
+        canopy_protocol::ObjectKind::ModelWeights,
+        &data,
+        chunk_size,
+        Default::default(),
+    )
+    .expect("manifest")
+    .sign(keys)
+    .expect("sign");
+    (manifest, data)
+}

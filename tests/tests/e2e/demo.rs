@@ -1,4 +1,4 @@
-//! End-to-end tests: the real binaries, run as a user runs them.
+//! The demo binary, run as a user runs it.
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,0 +1,344 @@
+//! The swarm: a Canopy peer on libp2p (TCP with Noise and Yamux, and QUIC; identify, ping,
+//! Kademlia, gossipsub, `/canopy/1` request-response, relay client, DCUtR, AutoNAT, optional
+//! mDNS and relay server).
+//!
+//! The swarm lives in one task (the [`event_loop`]); the rest of the program holds a [`Client`]
+//! that sends it commands over a bounded channel, each carrying a `oneshot` for the answer, and
+//! receives [`NetworkEvent`]s over another bounded channel.
+
+mod behaviour;
+pub mod codec;
+mod event_loop;
+mod fetch;
+pub use fetch::Fetched;
+mod scores;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy_protocol::{Digest, Keypair, Message, SignedManifest};
+pub use libp2p::{Multiaddr, PeerId};
+use tokio::sync::{mpsc, oneshot};
+
+pub use self::behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, MODELS_TOPIC, TASKS_TOPIC};
+pub use self::scores::{BAN_THRESHOLD, Offence};
+use crate::error::NodeError;
+use crate::store::ChunkStore;
+
+/// How a peer's swarm is set up.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Addresses to listen on (TCP and QUIC by default, on every interface, any port).
+    pub listen: Vec<Multiaddr>,
+    /// Peers to dial and add to the DHT at start (each address ends in `/p2p/<peer id>`).
+    pub bootstrap: Vec<Multiaddr>,
+    /// Find peers on the local network with mDNS (off by default on the public network).
+    pub mdns: bool,
+    /// Answer DHT queries as a server even before AutoNAT confirms a public address (bootstrap
+    /// peers, the coordinator, and peers on a LAN or loopback).
+    pub kad_server: bool,
+    /// Act as a circuit relay for peers behind NAT (the coordinator does).
+    pub relay_server: bool,
+    /// Treat listen addresses as reachable by others and advertise them (in identify and in
+    /// DHT provider records). Right on loopback, a LAN or a host with a public address; behind
+    /// NAT, AutoNAT and identify find the external address instead.
+    pub advertise_listen_addrs: bool,
+    /// Most chunk bytes served to one peer per second.
+    pub serve_rate_bytes_per_sec: u64,
+    /// Most chunk requests in flight to one peer.
+    pub max_in_flight_per_peer: usize,
+    /// How long to wait for a response.
+    pub request_timeout: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".parse().expect("valid multiaddr"),
+                "/ip4/0.0.0.0/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr"),
+            ],
+            bootstrap: Vec::new(),
+            mdns: false,
+            kad_server: false,
+            relay_server: false,
+            advertise_listen_addrs: false,
+            serve_rate_bytes_per_sec: 64 << 20,
+            max_in_flight_per_peer: 4,
+            request_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl NetworkConfig {
+    /// A configuration for tests and local demos: loopback only, DHT server mode.
+    pub fn loopback() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/127.0.0.1/tcp/0".parse().expect("valid multiaddr"),
+                "/ip4/127.0.0.1/udp/0/quic-v1"
+                    .parse()
+                    .expect("valid multiaddr"),
+            ],
+            kad_server: true,
+            advertise_listen_addrs: true,
+            ..Self::default()
+        }
+    }
+}
+
+/// Something the swarm tells the rest of the program.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum NetworkEvent {
+    /// A verified message from gossip.
+    Gossip {
+        /// Who signed it.
+        sender: PeerId,
+        /// The topic.
+        topic: String,
+        /// The message.
+        message: Message,
+        /// The round in its envelope.
+        round: u64,
+    },
+    /// A verified request (other than chunk requests, which the swarm answers itself) that
+    /// waits for [`Client::respond`].
+    Request {
+        /// Who sent it.
+        peer: PeerId,
+        /// Pass back to [`Client::respond`].
+        id: u64,
+        /// The round in its envelope.
+        round: u64,
+        /// The message.
+        message: Message,
+    },
+    /// A connection to a peer opened.
+    PeerConnected(PeerId),
+    /// The last connection to a peer closed.
+    PeerDisconnected(PeerId),
+    /// A peer was banned for misbehaving.
+    PeerBanned(PeerId),
+}
+
+/// What the swarm reports about itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NetworkStatus {
+    /// This peer.
+    pub peer_id: String,
+    /// Addresses it listens on.
+    pub listen_addrs: Vec<String>,
+    /// Peers connected now.
+    pub connected: usize,
+    /// Peers in the DHT routing table.
+    pub routing_table: usize,
+    /// Chunk bytes sent.
+    pub bytes_served: u64,
+    /// Chunk bytes received and verified.
+    pub bytes_fetched: u64,
+}
+
+pub(crate) enum Command {
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),
+    Bootstrap(oneshot::Sender<Result<(), NodeError>>),
+    Provide {
+        manifest: SignedManifest,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    Fetch {
+        manifest: SignedManifest,
+        reply: oneshot::Sender<Result<Fetched, NodeError>>,
+    },
+    Providers(Digest, oneshot::Sender<Vec<PeerId>>),
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    RoutingTable(oneshot::Sender<Vec<PeerId>>),
+    Scores(oneshot::Sender<HashMap<PeerId, i64>>),
+    Status(oneshot::Sender<NetworkStatus>),
+    Publish {
+        topic: &'static str,
+        round: u64,
+        message: Message,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    Request {
+        peer: PeerId,
+        round: u64,
+        message: Message,
+        reply: oneshot::Sender<Result<Message, NodeError>>,
+    },
+    Respond {
+        id: u64,
+        round: u64,
+        message: Message,
+    },
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// A handle on a running swarm. Cheap to clone; every call is answered by the swarm task.
+#[derive(Clone)]
+pub struct Client {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+}
+
+/// Starts a peer's swarm on the current tokio runtime. Returns the client, the event stream,
+/// and the task running the swarm (it ends after [`Client::shutdown`]).
+pub async fn start(
+    keys: Keypair,
+    store: Arc<ChunkStore>,
+    config: NetworkConfig,
+) -> Result<
+    (
+        Client,
+        mpsc::Receiver<NetworkEvent>,
+        tokio::task::JoinHandle<()>,
+    ),
+    NodeError,
+> {
+    let (commands_tx, commands_rx) = mpsc::channel(64);
+    let (events_tx, events_rx) = mpsc::channel(256);
+    let peer_id = keys.peer_id();
+    let event_loop =
+        event_loop::EventLoop::new(keys, store, config, commands_rx, events_tx).await?;
+    let task = tokio::spawn(event_loop.run());
+    Ok((
+        Client {
+            commands: commands_tx,
+            peer_id,
+        },
+        events_rx,
+        task,
+    ))
+}
+
+impl Client {
+    /// This peer's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::NetworkStopped)?;
+        rx.await.map_err(|_| NodeError::NetworkStopped)
+    }
+
+    /// The addresses the swarm listens on, each ending in `/p2p/<peer id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        self.ask(Command::ListenAddrs).await
+    }
+
+    /// Dials an address.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Dial(addr, tx)).await?
+    }
+
+    /// Starts a DHT bootstrap (a walk towards this peer's own id that fills the routing table).
+    pub async fn bootstrap(&self) -> Result<(), NodeError> {
+        self.ask(Command::Bootstrap).await?
+    }
+
+    /// Stores an object's chunks, pins them, and announces this peer as a provider in the DHT.
+    pub async fn provide(&self, manifest: SignedManifest, data: Vec<u8>) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Provide {
+            manifest,
+            data,
+            reply,
+        })
+        .await?
+    }
+
+    /// Fetches an object from the peers that provide it, several chunks in flight from several
+    /// peers at once, each checked against the signed manifest. A peer that serves a bad chunk
+    /// is penalised and the chunk fetched elsewhere. The object is then stored and provided.
+    pub async fn fetch(&self, manifest: SignedManifest) -> Result<Fetched, NodeError> {
+        self.ask(|reply| Command::Fetch { manifest, reply }).await?
+    }
+
+    /// Looks up the peers that provide object `root` in the DHT (the whole lookup).
+    pub async fn providers(&self, root: Digest) -> Result<Vec<PeerId>, NodeError> {
+        self.ask(|reply| Command::Providers(root, reply)).await
+    }
+
+    /// Peers connected now.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, NodeError> {
+        self.ask(Command::ConnectedPeers).await
+    }
+
+    /// Peers in the DHT routing table.
+    pub async fn routing_table(&self) -> Result<Vec<PeerId>, NodeError> {
+        self.ask(Command::RoutingTable).await
+    }
+
+    /// Reputation scores of the peers this node has judged (negative: penalised).
+    pub async fn scores(&self) -> Result<HashMap<PeerId, i64>, NodeError> {
+        self.ask(Command::Scores).await
+    }
+
+    /// A summary of the swarm.
+    pub async fn status(&self) -> Result<NetworkStatus, NodeError> {
+        self.ask(Command::Status).await
+    }
+
+    /// Signs `message` for `round` and publishes it on a gossip topic.
+    pub async fn publish(
+        &self,
+        topic: &'static str,
+        round: u64,
+        message: Message,
+    ) -> Result<(), NodeError> {
+        self.ask(|reply| Command::Publish {
+            topic,
+            round,
+            message,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sends a signed request to `peer` and waits for its verified answer.
+    pub async fn request(
+        &self,
+        peer: PeerId,
+        round: u64,
+        message: Message,
+    ) -> Result<Message, NodeError> {
+        self.ask(|reply| Command::Request {
+            peer,
+            round,
+            message,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers a [`NetworkEvent::Request`].
+    pub async fn respond(&self, id: u64, round: u64, message: Message) -> Result<(), NodeError> {
+        self.commands
+            .send(Command::Respond { id, round, message })
+            .await
+            .map_err(|_| NodeError::NetworkStopped)
+    }
+
+    /// Stops the swarm, closing connections.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        self.ask(Command::Shutdown).await
+    }
+}
+
+/// The libp2p key of the DHT record that lists an object's providers.
+pub fn provider_key(root: &Digest) -> libp2p::kad::RecordKey {
+    libp2p::kad::RecordKey::new(root.as_bytes())
+}

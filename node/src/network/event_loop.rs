@@ -1,0 +1,918 @@
+//! The swarm task: owns the libp2p swarm, answers [`Command`]s, serves chunks, drives fetches,
+//! judges peers, and forwards verified messages as [`NetworkEvent`]s.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use canopy_protocol::messages::{ChunkRequest, ChunkResponse};
+use canopy_protocol::{Digest, Envelope, Keypair, Message};
+use futures::StreamExt;
+use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns, noise, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+
+use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, MODELS_TOPIC, TASKS_TOPIC};
+use super::fetch::{Fetch, Fetched, MAX_PROVIDER_QUERIES};
+use super::scores::{Offence, Scores};
+use super::{Command, NetworkConfig, NetworkEvent, NetworkStatus, provider_key};
+use crate::error::NodeError;
+use crate::store::ChunkStore;
+
+/// Requests from others waiting for the application's answer, at most.
+const MAX_PENDING_INBOUND: usize = 1024;
+/// Peers whose serving rate is tracked, at most.
+const MAX_RATE_BUCKETS: usize = 4096;
+
+enum Pending {
+    Chunk {
+        fetch: u64,
+        index: usize,
+        id: Digest,
+    },
+    Request(oneshot::Sender<Result<Message, NodeError>>),
+}
+
+enum QueryPurpose {
+    Provide(Option<oneshot::Sender<Result<(), NodeError>>>),
+    Providers(u64),
+    FindProviders(Vec<PeerId>, oneshot::Sender<Vec<PeerId>>),
+    Bootstrap(Option<oneshot::Sender<Result<(), NodeError>>>),
+}
+
+struct TokenBucket {
+    tokens: f64,
+    last: Instant,
+}
+
+pub(crate) struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    keys: Keypair,
+    store: Arc<ChunkStore>,
+    config: NetworkConfig,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NetworkEvent>,
+    scores: Scores,
+    fetches: HashMap<u64, Fetch>,
+    next_fetch: u64,
+    requests: HashMap<OutboundRequestId, Pending>,
+    queries: HashMap<QueryId, QueryPurpose>,
+    inbound: HashMap<u64, ResponseChannel<Envelope>>,
+    next_inbound: u64,
+    nonce: u64,
+    rate: HashMap<PeerId, TokenBucket>,
+    bytes_served: u64,
+    bytes_fetched: u64,
+    dropped_events: u64,
+}
+
+fn network_error(e: impl std::fmt::Display) -> NodeError {
+    NodeError::Network(e.to_string())
+}
+
+impl EventLoop {
+    pub(crate) async fn new(
+        keys: Keypair,
+        store: Arc<ChunkStore>,
+        config: NetworkConfig,
+        commands: mpsc::Receiver<Command>,
+        events: mpsc::Sender<NetworkEvent>,
+    ) -> Result<Self, NodeError> {
+        let behaviour_config = config.clone();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keys.to_libp2p())
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(network_error)?
+            .with_quic()
+            .with_dns()
+            .map_err(network_error)?
+            .with_relay_client(noise::Config::new, yamux::Config::default)
+            .map_err(network_error)?
+            .with_behaviour(|key, relay| {
+                Behaviour::new(key, relay, &behaviour_config)
+                    .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e))
+            })
+            .map_err(network_error)?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        for topic in [MODELS_TOPIC, TASKS_TOPIC] {
+            swarm
+                .behaviour_mut()
+                .gossipsub
+                .subscribe(&gossipsub::IdentTopic::new(topic))
+                .map_err(network_error)?;
+        }
+        let mut listening = 0;
+        for addr in &config.listen {
+            swarm.listen_on(addr.clone()).map_err(network_error)?;
+            listening += 1;
+        }
+        // Wait until every listener has an address, so callers can hand them out at once.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let mut bound = 0;
+        while bound < listening {
+            match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+                Ok(SwarmEvent::NewListenAddr { address, .. }) => {
+                    tracing::info!(%address, "listening");
+                    if config.advertise_listen_addrs {
+                        swarm.add_external_address(address);
+                    }
+                    bound += 1;
+                }
+                Ok(SwarmEvent::ListenerError { error, .. }) => return Err(network_error(error)),
+                Ok(_) => {}
+                Err(_) => return Err(NodeError::Network("listeners did not start in 10 s".into())),
+            }
+        }
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let mut this = Self {
+            swarm,
+            keys,
+            store,
+            config,
+            commands,
+            events,
+            scores: Scores::default(),
+            fetches: HashMap::new(),
+            next_fetch: 0,
+            requests: HashMap::new(),
+            queries: HashMap::new(),
+            inbound: HashMap::new(),
+            next_inbound: 0,
+            nonce,
+            rate: HashMap::new(),
+            bytes_served: 0,
+            bytes_fetched: 0,
+            dropped_events: 0,
+        };
+        for addr in this.config.bootstrap.clone() {
+            if let Err(e) = this.dial(addr.clone()) {
+                tracing::warn!(%addr, "bootstrap peer: {e}");
+            }
+        }
+        if !this.config.bootstrap.is_empty()
+            && let Ok(id) = this.swarm.behaviour_mut().kad.bootstrap()
+        {
+            this.queries.insert(id, QueryPurpose::Bootstrap(None));
+        }
+        Ok(this)
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(Command::Shutdown(reply)) => {
+                        let _ = reply.send(());
+                        break;
+                    }
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        for (_, fetch) in self.fetches.drain() {
+            if let Some(reply) = fetch.reply {
+                let _ = reply.send(Err(NodeError::NetworkStopped));
+            }
+        }
+        tracing::info!("swarm stopped");
+    }
+
+    fn next_nonce(&mut self) -> u64 {
+        self.nonce = self.nonce.wrapping_add(1);
+        self.nonce
+    }
+
+    fn seal(&mut self, round: u64, message: &Message) -> Result<Envelope, NodeError> {
+        let nonce = self.next_nonce();
+        Envelope::seal(&self.keys, round, nonce, message).map_err(network_error)
+    }
+
+    fn emit(&mut self, event: NetworkEvent) {
+        if self.events.try_send(event).is_err() {
+            self.dropped_events += 1;
+            if self.dropped_events.is_power_of_two() {
+                tracing::warn!(
+                    dropped = self.dropped_events,
+                    "event queue full; events dropped"
+                );
+            }
+        }
+    }
+
+    fn penalise(&mut self, peer: PeerId, offence: Offence) {
+        if self.scores.penalise(peer, offence) {
+            tracing::warn!(%peer, "peer banned");
+            self.swarm.behaviour_mut().blocked.block_peer(peer);
+            self.swarm.behaviour_mut().kad.remove_peer(&peer);
+            let _ = self.swarm.disconnect_peer_id(peer);
+            for fetch in self.fetches.values_mut() {
+                fetch.exclude(peer);
+            }
+            self.emit(NetworkEvent::PeerBanned(peer));
+        }
+    }
+
+    fn dial(&mut self, addr: Multiaddr) -> Result<(), NodeError> {
+        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+            let base: Multiaddr = addr
+                .iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect();
+            self.swarm.behaviour_mut().kad.add_address(&peer, base);
+        }
+        self.swarm.dial(addr).map_err(network_error)
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.listen_addrs());
+            }
+            Command::Dial(addr, reply) => {
+                let _ = reply.send(self.dial(addr));
+            }
+            Command::Bootstrap(reply) => match self.swarm.behaviour_mut().kad.bootstrap() {
+                Ok(id) => {
+                    self.queries
+                        .insert(id, QueryPurpose::Bootstrap(Some(reply)));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(network_error(e)));
+                }
+            },
+            Command::Provide {
+                manifest,
+                data,
+                reply,
+            } => self.provide(manifest, data, reply),
+            Command::Fetch { manifest, reply } => self.start_fetch(manifest, reply),
+            Command::Providers(root, reply) => {
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .get_providers(provider_key(&root));
+                self.queries
+                    .insert(id, QueryPurpose::FindProviders(Vec::new(), reply));
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::RoutingTable(reply) => {
+                let mut peers = Vec::new();
+                for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+                    for entry in bucket.iter() {
+                        peers.push(*entry.node.key.preimage());
+                    }
+                }
+                let _ = reply.send(peers);
+            }
+            Command::Scores(reply) => {
+                let _ = reply.send(self.scores.snapshot());
+            }
+            Command::Status(reply) => {
+                let routing_table = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .kbuckets()
+                    .map(|b| b.num_entries())
+                    .sum();
+                let _ = reply.send(NetworkStatus {
+                    peer_id: self.swarm.local_peer_id().to_string(),
+                    listen_addrs: self.listen_addrs().iter().map(|a| a.to_string()).collect(),
+                    connected: self.swarm.connected_peers().count(),
+                    routing_table,
+                    bytes_served: self.bytes_served,
+                    bytes_fetched: self.bytes_fetched,
+                });
+            }
+            Command::Publish {
+                topic,
+                round,
+                message,
+                reply,
+            } => {
+                let result = self.seal(round, &message).and_then(|env| {
+                    let frame = env.to_frame().map_err(network_error)?;
+                    self.swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(gossipsub::IdentTopic::new(topic), frame)
+                        .map(|_| ())
+                        .map_err(network_error)
+                });
+                let _ = reply.send(result);
+            }
+            Command::Request {
+                peer,
+                round,
+                message,
+                reply,
+            } => match self.seal(round, &message) {
+                Ok(env) => {
+                    let id = self.swarm.behaviour_mut().canopy.send_request(&peer, env);
+                    self.requests.insert(id, Pending::Request(reply));
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::Respond { id, round, message } => {
+                if let Some(channel) = self.inbound.remove(&id) {
+                    match self.seal(round, &message) {
+                        Ok(env) => {
+                            let _ = self
+                                .swarm
+                                .behaviour_mut()
+                                .canopy
+                                .send_response(channel, env);
+                        }
+                        Err(e) => tracing::warn!("cannot answer request: {e}"),
+                    }
+                }
+            }
+            Command::Shutdown(reply) => {
+                let _ = reply.send(());
+            }
+        }
+    }
+
+    fn listen_addrs(&self) -> Vec<Multiaddr> {
+        let me = *self.swarm.local_peer_id();
+        self.swarm
+            .listeners()
+            .map(|a| a.clone().with(Protocol::P2p(me)))
+            .collect()
+    }
+
+    fn provide(
+        &mut self,
+        signed: canopy_protocol::SignedManifest,
+        data: Vec<u8>,
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    ) {
+        let result = signed
+            .verify()
+            .map_err(NodeError::from)
+            .and_then(|m| self.store.put_object(m, &data).map(|()| m.root));
+        match result {
+            Ok(root) => self.announce(root, Some(reply)),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    fn announce(&mut self, root: Digest, reply: Option<oneshot::Sender<Result<(), NodeError>>>) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .start_providing(provider_key(&root))
+        {
+            Ok(id) => {
+                self.queries.insert(id, QueryPurpose::Provide(reply));
+            }
+            Err(e) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(Err(network_error(e)));
+                }
+            }
+        }
+    }
+
+    fn start_fetch(
+        &mut self,
+        signed: canopy_protocol::SignedManifest,
+        reply: oneshot::Sender<Result<Fetched, NodeError>>,
+    ) {
+        let manifest = match signed.verify() {
+            Ok(m) => m.clone(),
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        if self.store.has_object(&manifest)
+            && let Ok(Some(data)) = self.store.get_object(&manifest)
+        {
+            let _ = reply.send(Ok(Fetched {
+                data,
+                sources: HashMap::new(),
+            }));
+            return;
+        }
+        let fetch = match Fetch::reassembler(manifest) {
+            Ok(reassembler) => Fetch::new(reassembler, reply),
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+                return;
+            }
+        };
+        let id = self.next_fetch;
+        self.next_fetch += 1;
+        self.fetches.insert(id, fetch);
+        self.query_providers(id);
+    }
+
+    fn query_providers(&mut self, fetch_id: u64) {
+        let Some(fetch) = self.fetches.get_mut(&fetch_id) else {
+            return;
+        };
+        fetch.provider_queries += 1;
+        fetch.query_running = true;
+        let key = provider_key(&fetch.root());
+        let id = self.swarm.behaviour_mut().kad.get_providers(key);
+        self.queries.insert(id, QueryPurpose::Providers(fetch_id));
+    }
+
+    /// Sends as many chunk requests as providers have room for, then finishes the fetch if
+    /// every chunk is in.
+    fn pump(&mut self, fetch_id: u64) {
+        let max = self.config.max_in_flight_per_peer;
+        if let Some(fetch) = self.fetches.get_mut(&fetch_id) {
+            fetch.maybe_start();
+        }
+        loop {
+            let Some(fetch) = self.fetches.get_mut(&fetch_id) else {
+                return;
+            };
+            let Some((index, id, peer)) = fetch.next_request(max) else {
+                break;
+            };
+            let message = Message::ChunkRequest(ChunkRequest { id });
+            match self.seal(0, &message) {
+                Ok(env) => {
+                    let rid = self.swarm.behaviour_mut().canopy.send_request(&peer, env);
+                    self.requests.insert(
+                        rid,
+                        Pending::Chunk {
+                            fetch: fetch_id,
+                            index,
+                            id,
+                        },
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!("cannot seal a chunk request: {e}");
+                    if let Some(fetch) = self.fetches.get_mut(&fetch_id) {
+                        fetch.finished(peer, index, true);
+                    }
+                    break;
+                }
+            }
+        }
+        if self.fetches.get(&fetch_id).is_some_and(Fetch::is_complete) {
+            self.finish_fetch(fetch_id);
+        }
+    }
+
+    fn finish_fetch(&mut self, fetch_id: u64) {
+        let Some(mut fetch) = self.fetches.remove(&fetch_id) else {
+            return;
+        };
+        let reply = fetch.reply.take();
+        let manifest = fetch.reassembler.manifest().clone();
+        let sources = std::mem::take(&mut fetch.sources);
+        let result = fetch
+            .reassembler
+            .finish()
+            .map_err(NodeError::from)
+            .and_then(|data| self.store.put_object(&manifest, &data).map(|()| data))
+            .map(|data| Fetched { data, sources });
+        if result.is_ok() {
+            // Every peer that holds an object serves it.
+            self.announce(manifest.root, None);
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn fail_fetch(&mut self, fetch_id: u64, reason: String) {
+        if let Some(mut fetch) = self.fetches.remove(&fetch_id)
+            && let Some(reply) = fetch.reply.take()
+        {
+            let _ = reply.send(Err(NodeError::Fetch {
+                root: fetch.root(),
+                reason,
+            }));
+        }
+    }
+
+    fn on_tick(&mut self) {
+        let waiting: Vec<u64> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| !f.started)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in waiting {
+            self.pump(id);
+        }
+        let stuck: Vec<u64> = self
+            .fetches
+            .iter()
+            .filter(|(_, f)| f.is_stuck() && !f.query_running)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stuck {
+            let queries = self.fetches.get(&id).map_or(0, |f| f.provider_queries);
+            if queries < MAX_PROVIDER_QUERIES {
+                self.query_providers(id);
+            } else {
+                self.fail_fetch(
+                    id,
+                    format!(
+                        "no provider could supply the remaining chunks after {queries} lookups"
+                    ),
+                );
+            }
+        }
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::info!(%address, "listening");
+                if self.config.advertise_listen_addrs {
+                    self.swarm.add_external_address(address);
+                }
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                num_established,
+                ..
+            } => {
+                if self.scores.is_banned(&peer_id) {
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                } else if num_established.get() == 1 {
+                    self.emit(NetworkEvent::PeerConnected(peer_id));
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => self.emit(NetworkEvent::PeerDisconnected(peer_id)),
+            SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
+            other => tracing::trace!(?other, "swarm event"),
+        }
+    }
+
+    fn on_behaviour_event(&mut self, event: BehaviourEvent) {
+        match event {
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocols.contains(&KAD_PROTOCOL) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            }) => self.on_query(id, result, step.last),
+            BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
+                self.on_gossip(message)
+            }
+            BehaviourEvent::Canopy(request_response::Event::Message { peer, message, .. }) => {
+                match message {
+                    request_response::Message::Request {
+                        request, channel, ..
+                    } => self.on_request(peer, request, channel),
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    } => self.on_response(peer, request_id, response),
+                }
+            }
+            BehaviourEvent::Canopy(request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            }) => self.on_outbound_failure(peer, request_id, error),
+            BehaviourEvent::Canopy(request_response::Event::InboundFailure {
+                peer, error, ..
+            }) => {
+                if let request_response::InboundFailure::Io(e) = &error
+                    && e.kind() == std::io::ErrorKind::InvalidData
+                {
+                    self.penalise(peer, Offence::MalformedFrame);
+                }
+                tracing::debug!(%peer, %error, "inbound request failed");
+            }
+            BehaviourEvent::Mdns(mdns::Event::Discovered(found)) => {
+                for (peer, addr) in found {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                    let _ = self.swarm.dial(addr);
+                }
+            }
+            other => tracing::trace!(?other, "behaviour event"),
+        }
+    }
+
+    fn on_query(&mut self, id: QueryId, result: QueryResult, last: bool) {
+        let Some(purpose) = self.queries.remove(&id) else {
+            return;
+        };
+        match (purpose, result) {
+            (QueryPurpose::Providers(fetch_id), QueryResult::GetProviders(result)) => {
+                if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = result {
+                    let me = *self.swarm.local_peer_id();
+                    let usable: Vec<PeerId> = providers
+                        .into_iter()
+                        .filter(|p| *p != me && !self.scores.is_banned(p))
+                        .collect();
+                    if let Some(fetch) = self.fetches.get_mut(&fetch_id) {
+                        let added = fetch.add_providers(usable);
+                        tracing::debug!(added, "providers found");
+                    }
+                }
+                if last {
+                    if let Some(fetch) = self.fetches.get_mut(&fetch_id) {
+                        fetch.query_running = false;
+                    }
+                } else {
+                    self.queries.insert(id, QueryPurpose::Providers(fetch_id));
+                }
+                self.pump(fetch_id);
+            }
+            (QueryPurpose::FindProviders(mut found, reply), QueryResult::GetProviders(result)) => {
+                if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = result {
+                    for p in providers {
+                        if !found.contains(&p) {
+                            found.push(p);
+                        }
+                    }
+                }
+                if last {
+                    let _ = reply.send(found);
+                } else {
+                    self.queries
+                        .insert(id, QueryPurpose::FindProviders(found, reply));
+                }
+            }
+            (QueryPurpose::Provide(reply), QueryResult::StartProviding(result)) => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(result.map(|_| ()).map_err(network_error));
+                }
+            }
+            (QueryPurpose::Bootstrap(reply), QueryResult::Bootstrap(result)) => {
+                if last || result.is_err() {
+                    if let Some(reply) = reply {
+                        let _ = reply.send(result.map(|_| ()).map_err(network_error));
+                    }
+                } else {
+                    self.queries.insert(id, QueryPurpose::Bootstrap(reply));
+                }
+            }
+            (purpose, _) => {
+                if !last {
+                    self.queries.insert(id, purpose);
+                }
+            }
+        }
+    }
+
+    fn on_gossip(&mut self, message: gossipsub::Message) {
+        let Some(source) = message.source else {
+            return;
+        };
+        let topic = message.topic.as_str().to_string();
+        let verdict = Envelope::from_frame(&message.data)
+            .map_err(|_| Offence::MalformedFrame)
+            .and_then(|env| {
+                let verified = env.verify().map_err(|_| Offence::InvalidMessage)?;
+                if verified.sender().peer_id() != source {
+                    return Err(Offence::WrongKey);
+                }
+                let round = verified.header().round;
+                let msg = verified.message().map_err(|_| Offence::InvalidMessage)?;
+                Ok((round, msg))
+            });
+        match verdict {
+            Ok((round, msg)) => self.emit(NetworkEvent::Gossip {
+                sender: source,
+                topic,
+                message: msg,
+                round,
+            }),
+            Err(offence) => self.penalise(source, offence),
+        }
+    }
+
+    /// Checks an envelope from `peer`: signature, payload, sender key. Penalises on failure.
+    fn open(&mut self, peer: PeerId, envelope: &Envelope) -> Option<(u64, Message)> {
+        let verified = match envelope.verify() {
+            Ok(v) => v,
+            Err(_) => {
+                self.penalise(peer, Offence::InvalidMessage);
+                return None;
+            }
+        };
+        if verified.sender().peer_id() != peer {
+            self.penalise(peer, Offence::WrongKey);
+            return None;
+        }
+        match verified.message() {
+            Ok(m) => Some((verified.header().round, m)),
+            Err(_) => {
+                self.penalise(peer, Offence::InvalidMessage);
+                None
+            }
+        }
+    }
+
+    fn allow_serving(&mut self, peer: PeerId, bytes: usize) -> bool {
+        let rate = self.config.serve_rate_bytes_per_sec as f64;
+        if self.rate.len() >= MAX_RATE_BUCKETS && !self.rate.contains_key(&peer) {
+            let now = Instant::now();
+            self.rate
+                .retain(|_, b| now.duration_since(b.last) < Duration::from_secs(10));
+        }
+        let bucket = self.rate.entry(peer).or_insert(TokenBucket {
+            tokens: rate,
+            last: Instant::now(),
+        });
+        let now = Instant::now();
+        bucket.tokens =
+            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(rate);
+        bucket.last = now;
+        if bucket.tokens >= bytes as f64 {
+            bucket.tokens -= bytes as f64;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn on_request(&mut self, peer: PeerId, envelope: Envelope, channel: ResponseChannel<Envelope>) {
+        if self.scores.is_banned(&peer) {
+            return;
+        }
+        let Some((round, message)) = self.open(peer, &envelope) else {
+            return;
+        };
+        match message {
+            Message::ChunkRequest(ChunkRequest { id }) => {
+                let data = match self.store.get(&id) {
+                    Ok(data) => data,
+                    Err(e) => {
+                        tracing::warn!("chunk store: {e}");
+                        None
+                    }
+                };
+                // Over the peer's rate, the chunk is refused as if absent: it asks elsewhere.
+                let data = data.filter(|d| self.allow_serving(peer, d.len()));
+                let served = data.as_ref().map_or(0, Vec::len);
+                let response = Message::ChunkResponse(ChunkResponse { id, data });
+                match self.seal(round, &response) {
+                    Ok(env) => {
+                        if self
+                            .swarm
+                            .behaviour_mut()
+                            .canopy
+                            .send_response(channel, env)
+                            .is_ok()
+                        {
+                            self.bytes_served += served as u64;
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot answer chunk request: {e}"),
+                }
+            }
+            message => {
+                if self.inbound.len() >= MAX_PENDING_INBOUND {
+                    tracing::warn!(%peer, "too many requests waiting for an answer; dropped");
+                    return;
+                }
+                let id = self.next_inbound;
+                self.next_inbound += 1;
+                self.inbound.insert(id, channel);
+                self.emit(NetworkEvent::Request {
+                    peer,
+                    id,
+                    round,
+                    message,
+                });
+            }
+        }
+    }
+
+    fn on_response(&mut self, peer: PeerId, request_id: OutboundRequestId, envelope: Envelope) {
+        let Some(pending) = self.requests.remove(&request_id) else {
+            return;
+        };
+        let opened = self.open(peer, &envelope);
+        match pending {
+            Pending::Request(reply) => {
+                let _ =
+                    reply.send(opened.map(|(_, m)| m).ok_or_else(|| {
+                        NodeError::Network(format!("invalid response from {peer}"))
+                    }));
+            }
+            Pending::Chunk { fetch, index, id } => {
+                let retry = match opened {
+                    Some((_, Message::ChunkResponse(resp))) if resp.id == id => match resp.data {
+                        Some(data) => self.place_chunk(fetch, peer, &id, &data),
+                        None => {
+                            if let Some(f) = self.fetches.get_mut(&fetch) {
+                                f.exclude(peer);
+                            }
+                            true
+                        }
+                    },
+                    Some(_) => {
+                        self.penalise(peer, Offence::InvalidMessage);
+                        if let Some(f) = self.fetches.get_mut(&fetch) {
+                            f.exclude(peer);
+                        }
+                        true
+                    }
+                    None => {
+                        if let Some(f) = self.fetches.get_mut(&fetch) {
+                            f.exclude(peer);
+                        }
+                        true
+                    }
+                };
+                if let Some(f) = self.fetches.get_mut(&fetch) {
+                    f.finished(peer, index, retry);
+                }
+                self.pump(fetch);
+            }
+        }
+    }
+
+    /// Places a received chunk; returns whether it must be fetched again.
+    fn place_chunk(&mut self, fetch_id: u64, peer: PeerId, id: &Digest, data: &[u8]) -> bool {
+        let Some(fetch) = self.fetches.get_mut(&fetch_id) else {
+            return false;
+        };
+        match fetch.reassembler.insert(id, data) {
+            Ok(_) => {
+                self.bytes_fetched += data.len() as u64;
+                *fetch.sources.entry(peer).or_default() += 1;
+                false
+            }
+            Err(e) => {
+                tracing::warn!(%peer, "bad chunk: {e}");
+                fetch.exclude(peer);
+                self.penalise(peer, Offence::BadChunk);
+                true
+            }
+        }
+    }
+
+    fn on_outbound_failure(
+        &mut self,
+        peer: PeerId,
+        request_id: OutboundRequestId,
+        error: OutboundFailure,
+    ) {
+        let Some(pending) = self.requests.remove(&request_id) else {
+            return;
+        };
+        tracing::debug!(%peer, %error, "request failed");
+        match &error {
+            OutboundFailure::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                self.penalise(peer, Offence::MalformedFrame)
+            }
+            OutboundFailure::Timeout => self.penalise(peer, Offence::Timeout),
+            _ => {}
+        }
+        match pending {
+            Pending::Request(reply) => {
+                let _ = reply.send(Err(network_error(error)));
+            }
+            Pending::Chunk { fetch, index, .. } => {
+                if let Some(f) = self.fetches.get_mut(&fetch) {
+                    f.exclude(peer);
+                    f.finished(peer, index, true);
+                }
+                self.pump(fetch);
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The state of one object fetch: which chunks are still wanted, which peers provide them, what
+//! is in flight to whom. The event loop feeds it providers and responses and asks it what to
+//! request next; it never touches the network itself.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use canopy_protocol::error::ChunkError;
+use canopy_protocol::{Digest, Manifest, Reassembler};
+use libp2p::PeerId;
+use tokio::sync::oneshot;
+
+use crate::error::NodeError;
+
+/// A fetched object and who served it.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    /// The object, checked against its manifest.
+    pub data: Vec<u8>,
+    /// Chunks served, by peer (empty when the object was already stored locally).
+    pub sources: HashMap<PeerId, usize>,
+}
+
+/// Largest object a node fetches into memory.
+pub(crate) const MAX_OBJECT_LEN: u64 = 4 << 30;
+/// Provider lookups before a fetch with no providers left gives up.
+pub(crate) const MAX_PROVIDER_QUERIES: u32 = 5;
+
+pub(crate) struct Fetch {
+    pub(crate) reassembler: Reassembler,
+    /// Chunk positions not yet placed nor in flight.
+    queue: VecDeque<usize>,
+    /// Peers to ask, in round-robin order.
+    providers: Vec<PeerId>,
+    /// Peers this fetch no longer asks (bad data, no data, gone).
+    excluded: HashSet<PeerId>,
+    in_flight: HashMap<PeerId, usize>,
+    /// Chunks placed, by the peer that served them.
+    pub(crate) sources: HashMap<PeerId, usize>,
+    next: usize,
+    /// Whether chunk requests have started: they wait for the first provider lookup to end (or
+    /// for enough providers, or a short while) so the load spreads over every provider.
+    pub(crate) started: bool,
+    /// When the first provider was found.
+    pub(crate) first_provider_at: Option<std::time::Instant>,
+    pub(crate) provider_queries: u32,
+    pub(crate) query_running: bool,
+    pub(crate) reply: Option<oneshot::Sender<Result<Fetched, NodeError>>>,
+}
+
+impl Fetch {
+    /// Starts a fetch of `manifest`'s object (refused when it is over [`MAX_OBJECT_LEN`]).
+    pub(crate) fn reassembler(manifest: Manifest) -> Result<Reassembler, ChunkError> {
+        Reassembler::new(manifest, MAX_OBJECT_LEN)
+    }
+
+    pub(crate) fn new(
+        reassembler: Reassembler,
+        reply: oneshot::Sender<Result<Fetched, NodeError>>,
+    ) -> Self {
+        let queue = (0..reassembler.manifest().chunks.len()).collect();
+        Self {
+            reassembler,
+            queue,
+            providers: Vec::new(),
+            excluded: HashSet::new(),
+            in_flight: HashMap::new(),
+            sources: HashMap::new(),
+            next: 0,
+            started: false,
+            first_provider_at: None,
+            provider_queries: 0,
+            query_running: false,
+            reply: Some(reply),
+        }
+    }
+
+    pub(crate) fn root(&self) -> Digest {
+        self.reassembler.manifest().root
+    }
+
+    /// Adds providers found in the DHT (or known otherwise); returns how many were new.
+    pub(crate) fn add_providers(&mut self, peers: impl IntoIterator<Item = PeerId>) -> usize {
+        let mut added = 0;
+        for peer in peers {
+            if !self.excluded.contains(&peer) && !self.providers.contains(&peer) {
+                self.providers.push(peer);
+                self.first_provider_at
+                    .get_or_insert_with(std::time::Instant::now);
+                added += 1;
+            }
+        }
+        added
+    }
+
+    /// Stops asking `peer` for this object.
+    pub(crate) fn exclude(&mut self, peer: PeerId) {
+        self.excluded.insert(peer);
+        self.providers.retain(|p| *p != peer);
+    }
+
+    /// The next (chunk position, chunk name, peer) to request, if a chunk is waiting and a
+    /// provider has room.
+    pub(crate) fn next_request(&mut self, max_per_peer: usize) -> Option<(usize, Digest, PeerId)> {
+        if !self.started || self.queue.is_empty() || self.providers.is_empty() {
+            return None;
+        }
+        for offset in 0..self.providers.len() {
+            let i = (self.next + offset) % self.providers.len();
+            let peer = self.providers[i];
+            let busy = self.in_flight.get(&peer).copied().unwrap_or(0);
+            if busy < max_per_peer {
+                let index = self.queue.pop_front()?;
+                self.next = (i + 1) % self.providers.len();
+                *self.in_flight.entry(peer).or_default() += 1;
+                let id = self.reassembler.manifest().chunks[index];
+                return Some((index, id, peer));
+            }
+        }
+        None
+    }
+
+    /// A request to `peer` for position `index` has ended; `retry` puts the chunk back.
+    pub(crate) fn finished(&mut self, peer: PeerId, index: usize, retry: bool) {
+        if let Some(n) = self.in_flight.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+        }
+        if retry {
+            self.queue.push_back(index);
+        }
+    }
+
+    /// Starts requesting once the lookup has ended, or enough providers are known, or the
+    /// first was found a while ago.
+    pub(crate) fn maybe_start(&mut self) {
+        const ENOUGH_PROVIDERS: usize = 4;
+        const GATHER: std::time::Duration = std::time::Duration::from_millis(500);
+        if !self.started
+            && (!self.query_running
+                || self.providers.len() >= ENOUGH_PROVIDERS
+                || self
+                    .first_provider_at
+                    .is_some_and(|t| t.elapsed() >= GATHER))
+        {
+            self.started = true;
+        }
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.values().sum()
+    }
+
+    pub(crate) fn is_complete(&self) -> bool {
+        self.reassembler.progress().is_complete()
+    }
+
+    /// Nothing in flight, chunks still wanted, nobody left to ask.
+    pub(crate) fn is_stuck(&self) -> bool {
+        !self.is_complete() && self.in_flight() == 0 && self.providers.is_empty()
+    }
+}

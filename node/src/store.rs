@@ -1,0 +1,401 @@
+//! The content-addressed chunk store: chunks on disk under their blake3 name, a size cap, and
+//! eviction of the least recently used chunks that no one has pinned. Every read is re-hashed, so
+//! a chunk damaged on disk is dropped and reported missing rather than served.
+//!
+//! Layout: `<dir>/chunks/<first two hex digits>/<digest hex>`, written to a temporary file and
+//! renamed into place, so a crash never leaves a partial chunk under a valid name.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use canopy_protocol::{Digest, Manifest};
+
+use crate::error::NodeError;
+
+/// Statistics of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    /// Chunks held.
+    pub chunks: usize,
+    /// Bytes held.
+    pub bytes: u64,
+    /// Bytes held by pinned chunks.
+    pub pinned_bytes: u64,
+    /// The size cap.
+    pub cap: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    size: u64,
+    last_used: u64,
+    pins: u32,
+}
+
+#[derive(Debug, Default)]
+struct Index {
+    entries: HashMap<Digest, Entry>,
+    bytes: u64,
+    clock: u64,
+}
+
+impl Index {
+    fn touch(&mut self, id: &Digest) {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some(e) = self.entries.get_mut(id) {
+            e.last_used = clock;
+        }
+    }
+
+    fn pinned_bytes(&self) -> u64 {
+        self.entries
+            .values()
+            .filter(|e| e.pins > 0)
+            .map(|e| e.size)
+            .sum()
+    }
+}
+
+/// A chunk store on disk with a size cap.
+#[derive(Debug)]
+pub struct ChunkStore {
+    dir: PathBuf,
+    cap: u64,
+    index: Mutex<Index>,
+}
+
+impl ChunkStore {
+    /// Opens (creating if needed) the store in `dir`, indexing the chunks already there.
+    pub fn open(dir: &Path, cap: u64) -> Result<Self, NodeError> {
+        let root = dir.join("chunks");
+        std::fs::create_dir_all(&root).map_err(|source| io(&root, source))?;
+        let mut index = Index::default();
+        for shard in std::fs::read_dir(&root).map_err(|source| io(&root, source))? {
+            let shard = shard.map_err(|source| io(&root, source))?.path();
+            if !shard.is_dir() {
+                continue;
+            }
+            for file in std::fs::read_dir(&shard).map_err(|source| io(&shard, source))? {
+                let file = file.map_err(|source| io(&shard, source))?;
+                let path = file.path();
+                let name = file.file_name();
+                let Some(id) = name.to_str().and_then(|n| n.parse::<Digest>().ok()) else {
+                    // Leftover temporary files from an interrupted write.
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                };
+                let size = file.metadata().map_err(|source| io(&path, source))?.len();
+                index.clock += 1;
+                index.bytes += size;
+                index.entries.insert(
+                    id,
+                    Entry {
+                        size,
+                        last_used: index.clock,
+                        pins: 0,
+                    },
+                );
+            }
+        }
+        Ok(Self {
+            dir: root,
+            cap,
+            index: Mutex::new(index),
+        })
+    }
+
+    fn path(&self, id: &Digest) -> PathBuf {
+        let hex = id.to_string();
+        self.dir.join(&hex[..2]).join(hex)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        self.index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stores `data` under its blake3 name and returns the name.
+    pub fn put(&self, data: &[u8]) -> Result<Digest, NodeError> {
+        let id = Digest::of(data);
+        self.put_checked(&id, data)?;
+        Ok(id)
+    }
+
+    /// Stores `data` under `id`, refusing it unless its blake3 is `id`.
+    pub fn put_verified(&self, id: &Digest, data: &[u8]) -> Result<(), NodeError> {
+        if Digest::of(data) != *id {
+            return Err(NodeError::ChunkMismatch(*id));
+        }
+        self.put_checked(id, data)
+    }
+
+    fn put_checked(&self, id: &Digest, data: &[u8]) -> Result<(), NodeError> {
+        let size = data.len() as u64;
+        let victims = {
+            let mut index = self.lock();
+            if index.entries.contains_key(id) {
+                index.touch(id);
+                return Ok(());
+            }
+            let victims = Self::choose_victims(&index, size, self.cap)?;
+            for v in &victims {
+                if let Some(e) = index.entries.remove(v) {
+                    index.bytes -= e.size;
+                }
+            }
+            // Reserve the space now; the file follows.
+            index.clock += 1;
+            let clock = index.clock;
+            index.bytes += size;
+            index.entries.insert(
+                *id,
+                Entry {
+                    size,
+                    last_used: clock,
+                    pins: 0,
+                },
+            );
+            victims
+        };
+        for v in victims {
+            let _ = std::fs::remove_file(self.path(&v));
+        }
+        let path = self.path(id);
+        let result = write_atomically(&path, data);
+        if result.is_err() {
+            let mut index = self.lock();
+            if let Some(e) = index.entries.remove(id) {
+                index.bytes -= e.size;
+            }
+        }
+        result
+    }
+
+    /// The least recently used unpinned chunks to drop so that `size` more bytes fit.
+    fn choose_victims(index: &Index, size: u64, cap: u64) -> Result<Vec<Digest>, NodeError> {
+        if index.bytes + size <= cap {
+            return Ok(Vec::new());
+        }
+        let mut unpinned: Vec<(&Digest, &Entry)> =
+            index.entries.iter().filter(|(_, e)| e.pins == 0).collect();
+        unpinned.sort_by_key(|(_, e)| e.last_used);
+        let mut freed = 0;
+        let mut victims = Vec::new();
+        for (id, e) in unpinned {
+            if index.bytes - freed + size <= cap {
+                break;
+            }
+            freed += e.size;
+            victims.push(*id);
+        }
+        if index.bytes - freed + size > cap {
+            return Err(NodeError::StoreFull {
+                needed: size,
+                pinned: index.pinned_bytes(),
+                cap,
+            });
+        }
+        Ok(victims)
+    }
+
+    /// Whether the store holds `id`.
+    pub fn contains(&self, id: &Digest) -> bool {
+        self.lock().entries.contains_key(id)
+    }
+
+    /// Reads chunk `id`, re-hashing it; a chunk damaged on disk is dropped and reads as missing.
+    pub fn get(&self, id: &Digest) -> Result<Option<Vec<u8>>, NodeError> {
+        if !self.contains(id) {
+            return Ok(None);
+        }
+        let path = self.path(id);
+        let data = match std::fs::read(&path) {
+            Ok(data) => data,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.forget(id);
+                return Ok(None);
+            }
+            Err(source) => return Err(io(&path, source)),
+        };
+        if Digest::of(&data) != *id {
+            tracing::warn!(chunk = %id.fmt_short(), "chunk damaged on disk; dropped");
+            self.forget(id);
+            let _ = std::fs::remove_file(&path);
+            return Ok(None);
+        }
+        self.lock().touch(id);
+        Ok(Some(data))
+    }
+
+    fn forget(&self, id: &Digest) {
+        let mut index = self.lock();
+        if let Some(e) = index.entries.remove(id) {
+            index.bytes -= e.size;
+        }
+    }
+
+    /// Pins every chunk of `manifest` that the store holds, so eviction leaves them alone.
+    pub fn pin(&self, manifest: &Manifest) {
+        let mut index = self.lock();
+        for id in &manifest.chunks {
+            if let Some(e) = index.entries.get_mut(id) {
+                e.pins += 1;
+            }
+        }
+    }
+
+    /// Releases one pin on every chunk of `manifest`.
+    pub fn unpin(&self, manifest: &Manifest) {
+        let mut index = self.lock();
+        for id in &manifest.chunks {
+            if let Some(e) = index.entries.get_mut(id) {
+                e.pins = e.pins.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Stores every chunk of an object and pins them.
+    pub fn put_object(&self, manifest: &Manifest, data: &[u8]) -> Result<(), NodeError> {
+        for (index, id) in manifest.chunks.iter().enumerate() {
+            let start = index * manifest.chunk_size as usize;
+            let chunk = data
+                .get(start..start + manifest.chunk_len(index)?)
+                .ok_or(NodeError::ChunkMismatch(*id))?;
+            self.put_verified(id, chunk)?;
+            // Pin as we go, so later chunks of the same object cannot evict earlier ones.
+            if let Some(e) = self.lock().entries.get_mut(id) {
+                e.pins += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every chunk of `manifest` is here.
+    pub fn has_object(&self, manifest: &Manifest) -> bool {
+        let index = self.lock();
+        manifest
+            .chunks
+            .iter()
+            .all(|id| index.entries.contains_key(id))
+    }
+
+    /// Rebuilds a whole object from its chunks, checking each and the root.
+    pub fn get_object(&self, manifest: &Manifest) -> Result<Option<Vec<u8>>, NodeError> {
+        let mut out = Vec::with_capacity(manifest.total_len as usize);
+        for id in &manifest.chunks {
+            match self.get(id)? {
+                Some(chunk) => out.extend_from_slice(&chunk),
+                None => return Ok(None),
+            }
+        }
+        if Digest::of(&out) != manifest.root {
+            return Err(NodeError::Chunk(
+                canopy_protocol::error::ChunkError::RootMismatch,
+            ));
+        }
+        Ok(Some(out))
+    }
+
+    /// Current statistics.
+    pub fn stats(&self) -> StoreStats {
+        let index = self.lock();
+        StoreStats {
+            chunks: index.entries.len(),
+            bytes: index.bytes,
+            pinned_bytes: index.pinned_bytes(),
+            cap: self.cap,
+        }
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> NodeError {
+    NodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn write_atomically(path: &Path, data: &[u8]) -> Result<(), NodeError> {
+    use std::io::Write;
+    let parent = path.parent().unwrap_or(path);
+    std::fs::create_dir_all(parent).map_err(|source| io(parent, source))?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut file = std::fs::File::create(&tmp).map_err(|source| io(&tmp, source))?;
+    file.write_all(data).map_err(|source| io(&tmp, source))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|source| io(path, source))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use canopy_protocol::ObjectKind;
+
+    use super::*;
+
+    fn data(len: usize, seed: u8) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .collect()
+    }
+
+    #[test]
+    fn put_get_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let a = store.put(&data(1000, 1)).unwrap();
+        assert_eq!(store.get(&a).unwrap().unwrap(), data(1000, 1));
+        assert!(store.put_verified(&a, &data(1000, 2)).is_err());
+        assert_eq!(store.get(&Digest::of(b"nope")).unwrap(), None);
+        drop(store);
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(store.stats().chunks, 1);
+        assert_eq!(store.get(&a).unwrap().unwrap(), data(1000, 1));
+    }
+
+    #[test]
+    fn evicts_least_recently_used_unpinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 3000).unwrap();
+        let a = store.put(&data(1000, 1)).unwrap();
+        let b = store.put(&data(1000, 2)).unwrap();
+        let c = store.put(&data(1000, 3)).unwrap();
+        store.get(&a).unwrap(); // a is now more recent than b
+        let d = store.put(&data(1000, 4)).unwrap();
+        assert!(store.contains(&a) && store.contains(&c) && store.contains(&d));
+        assert!(!store.contains(&b), "b was least recently used");
+        assert!(store.stats().bytes <= 3000);
+    }
+
+    #[test]
+    fn pinned_objects_survive_and_full_store_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 4096).unwrap();
+        let object = data(3000, 9);
+        let m = Manifest::build(ObjectKind::ModelWeights, &object, 1024, BTreeMap::new()).unwrap();
+        store.put_object(&m, &object).unwrap();
+        assert!(store.has_object(&m));
+        assert_eq!(store.stats().pinned_bytes, 3000);
+        let err = store.put(&data(2000, 5)).unwrap_err();
+        assert!(
+            matches!(err, NodeError::StoreFull { needed: 2000, .. }),
+            "{err}"
+        );
+        assert_eq!(store.get_object(&m).unwrap().unwrap(), object);
+        store.unpin(&m);
+        store.put(&data(2000, 5)).unwrap();
+        assert!(!store.has_object(&m));
+    }
+
+    #[test]
+    fn damaged_chunk_reads_as_missing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 1 << 20).unwrap();
+        let a = store.put(&data(500, 1)).unwrap();
+        std::fs::write(store.path(&a), b"garbage").unwrap();
+        assert_eq!(store.get(&a).unwrap(), None);
+        assert!(!store.contains(&a));
+    }
+}

@@ -1,0 +1,5 @@
+//! End-to-end tests of Canopy: real binaries and real swarms on loopback. One test binary for
+//! the whole crate keeps link times down.
+
+mod demo;
+mod swarm;
