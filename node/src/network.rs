@@ -153,6 +153,7 @@ pub(crate) enum Command {
     },
     Fetch {
         manifest: SignedManifest,
+        hints: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<Fetched, NodeError>>,
     },
     Providers(Digest, oneshot::Sender<Vec<PeerId>>),
@@ -264,7 +265,23 @@ impl Client {
     /// peers at once, each checked against the signed manifest. A peer that serves a bad chunk
     /// is penalised and the chunk fetched elsewhere. The object is then stored and provided.
     pub async fn fetch(&self, manifest: SignedManifest) -> Result<Fetched, NodeError> {
-        self.ask(|reply| Command::Fetch { manifest, reply }).await?
+        self.fetch_from(manifest, Vec::new()).await
+    }
+
+    /// [`Client::fetch`], also asking the peers at `hints` (addresses ending in `/p2p/<peer>`)
+    /// without waiting for the DHT to list them: the sender of a result holds its update, the
+    /// coordinator holds every model version.
+    pub async fn fetch_from(
+        &self,
+        manifest: SignedManifest,
+        hints: Vec<Multiaddr>,
+    ) -> Result<Fetched, NodeError> {
+        self.ask(|reply| Command::Fetch {
+            manifest,
+            hints,
+            reply,
+        })
+        .await?
     }
 
     /// Looks up the peers that provide object `root` in the DHT (the whole lookup).

@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use canopy_protocol::messages::MinHashParams;
+
 use crate::error::Result;
 use crate::kernels::adamw::AdamW;
 use crate::kernels::attention::AttentionShape;
@@ -202,6 +204,30 @@ pub trait Backend {
         dout: &Self::Buffer<f32>,
         dqkv: &mut Self::Buffer<f32>,
         shape: AttentionShape,
+    ) -> Result<()>;
+
+    /// Per-document quality signals of a batch of documents (`text`: bytes packed four to a
+    /// `u32`, `offsets`: `docs + 1` byte positions; see [`kernels::documents`]). `out` holds
+    /// [`kernels::quality::QUALITY_SIGNALS`] `u32` per document; bit-identical on both paths.
+    /// Offsets that decrease or pass the end of `text` are an error (checked before anything
+    /// runs), as is a batch too large for the device.
+    fn quality_signals(
+        &self,
+        text: &Self::Buffer<u32>,
+        offsets: &Self::Buffer<u32>,
+        out: &mut Self::Buffer<u32>,
+    ) -> Result<()>;
+
+    /// MinHash signatures of a batch of documents (layout as for
+    /// [`Backend::quality_signals`]): `params.num_perm` values per document in `signatures`;
+    /// bit-identical on both paths. See [`kernels::minhash`]. Bad offsets, `num_perm` outside
+    /// `1..=1024` or `shingle_words` outside `1..=32` are errors.
+    fn minhash(
+        &self,
+        text: &Self::Buffer<u32>,
+        offsets: &Self::Buffer<u32>,
+        signatures: &mut Self::Buffer<u32>,
+        params: &MinHashParams,
     ) -> Result<()>;
 }
 
@@ -398,6 +424,25 @@ impl Backend for Cpu {
         shape: AttentionShape,
     ) -> Result<()> {
         kernels::attention::attention_backward_cpu(qkv, slopes, out, lse, dout, dqkv, shape)
+    }
+
+    fn quality_signals(
+        &self,
+        text: &Vec<u32>,
+        offsets: &Vec<u32>,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        kernels::quality::quality_cpu(text, offsets, out)
+    }
+
+    fn minhash(
+        &self,
+        text: &Vec<u32>,
+        offsets: &Vec<u32>,
+        signatures: &mut Vec<u32>,
+        params: &MinHashParams,
+    ) -> Result<()> {
+        kernels::minhash::minhash_cpu(text, offsets, signatures, params)
     }
 }
 
@@ -604,5 +649,24 @@ impl Backend for Gpu {
         shape: AttentionShape,
     ) -> Result<()> {
         kernels::attention::attention_backward_gpu(self, qkv, slopes, out, lse, dout, dqkv, shape)
+    }
+
+    fn quality_signals(
+        &self,
+        text: &GpuBuffer<u32>,
+        offsets: &GpuBuffer<u32>,
+        out: &mut GpuBuffer<u32>,
+    ) -> Result<()> {
+        kernels::quality::quality_gpu(self, text, offsets, out)
+    }
+
+    fn minhash(
+        &self,
+        text: &GpuBuffer<u32>,
+        offsets: &GpuBuffer<u32>,
+        signatures: &mut GpuBuffer<u32>,
+        params: &MinHashParams,
+    ) -> Result<()> {
+        kernels::minhash::minhash_gpu(self, text, offsets, signatures, params)
     }
 }

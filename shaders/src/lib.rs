@@ -11,7 +11,8 @@
 //!   path, so code (and tests) are written once for both.
 //! - [`registry`]: the list of shipped kernels with their bind-group layouts.
 //! - [`kernels`]: matrix multiply, bias, GELU, LayerNorm, embedding, cross-entropy, AdamW,
-//!   global norm, int8 codec, ALiBi attention.
+//!   global norm, int8 codec, ALiBi attention; and the corpus kernels: per-document quality
+//!   signals and MinHash signatures (integer kernels, bit-identical on both paths).
 //!
 //! It sits on top of `canopy-protocol` (whose int8 codec the int8 kernels reproduce bit for
 //! bit) and under `canopy-node`.
@@ -35,4 +36,5 @@ pub use error::{Result, ShaderError};
 pub use kernels::adamw::AdamW;
 pub use kernels::attention::{AttentionShape, alibi_slopes};
 pub use kernels::matmul::{MatmulShape, Transpose};
+pub use kernels::quality::QualitySignals;
 pub use runtime::{AdapterChoice, AdapterKind, AdapterReport, Gpu, GpuBuffer, Runtime};

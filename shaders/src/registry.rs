@@ -74,6 +74,8 @@ mod source {
     pub(super) const NORM: &str = include_str!("../wgsl/norm.wgsl");
     pub(super) const INT8: &str = include_str!("../wgsl/int8.wgsl");
     pub(super) const ATTENTION: &str = include_str!("../wgsl/attention.wgsl");
+    pub(super) const QUALITY: &str = include_str!("../wgsl/quality.wgsl");
+    pub(super) const MINHASH: &str = include_str!("../wgsl/minhash.wgsl");
 }
 
 const fn u(index: u32) -> Binding {
@@ -307,6 +309,56 @@ pub const ATTENTION_BACKWARD_DKV: Kernel = Kernel {
     reference: "canopy_shaders::kernels::attention::attention_backward_reference",
 };
 
+/// Corpus quality signals: clearing the word-hash tables.
+pub const QUALITY_CLEAR: Kernel = Kernel {
+    name: "quality.clear",
+    file: "quality",
+    source: source::QUALITY,
+    entry: "clear",
+    bindings: &[u(0), w(3)],
+    reference: "canopy_shaders::kernels::quality::quality_reference",
+};
+
+/// Corpus quality signals, one thread per document, one round of its bytes.
+pub const QUALITY_SIGNALS: Kernel = Kernel {
+    name: "quality.signals",
+    file: "quality",
+    source: source::QUALITY,
+    entry: "signals",
+    bindings: &[u(0), r(1), r(2), w(3), w(4), w(5)],
+    reference: "canopy_shaders::kernels::quality::quality_reference",
+};
+
+/// MinHash: word hashes, one thread per document, one round of its bytes.
+pub const MINHASH_WORDS: Kernel = Kernel {
+    name: "minhash.words",
+    file: "minhash",
+    source: source::MINHASH,
+    entry: "words",
+    bindings: &[u(0), r(1), r(2), w(3), w(4)],
+    reference: "canopy_shaders::kernels::minhash::minhash_reference",
+};
+
+/// MinHash: shingle hashes in place over the word hashes, one thread per document.
+pub const MINHASH_SHINGLES: Kernel = Kernel {
+    name: "minhash.shingles",
+    file: "minhash",
+    source: source::MINHASH,
+    entry: "shingles",
+    bindings: &[u(0), r(2), w(3), w(4)],
+    reference: "canopy_shaders::kernels::minhash::minhash_reference",
+};
+
+/// MinHash: signatures, one thread per (document, permutation), one round of its shingles.
+pub const MINHASH_SIGNATURE: Kernel = Kernel {
+    name: "minhash.signature",
+    file: "minhash",
+    source: source::MINHASH,
+    entry: "signature",
+    bindings: &[u(0), r(2), r(5), r(6), w(7)],
+    reference: "canopy_shaders::kernels::minhash::minhash_reference",
+};
+
 /// Every shipped kernel.
 pub const KERNELS: &[Kernel] = &[
     MATMUL,
@@ -330,6 +382,11 @@ pub const KERNELS: &[Kernel] = &[
     ATTENTION_FORWARD,
     ATTENTION_BACKWARD_DQ,
     ATTENTION_BACKWARD_DKV,
+    QUALITY_CLEAR,
+    QUALITY_SIGNALS,
+    MINHASH_WORDS,
+    MINHASH_SHINGLES,
+    MINHASH_SIGNATURE,
 ];
 
 /// The kernel named `name` (`file.entry`), if it is registered.

@@ -72,6 +72,66 @@ pub(crate) fn uniform(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..scale)).collect()
 }
 
+/// A random document of at least `len` bytes (it may run a few bytes past), in one of three
+/// styles: 0, words from a multilingual vocabulary with varied whitespace; 1, arbitrary bytes
+/// with runs (control bytes, invalid UTF-8); 2, printable ASCII.
+pub(crate) fn random_document(r: &mut ChaCha8Rng, len: usize, style: u32) -> Vec<u8> {
+    const VOCAB: &[&str] = &[
+        "the",
+        "of",
+        "and",
+        "A",
+        "ROOTS",
+        "BLOOM",
+        "corpus",
+        "model",
+        "Data",
+        "42",
+        "3.14",
+        "e-mail",
+        "(see",
+        "below)",
+        "x",
+        "!!",
+        "über",
+        "naïve",
+        "東京",
+        "データ",
+        "ñ",
+        "…",
+        "مرحبا",
+        "привет",
+        "नमस्ते",
+        "🙂",
+        "aa",
+        "bbb",
+    ];
+    const SPACES: &[&str] = &[" ", " ", " ", "  ", "\n", "\t", "\r\n", "\x0b", "\x0c"];
+    let mut doc = Vec::with_capacity(len + 16);
+    while doc.len() < len {
+        match style {
+            // Words and spaces.
+            0 => {
+                doc.extend_from_slice(VOCAB[r.random_range(0..VOCAB.len())].as_bytes());
+                doc.extend_from_slice(SPACES[r.random_range(0..SPACES.len())].as_bytes());
+            }
+            // Arbitrary bytes (control bytes, invalid UTF-8, runs).
+            1 => {
+                let b: u8 = r.random();
+                let run = if r.random_bool(0.1) {
+                    r.random_range(1..6)
+                } else {
+                    1
+                };
+                doc.extend(std::iter::repeat_n(b, run));
+            }
+            // Printable ASCII.
+            _ => doc.push(r.random_range(0x20..0x7f)),
+        }
+    }
+    doc
+}
+
 /// Instantiates generic tests `fn name<B: Backend>(backend: &B)` (defined in the enclosing
 /// module) once for the CPU path and once for the wgpu path.
 macro_rules! backend_tests {

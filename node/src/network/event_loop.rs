@@ -261,7 +261,11 @@ impl EventLoop {
                 data,
                 reply,
             } => self.provide(manifest, data, reply),
-            Command::Fetch { manifest, reply } => self.start_fetch(manifest, reply),
+            Command::Fetch {
+                manifest,
+                hints,
+                reply,
+            } => self.start_fetch(manifest, hints, reply),
             Command::Providers(root, reply) => {
                 let id = self
                     .swarm
@@ -401,6 +405,7 @@ impl EventLoop {
     fn start_fetch(
         &mut self,
         signed: canopy_protocol::SignedManifest,
+        hints: Vec<Multiaddr>,
         reply: oneshot::Sender<Result<Fetched, NodeError>>,
     ) {
         let manifest = match signed.verify() {
@@ -419,13 +424,27 @@ impl EventLoop {
             }));
             return;
         }
-        let fetch = match Fetch::reassembler(manifest) {
+        let mut fetch = match Fetch::reassembler(manifest) {
             Ok(reassembler) => Fetch::new(reassembler, reply),
             Err(e) => {
                 let _ = reply.send(Err(e.into()));
                 return;
             }
         };
+        let me = *self.swarm.local_peer_id();
+        for addr in hints {
+            if let Some(Protocol::P2p(peer)) = addr.iter().last()
+                && peer != me
+                && !self.scores.is_banned(&peer)
+            {
+                let base: Multiaddr = addr
+                    .iter()
+                    .filter(|p| !matches!(p, Protocol::P2p(_)))
+                    .collect();
+                self.swarm.add_peer_address(peer, base);
+                fetch.add_providers([peer]);
+            }
+        }
         let id = self.next_fetch;
         self.next_fetch += 1;
         self.fetches.insert(id, fetch);
