@@ -1,16 +1,254 @@
 //! The `canopy-node` binary: a Canopy peer.
 
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use canopy_node::cli::{Cli, Command, JoinConfig, TierArg, data_dir};
+use canopy_node::network::{self, NetworkEvent};
+use canopy_node::store::ChunkStore;
+use canopy_node::{VERSION, identity};
+use canopy_protocol::Message;
+use canopy_protocol::messages::{AdapterInfo, AdapterKind, Capabilities, Join, Tier};
 use clap::Parser;
 
-/// A Canopy peer: contributes its GPU or CPU to a Canopy training project.
-#[derive(Parser)]
-#[command(name = "canopy-node", version = canopy_node::VERSION)]
-struct Args {}
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-fn main() {
-    let _args = Args::parse();
-    eprintln!(
-        "canopy-node {}: joining a swarm is not built yet; see the README for what runs today",
-        canopy_node::VERSION
-    );
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let dir = data_dir(cli.data_dir)
+        .context("no data directory: pass --data-dir or set CANOPY_DATA_DIR")?;
+    match cli.command {
+        Command::Info { json } => info(&dir, json),
+        Command::Join(args) => {
+            let config = JoinConfig::from_args(args)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(join(&dir, config))
+        }
+    }
+}
+
+fn info(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let (keys, created) = identity::load_or_create(dir)
+        .with_context(|| format!("loading the identity in {}", dir.display()))?;
+    let store = ChunkStore::open(dir, u64::MAX).context("opening the chunk store")?;
+    let stats = store.stats();
+    if json {
+        let value = serde_json::json!({
+            "peer_id": keys.peer_id().to_string(),
+            "public_key": keys.public().to_string(),
+            "identity_created": created,
+            "data_dir": dir,
+            "version": VERSION,
+            "store": { "chunks": stats.chunks, "bytes": stats.bytes },
+        });
+        println!("{value}");
+    } else {
+        if created {
+            println!("created a new identity");
+        }
+        println!("peer id     {}", keys.peer_id());
+        println!("public key  {}", keys.public());
+        println!("data dir    {}", dir.display());
+        println!("chunks      {} ({} bytes)", stats.chunks, stats.bytes);
+        println!("version     {VERSION}");
+    }
+    Ok(())
+}
+
+async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
+    // Catch Ctrl-C and SIGTERM from the start, so leaving is always clean.
+    let shutdown = shutdown_signal()?;
+    tokio::pin!(shutdown);
+    let (keys, _) = identity::load_or_create(dir)
+        .with_context(|| format!("loading the identity in {}", dir.display()))?;
+    let store =
+        Arc::new(ChunkStore::open(dir, config.store_cap).context("opening the chunk store")?);
+    let (client, mut events, task) = network::start(keys.clone(), store, config.network.clone())
+        .await
+        .context("starting the swarm")?;
+    let started = Instant::now();
+    let say = |line: String| {
+        if !config.json {
+            eprintln!("{line}");
+        }
+    };
+    say(format!("canopy-node {VERSION}: peer {}", keys.peer_id()));
+    for addr in client.listen_addrs().await.unwrap_or_default() {
+        say(format!("listening on {addr}"));
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let hello = Message::Join(Join {
+        capabilities: Capabilities {
+            // The task worker (which picks a GPU adapter) is not part of this build yet; the
+            // node offers its CPU and says so.
+            adapters: vec![AdapterInfo {
+                name: "cpu".into(),
+                backend: "cpu".into(),
+                kind: AdapterKind::Cpu,
+                memory_bytes: 0,
+            }],
+            threads,
+            memory_bytes: 0,
+            tier: match config.tier {
+                TierArg::Volunteer => Tier::Volunteer,
+                TierArg::Datacenter => Tier::Datacenter,
+            },
+            software_version: VERSION.into(),
+        },
+        display_name: config.display_name.clone(),
+        organisation: config.organisation.clone(),
+        country: config.country.clone(),
+    });
+    let answer = tokio::select! {
+        _ = &mut shutdown => None,
+        answer = tokio::time::timeout(
+            Duration::from_secs(20),
+            client.request(config.coordinator, 0, hello),
+        ) => Some(answer),
+    };
+    let mut stopping = answer.is_none();
+    match answer {
+        None => {}
+        Some(Ok(Ok(Message::JoinAck(ack)))) if ack.accepted => say(format!(
+            "joined: tier {:?}, round {}. {}",
+            ack.tier, ack.round, ack.message
+        )),
+        Some(Ok(Ok(Message::JoinAck(ack)))) => {
+            let _ = client.shutdown().await;
+            anyhow::bail!(
+                "the coordinator refused to admit this node: {}",
+                ack.message
+            )
+        }
+        Some(Ok(Ok(other))) => say(format!(
+            "the coordinator answered the join with {:?}; staying in the swarm",
+            other.kind()
+        )),
+        Some(Ok(Err(e))) => say(format!(
+            "the coordinator did not answer the join ({e}); staying in the swarm"
+        )),
+        Some(Err(_)) => {
+            say("the coordinator did not answer the join within 20 s; staying in the swarm".into())
+        }
+    }
+
+    let live = std::io::stderr().is_terminal() && !config.json;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut banned = 0u64;
+    let mut ticks = 0u64;
+    while !stopping {
+        tokio::select! {
+            _ = &mut shutdown => stopping = true,
+            event = events.recv() => match event {
+                Some(NetworkEvent::PeerBanned(peer)) => {
+                    banned += 1;
+                    tracing::warn!(%peer, "banned a misbehaving peer");
+                }
+                Some(_) => {}
+                None => anyhow::bail!("the swarm stopped unexpectedly"),
+            },
+            _ = tick.tick() => {
+                ticks += 1;
+                let status = client.status().await.context("asking the swarm for its status")?;
+                if config.json {
+                    if ticks % 5 == 1 {
+                        println!("{}", serde_json::json!({ "status": status, "uptime_s": started.elapsed().as_secs() }));
+                    }
+                } else {
+                    let line = format!(
+                        "peers {:>3} | dht {:>3} | served {} | fetched {} | task: none (worker not in this build) | up {}s",
+                        status.connected,
+                        status.routing_table,
+                        human_bytes(status.bytes_served),
+                        human_bytes(status.bytes_fetched),
+                        started.elapsed().as_secs()
+                    );
+                    if live {
+                        eprint!("\r{line}\x1b[K");
+                        let _ = std::io::stderr().flush();
+                    } else if ticks % 10 == 1 {
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        }
+    }
+    let status = client.status().await.ok();
+    let _ = client.shutdown().await;
+    let _ = task.await;
+    let (served, fetched) = status.map_or((0, 0), |s| (s.bytes_served, s.bytes_fetched));
+    if config.json {
+        println!(
+            "{}",
+            serde_json::json!({ "summary": {
+                "uptime_s": started.elapsed().as_secs(),
+                "bytes_served": served,
+                "bytes_fetched": fetched,
+                "peers_banned": banned,
+            }})
+        );
+    } else {
+        if live {
+            eprintln!();
+        }
+        eprintln!(
+            "left the swarm after {}s: served {}, fetched {}, banned {banned} misbehaving peer(s)",
+            started.elapsed().as_secs(),
+            human_bytes(served),
+            human_bytes(fetched)
+        );
+    }
+    Ok(())
+}
+
+/// Registers for Ctrl-C and SIGTERM now; the future resolves when either arrives.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }

@@ -335,9 +335,16 @@ mod tests {
 
     use super::*;
 
+    /// Seeded bytes with no short period, so the chunks of one object differ.
     fn data(len: usize, seed: u8) -> Vec<u8> {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(seed);
         (0..len)
-            .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 24) as u8
+            })
             .collect()
     }
 

@@ -13,6 +13,8 @@
 //! - [`kernels`]: matrix multiply, bias, GELU, LayerNorm, embedding, cross-entropy, AdamW,
 //!   global norm, int8 codec, ALiBi attention; and the corpus kernels: per-document quality
 //!   signals and MinHash signatures (integer kernels, bit-identical on both paths).
+//! - [`model`]: the BLOOM-architecture decoder over bytes (config, flat parameters with
+//!   BLOOM's names, forward, backward, AdamW training step), written against [`Backend`].
 //!
 //! It sits on top of `canopy-protocol` (whose int8 codec the int8 kernels reproduce bit for
 //! bit) and under `canopy-node`.
@@ -24,6 +26,7 @@ pub mod backend;
 pub mod cpu;
 pub mod error;
 pub mod kernels;
+pub mod model;
 pub mod registry;
 pub mod runtime;
 
@@ -37,4 +40,5 @@ pub use kernels::adamw::AdamW;
 pub use kernels::attention::{AttentionShape, alibi_slopes};
 pub use kernels::matmul::{MatmulShape, Transpose};
 pub use kernels::quality::QualitySignals;
+pub use model::{Model, ModelConfig, Params, StepStats, TrainConfig, Trainer, Workspace};
 pub use runtime::{AdapterChoice, AdapterKind, AdapterReport, Gpu, GpuBuffer, Runtime};

@@ -97,7 +97,7 @@ impl EventLoop {
             .map_err(network_error)?
             .with_behaviour(|key, relay| {
                 Behaviour::new(key, relay, &behaviour_config)
-                    .map_err(|e| Box::<dyn std::error::Error + Send + Sync>::from(e))
+                    .map_err(Box::<dyn std::error::Error + Send + Sync>::from)
             })
             .map_err(network_error)?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))

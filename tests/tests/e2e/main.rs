@@ -2,4 +2,5 @@
 //! the whole crate keeps link times down.
 
 mod demo;
+mod node_cli;
 mod swarm;

@@ -1,0 +1,231 @@
+//! The command line: clap parses raw flags ([`Cli`]), then [`JoinConfig::from_args`] turns them
+//! into a checked configuration; `main.rs` only dispatches.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
+
+use crate::network::NetworkConfig;
+
+/// A Canopy peer: contributes this machine's GPU or CPU to an open language model.
+#[derive(Debug, Parser)]
+#[command(name = "canopy-node", version = crate::VERSION)]
+pub struct Cli {
+    /// Where the node keeps its identity and chunk store (default: the platform's data
+    /// directory, or $CANOPY_DATA_DIR).
+    #[arg(long, global = true, env = "CANOPY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The node's commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show this node's identity, data directory and chunk store.
+    Info {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Join a Canopy swarm through its coordinator and stay until Ctrl-C.
+    Join(JoinArgs),
+}
+
+/// Flags of `canopy-node join`.
+#[derive(Debug, clap::Args)]
+pub struct JoinArgs {
+    /// The coordinator's address, ending in /p2p/<peer id>
+    /// (e.g. /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…).
+    pub coordinator: Multiaddr,
+    /// The tier to ask for; the coordinator grants `datacenter` only to allowlisted keys.
+    #[arg(long, value_enum, default_value_t = TierArg::Volunteer)]
+    pub tier: TierArg,
+    /// A display name for the dashboard.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Your organisation, if you want it credited.
+    #[arg(long)]
+    pub org: Option<String>,
+    /// Your country, as an ISO 3166-1 alpha-2 code (e.g. FR).
+    #[arg(long)]
+    pub country: Option<String>,
+    /// Addresses to listen on (repeatable; default: TCP and QUIC on every interface).
+    #[arg(long = "listen")]
+    pub listen: Vec<Multiaddr>,
+    /// Find peers on the local network with mDNS.
+    #[arg(long)]
+    pub mdns: bool,
+    /// Advertise the listen addresses as reachable (hosts with a public address, LANs).
+    #[arg(long)]
+    pub public: bool,
+    /// Most disk space for the chunk store, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub store_mib: u64,
+    /// Most upload rate for serving chunks to one peer, in MiB/s.
+    #[arg(long, default_value_t = 64)]
+    pub max_upload_mib: u64,
+    /// Print one JSON status object per interval instead of a live line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--tier` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TierArg {
+    /// A volunteer desktop.
+    Volunteer,
+    /// An institution's allowlisted cluster node.
+    Datacenter,
+}
+
+/// A checked `join` configuration.
+#[derive(Debug, Clone)]
+pub struct JoinConfig {
+    /// The coordinator's peer id, taken from its address.
+    pub coordinator: libp2p::PeerId,
+    /// The swarm settings.
+    pub network: NetworkConfig,
+    /// Chunk store cap in bytes.
+    pub store_cap: u64,
+    /// Self-declared display name, organisation and country.
+    pub display_name: Option<String>,
+    /// See [`JoinArgs::org`].
+    pub organisation: Option<String>,
+    /// See [`JoinArgs::country`].
+    pub country: Option<String>,
+    /// Requested tier.
+    pub tier: TierArg,
+    /// JSON output.
+    pub json: bool,
+}
+
+/// Why `join` flags are refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArgsError {
+    /// The coordinator address has no `/p2p/<peer id>` part.
+    #[error("the coordinator address {0} must end in /p2p/<peer id>")]
+    NoPeerId(Multiaddr),
+    /// The country is not a two-letter code.
+    #[error("--country {0:?} must be a two-letter ISO 3166-1 code such as FR")]
+    Country(String),
+    /// A text flag is too long.
+    #[error("--{flag} is {len} bytes; at most {max}")]
+    TooLong {
+        /// The flag.
+        flag: &'static str,
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A size flag is zero.
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+}
+
+impl JoinConfig {
+    /// Checks the flags of `join`.
+    pub fn from_args(args: JoinArgs) -> Result<Self, ArgsError> {
+        let Some(Protocol::P2p(coordinator)) = args.coordinator.iter().last() else {
+            return Err(ArgsError::NoPeerId(args.coordinator));
+        };
+        let label = canopy_protocol::messages::MAX_LABEL;
+        for (flag, value) in [("name", &args.name), ("org", &args.org)] {
+            if let Some(v) = value
+                && v.len() > label
+            {
+                return Err(ArgsError::TooLong {
+                    flag,
+                    len: v.len(),
+                    max: label,
+                });
+            }
+        }
+        let country = match args.country {
+            Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+                Some(c.to_ascii_uppercase())
+            }
+            Some(c) => return Err(ArgsError::Country(c)),
+            None => None,
+        };
+        if args.store_mib == 0 {
+            return Err(ArgsError::Zero("store-mib"));
+        }
+        if args.max_upload_mib == 0 {
+            return Err(ArgsError::Zero("max-upload-mib"));
+        }
+        let mut network = NetworkConfig {
+            bootstrap: vec![args.coordinator],
+            mdns: args.mdns,
+            advertise_listen_addrs: args.public,
+            serve_rate_bytes_per_sec: args.max_upload_mib << 20,
+            ..NetworkConfig::default()
+        };
+        if !args.listen.is_empty() {
+            network.listen = args.listen;
+        }
+        Ok(Self {
+            coordinator,
+            network,
+            store_cap: args.store_mib << 20,
+            display_name: args.name,
+            organisation: args.org,
+            country,
+            tier: args.tier,
+            json: args.json,
+        })
+    }
+}
+
+/// The data directory: the flag, else the platform's (e.g. `~/.local/share/canopy`).
+pub fn data_dir(flag: Option<PathBuf>) -> Option<PathBuf> {
+    flag.or_else(|| {
+        directories::ProjectDirs::from("org", "Canopy", "canopy")
+            .map(|d| d.data_dir().to_path_buf())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<JoinConfig, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
+        match cli.command {
+            Command::Join(a) => JoinConfig::from_args(a).map_err(|e| e.to_string()),
+            Command::Info { .. } => Err("not join".into()),
+        }
+    }
+
+    const ADDR: &str =
+        "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWRh8tC5w9fyYZci3S9vTrNDbMNdXj13XfBj5aof2awhA9";
+
+    #[test]
+    fn join_flags_are_checked() {
+        let ok = parse(&[
+            "canopy-node",
+            "join",
+            ADDR,
+            "--country",
+            "fr",
+            "--name",
+            "ada",
+        ])
+        .unwrap();
+        assert_eq!(ok.country.as_deref(), Some("FR"));
+        assert_eq!(ok.network.bootstrap.len(), 1);
+        let no_peer = parse(&["canopy-node", "join", "/ip4/127.0.0.1/tcp/4001"]).unwrap_err();
+        assert!(no_peer.contains("/p2p/"), "{no_peer}");
+        let country = parse(&["canopy-node", "join", ADDR, "--country", "France"]).unwrap_err();
+        assert!(country.contains("two-letter"), "{country}");
+        let zero = parse(&["canopy-node", "join", ADDR, "--store-mib", "0"]).unwrap_err();
+        assert!(zero.contains("store-mib"), "{zero}");
+        let garbage = parse(&["canopy-node", "join", "not-an-address"]).unwrap_err();
+        assert!(garbage.contains("invalid value"), "{garbage}");
+    }
+}

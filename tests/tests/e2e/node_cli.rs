@@ -1,0 +1,100 @@
+//! The `canopy-node` binary as a volunteer runs it.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use canopy_tests::harness::{binary, run_with_timeout, spawn_node, wait_until};
+
+fn info(dir: &std::path::Path) -> serde_json::Value {
+    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir").arg(dir).args(["info", "--json"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn info_creates_the_identity_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = info(dir.path());
+    assert_eq!(first["identity_created"], true);
+    let second = info(dir.path());
+    assert_eq!(second["identity_created"], false);
+    assert_eq!(first["peer_id"], second["peer_id"]);
+    assert!(first["peer_id"].as_str().unwrap().starts_with("12D3KooW"));
+}
+
+#[test]
+fn join_refuses_an_address_without_peer_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir")
+        .arg(dir.path())
+        .args(["join", "/ip4/127.0.0.1/tcp/9"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/p2p/"), "{stderr}");
+}
+
+/// A node joins a swarm through a bootstrap peer, is seen there, and leaves cleanly on
+/// SIGTERM with a summary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_connects_and_leaves_on_sigterm() {
+    let boot = spawn_node(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let peer_id = info(dir.path())["peer_id"].as_str().unwrap().to_string();
+    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let child = Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("join")
+        .arg(boot.addrs[0].to_string())
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--json",
+            "--country",
+            "fr",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = wait_until(Duration::from_secs(60), || async {
+        boot.client
+            .connected_peers()
+            .await
+            .unwrap_or_default()
+            .iter()
+            .any(|p| p.to_string() == peer_id)
+    })
+    .await;
+    let pid = child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        seen,
+        "the bootstrap peer never saw the node; stdout: {stdout}"
+    );
+    assert!(
+        out.status.success(),
+        "exit {:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert!(last["summary"]["uptime_s"].is_u64(), "{stdout}");
+}
