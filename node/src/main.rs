@@ -12,6 +12,7 @@ use canopy_node::store::ChunkStore;
 use canopy_node::{VERSION, identity};
 use canopy_protocol::Message;
 use canopy_protocol::messages::{AdapterInfo, AdapterKind, Capabilities, Join, Tier};
+use canopy_shaders::Runtime;
 use clap::Parser;
 
 fn main() -> ExitCode {
@@ -33,19 +34,120 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let dir = data_dir(cli.data_dir)
-        .context("no data directory: pass --data-dir or set CANOPY_DATA_DIR")?;
+    let dir = || {
+        data_dir(cli.data_dir.clone())
+            .context("no data directory: pass --data-dir or set CANOPY_DATA_DIR")
+    };
     match cli.command {
-        Command::Info { json } => info(&dir, json),
+        Command::Info { json } => info(&dir()?, json),
+        Command::Selftest { json } => selftest(json),
+        Command::Bench { json, size } => bench(json, size as usize),
         Command::Join(args) => {
             let config = JoinConfig::from_args(args)?;
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
-                .block_on(join(&dir, config))
+                .block_on(join(&dir()?, config))
         }
     }
+}
+
+/// The compute runtime from `CANOPY_ADAPTER` / `CANOPY_REQUIRE_ADAPTER`, with a word for
+/// people when it is the CPU path.
+fn runtime(json: bool) -> anyhow::Result<Runtime> {
+    let runtime = Runtime::from_env().context("choosing where kernels run")?;
+    if !json {
+        println!("compute: {}", runtime.report());
+        if matches!(runtime, Runtime::Cpu(_)) {
+            println!(
+                "no GPU adapter found (or CANOPY_ADAPTER=cpu): kernels run on the CPU path. \
+                 CANOPY_ADAPTER=software runs the WGSL on a software Vulkan driver."
+            );
+        }
+    }
+    Ok(runtime)
+}
+
+fn selftest(json: bool) -> anyhow::Result<()> {
+    let runtime = runtime(json)?;
+    let rows = match &runtime {
+        Runtime::Gpu(gpu) => canopy_shaders::selftest::run(gpu.as_ref(), 7),
+        Runtime::Cpu(cpu) => canopy_shaders::selftest::run(cpu, 7),
+    };
+    let failed = rows.iter().filter(|r| !r.passed).count();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "adapter": runtime.report().to_string(), "rows": rows, "failed": failed })
+        );
+    } else {
+        println!(
+            "{:<28} {:<22} {:>11} {:>10}  result",
+            "kernel", "shape", "max error", "tolerance"
+        );
+        for r in &rows {
+            println!(
+                "{:<28} {:<22} {:>11.2e} {:>10.0e}  {}{}",
+                r.kernel,
+                r.shape,
+                r.max_error,
+                r.tolerance,
+                if r.passed { "pass" } else { "FAIL" },
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            );
+        }
+        println!("{} of {} kernels pass", rows.len() - failed, rows.len());
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} kernel(s) computed wrongly on this adapter");
+    }
+    Ok(())
+}
+
+fn bench(json: bool, size: usize) -> anyhow::Result<()> {
+    use canopy_shaders::quickbench::{matmul_gflops, train_tokens_per_sec};
+    let runtime = runtime(json)?;
+    let cpu = canopy_shaders::Cpu::new();
+    let config = canopy_shaders::ModelConfig::tiny();
+    let (batch, seq, steps) = (8, 128, 5);
+    let cpu_gflops = matmul_gflops(&cpu, size, 3)?;
+    let (adapter_gflops, tokens) = match &runtime {
+        Runtime::Gpu(gpu) => (
+            Some(matmul_gflops(gpu.as_ref(), size, 3)?),
+            train_tokens_per_sec(gpu.as_ref(), &config, batch, seq, steps)?,
+        ),
+        Runtime::Cpu(cpu) => (None, train_tokens_per_sec(cpu, &config, batch, seq, steps)?),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "adapter": runtime.report().to_string(),
+                "matmul_size": size,
+                "matmul_gflops_wgsl": adapter_gflops,
+                "matmul_gflops_cpu": cpu_gflops,
+                "train_preset": "tiny",
+                "train_tokens_per_sec": tokens,
+            })
+        );
+    } else {
+        if let Some(g) = adapter_gflops {
+            println!(
+                "matmul {size}x{size}x{size} f32, WGSL:     {g:>9.1} GFLOP/s ({:.2}x the CPU path)",
+                g / cpu_gflops
+            );
+        }
+        println!("matmul {size}x{size}x{size} f32, CPU path: {cpu_gflops:>9.1} GFLOP/s");
+        println!(
+            "training, preset tiny ({} parameters), batch {batch}x{seq}: {tokens:.0} tokens/s",
+            config.num_params()
+        );
+    }
+    Ok(())
 }
 
 fn info(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {

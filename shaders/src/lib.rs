@@ -25,10 +25,16 @@
 pub mod backend;
 pub mod cpu;
 pub mod error;
+pub mod export;
 pub mod kernels;
 pub mod model;
+pub mod quickbench;
 pub mod registry;
 pub mod runtime;
+pub mod selftest;
+pub mod textgen;
+pub mod tokens;
+pub mod train_loop;
 
 #[cfg(test)]
 mod testing;
@@ -36,9 +42,11 @@ mod testing;
 pub use backend::{Backend, Element};
 pub use cpu::Cpu;
 pub use error::{Result, ShaderError};
+pub use export::{ExportError, export, import};
 pub use kernels::adamw::AdamW;
 pub use kernels::attention::{AttentionShape, alibi_slopes};
 pub use kernels::matmul::{MatmulShape, Transpose};
 pub use kernels::quality::QualitySignals;
 pub use model::{Model, ModelConfig, Params, StepStats, TrainConfig, Trainer, Workspace};
 pub use runtime::{AdapterChoice, AdapterKind, AdapterReport, Gpu, GpuBuffer, Runtime};
+pub use train_loop::{LrSchedule, TrainReport, TrainSettings, train_local};

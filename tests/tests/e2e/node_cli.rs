@@ -98,3 +98,57 @@ async fn join_connects_and_leaves_on_sigterm() {
     let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(last["summary"]["uptime_s"].is_u64(), "{stdout}");
 }
+
+/// `canopy-node selftest` runs every kernel through the WGSL on a software Vulkan driver and
+/// compares it with the CPU path: all pass, exit status 0.
+#[test]
+fn selftest_passes_on_the_software_adapter() {
+    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args(["selftest", "--json"])
+        .env("CANOPY_ADAPTER", "software");
+    let out = run_with_timeout(cmd, Duration::from_secs(300)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success()
+        && stderr.contains("adapter")
+        && std::env::var("CANOPY_REQUIRE_ADAPTER").as_deref() != Ok("1")
+    {
+        eprintln!(
+            "no software Vulkan adapter here; skipping (CI sets CANOPY_REQUIRE_ADAPTER=1): {stderr}"
+        );
+        return;
+    }
+    assert!(
+        out.status.success(),
+        "selftest failed: {stderr}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["failed"], 0);
+    let rows = report["rows"].as_array().unwrap();
+    assert!(rows.len() >= 22, "{rows:?}");
+    assert!(
+        rows.iter()
+            .any(|r| r["kernel"] == "minhash" && r["passed"] == true)
+    );
+}
+
+/// `canopy-node bench` on the CPU path reports positive throughput figures.
+#[test]
+fn bench_reports_figures_on_the_cpu_path() {
+    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args(["bench", "--json", "--size", "128"])
+        .env("CANOPY_ADAPTER", "cpu")
+        .env_remove("CANOPY_REQUIRE_ADAPTER");
+    let out = run_with_timeout(cmd, Duration::from_secs(300)).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["matmul_gflops_cpu"].as_f64().unwrap() > 0.0);
+    assert!(report["train_tokens_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(report["matmul_gflops_wgsl"].is_null());
+}
