@@ -40,6 +40,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train a model locally on a byte stream (Canopy's generated multilingual text, or a
+    /// file), printing loss and tokens/s, and optionally export it in the Hugging Face BLOOM
+    /// layout. No swarm: this is the training a task runs, on this machine alone.
+    Train(TrainArgs),
     /// Measure matrix-multiply GFLOP/s (WGSL and CPU path) and training tokens/s.
     Bench {
         /// Print JSON for scripts.
@@ -87,6 +91,49 @@ pub struct JoinArgs {
     /// Print one JSON status object per interval instead of a live line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Flags of `canopy-node train`.
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// Model size.
+    #[arg(long, value_enum, default_value_t = PresetArg::Tiny)]
+    pub preset: PresetArg,
+    /// Optimizer steps.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    pub steps: u32,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub batch: u32,
+    /// Bytes per sequence (at most the preset's context).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=65536))]
+    pub seq: u32,
+    /// Peak learning rate (warmup, then cosine decay to a tenth).
+    #[arg(long, default_value_t = 5e-3)]
+    pub lr: f32,
+    /// Seed of the initialisation, the generated text and the batches.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Train on this file's bytes instead of the generated text.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Write model.safetensors and config.json here when done.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+    /// One JSON object per logged step and a final summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `--preset` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// About 0.8M parameters: trains on a CPU in minutes.
+    Tiny,
+    /// About 25M parameters.
+    Small,
+    /// About 300M parameters.
+    Base,
 }
 
 /// `--tier` values.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use canopy_node::cli::{Cli, Command, JoinConfig, TierArg, data_dir};
+use canopy_node::cli::{Cli, Command, JoinConfig, PresetArg, TierArg, TrainArgs, data_dir};
 use canopy_node::network::{self, NetworkEvent};
 use canopy_node::store::ChunkStore;
 use canopy_node::{VERSION, identity};
@@ -42,6 +42,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info { json } => info(&dir()?, json),
         Command::Selftest { json } => selftest(json),
         Command::Bench { json, size } => bench(json, size as usize),
+        Command::Train(args) => train(args),
         Command::Join(args) => {
             let config = JoinConfig::from_args(args)?;
             tokio::runtime::Builder::new_multi_thread()
@@ -104,6 +105,122 @@ fn selftest(json: bool) -> anyhow::Result<()> {
     }
     if failed > 0 {
         anyhow::bail!("{failed} kernel(s) computed wrongly on this adapter");
+    }
+    Ok(())
+}
+
+fn train(args: TrainArgs) -> anyhow::Result<()> {
+    use canopy_shaders::train_loop::StepReport;
+    use canopy_shaders::{LrSchedule, ModelConfig, TrainSettings, train_local};
+    let config = match args.preset {
+        PresetArg::Tiny => ModelConfig::tiny(),
+        PresetArg::Small => ModelConfig::small(),
+        PresetArg::Base => ModelConfig::base(),
+    };
+    let seq = args.seq as usize;
+    anyhow::ensure!(
+        seq <= config.seq_len,
+        "--seq {seq} is longer than the {:?} preset's context of {}",
+        args.preset,
+        config.seq_len
+    );
+    let text = match &args.text {
+        Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+        None => canopy_shaders::textgen::generate(args.seed, 1 << 20),
+    };
+    anyhow::ensure!(
+        text.len() >= 20 * (seq + 1),
+        "the text has {} bytes; it needs at least {} for --seq {seq} and a held-out tail",
+        text.len(),
+        20 * (seq + 1)
+    );
+    let settings = TrainSettings {
+        steps: args.steps,
+        batch: args.batch as usize,
+        seq,
+        lr: LrSchedule {
+            peak: args.lr,
+            warmup: (args.steps / 15).max(1),
+            min: args.lr / 10.0,
+        },
+        seed: args.seed,
+        eval_every: (args.steps / 3).max(1),
+        ..TrainSettings::default()
+    };
+    let runtime = runtime(args.json)?;
+    if !args.json {
+        println!(
+            "training {:?} ({} parameters) on {} bytes of {}, {} steps of {}x{seq} bytes",
+            args.preset,
+            config.num_params(),
+            text.len(),
+            args.text
+                .as_ref()
+                .map_or("generated multilingual text".into(), |p| p
+                    .display()
+                    .to_string()),
+            args.steps,
+            args.batch
+        );
+    }
+    let started = Instant::now();
+    let tokens_per_step = (args.batch as usize * seq) as f64;
+    let log_every = (args.steps / 20).max(1);
+    let json = args.json;
+    let on_step = |r: &StepReport| {
+        if !r.step.is_multiple_of(log_every) && r.eval_loss.is_none() && r.step + 1 != args.steps {
+            return;
+        }
+        let rate = tokens_per_step * f64::from(r.step + 1) / started.elapsed().as_secs_f64();
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "step": r.step, "loss": r.loss, "lr": r.lr,
+                    "grad_norm": r.grad_norm, "eval_loss": r.eval_loss, "tokens_per_sec": rate })
+            );
+        } else {
+            let eval = r
+                .eval_loss
+                .map(|l| format!("  held-out {l:.3}"))
+                .unwrap_or_default();
+            println!(
+                "step {:>5}  loss {:.3}{eval}  lr {:.2e}  {rate:.0} tokens/s",
+                r.step, r.loss, r.lr
+            );
+        }
+    };
+    let report = match &runtime {
+        Runtime::Gpu(gpu) => train_local(gpu.as_ref(), &config, &text, &settings, on_step),
+        Runtime::Cpu(cpu) => train_local(cpu, &config, &text, &settings, on_step),
+    }
+    .context("training")?;
+    let first = report.losses.first().copied().unwrap_or(f32::NAN);
+    let tail = &report.losses[report.losses.len().saturating_sub(10)..];
+    let last = tail.iter().sum::<f32>() / tail.len().max(1) as f32;
+    let eval = report.eval_losses.last().map(|e| e.loss);
+    if let Some(dir) = &args.export {
+        canopy_shaders::export(&report.params, dir)
+            .with_context(|| format!("exporting to {}", dir.display()))?;
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "summary": { "first_loss": first, "final_loss": last,
+                "final_eval_loss": eval, "tokens_per_sec": report.tokens_per_sec,
+                "export": args.export } })
+        );
+    } else {
+        println!(
+            "loss {first:.3} -> {last:.3} (last 10 steps), held-out {}, {:.0} tokens/s",
+            eval.map_or("n/a".into(), |l| format!("{l:.3}")),
+            report.tokens_per_sec
+        );
+        if let Some(dir) = &args.export {
+            println!(
+                "exported model.safetensors and config.json to {}",
+                dir.display()
+            );
+        }
     }
     Ok(())
 }

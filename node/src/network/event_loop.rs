@@ -443,12 +443,15 @@ impl EventLoop {
                     .collect();
                 self.swarm.add_peer_address(peer, base);
                 fetch.add_providers([peer]);
+                // Named providers need no gathering: start at once.
+                fetch.started = true;
             }
         }
         let id = self.next_fetch;
         self.next_fetch += 1;
         self.fetches.insert(id, fetch);
         self.query_providers(id);
+        self.pump(id);
     }
 
     fn query_providers(&mut self, fetch_id: u64) {

@@ -129,8 +129,8 @@ impl Fetch {
         }
     }
 
-    /// Starts requesting once the lookup has ended, or enough providers are known, or the
-    /// first was found a while ago.
+    /// Starts requesting at once when the caller named providers, else once the lookup has
+    /// ended, or enough providers are known, or the first was found a while ago.
     pub(crate) fn maybe_start(&mut self) {
         const ENOUGH_PROVIDERS: usize = 4;
         const GATHER: std::time::Duration = std::time::Duration::from_millis(500);

@@ -152,3 +152,35 @@ fn bench_reports_figures_on_the_cpu_path() {
     assert!(report["train_tokens_per_sec"].as_f64().unwrap() > 0.0);
     assert!(report["matmul_gflops_wgsl"].is_null());
 }
+
+/// `canopy-node train` trains the tiny preset on generated text, its loss falls, and the
+/// export it writes is what the shaders crate imports.
+#[test]
+fn train_lowers_the_loss_and_exports() {
+    let out_dir = tempfile::tempdir().unwrap();
+    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "train", "--steps", "40", "--batch", "4", "--seq", "32", "--json", "--export",
+    ])
+    .arg(out_dir.path())
+    .env("CANOPY_ADAPTER", "cpu")
+    .env_remove("CANOPY_REQUIRE_ADAPTER");
+    let out = run_with_timeout(cmd, Duration::from_secs(300)).unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let summary = &last["summary"];
+    let first = summary["first_loss"].as_f64().unwrap();
+    let fin = summary["final_loss"].as_f64().unwrap();
+    assert!(fin < first - 1.0, "loss {first} -> {fin}");
+    assert!(out_dir.path().join("model.safetensors").exists());
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out_dir.path().join("config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["architectures"][0], "BloomForCausalLM");
+}
