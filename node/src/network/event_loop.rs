@@ -69,6 +69,19 @@ pub(crate) struct EventLoop {
     dropped_events: u64,
 }
 
+/// The peer id at the end of `addr` (`…/p2p/<peer>`) and the address without it.
+fn split_peer(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Some((
+            peer,
+            addr.iter()
+                .filter(|p| !matches!(p, Protocol::P2p(_)))
+                .collect(),
+        )),
+        _ => None,
+    }
+}
+
 fn network_error(e: impl std::fmt::Display) -> NodeError {
     NodeError::Network(e.to_string())
 }
@@ -229,11 +242,7 @@ impl EventLoop {
     }
 
     fn dial(&mut self, addr: Multiaddr) -> Result<(), NodeError> {
-        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
-            let base: Multiaddr = addr
-                .iter()
-                .filter(|p| !matches!(p, Protocol::P2p(_)))
-                .collect();
+        if let Some((peer, base)) = split_peer(&addr) {
             self.swarm.behaviour_mut().kad.add_address(&peer, base);
         }
         self.swarm.dial(addr).map_err(network_error)
@@ -433,14 +442,10 @@ impl EventLoop {
         };
         let me = *self.swarm.local_peer_id();
         for addr in hints {
-            if let Some(Protocol::P2p(peer)) = addr.iter().last()
+            if let Some((peer, base)) = split_peer(&addr)
                 && peer != me
                 && !self.scores.is_banned(&peer)
             {
-                let base: Multiaddr = addr
-                    .iter()
-                    .filter(|p| !matches!(p, Protocol::P2p(_)))
-                    .collect();
                 self.swarm.add_peer_address(peer, base);
                 fetch.add_providers([peer]);
                 // Named providers need no gathering: start at once.
