@@ -302,31 +302,7 @@ pub fn attention_backward_reference(
     dqkv: &mut [f32],
     shape: AttentionShape,
 ) -> Result<()> {
-    check_backward(
-        &shape,
-        qkv.len(),
-        slopes.len(),
-        out.len(),
-        lse.len(),
-        dout.len(),
-        dqkv.len(),
-    )?;
-    let delta = deltas(out, dout, &shape);
-    let saved = Saved {
-        qkv,
-        slopes,
-        lse,
-        dout,
-        delta: &delta,
-    };
-    let per_token = shape.heads * 3 * shape.head_dim;
-    if per_token == 0 {
-        return Ok(());
-    }
-    for (token, chunk) in dqkv.chunks_mut(per_token).enumerate() {
-        backward_token(&saved, &shape, token / shape.seq, token % shape.seq, chunk);
-    }
-    Ok(())
+    attention_backward_host(qkv, slopes, out, lse, dout, dqkv, shape, false)
 }
 
 /// The CPU path of the backward pass: tokens in parallel (same results, bit for bit).
@@ -339,6 +315,21 @@ pub fn attention_backward_cpu(
     dout: &[f32],
     dqkv: &mut [f32],
     shape: AttentionShape,
+) -> Result<()> {
+    attention_backward_host(qkv, slopes, out, lse, dout, dqkv, shape, true)
+}
+
+/// The backward pass on the host, token by token, in order or across rayon.
+#[allow(clippy::too_many_arguments)] // the tensors of one operation
+fn attention_backward_host(
+    qkv: &[f32],
+    slopes: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    dout: &[f32],
+    dqkv: &mut [f32],
+    shape: AttentionShape,
+    parallel: bool,
 ) -> Result<()> {
     check_backward(
         &shape,
@@ -361,11 +352,14 @@ pub fn attention_backward_cpu(
     if per_token == 0 {
         return Ok(());
     }
-    dqkv.par_chunks_mut(per_token)
-        .enumerate()
-        .for_each(|(token, chunk)| {
-            backward_token(&saved, &shape, token / shape.seq, token % shape.seq, chunk);
-        });
+    let run = |(token, chunk): (usize, &mut [f32])| {
+        backward_token(&saved, &shape, token / shape.seq, token % shape.seq, chunk);
+    };
+    if parallel {
+        dqkv.par_chunks_mut(per_token).enumerate().for_each(run);
+    } else {
+        dqkv.chunks_mut(per_token).enumerate().for_each(run);
+    }
     Ok(())
 }
 
