@@ -149,10 +149,19 @@ pub async fn spawn_node(bootstrap: &[libp2p::Multiaddr]) -> TestNode {
 /// [`spawn_node`] with a configuration of the test's own (listen and bootstrap are set here).
 pub async fn spawn_node_with(
     bootstrap: &[libp2p::Multiaddr],
+    config: canopy_node::network::NetworkConfig,
+) -> TestNode {
+    let keys = canopy_protocol::Keypair::generate().expect("key");
+    spawn_node_as(keys, bootstrap, config).await
+}
+
+/// [`spawn_node_with`] under a given identity (to restart a node as itself).
+pub async fn spawn_node_as(
+    keys: canopy_protocol::Keypair,
+    bootstrap: &[libp2p::Multiaddr],
     mut config: canopy_node::network::NetworkConfig,
 ) -> TestNode {
     let dir = tempfile::tempdir().expect("temp dir");
-    let keys = canopy_protocol::Keypair::generate().expect("key");
     let store = std::sync::Arc::new(
         canopy_node::store::ChunkStore::open(dir.path(), 1 << 30).expect("store"),
     );

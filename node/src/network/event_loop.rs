@@ -67,7 +67,16 @@ pub(crate) struct EventLoop {
     bytes_served: u64,
     bytes_fetched: u64,
     dropped_events: u64,
+    /// Bootstrap peers, by id, to redial when none of them is connected.
+    bootstrap_peers: Vec<PeerId>,
+    /// When the bootstrap peers may be dialled again, and the wait after that (doubling up to
+    /// a minute, back to a second once one is connected).
+    redial_at: Instant,
+    redial_backoff: Duration,
 }
+
+const REDIAL_MIN: Duration = Duration::from_secs(1);
+const REDIAL_MAX: Duration = Duration::from_secs(60);
 
 /// The peer id at the end of `addr` (`…/p2p/<peer>`) and the address without it.
 fn split_peer(addr: &Multiaddr) -> Option<(PeerId, Multiaddr)> {
@@ -167,7 +176,16 @@ impl EventLoop {
             bytes_served: 0,
             bytes_fetched: 0,
             dropped_events: 0,
+            bootstrap_peers: Vec::new(),
+            redial_at: Instant::now() + REDIAL_MIN,
+            redial_backoff: REDIAL_MIN,
         };
+        this.bootstrap_peers = this
+            .config
+            .bootstrap
+            .iter()
+            .filter_map(|a| split_peer(a).map(|(p, _)| p))
+            .collect();
         for addr in this.config.bootstrap.clone() {
             if let Err(e) = this.dial(addr.clone()) {
                 tracing::warn!(%addr, "bootstrap peer: {e}");
@@ -544,7 +562,33 @@ impl EventLoop {
         }
     }
 
+    /// Redials the bootstrap peers, with backoff, while none of them is connected: a node
+    /// whose network dropped, or whose coordinator restarted, finds its way back by itself.
+    fn redial_bootstrap(&mut self) {
+        if self.bootstrap_peers.is_empty()
+            || self
+                .bootstrap_peers
+                .iter()
+                .any(|p| self.swarm.is_connected(p))
+        {
+            self.redial_backoff = REDIAL_MIN;
+            return;
+        }
+        if Instant::now() < self.redial_at {
+            return;
+        }
+        tracing::info!(backoff = ?self.redial_backoff, "no bootstrap peer connected; redialling");
+        for addr in self.config.bootstrap.clone() {
+            if let Err(e) = self.dial(addr.clone()) {
+                tracing::debug!(%addr, "redial: {e}");
+            }
+        }
+        self.redial_at = Instant::now() + self.redial_backoff;
+        self.redial_backoff = (self.redial_backoff * 2).min(REDIAL_MAX);
+    }
+
     fn on_tick(&mut self) {
+        self.redial_bootstrap();
         let waiting: Vec<u64> = self
             .fetches
             .iter()
@@ -591,6 +635,12 @@ impl EventLoop {
                 if self.scores.is_banned(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                 } else if num_established.get() == 1 {
+                    if self.bootstrap_peers.contains(&peer_id)
+                        && let Ok(id) = self.swarm.behaviour_mut().kad.bootstrap()
+                    {
+                        // Back in touch with a bootstrap peer: refresh the routing table.
+                        self.queries.insert(id, QueryPurpose::Bootstrap(None));
+                    }
                     self.emit(NetworkEvent::PeerConnected(peer_id));
                 }
             }

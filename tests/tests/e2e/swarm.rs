@@ -5,11 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use canopy_node::network::NetworkConfig;
 use canopy_node::network::codec::{PROTOCOL, read_frame, write_frame};
 use canopy_protocol::codec::MAX_FRAME_LEN;
 use canopy_protocol::messages::{ChunkRequest, ChunkResponse};
 use canopy_protocol::{Digest, Envelope, Keypair, Message, SignedManifest};
-use canopy_tests::harness::{TestNode, signed_object, spawn_node, wait_until};
+use canopy_tests::harness::{TestNode, signed_object, spawn_node, spawn_node_as, wait_until};
 use futures::{AsyncRead, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{
@@ -542,4 +543,62 @@ async fn malicious_provider_is_detected_penalised_and_banned() {
     for node in nodes.iter().chain(std::iter::once(&boot)) {
         assert!(!node.task.is_finished());
     }
+}
+
+/// A node whose bootstrap peer goes away comes back by itself when the peer returns at the
+/// same address, as after a coordinator restart or a dropped network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_reconnects_when_its_bootstrap_peer_returns() {
+    let boot_keys = Keypair::generate().expect("key");
+    let tcp_only = NetworkConfig {
+        listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+        ..NetworkConfig::loopback()
+    };
+    let boot = spawn_node_as(boot_keys.clone(), &[], tcp_only.clone()).await;
+    let boot_id = boot.client.peer_id();
+    let boot_addr = boot.addrs[0].clone();
+    let node = spawn_node(std::slice::from_ref(&boot_addr)).await;
+    let connected = |want: bool| {
+        let client = node.client.clone();
+        move || {
+            let client = client.clone();
+            async move {
+                client
+                    .connected_peers()
+                    .await
+                    .unwrap_or_default()
+                    .contains(&boot_id)
+                    == want
+            }
+        }
+    };
+    assert!(
+        wait_until(TIMEOUT, connected(true)).await,
+        "never connected"
+    );
+
+    boot.task.abort();
+    let _ = boot.task.await;
+    assert!(
+        wait_until(TIMEOUT, connected(false)).await,
+        "never noticed the drop"
+    );
+
+    // The bootstrap peer comes back as itself, on the same address.
+    let back_config = NetworkConfig {
+        listen: vec![
+            boot_addr
+                .iter()
+                .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+                .collect(),
+        ],
+        ..tcp_only
+    };
+    let back = spawn_node_as(boot_keys, &[], back_config).await;
+    assert_eq!(back.client.peer_id(), boot_id);
+    assert!(
+        wait_until(TIMEOUT, connected(true)).await,
+        "the node did not reconnect to its returning bootstrap peer"
+    );
+    assert!(!node.task.is_finished());
 }
