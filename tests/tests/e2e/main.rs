@@ -2,5 +2,6 @@
 //! the whole crate keeps link times down.
 
 mod demo;
+mod interop;
 mod node_cli;
 mod swarm;
