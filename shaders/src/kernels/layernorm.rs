@@ -68,24 +68,7 @@ pub fn layernorm_reference(
     cols: usize,
     eps: f32,
 ) -> Result<()> {
-    check_forward(
-        x.len(),
-        gamma.len(),
-        beta.len(),
-        y.len(),
-        mean.len(),
-        rstd.len(),
-        cols,
-    )?;
-    for (((x, y), m), r) in x
-        .chunks_exact(cols)
-        .zip(y.chunks_exact_mut(cols))
-        .zip(mean.iter_mut())
-        .zip(rstd.iter_mut())
-    {
-        (*m, *r) = forward_row(x, gamma, beta, y, eps);
-    }
-    Ok(())
+    layernorm_host(x, gamma, beta, y, mean, rstd, cols, eps, false)
 }
 
 /// The CPU path: the reference's rows in parallel (same results, bit for bit).
@@ -100,6 +83,22 @@ pub fn layernorm_cpu(
     cols: usize,
     eps: f32,
 ) -> Result<()> {
+    layernorm_host(x, gamma, beta, y, mean, rstd, cols, eps, true)
+}
+
+/// LayerNorm forward on the host, row by row, in order or across rayon.
+#[allow(clippy::too_many_arguments)] // the tensors of one operation
+fn layernorm_host(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    y: &mut [f32],
+    mean: &mut [f32],
+    rstd: &mut [f32],
+    cols: usize,
+    eps: f32,
+    parallel: bool,
+) -> Result<()> {
     check_forward(
         x.len(),
         gamma.len(),
@@ -109,12 +108,22 @@ pub fn layernorm_cpu(
         rstd.len(),
         cols,
     )?;
-    x.par_chunks_exact(cols)
-        .zip(y.par_chunks_exact_mut(cols))
-        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
-        .for_each(|((x, y), (m, r))| {
-            (*m, *r) = forward_row(x, gamma, beta, y, eps);
-        });
+    /// One row: its input and output, and where its mean and 1/σ go.
+    type Row<'a> = ((&'a [f32], &'a mut [f32]), (&'a mut f32, &'a mut f32));
+    let row = |((x, y), (m, r)): Row<'_>| {
+        (*m, *r) = forward_row(x, gamma, beta, y, eps);
+    };
+    if parallel {
+        x.par_chunks_exact(cols)
+            .zip(y.par_chunks_exact_mut(cols))
+            .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
+            .for_each(row);
+    } else {
+        x.chunks_exact(cols)
+            .zip(y.chunks_exact_mut(cols))
+            .zip(mean.iter_mut().zip(rstd.iter_mut()))
+            .for_each(row);
+    }
     Ok(())
 }
 
