@@ -323,6 +323,8 @@ fn write_atomically(path: &Path, data: &[u8]) -> Result<(), NodeError> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut file = std::fs::File::create(&tmp).map_err(|source| io(&tmp, source))?;
     file.write_all(data).map_err(|source| io(&tmp, source))?;
+    // On disk before it is named: the coordinator acknowledges results only once they are.
+    file.sync_all().map_err(|source| io(&tmp, source))?;
     drop(file);
     std::fs::rename(&tmp, path).map_err(|source| io(path, source))
 }

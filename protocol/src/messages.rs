@@ -54,6 +54,10 @@ pub enum MessageKind {
     ChunkResponse,
     /// [`LeaseRequest`]: a node asks for work.
     LeaseRequest,
+    /// [`ManifestRequest`]: ask for the signed manifest of an object by its root.
+    ManifestRequest,
+    /// [`ManifestResponse`]: a signed manifest, or word that the peer has none.
+    ManifestResponse,
 }
 
 /// Every message of the protocol.
@@ -86,6 +90,10 @@ pub enum Message {
     ChunkResponse(ChunkResponse),
     /// See [`LeaseRequest`].
     LeaseRequest(LeaseRequest),
+    /// See [`ManifestRequest`].
+    ManifestRequest(ManifestRequest),
+    /// See [`ManifestResponse`].
+    ManifestResponse(Box<ManifestResponse>),
 }
 
 impl Message {
@@ -105,6 +113,8 @@ impl Message {
             Message::ChunkRequest(_) => MessageKind::ChunkRequest,
             Message::ChunkResponse(_) => MessageKind::ChunkResponse,
             Message::LeaseRequest(_) => MessageKind::LeaseRequest,
+            Message::ManifestRequest(_) => MessageKind::ManifestRequest,
+            Message::ManifestResponse(_) => MessageKind::ManifestResponse,
         }
     }
 
@@ -137,10 +147,24 @@ impl Message {
                 }
                 _ => Ok(()),
             },
+            Message::ManifestResponse(resp) => match &resp.manifest {
+                Some(signed) if signed.manifest().root != resp.root => Err(MessageError::Invalid {
+                    field: "manifest_response.manifest",
+                    reason: "names another object than the one asked for",
+                }),
+                Some(signed) => signed.manifest().validate_structure().map_err(|_| {
+                    MessageError::Invalid {
+                        field: "manifest_response.manifest",
+                        reason: "manifest breaks the chunking rules",
+                    }
+                }),
+                None => Ok(()),
+            },
             Message::LeaseRenew(_)
             | Message::LeaseRenewed(_)
             | Message::ChunkRequest(_)
-            | Message::LeaseRequest(_) => Ok(()),
+            | Message::LeaseRequest(_)
+            | Message::ManifestRequest(_) => Ok(()),
         }
     }
 }
@@ -214,4 +238,22 @@ pub struct ChunkResponse {
     /// Its bytes.
     #[serde(with = "serde_bytes")]
     pub data: Option<Vec<u8>>,
+}
+
+/// Ask a peer (usually the coordinator) for the signed manifest of the object whose root is
+/// `root`: task specs name objects by root, and a node needs the manifest to fetch them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRequest {
+    /// The object's blake3 root.
+    pub root: Digest,
+}
+
+/// The answer to a [`ManifestRequest`]. The receiver checks the signature and that the signer
+/// is who it expects (the coordinator, for model versions and data shards).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManifestResponse {
+    /// The root asked for.
+    pub root: Digest,
+    /// Its signed manifest, when the peer knows it.
+    pub manifest: Option<SignedManifest>,
 }

@@ -49,4 +49,7 @@ pub use kernels::matmul::{MatmulShape, Transpose};
 pub use kernels::quality::QualitySignals;
 pub use model::{Model, ModelConfig, Params, StepStats, TrainConfig, Trainer, Workspace};
 pub use runtime::{AdapterChoice, AdapterKind, AdapterReport, Gpu, GpuBuffer, Runtime};
-pub use train_loop::{LrSchedule, TrainReport, TrainSettings, train_local};
+pub use train_loop::{
+    InnerReport, InnerSettings, LrSchedule, TrainReport, TrainSettings, evaluate, train_inner,
+    train_local,
+};

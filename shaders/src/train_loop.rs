@@ -193,9 +193,7 @@ pub fn train_local_from<B: Backend>(
     let mut ws = model.workspace(backend, s.batch, s.seq)?;
     let mut trainer = Trainer::new(backend, &model, s.optimizer)?;
     let eval = EvalSet::new(tail, s.batch, s.seq, s.eval_batches);
-    let mut rng = ChaCha8Rng::seed_from_u64(s.seed ^ WINDOW_STREAM);
-    let tokens = ws.tokens();
-    let (mut inputs, mut targets) = (vec![0u32; tokens], vec![0u32; tokens]);
+    let mut windows = Windows::new(train, s.batch, s.seq, s.seed);
 
     let mut losses = Vec::with_capacity(s.steps as usize);
     let mut eval_losses = vec![EvalPoint {
@@ -203,18 +201,12 @@ pub fn train_local_from<B: Backend>(
         loss: eval.loss(backend, &model, &mut ws)?,
     }];
     let mut train_secs = 0.0;
-    let starts = train.len() - s.seq;
     for step in 0..s.steps {
-        for b in 0..s.batch {
-            let start = (rng.next_u64() % starts as u64) as usize;
-            let window = &train[start..=start + s.seq];
-            fill(&mut inputs[b * s.seq..][..s.seq], &window[..s.seq]);
-            fill(&mut targets[b * s.seq..][..s.seq], &window[1..]);
-        }
+        let (inputs, targets) = windows.next_batch();
         let lr = s.lr.at(step, s.steps);
         trainer.set_lr(lr);
         let t0 = Instant::now();
-        let stats = trainer.step(backend, &mut model, &mut ws, &inputs, &targets)?;
+        let stats = trainer.step(backend, &mut model, &mut ws, inputs, targets)?;
         train_secs += t0.elapsed().as_secs_f64();
         losses.push(stats.loss);
 
@@ -238,7 +230,7 @@ pub fn train_local_from<B: Backend>(
             eval_loss,
         });
     }
-    let trained = (u64::from(s.steps) * tokens as u64) as f64;
+    let trained = (u64::from(s.steps) * ws.tokens() as u64) as f64;
     Ok(TrainReport {
         losses,
         eval_losses,
@@ -251,8 +243,139 @@ pub fn train_local_from<B: Backend>(
     })
 }
 
+/// Settings of one DiLoCo inner phase: what a `TrainShard` task asks a node to run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InnerSettings {
+    /// AdamW steps to take.
+    pub steps: u32,
+    /// Windows per batch.
+    pub batch: usize,
+    /// Tokens per window (at most the model's `seq_len`).
+    pub seq: usize,
+    /// The learning-rate schedule over the inner steps.
+    pub lr: LrSchedule,
+    /// AdamW's other hyperparameters and gradient clipping.
+    pub optimizer: TrainConfig,
+    /// Seeds the draw of the training windows, so a re-run gives the same steps.
+    pub seed: u64,
+}
+
+/// What [`train_inner`] produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InnerReport {
+    /// The parameters after the inner steps.
+    pub params: Params,
+    /// Mean training loss over the steps (before each update).
+    pub mean_loss: f32,
+    /// Training tokens processed.
+    pub tokens: u64,
+    /// Seconds spent in the steps.
+    pub secs: f64,
+}
+
+/// Takes `settings.steps` AdamW steps from `params` on random windows of `text` (all of it:
+/// the coordinator keeps the held-out data). `on_step` sees each step's number and loss and
+/// may stop the run early (a volunteer stopping or pausing the node): then the result is
+/// `Ok(None)`.
+pub fn train_inner<B: Backend>(
+    backend: &B,
+    params: &Params,
+    text: &[u8],
+    settings: &InnerSettings,
+    mut on_step: impl FnMut(u32, f32) -> std::ops::ControlFlow<()>,
+) -> Result<Option<InnerReport>> {
+    let s = settings;
+    s.lr.validate()?;
+    if text.len() <= s.seq {
+        return Err(ShaderError::Parameter {
+            name: "text",
+            value: format!("{} bytes", text.len()),
+            reason: "must hold more than seq bytes",
+        });
+    }
+    let mut model = Model::new(backend, params)?;
+    let mut ws = model.workspace(backend, s.batch, s.seq)?;
+    let mut trainer = Trainer::new(backend, &model, s.optimizer)?;
+    let mut windows = Windows::new(text, s.batch, s.seq, s.seed);
+    let (mut loss_sum, mut secs) = (0.0f64, 0.0f64);
+    for step in 0..s.steps {
+        let (inputs, targets) = windows.next_batch();
+        trainer.set_lr(s.lr.at(step, s.steps));
+        let t0 = Instant::now();
+        let stats = trainer.step(backend, &mut model, &mut ws, inputs, targets)?;
+        secs += t0.elapsed().as_secs_f64();
+        loss_sum += f64::from(stats.loss);
+        if on_step(step, stats.loss).is_break() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(InnerReport {
+        params: model.params(backend)?,
+        mean_loss: (loss_sum / f64::from(s.steps.max(1))) as f32,
+        tokens: u64::from(s.steps) * ws.tokens() as u64,
+        secs,
+    }))
+}
+
+/// Mean loss of `params` on held-out `text`: up to `batches` batches of consecutive,
+/// non-overlapping windows from its start.
+pub fn evaluate<B: Backend>(
+    backend: &B,
+    params: &Params,
+    text: &[u8],
+    batch: usize,
+    seq: usize,
+    batches: usize,
+) -> Result<f32> {
+    if text.len() <= seq || batches == 0 {
+        return Err(ShaderError::Parameter {
+            name: "held-out text",
+            value: format!("{} bytes, {batches} batches", text.len()),
+            reason: "must hold more than seq bytes, and at least one batch is needed",
+        });
+    }
+    let model = Model::new(backend, params)?;
+    let mut ws = model.workspace(backend, batch, seq)?;
+    EvalSet::new(text, batch, seq, batches).loss(backend, &model, &mut ws)
+}
+
 /// Mixed into the seed for the window draws, so they do not reuse the init's stream.
 const WINDOW_STREAM: u64 = 0x7769_6e64_6f77_7321;
+
+/// Batches of random training windows (inputs and next-byte targets), drawn from ChaCha8.
+struct Windows<'a> {
+    text: &'a [u8],
+    batch: usize,
+    seq: usize,
+    rng: ChaCha8Rng,
+    inputs: Vec<u32>,
+    targets: Vec<u32>,
+}
+
+impl<'a> Windows<'a> {
+    /// `text` must hold more than `seq` bytes.
+    fn new(text: &'a [u8], batch: usize, seq: usize, seed: u64) -> Self {
+        Self {
+            text,
+            batch,
+            seq,
+            rng: ChaCha8Rng::seed_from_u64(seed ^ WINDOW_STREAM),
+            inputs: vec![0; batch * seq],
+            targets: vec![0; batch * seq],
+        }
+    }
+
+    fn next_batch(&mut self) -> (&[u32], &[u32]) {
+        let (seq, starts) = (self.seq, self.text.len() - self.seq);
+        for b in 0..self.batch {
+            let start = (self.rng.next_u64() % starts as u64) as usize;
+            let window = &self.text[start..=start + seq];
+            fill(&mut self.inputs[b * seq..][..seq], &window[..seq]);
+            fill(&mut self.targets[b * seq..][..seq], &window[1..]);
+        }
+        (&self.inputs, &self.targets)
+    }
+}
 
 fn fill(dst: &mut [u32], bytes: &[u8]) {
     for (d, &b) in dst.iter_mut().zip(bytes) {
@@ -439,6 +562,57 @@ mod tests {
         };
         let c = train_local(&backend, &config, &text, &other, |_| {}).unwrap();
         assert_ne!(a.losses, c.losses);
+    }
+
+    /// An inner phase repeats from the same inputs, lowers the held-out loss, counts its
+    /// tokens, and stops early (with no result) when its callback says so.
+    #[test]
+    fn inner_phases_repeat_learn_and_stop_when_asked() {
+        let backend = Cpu::new();
+        let config = ModelConfig {
+            vocab: 260,
+            hidden: 16,
+            layers: 1,
+            heads: 2,
+            seq_len: 16,
+        };
+        let text = textgen::generate(7, 20_000);
+        let (train, tail) = text.split_at(18_000);
+        let params = Params::init(&config, 3).unwrap();
+        let settings = InnerSettings {
+            steps: 30,
+            batch: 4,
+            seq: 16,
+            lr: LrSchedule {
+                peak: 1e-2,
+                warmup: 2,
+                min: 1e-3,
+            },
+            optimizer: TrainConfig::default(),
+            seed: 11,
+        };
+        let go = |_, _| std::ops::ControlFlow::Continue(());
+        let a = train_inner(&backend, &params, train, &settings, go).unwrap().unwrap();
+        let b = train_inner(&backend, &params, train, &settings, go).unwrap().unwrap();
+        assert_eq!(a.params, b.params);
+        assert_eq!(a.tokens, 30 * 4 * 16);
+        let before = evaluate(&backend, &params, tail, 4, 16, 4).unwrap();
+        let after = evaluate(&backend, &a.params, tail, 4, 16, 4).unwrap();
+        assert!(after < before - 0.3, "held-out loss {before} -> {after}");
+        let mut steps = 0;
+        let stopped = train_inner(&backend, &params, train, &settings, |step, _| {
+            steps += 1;
+            if step == 4 {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
+        })
+        .unwrap();
+        assert!(stopped.is_none());
+        assert_eq!(steps, 5);
+        assert!(evaluate(&backend, &params, &tail[..10], 4, 16, 4).is_err());
+        assert!(train_inner(&backend, &params, &train[..16], &settings, go).is_err());
     }
 
     /// The tiny preset learns the generated multilingual text on the CPU path: from about

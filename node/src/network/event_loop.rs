@@ -464,7 +464,10 @@ impl EventLoop {
                 && peer != me
                 && !self.scores.is_banned(&peer)
             {
-                self.swarm.add_peer_address(peer, base);
+                // A bare /p2p/<peer> hint names a peer already known (connected, say).
+                if !base.is_empty() {
+                    self.swarm.add_peer_address(peer, base);
+                }
                 fetch.add_providers([peer]);
                 // Named providers need no gathering: start at once.
                 fetch.started = true;
