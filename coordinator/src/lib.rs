@@ -1,9 +1,20 @@
 //! canopy-coordinator: the peer that runs a Canopy training project.
 //!
-//! It will schedule work, verify and aggregate results, keep the ledger in SQLite, build the
-//! corpus and serve the dashboard (see DESIGN.md). Today it holds [`walkthrough`]: the protocol
-//! walkthrough that `canopy-coordinator demo` runs until the local swarm demo replaces it.
+//! - [`config`]: `canopy.toml`.
+//! - [`state`]: the SQLite state database (rounds, tasks, leases, peers, results, ledger).
+//! - [`scheduler`]: leases, deadlines from measured throughput, tiers, bans.
+//! - [`aggregate`]: robust aggregation (norm clipping, trimmed mean / median) and the
+//!   Nesterov outer optimizer of DiLoCo.
+//! - [`project`]: a project directory: data, model versions, opening and closing rounds.
+//! - [`service`]: the coordinator on the network: answering nodes, judging results.
+//! - [`walkthrough`]: an in-process walkthrough of the wire protocol.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod aggregate;
+pub mod config;
+pub mod project;
+pub mod scheduler;
+pub mod service;
+pub mod state;
 pub mod walkthrough;

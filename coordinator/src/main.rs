@@ -1,10 +1,18 @@
-//! The `canopy-coordinator` binary: runs a Canopy project.
+//! The `canopy-coordinator` binary: runs a Canopy training project.
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use canopy_coordinator::config::{Config, FILE_NAME};
+use canopy_coordinator::project::{self, DB_FILE, Project};
+use canopy_coordinator::service::{Service, ServiceEvent};
+use canopy_coordinator::state::State;
 use canopy_coordinator::walkthrough::{self, Settings};
-use clap::{Parser, Subcommand};
+use canopy_node::network::NetworkConfig;
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// The Canopy coordinator: schedules, verifies and aggregates a training project.
 #[derive(Parser)]
@@ -16,6 +24,63 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Create a project directory: a commented canopy.toml and the coordinator's key.
+    Init {
+        /// The directory (created if missing).
+        dir: PathBuf,
+    },
+    /// Run the project: serve the model, lease tasks, verify and aggregate results, until
+    /// every round has closed or Ctrl-C. Killed and started again, it carries on.
+    Run {
+        /// The project's configuration; its directory holds the state.
+        #[arg(long, default_value = FILE_NAME)]
+        config: PathBuf,
+        /// One JSON object per event instead of lines for people.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Admit a node's key to a tier (the datacenter tier verifies volunteers' work).
+    Allow {
+        /// The node's peer id (`canopy-node info` prints it).
+        peer: String,
+        /// The tier.
+        #[arg(long, value_enum, default_value_t = TierArg::Datacenter)]
+        tier: TierArg,
+        /// The project's configuration.
+        #[arg(long, default_value = FILE_NAME)]
+        config: PathBuf,
+    },
+    /// Show the run: rounds, losses, peers, leases (works beside a running coordinator).
+    Status {
+        /// The project's configuration.
+        #[arg(long, default_value = FILE_NAME)]
+        config: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the contribution ledger: who did what work, verified or not.
+    Ledger {
+        /// The project's configuration.
+        #[arg(long, default_value = FILE_NAME)]
+        config: PathBuf,
+        /// CSV for spreadsheets.
+        #[arg(long, conflicts_with = "json")]
+        csv: bool,
+        /// JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a model version in the Hugging Face BLOOM layout (safetensors + config.json).
+    Export {
+        /// The round whose starting model to export, or `latest`.
+        checkpoint: String,
+        /// Where to write it.
+        dir: PathBuf,
+        /// The project's configuration.
+        #[arg(long, default_value = FILE_NAME)]
+        config: PathBuf,
+    },
     /// Walk through the protocol in one process: signed model chunks, out-of-order
     /// reassembly, signed compressed updates, batch verification, refused replays.
     Demo {
@@ -31,7 +96,20 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum TierArg {
+    Datacenter,
+    Volunteer,
+}
+
 fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -43,12 +121,284 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Init { dir } => init(&dir),
+        Command::Run { config, json } => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(run_project(&config, json))
+        }
+        Command::Allow { peer, tier, config } => allow(&config, &peer, tier),
+        Command::Status { config, json } => status(&config, json),
+        Command::Ledger { config, csv, json } => ledger(&config, csv, json),
+        Command::Export {
+            checkpoint,
+            dir,
+            config,
+        } => export(&config, &checkpoint, &dir),
         Command::Demo {
             nodes,
             params,
             json,
         } => demo(nodes, params, json),
     }
+}
+
+/// The project directory of a configuration file.
+fn project_dir(config: &Path) -> PathBuf {
+    match config.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn open_state(config: &Path) -> anyhow::Result<State> {
+    let db = project_dir(config).join(DB_FILE);
+    if !db.exists() {
+        bail!(
+            "{} does not exist: run `canopy-coordinator run --config {}` first",
+            db.display(),
+            config.display()
+        );
+    }
+    State::open_read_only(&db).with_context(|| format!("opening {}", db.display()))
+}
+
+fn init(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(FILE_NAME);
+    if path.exists() {
+        bail!("{} already exists; not overwriting it", path.display());
+    }
+    std::fs::write(&path, Config::template()).with_context(|| format!("writing {}", path.display()))?;
+    let (keys, _) = canopy_node::identity::load_or_create(dir)?;
+    println!("created {}", path.display());
+    println!("coordinator peer id {}", keys.peer_id());
+    println!("next: edit it, then `canopy-coordinator run --config {}`", path.display());
+    Ok(())
+}
+
+fn allow(config: &Path, peer: &str, tier: TierArg) -> anyhow::Result<()> {
+    let peer_id: libp2p::PeerId = peer
+        .parse()
+        .with_context(|| format!("{peer:?} is not a peer id (canopy-node info prints it)"))?;
+    let dir = project_dir(config);
+    let mut state = State::open(&dir.join(DB_FILE))?;
+    let tier = match tier {
+        TierArg::Datacenter => "datacenter",
+        TierArg::Volunteer => "volunteer",
+    };
+    state.transaction(|tx| tx.allow(&peer_id.to_string(), tier, project::now_ms()))?;
+    println!("{peer_id} admitted to the {tier} tier (it takes effect when the node next joins)");
+    Ok(())
+}
+
+async fn run_project(config_path: &Path, json: bool) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let dir = project_dir(config_path);
+    let mut shutdown = Box::pin(shutdown_signal()?);
+    let listen = config
+        .network
+        .listen
+        .iter()
+        .map(|a| a.parse().with_context(|| format!("network.listen: {a:?} is not a multiaddr")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let network = NetworkConfig {
+        listen,
+        mdns: config.network.mdns,
+        kad_server: true,
+        relay_server: true,
+        advertise_listen_addrs: config.network.public,
+        ..NetworkConfig::default()
+    };
+    let d = dir.clone();
+    let project = tokio::task::spawn_blocking(move || Project::open(&d, config))
+        .await
+        .context("opening the project")?
+        .with_context(|| format!("opening the project in {}", dir.display()))?;
+    let project = Arc::new(project);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let service = Service::start(project.clone(), network, tx).await?;
+    let addrs = service.client().listen_addrs().await.unwrap_or_default();
+    let current = project.current();
+    if json {
+        println!("{}", serde_json::json!({"started": {"peer": project.keys.peer_id().to_string(), "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "round": current.round}}));
+    } else {
+        println!("canopy-coordinator: project {} in {}", project.config.project.name, dir.display());
+        println!("peer id {}", project.keys.peer_id());
+        for a in &addrs {
+            println!("listening on {a}");
+        }
+        println!("round {} of {}; nodes join with: canopy-node join <address above>", current.round, project.config.training.rounds);
+    }
+    let _ = std::io::stdout().flush();
+    let printer = tokio::spawn(async move {
+        while let Some(event) = rx.recv().await {
+            print_event(&event, json);
+        }
+    });
+    let result = service.run(&mut shutdown).await;
+    printer.abort();
+    result?;
+    if project.finished() {
+        let current = project.current();
+        if json {
+            println!("{}", serde_json::json!({"finished": {"round": current.round, "model": current.model_root.to_string()}}));
+        } else {
+            println!("training finished after {} rounds; export with `canopy-coordinator export latest <dir>`", current.round);
+        }
+    } else if !json {
+        println!("stopped; run again on the same directory to carry on");
+    }
+    Ok(())
+}
+
+fn print_event(event: &ServiceEvent, json: bool) {
+    match event {
+        ServiceEvent::RoundClosed(s) if json => println!("{}", serde_json::json!({"round": s})),
+        ServiceEvent::RoundClosed(s) => println!(
+            "round {:>3} | train loss {} | held-out loss {:.4} | accepted {} rejected {} | aggregated {} (clipped {})",
+            s.round,
+            s.train_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            s.eval_loss,
+            s.accepted,
+            s.rejected,
+            s.aggregated,
+            s.clipped
+        ),
+        ServiceEvent::Joined { peer, tier } if json => {
+            println!("{}", serde_json::json!({"joined": {"peer": peer.to_string(), "tier": tier}}))
+        }
+        ServiceEvent::Joined { peer, tier } => println!("joined: {peer} ({tier})"),
+        ServiceEvent::Result { peer, task, accepted, reason } if json => println!(
+            "{}",
+            serde_json::json!({"result": {"peer": peer.to_string(), "task": task, "accepted": accepted, "reason": reason}})
+        ),
+        ServiceEvent::Result { accepted: true, .. } => {}
+        ServiceEvent::Result { peer, task, reason, .. } => println!(
+            "refused task {task} from {peer}: {}",
+            reason.as_deref().unwrap_or("")
+        ),
+    }
+    let _ = std::io::stdout().flush();
+}
+
+fn status(config: &Path, json: bool) -> anyhow::Result<()> {
+    let state = open_state(config)?;
+    let r = state.read();
+    let rounds = r.rounds()?;
+    let peers = r.peers()?;
+    let leases = r.active_leases(None)?;
+    let open = r.tasks(None, "open")?.len();
+    let initial: Option<f64> = r.meta("initial_eval_loss")?.and_then(|v| v.parse().ok());
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "rounds": rounds,
+                "initial_eval_loss": initial,
+                "peers": peers,
+                "active_leases": leases.len(),
+                "open_tasks": open,
+            })
+        );
+        return Ok(());
+    }
+    let current = rounds.last().map_or(0, |r| r.round);
+    println!("round {current}; {} active leases, {open} open tasks", leases.len());
+    if let Some(l) = initial {
+        println!("initial held-out loss {l:.4}");
+    }
+    println!("{:>5} {:>10} {:>10} {:>8} {:>8}", "round", "train", "held-out", "accepted", "rejected");
+    for round in rounds.iter().filter(|r| r.closed_ms.is_some()) {
+        println!(
+            "{:>5} {:>10} {:>10} {:>8} {:>8}",
+            round.round,
+            round.train_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            round.eval_loss.map_or("-".into(), |l| format!("{l:.4}")),
+            round.accepted,
+            round.rejected
+        );
+    }
+    println!("\n{} peers:", peers.len());
+    for p in &peers {
+        println!(
+            "  {} {:<10} rep {:>4}{} {}",
+            p.peer,
+            p.tier,
+            p.reputation,
+            if p.banned { " BANNED" } else { "" },
+            p.name.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+fn ledger(config: &Path, csv: bool, json: bool) -> anyhow::Result<()> {
+    let state = open_state(config)?;
+    let entries = state.read().ledger()?;
+    if json {
+        println!("{}", serde_json::to_string(&entries)?);
+        return Ok(());
+    }
+    if csv {
+        println!("id,peer,name,org,round,task,kind,tokens,compute_ms,accepted,verified,result_hash,reason,ts_ms");
+        let esc = |s: &Option<String>| {
+            s.as_deref()
+                .map(|v| format!("\"{}\"", v.replace('"', "\"\"")))
+                .unwrap_or_default()
+        };
+        for e in &entries {
+            println!(
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                e.id, e.peer, esc(&e.name), esc(&e.org), e.round, e.task, e.kind, e.tokens,
+                e.compute_ms, e.accepted, e.verified, e.result_hash.as_deref().unwrap_or(""),
+                esc(&e.reason), e.ts_ms
+            );
+        }
+        return Ok(());
+    }
+    println!("{:>5} {:<54} {:>5} {:>5} {:<6} {:>9} {:<8} {:<10}", "id", "peer", "round", "task", "kind", "tokens", "accepted", "verified");
+    for e in &entries {
+        println!(
+            "{:>5} {:<54} {:>5} {:>5} {:<6} {:>9} {:<8} {:<10}",
+            e.id, e.peer, e.round, e.task, e.kind, e.tokens, e.accepted, e.verified
+        );
+    }
+    Ok(())
+}
+
+fn export(config_path: &Path, checkpoint: &str, out: &Path) -> anyhow::Result<()> {
+    let dir = project_dir(config_path);
+    let config = Config::load(config_path)?;
+    let state = open_state(config_path)?;
+    let round = match checkpoint {
+        "latest" => state.read().current_round()?,
+        n => {
+            let n: u64 = n.parse().with_context(|| format!("{n:?} is neither a round number nor `latest`"))?;
+            state.read().round(n)?
+        }
+    }
+    .with_context(|| format!("no model version {checkpoint} in this project"))?;
+    let store = canopy_node::store::ChunkStore::open(&dir, config.store.cap_mib << 20)?;
+    let params = project::load_params(&state, &store, &round.model_root)?;
+    canopy_shaders::export(&params, out).with_context(|| format!("exporting to {}", out.display()))?;
+    println!("exported the model of round {} to {}", round.round, out.display());
+    Ok(())
+}
+
+/// Registers for Ctrl-C and SIGTERM now; the future resolves when either arrives.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("listening for SIGTERM")?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 fn demo(nodes: u16, params: u32, json: bool) -> anyhow::Result<()> {
@@ -60,7 +410,7 @@ fn demo(nodes: u16, params: u32, json: bool) -> anyhow::Result<()> {
     if !json {
         println!(
             "Canopy protocol walkthrough: 1 coordinator, {nodes} volunteers, {params} parameters \
-             (in one process; the networked swarm demo replaces this once the swarm lands)\n"
+             (in one process)\n"
         );
     }
     let summary = walkthrough::run(settings, |step| {

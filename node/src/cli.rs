@@ -44,6 +44,17 @@ pub enum Command {
     /// file), printing loss and tokens/s, and optionally export it in the Hugging Face BLOOM
     /// layout. No swarm: this is the training a task runs, on this machine alone.
     Train(TrainArgs),
+    /// Show what the node running on this data directory is doing (from its status file).
+    Status {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause the node running on this data directory: it hands its task back and takes no
+    /// new work until `resume`.
+    Pause,
+    /// Resume a paused node.
+    Resume,
     /// Measure matrix-multiply GFLOP/s (WGSL and CPU path) and training tokens/s.
     Bench {
         /// Print JSON for scripts.
@@ -88,9 +99,57 @@ pub struct JoinArgs {
     /// Most upload rate for serving chunks to one peer, in MiB/s.
     #[arg(long, default_value_t = 64)]
     pub max_upload_mib: u64,
+    /// GPUs to run workers on, one worker each: `all`, or adapter numbers such as `0,1`
+    /// (`canopy-node info` lists them). Default: one worker on the best adapter, or the CPU.
+    #[arg(long)]
+    pub gpus: Option<String>,
+    /// Most CPU threads the CPU path uses (default: all cores).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub threads: Option<u32>,
+    /// Most memory one task may use on its device, in MiB (tasks that need more are handed
+    /// back).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub gpu_memory_mib: Option<u64>,
+    /// Start paused (resume with `canopy-node resume`).
+    #[arg(long)]
+    pub paused: bool,
     /// Print one JSON status object per interval instead of a live line.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Which adapters `--gpus` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuChoice {
+    /// One worker on the best adapter or the CPU path.
+    Default,
+    /// Every hardware GPU.
+    All,
+    /// These adapter numbers.
+    List(Vec<usize>),
+}
+
+impl GpuChoice {
+    /// Parses `all` or a comma-separated list of adapter numbers.
+    pub fn parse(text: &str) -> Result<Self, ArgsError> {
+        if text.trim() == "all" {
+            return Ok(Self::All);
+        }
+        let mut list = Vec::new();
+        for part in text.split(',') {
+            let n = part
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| ArgsError::Gpus(text.to_string()))?;
+            if !list.contains(&n) {
+                list.push(n);
+            }
+        }
+        if list.is_empty() || list.len() > canopy_protocol::messages::MAX_ADAPTERS {
+            return Err(ArgsError::Gpus(text.to_string()));
+        }
+        Ok(Self::List(list))
+    }
 }
 
 /// Flags of `canopy-node train`.
@@ -164,6 +223,14 @@ pub struct JoinConfig {
     pub tier: TierArg,
     /// JSON output.
     pub json: bool,
+    /// Adapters to run workers on.
+    pub gpus: GpuChoice,
+    /// CPU thread limit.
+    pub threads: Option<u32>,
+    /// Per-task device memory limit in bytes.
+    pub memory_limit: Option<u64>,
+    /// Start paused.
+    pub paused: bool,
 }
 
 /// Why `join` flags are refused.
@@ -189,6 +256,9 @@ pub enum ArgsError {
     /// A size flag is zero.
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
+    /// `--gpus` is neither `all` nor a list of adapter numbers.
+    #[error("--gpus {0:?}: give `all` or adapter numbers such as 0,1")]
+    Gpus(String),
 }
 
 impl JoinConfig {
@@ -241,6 +311,13 @@ impl JoinConfig {
             country,
             tier: args.tier,
             json: args.json,
+            gpus: match &args.gpus {
+                Some(g) => GpuChoice::parse(g)?,
+                None => GpuChoice::Default,
+            },
+            threads: args.threads,
+            memory_limit: args.gpu_memory_mib.map(|m| m << 20),
+            paused: args.paused,
         })
     }
 }
@@ -288,6 +365,12 @@ mod tests {
         assert!(country.contains("two-letter"), "{country}");
         let zero = parse(&["canopy-node", "join", ADDR, "--store-mib", "0"]).unwrap_err();
         assert!(zero.contains("store-mib"), "{zero}");
+        let gpus = parse(&["canopy-node", "join", ADDR, "--gpus", "0, 1,1"]).unwrap();
+        assert_eq!(gpus.gpus, GpuChoice::List(vec![0, 1]));
+        let all = parse(&["canopy-node", "join", ADDR, "--gpus", "all"]).unwrap();
+        assert_eq!(all.gpus, GpuChoice::All);
+        let bad = parse(&["canopy-node", "join", ADDR, "--gpus", "first"]).unwrap_err();
+        assert!(bad.contains("--gpus"), "{bad}");
         let garbage = parse(&["canopy-node", "join", "not-an-address"]).unwrap_err();
         assert!(garbage.contains("invalid value"), "{garbage}");
     }

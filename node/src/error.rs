@@ -60,4 +60,13 @@ pub enum NodeError {
         /// Why.
         reason: String,
     },
+    /// An object's bytes or metadata are not what its kind requires.
+    #[error("bad object: {0}")]
+    BadObject(String),
+    /// A kernel or the model failed.
+    #[error(transparent)]
+    Compute(#[from] canopy_shaders::ShaderError),
+    /// The coordinator refused or answered out of protocol.
+    #[error("coordinator: {0}")]
+    Coordinator(String),
 }

@@ -3,18 +3,23 @@
 //! - [`identity`]: the node's ed25519 identity on disk (also its libp2p identity).
 //! - [`store`]: the content-addressed chunk store with a size cap.
 //! - [`network`]: the libp2p swarm, chunk exchange and peer scoring, behind a [`network::Client`].
+//! - [`objects`]: how model weights and updates are laid out as objects.
+//! - [`worker`]: the task worker that runs leases from the coordinator.
+//! - [`control`]: the status file and pause flag that `status`, `pause` and `resume` use.
 //! - [`cli`]: the command line of the `canopy-node` binary.
 //!
-//! The coordinator reuses this library for its own swarm and store. The task worker and the
-//! volunteer CLI build on it.
+//! The coordinator reuses this library for its own swarm, store and object layouts.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod cli;
+pub mod control;
 pub mod error;
 pub mod identity;
 pub mod network;
+pub mod objects;
 pub mod store;
+pub mod worker;
 
 pub use error::NodeError;
 

@@ -6,11 +6,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use canopy_node::cli::{Cli, Command, JoinConfig, PresetArg, TierArg, TrainArgs, data_dir};
+use std::sync::atomic::Ordering;
+
+use canopy_node::cli::{
+    Cli, Command, GpuChoice, JoinConfig, PresetArg, TierArg, TrainArgs, data_dir,
+};
 use canopy_node::network::{self, NetworkEvent};
 use canopy_node::store::ChunkStore;
-use canopy_node::{VERSION, identity};
-use canopy_protocol::Message;
+use canopy_node::worker::{self, Shared, Worker, WorkerConfig, WorkerStatus};
+use canopy_node::{VERSION, control, identity};
 use canopy_protocol::messages::{AdapterInfo, AdapterKind, Capabilities, Join, Tier};
 use canopy_shaders::Runtime;
 use clap::Parser;
@@ -43,8 +47,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Selftest { json } => selftest(json),
         Command::Bench { json, size } => bench(json, size as usize),
         Command::Train(args) => train(args),
+        Command::Status { json } => node_status(&dir()?, json),
+        Command::Pause => {
+            let dir = dir()?;
+            control::set_paused(&dir, true)?;
+            println!("paused: the node on {} hands its task back and waits", dir.display());
+            Ok(())
+        }
+        Command::Resume => {
+            let dir = dir()?;
+            control::set_paused(&dir, false)?;
+            println!("resumed");
+            Ok(())
+        }
         Command::Join(args) => {
             let config = JoinConfig::from_args(args)?;
+            limit_threads(config.threads)?;
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -52,6 +70,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .block_on(join(&dir()?, config))
         }
     }
+}
+
+/// Applies `--threads`: rayon's pool here; the matrix products read `MATMUL_NUM_THREADS` at
+/// start, so on Unix the process re-executes itself once with it set.
+fn limit_threads(threads: Option<u32>) -> anyhow::Result<()> {
+    let Some(n) = threads else { return Ok(()) };
+    #[cfg(unix)]
+    if std::env::var("MATMUL_NUM_THREADS").ok().as_deref() != Some(&n.to_string()) {
+        use std::os::unix::process::CommandExt;
+        let exe = std::env::current_exe().context("finding this program to apply --threads")?;
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("MATMUL_NUM_THREADS", n.to_string())
+            .exec();
+        return Err(err).context("restarting with the thread limit");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n as usize)
+        .build_global()
+        .context("limiting the CPU threads")?;
+    Ok(())
 }
 
 /// The compute runtime from `CANOPY_ADAPTER` / `CANOPY_REQUIRE_ADAPTER`, with a word for
@@ -295,12 +334,71 @@ fn info(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The runtimes `--gpus` asks for: one per listed hardware adapter, or the default choice.
+fn worker_runtimes(choice: &GpuChoice) -> anyhow::Result<Vec<Runtime>> {
+    let hardware = || -> Vec<canopy_shaders::wgpu::Adapter> {
+        canopy_shaders::runtime::enumerate_adapters()
+            .into_iter()
+            .filter(|a| !canopy_shaders::runtime::is_software(&a.get_info()))
+            .collect()
+    };
+    let open = |a: &canopy_shaders::wgpu::Adapter| -> anyhow::Result<Runtime> {
+        Ok(Runtime::Gpu(Box::new(
+            canopy_shaders::Gpu::open(a).with_context(|| format!("opening {}", a.get_info().name))?,
+        )))
+    };
+    match choice {
+        GpuChoice::Default => Ok(vec![Runtime::from_env().context("choosing where kernels run")?]),
+        GpuChoice::All => {
+            let adapters = hardware();
+            if adapters.is_empty() {
+                anyhow::bail!("--gpus all: no GPU adapter found; leave --gpus out to use the CPU path");
+            }
+            adapters.iter().map(open).collect()
+        }
+        GpuChoice::List(list) => {
+            let adapters = hardware();
+            list.iter()
+                .map(|&i| {
+                    let a = adapters.get(i).with_context(|| {
+                        format!("--gpus: there is no GPU {i}; this machine has {} (`canopy-node info` lists them)", adapters.len())
+                    })?;
+                    open(a)
+                })
+                .collect()
+        }
+    }
+}
+
+fn adapter_info(runtime: &Runtime, memory_limit: Option<u64>) -> AdapterInfo {
+    let report = runtime.report();
+    let kind = match runtime {
+        Runtime::Cpu(_) => AdapterKind::Cpu,
+        Runtime::Gpu(gpu) if gpu.is_software() => AdapterKind::Software,
+        Runtime::Gpu(gpu) => match gpu.info().device_type {
+            canopy_shaders::wgpu::DeviceType::IntegratedGpu => AdapterKind::IntegratedGpu,
+            _ => AdapterKind::DiscreteGpu,
+        },
+    };
+    let mut name = report.name;
+    name.truncate(canopy_protocol::messages::MAX_TEXT);
+    let mut backend = report.backend;
+    backend.truncate(canopy_protocol::messages::MAX_LABEL);
+    AdapterInfo {
+        name,
+        backend,
+        kind,
+        memory_bytes: memory_limit.unwrap_or(0),
+    }
+}
+
 async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
     // Catch Ctrl-C and SIGTERM from the start, so leaving is always clean.
     let shutdown = shutdown_signal()?;
     tokio::pin!(shutdown);
     let (keys, _) = identity::load_or_create(dir)
         .with_context(|| format!("loading the identity in {}", dir.display()))?;
+    let runtimes = worker_runtimes(&config.gpus)?;
     let store =
         Arc::new(ChunkStore::open(dir, config.store_cap).context("opening the chunk store")?);
     let (client, mut events, task) = network::start(keys.clone(), store, config.network.clone())
@@ -316,17 +414,25 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
     for addr in client.listen_addrs().await.unwrap_or_default() {
         say(format!("listening on {addr}"));
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
-    let hello = Message::Join(Join {
+    let adapters: Vec<AdapterInfo> = runtimes
+        .iter()
+        .map(|r| adapter_info(r, config.memory_limit))
+        .collect();
+    for (i, r) in runtimes.iter().enumerate() {
+        say(format!("worker {i} computes on {}", r.report()));
+        if matches!(r, Runtime::Cpu(_)) {
+            say("no GPU adapter in use: this node trains on the CPU path (slower, but it counts)".into());
+        }
+    }
+    if config.paused {
+        control::set_paused(dir, true)?;
+    }
+    let threads = config.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    });
+    let join_message = Join {
         capabilities: Capabilities {
-            // The task worker (which picks a GPU adapter) is not part of this build yet; the
-            // node offers its CPU and says so.
-            adapters: vec![AdapterInfo {
-                name: "cpu".into(),
-                backend: "cpu".into(),
-                kind: AdapterKind::Cpu,
-                memory_bytes: 0,
-            }],
+            adapters: adapters.clone(),
             threads,
             memory_bytes: 0,
             tier: match config.tier {
@@ -338,71 +444,81 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
         display_name: config.display_name.clone(),
         organisation: config.organisation.clone(),
         country: config.country.clone(),
-    });
-    let answer = tokio::select! {
-        _ = &mut shutdown => None,
-        answer = tokio::time::timeout(
-            Duration::from_secs(20),
-            client.request(config.coordinator, 0, hello),
-        ) => Some(answer),
     };
-    let mut stopping = answer.is_none();
-    match answer {
-        None => {}
-        Some(Ok(Ok(Message::JoinAck(ack)))) if ack.accepted => say(format!(
-            "joined: tier {:?}, round {}. {}",
-            ack.tier, ack.round, ack.message
-        )),
-        Some(Ok(Ok(Message::JoinAck(ack)))) => {
-            let _ = client.shutdown().await;
-            anyhow::bail!(
-                "the coordinator refused to admit this node: {}",
-                ack.message
-            )
-        }
-        Some(Ok(Ok(other))) => say(format!(
-            "the coordinator answered the join with {:?}; staying in the swarm",
-            other.kind()
-        )),
-        Some(Ok(Err(e))) => say(format!(
-            "the coordinator did not answer the join ({e}); staying in the swarm"
-        )),
-        Some(Err(_)) => {
-            say("the coordinator did not answer the join within 20 s; staying in the swarm".into())
-        }
+    let shared = Arc::new(Shared::default());
+    shared.paused.store(control::is_paused(dir), Ordering::Relaxed);
+    let mut workers = tokio::task::JoinSet::new();
+    for runtime in runtimes {
+        let worker = Worker::new(
+            client.clone(),
+            keys.clone(),
+            Arc::new(runtime),
+            WorkerConfig {
+                coordinator: config.coordinator,
+                join: join_message.clone(),
+                memory_limit: config.memory_limit,
+                idle_poll: Duration::from_secs(1),
+            },
+            shared.clone(),
+        );
+        workers.spawn(worker.run());
     }
+    let adapter_names: Vec<String> = adapters.iter().map(|a| a.name.clone()).collect();
 
     let live = std::io::stderr().is_terminal() && !config.json;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut banned = 0u64;
     let mut ticks = 0u64;
-    while !stopping {
+    let mut failure = None;
+    loop {
         tokio::select! {
-            _ = &mut shutdown => stopping = true,
+            _ = &mut shutdown => break,
             event = events.recv() => match event {
                 Some(NetworkEvent::PeerBanned(peer)) => {
                     banned += 1;
                     tracing::warn!(%peer, "banned a misbehaving peer");
                 }
                 Some(_) => {}
-                None => anyhow::bail!("the swarm stopped unexpectedly"),
+                None => {
+                    failure = Some(anyhow::anyhow!("the swarm stopped unexpectedly"));
+                    break;
+                }
+            },
+            done = workers.join_next(), if !workers.is_empty() => {
+                if let Some(Ok(Err(e))) = done {
+                    failure = Some(anyhow::anyhow!(e));
+                    break;
+                }
             },
             _ = tick.tick() => {
                 ticks += 1;
+                let paused = control::is_paused(dir);
+                if paused != shared.paused.swap(paused, Ordering::Relaxed) {
+                    say(if paused { "\npaused: handing back the task; `canopy-node resume` to go on".into() } else { "\nresumed".into() });
+                }
                 let status = client.status().await.context("asking the swarm for its status")?;
+                let w = shared.status();
+                let file = control::NodeStatus {
+                    pid: std::process::id(),
+                    peer: keys.peer_id().to_string(),
+                    updated_ms: worker::now_ms(),
+                    uptime_s: started.elapsed().as_secs(),
+                    peers: status.connected,
+                    bytes_served: status.bytes_served,
+                    bytes_fetched: status.bytes_fetched,
+                    adapters: adapter_names.clone(),
+                    paused,
+                    worker: serde_json::to_value(&w).unwrap_or_default(),
+                };
+                if let Err(e) = control::write_status(dir, &file) {
+                    tracing::warn!("writing the status file: {e}");
+                }
                 if config.json {
                     if ticks % 5 == 1 {
-                        println!("{}", serde_json::json!({ "status": status, "uptime_s": started.elapsed().as_secs() }));
+                        println!("{}", serde_json::json!({ "status": file }));
                     }
                 } else {
-                    let line = format!(
-                        "peers {:>3} | dht {:>3} | served {} | fetched {} | task: none (worker not in this build) | up {}s",
-                        status.connected,
-                        status.routing_table,
-                        human_bytes(status.bytes_served),
-                        human_bytes(status.bytes_fetched),
-                        started.elapsed().as_secs()
-                    );
+                    let line = status_line(&file, &w);
                     if live {
                         eprint!("\r{line}\x1b[K");
                         let _ = std::io::stderr().flush();
@@ -413,9 +529,17 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
             }
         }
     }
+    // Hand leases back: the workers see the flag, cancel their task, and release it.
+    shared.stop.store(true, Ordering::Relaxed);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while workers.join_next().await.is_some() {}
+    })
+    .await;
     let status = client.status().await.ok();
     let _ = client.shutdown().await;
     let _ = task.await;
+    let _ = std::fs::remove_file(dir.join(control::STATUS_FILE));
+    let w = shared.status();
     let (served, fetched) = status.map_or((0, 0), |s| (s.bytes_served, s.bytes_fetched));
     if config.json {
         println!(
@@ -425,6 +549,9 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
                 "bytes_served": served,
                 "bytes_fetched": fetched,
                 "peers_banned": banned,
+                "tasks_accepted": w.accepted,
+                "tasks_rejected": w.rejected,
+                "tokens": w.tokens,
             }})
         );
     } else {
@@ -432,11 +559,60 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
             eprintln!();
         }
         eprintln!(
-            "left the swarm after {}s: served {}, fetched {}, banned {banned} misbehaving peer(s)",
+            "left the swarm after {}s: {} task(s) accepted, {} refused, {} tokens trained; served {}, fetched {}, banned {banned} misbehaving peer(s)",
             started.elapsed().as_secs(),
+            w.accepted,
+            w.rejected,
+            w.tokens,
             human_bytes(served),
             human_bytes(fetched)
         );
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn status_line(file: &control::NodeStatus, w: &WorkerStatus) -> String {
+    let task = match (w.task, w.round) {
+        (Some(t), Some(r)) => format!("task {t} (round {r}) {} {:>3.0}%", w.state, w.progress * 100.0),
+        _ => w.state.clone(),
+    };
+    format!(
+        "peers {:>3} | {task} | {:.0} tok/s | done {} ok, {} refused, {} tokens | up {}s",
+        file.peers,
+        w.tokens_per_sec,
+        w.accepted,
+        w.rejected,
+        w.tokens,
+        file.uptime_s
+    )
+}
+
+fn node_status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let status = control::read_status(dir)?;
+    let running = status
+        .as_ref()
+        .is_some_and(|s| worker::now_ms().saturating_sub(s.updated_ms) < control::STALE_MS);
+    if json {
+        println!("{}", serde_json::json!({ "running": running, "paused_flag": control::is_paused(dir), "status": status }));
+        return Ok(());
+    }
+    match status {
+        Some(s) if running => {
+            let w: WorkerStatus = serde_json::from_value(s.worker.clone()).unwrap_or_default();
+            println!("running (pid {}), peer {}", s.pid, s.peer);
+            println!("compute on {}", s.adapters.join(", "));
+            println!("{}", status_line(&s, &w));
+            if let Some(e) = &w.last_error {
+                println!("last problem: {e}");
+            }
+        }
+        _ => println!("no node is running on {}", dir.display()),
+    }
+    if control::is_paused(dir) {
+        println!("paused (`canopy-node resume` to go on)");
     }
     Ok(())
 }

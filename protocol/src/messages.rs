@@ -58,6 +58,8 @@ pub enum MessageKind {
     ManifestRequest,
     /// [`ManifestResponse`]: a signed manifest, or word that the peer has none.
     ManifestResponse,
+    /// [`NoWork`]: the coordinator has no task for the node now.
+    NoWork,
 }
 
 /// Every message of the protocol.
@@ -94,6 +96,8 @@ pub enum Message {
     ManifestRequest(ManifestRequest),
     /// See [`ManifestResponse`].
     ManifestResponse(Box<ManifestResponse>),
+    /// See [`NoWork`].
+    NoWork(NoWork),
 }
 
 impl Message {
@@ -115,6 +119,7 @@ impl Message {
             Message::LeaseRequest(_) => MessageKind::LeaseRequest,
             Message::ManifestRequest(_) => MessageKind::ManifestRequest,
             Message::ManifestResponse(_) => MessageKind::ManifestResponse,
+            Message::NoWork(_) => MessageKind::NoWork,
         }
     }
 
@@ -160,6 +165,7 @@ impl Message {
                 }),
                 None => Ok(()),
             },
+            Message::NoWork(none) => check_text("no_work.reason", &none.reason, MAX_TEXT),
             Message::LeaseRenew(_)
             | Message::LeaseRenewed(_)
             | Message::ChunkRequest(_)
@@ -256,4 +262,15 @@ pub struct ManifestResponse {
     pub root: Digest,
     /// Its signed manifest, when the peer knows it.
     pub manifest: Option<SignedManifest>,
+}
+
+/// The coordinator's answer to a [`LeaseRequest`] when it has nothing for the node now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NoWork {
+    /// When to ask again, in milliseconds.
+    pub retry_after_ms: u32,
+    /// Why (between rounds, node not admitted, banned, …), for the volunteer.
+    pub reason: String,
+    /// Whether the node must send a [`Join`] first (the coordinator does not know it).
+    pub join_first: bool,
 }

@@ -39,6 +39,8 @@ pub mod train_loop;
 #[cfg(test)]
 mod testing;
 
+/// The wgpu version the runtime is built on, for callers that pick adapters themselves.
+pub use wgpu;
 pub use backend::{Backend, Element};
 pub use cpu::Cpu;
 pub use error::{Result, ShaderError};

@@ -1,0 +1,1273 @@
+//! The coordinator's configuration, read from `canopy.toml`.
+//!
+//! Every section and every key is optional: whatever the file leaves out
+//! takes its default (see [`Config::default`] and [`Config::template`], which
+//! are kept identical by a test). A key or section the coordinator does not
+//! know is an error, so a misspelt key can never be silently ignored.
+//!
+//! [`Config::load`] and [`Config::from_toml`] parse and then [`validate`]
+//! the result; every error names the file, the key and what is allowed.
+//!
+//! [`validate`]: Config::validate
+
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The configuration file's usual name; also the file named by errors from
+/// [`Config::validate`], which does not know where the values came from.
+pub const FILE_NAME: &str = "canopy.toml";
+
+/// The values `aggregation.combine` may take.
+const COMBINE_METHODS: [&str; 3] = ["trimmed_mean", "median", "mean"];
+
+/// Why a configuration could not be read or was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{}: cannot read the configuration file: {source}", path.display())]
+    Io {
+        /// The file that was being read.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML, has a value of the wrong type, or names a
+    /// key or section that does not exist.
+    #[error("{origin}: {source}")]
+    Parse {
+        /// Where the text came from (usually the file's path).
+        origin: String,
+        /// The parser's error, which shows the offending line and key.
+        #[source]
+        source: toml::de::Error,
+    },
+    /// A value parsed but is outside its allowed range.
+    #[error("{origin}: {key} {reason}")]
+    Invalid {
+        /// Where the values came from (usually the file's path).
+        origin: String,
+        /// The dotted key at fault, such as `training.inner_steps`.
+        key: &'static str,
+        /// What is allowed, and the value that was given.
+        reason: String,
+    },
+}
+
+/// The whole coordinator configuration: one field per `canopy.toml` section.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[project]`: the training run's identity.
+    pub project: ProjectConfig,
+    /// `[network]`: the peer-to-peer listener.
+    pub network: NetworkConfig,
+    /// `[model]`: which model is trained.
+    pub model: ModelConfig,
+    /// `[data]`: the training corpus and how it is cut up.
+    pub data: DataConfig,
+    /// `[training]`: rounds, inner optimiser and round closing.
+    pub training: TrainingConfig,
+    /// `[aggregation]`: how accepted updates become the next global model.
+    pub aggregation: AggregationConfig,
+    /// `[scheduling]`: lease deadlines and liveness.
+    pub scheduling: SchedulingConfig,
+    /// `[verification]`: checks applied to volunteers' updates.
+    pub verification: VerificationConfig,
+    /// `[reputation]`: per-node score changes and banning.
+    pub reputation: ReputationConfig,
+    /// `[dashboard]`: the local web dashboard.
+    pub dashboard: DashboardConfig,
+    /// `[store]`: the coordinator's content store.
+    pub store: StoreConfig,
+}
+
+/// `[project]`: the training run's identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectConfig {
+    /// The run's name: ASCII letters, digits, `-`, `_` and `.` only.
+    pub name: String,
+    /// Seed for model initialisation, generated data and task shuffling.
+    pub seed: u64,
+}
+
+impl Default for ProjectConfig {
+    fn default() -> Self {
+        Self {
+            name: "canopy-demo".to_owned(),
+            seed: 0,
+        }
+    }
+}
+
+/// `[network]`: the peer-to-peer listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Multiaddrs to listen on, such as `/ip4/0.0.0.0/tcp/4001`.
+    pub listen: Vec<String>,
+    /// Advertise the listen addresses as publicly reachable.
+    pub public: bool,
+    /// Discover peers on the local network with mDNS.
+    pub mdns: bool,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/4001".to_owned(),
+                "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
+            ],
+            public: false,
+            mdns: false,
+        }
+    }
+}
+
+/// The model sizes Canopy can train.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The smallest model, for demos and tests.
+    #[default]
+    Tiny,
+    /// A small model.
+    Small,
+    /// The base model.
+    Base,
+}
+
+/// `[model]`: which model is trained.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// The model size.
+    pub preset: Preset,
+}
+
+/// `[data]`: the training corpus and how it is cut up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A directory of `.txt` / `.jsonl` files; `None` uses generated text.
+    pub corpus: Option<PathBuf>,
+    /// How many bytes of multilingual text to generate when `corpus` is unset.
+    pub generated_bytes: u64,
+    /// Size of one data shard in bytes.
+    pub shard_bytes: u64,
+    /// Share of the corpus held out for evaluation, in (0, 0.5).
+    pub holdout: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            corpus: None,
+            generated_bytes: 2_000_000,
+            shard_bytes: 65_536,
+            holdout: 0.05,
+        }
+    }
+}
+
+/// How a volunteer compresses the update it sends back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// Uncompressed 32-bit floats.
+    F32,
+    /// 16-bit floats.
+    F16,
+    /// 8-bit integers with a per-tensor scale.
+    #[default]
+    Int8,
+    /// Only the largest-magnitude entries (see `topk_density`); `"topk"`.
+    TopK,
+}
+
+/// What happens to an update that arrives after its round has closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LateUpdates {
+    /// Discard it.
+    #[default]
+    Drop,
+    /// Apply it in a later round, weighted by `staleness_decay ^ age`.
+    Weight,
+}
+
+/// `[training]`: rounds, inner optimiser and round closing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    /// Number of outer rounds to run; at least 1.
+    pub rounds: u32,
+    /// Local optimiser steps per training task; at least 1.
+    pub inner_steps: u32,
+    /// Sequences per inner step; at least 1.
+    pub batch_size: u32,
+    /// Tokens per sequence; at least 1.
+    pub seq_len: u32,
+    /// Inner learning rate; finite and above 0.
+    pub lr: f32,
+    /// Inner steps of linear learning-rate warmup.
+    pub warmup_steps: u32,
+    /// Inner AdamW weight decay; finite and at least 0.
+    pub weight_decay: f32,
+    /// Maximum global gradient norm; finite and above 0.
+    pub grad_clip: f32,
+    /// How volunteers compress their updates.
+    pub compression: Compression,
+    /// Share of entries kept by `topk` compression, in (0, 1].
+    pub topk_density: f32,
+    /// Training tasks handed out per round; at least 1.
+    pub tasks_per_round: u32,
+    /// Accepted updates that let a round close early; 1 to `tasks_per_round`.
+    pub min_updates: u32,
+    /// Seconds after which a round closes if at least one update was accepted.
+    pub round_deadline_secs: u64,
+    /// What to do with updates that arrive after their round closed.
+    pub late_updates: LateUpdates,
+    /// Weight factor per round of age for late updates, in (0, 1].
+    pub staleness_decay: f32,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        Self {
+            rounds: 10,
+            inner_steps: 50,
+            batch_size: 8,
+            seq_len: 64,
+            lr: 3e-3,
+            warmup_steps: 5,
+            weight_decay: 0.1,
+            grad_clip: 1.0,
+            compression: Compression::Int8,
+            topk_density: 0.01,
+            tasks_per_round: 4,
+            min_updates: 3,
+            round_deadline_secs: 900,
+            late_updates: LateUpdates::Drop,
+            staleness_decay: 0.5,
+        }
+    }
+}
+
+/// `[aggregation]`: how accepted updates become the next global model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AggregationConfig {
+    /// `"trimmed_mean"`, `"median"` or `"mean"`.
+    pub combine: String,
+    /// Share trimmed from each end by `trimmed_mean`, in [0, 0.5).
+    pub trim: f32,
+    /// Clip each update's norm to this multiple of the median norm; 0 disables.
+    pub clip_multiple: f32,
+    /// Outer learning rate; finite and above 0.
+    pub outer_lr: f32,
+    /// Outer momentum, in [0, 1).
+    pub outer_momentum: f32,
+}
+
+impl Default for AggregationConfig {
+    fn default() -> Self {
+        Self {
+            combine: "trimmed_mean".to_owned(),
+            trim: 0.25,
+            clip_multiple: 2.0,
+            outer_lr: 0.7,
+            outer_momentum: 0.9,
+        }
+    }
+}
+
+/// `[scheduling]`: lease deadlines and liveness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulingConfig {
+    /// A lease's deadline as a multiple of the task's expected time; at least 1.
+    pub lease_slack: f64,
+    /// Shortest lease in seconds; at least 1.
+    pub min_lease_secs: u64,
+    /// Longest lease in seconds; at least `min_lease_secs`.
+    pub max_lease_secs: u64,
+    /// Throughput assumed for a node never measured; finite and above 0.
+    pub assumed_tokens_per_sec: f64,
+    /// Seconds between heartbeats; at least 1.
+    pub heartbeat_secs: u64,
+}
+
+impl Default for SchedulingConfig {
+    fn default() -> Self {
+        Self {
+            lease_slack: 3.0,
+            min_lease_secs: 30,
+            max_lease_secs: 3600,
+            assumed_tokens_per_sec: 2000.0,
+            heartbeat_secs: 10,
+        }
+    }
+}
+
+/// `[verification]`: checks applied to volunteers' updates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationConfig {
+    /// Share of volunteer training tasks re-run by the datacenter tier, in [0, 1].
+    pub rerun_fraction: f64,
+    /// Least cosine similarity between an update and its re-run, in [-1, 1].
+    pub min_cosine: f64,
+    /// Most an update alone may raise held-out loss, in nats; at least 0.
+    pub max_loss_increase: f64,
+    /// Nodes that hold each corpus shard; at least 1.
+    pub corpus_replicas: u32,
+}
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        Self {
+            rerun_fraction: 0.25,
+            min_cosine: 0.8,
+            max_loss_increase: 0.5,
+            corpus_replicas: 2,
+        }
+    }
+}
+
+/// `[reputation]`: per-node score changes and banning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReputationConfig {
+    /// A new node's score.
+    pub start: i64,
+    /// Change for an accepted update; at least 0.
+    pub accepted: i64,
+    /// Change for a rejected update; at most 0.
+    pub rejected: i64,
+    /// Change for an update that failed verification; at most 0.
+    pub failed_verification: i64,
+    /// A node whose score falls below this is banned; below `start`.
+    pub ban_below: i64,
+}
+
+impl Default for ReputationConfig {
+    fn default() -> Self {
+        Self {
+            start: 0,
+            accepted: 1,
+            rejected: -10,
+            failed_verification: -25,
+            ban_below: -50,
+        }
+    }
+}
+
+/// `[dashboard]`: the local web dashboard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// `host:port` to serve on; `None` (written `""` in the file) disables it.
+    #[serde(with = "empty_string_is_none")]
+    pub listen: Option<String>,
+}
+
+impl Default for DashboardConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some("127.0.0.1:8080".to_owned()),
+        }
+    }
+}
+
+/// `[store]`: the coordinator's content store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Most disk space the store may use, in MiB; at least 1.
+    pub cap_mib: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { cap_mib: 65_536 }
+    }
+}
+
+/// TOML has no null, so an optional string is written `""` when absent.
+mod empty_string_is_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `None` as `""`.
+    pub(super) fn serialize<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(value.as_deref().unwrap_or(""))
+    }
+
+    /// Reads `""` as `None`.
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let text = String::deserialize(d)?;
+        Ok(if text.is_empty() { None } else { Some(text) })
+    }
+}
+
+impl Config {
+    /// Parses and validates `canopy.toml` text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            origin: origin.to_owned(),
+            source,
+        })?;
+        config.check(origin)?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    /// Checks every value against its allowed range; errors name [`FILE_NAME`].
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.check(FILE_NAME)
+    }
+
+    /// The commented `canopy.toml` that `canopy-coordinator init` writes.
+    pub fn template() -> String {
+        TEMPLATE.to_owned()
+    }
+
+    /// [`Config::validate`], with errors naming `origin`.
+    fn check(&self, origin: &str) -> Result<(), ConfigError> {
+        let v = Validator { origin };
+
+        let p = &self.project;
+        let name_ok = !p.name.is_empty()
+            && p.name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        v.ensure(
+            name_ok,
+            "project.name",
+            format_args!(
+                "must be non-empty and use only ASCII letters, digits, '-', '_' and '.' (got {:?})",
+                p.name
+            ),
+        )?;
+
+        let n = &self.network;
+        v.ensure(
+            !n.listen.is_empty(),
+            "network.listen",
+            "must list at least one multiaddr, such as \"/ip4/0.0.0.0/tcp/4001\"",
+        )?;
+        for addr in &n.listen {
+            v.ensure(
+                addr.starts_with('/'),
+                "network.listen",
+                format_args!(
+                    "entries must be multiaddrs starting with '/', such as \"/ip4/0.0.0.0/tcp/4001\" (got {addr:?})"
+                ),
+            )?;
+        }
+
+        let d = &self.data;
+        if let Some(corpus) = &d.corpus {
+            v.ensure(
+                !corpus.as_os_str().is_empty(),
+                "data.corpus",
+                "must be a directory path; leave the key out to use generated text",
+            )?;
+        }
+        v.at_least("data.generated_bytes", d.generated_bytes, 1)?;
+        v.at_least("data.shard_bytes", d.shard_bytes, 1)?;
+        v.open_range("data.holdout", d.holdout, 0.0, 0.5)?;
+
+        let t = &self.training;
+        v.at_least("training.rounds", t.rounds, 1)?;
+        v.at_least("training.inner_steps", t.inner_steps, 1)?;
+        v.at_least("training.batch_size", t.batch_size, 1)?;
+        v.at_least("training.seq_len", t.seq_len, 1)?;
+        v.positive("training.lr", t.lr)?;
+        v.non_negative("training.weight_decay", t.weight_decay)?;
+        v.positive("training.grad_clip", t.grad_clip)?;
+        v.unit_interval("training.topk_density", t.topk_density)?;
+        v.at_least("training.tasks_per_round", t.tasks_per_round, 1)?;
+        v.at_least("training.min_updates", t.min_updates, 1)?;
+        v.ensure(
+            t.min_updates <= t.tasks_per_round,
+            "training.min_updates",
+            format_args!(
+                "must be at most training.tasks_per_round ({}) (got {})",
+                t.tasks_per_round, t.min_updates
+            ),
+        )?;
+        v.at_least("training.round_deadline_secs", t.round_deadline_secs, 1)?;
+        v.unit_interval("training.staleness_decay", t.staleness_decay)?;
+
+        let a = &self.aggregation;
+        v.ensure(
+            COMBINE_METHODS.contains(&a.combine.as_str()),
+            "aggregation.combine",
+            format_args!(
+                "must be one of \"trimmed_mean\", \"median\" or \"mean\" (got {:?})",
+                a.combine
+            ),
+        )?;
+        v.ensure(
+            (0.0..0.5).contains(&a.trim),
+            "aggregation.trim",
+            format_args!("must be at least 0 and below 0.5 (got {})", a.trim),
+        )?;
+        v.non_negative("aggregation.clip_multiple", a.clip_multiple)?;
+        v.positive("aggregation.outer_lr", a.outer_lr)?;
+        v.ensure(
+            (0.0..1.0).contains(&a.outer_momentum),
+            "aggregation.outer_momentum",
+            format_args!("must be at least 0 and below 1 (got {})", a.outer_momentum),
+        )?;
+
+        let s = &self.scheduling;
+        v.ensure(
+            s.lease_slack.is_finite() && s.lease_slack >= 1.0,
+            "scheduling.lease_slack",
+            format_args!(
+                "must be a finite number of at least 1 (got {})",
+                s.lease_slack
+            ),
+        )?;
+        v.at_least("scheduling.min_lease_secs", s.min_lease_secs, 1)?;
+        v.ensure(
+            s.min_lease_secs <= s.max_lease_secs,
+            "scheduling.max_lease_secs",
+            format_args!(
+                "must be at least scheduling.min_lease_secs ({}) (got {})",
+                s.min_lease_secs, s.max_lease_secs
+            ),
+        )?;
+        v.positive(
+            "scheduling.assumed_tokens_per_sec",
+            s.assumed_tokens_per_sec,
+        )?;
+        v.at_least("scheduling.heartbeat_secs", s.heartbeat_secs, 1)?;
+
+        let ver = &self.verification;
+        v.ensure(
+            (0.0..=1.0).contains(&ver.rerun_fraction),
+            "verification.rerun_fraction",
+            format_args!("must be between 0 and 1 (got {})", ver.rerun_fraction),
+        )?;
+        v.ensure(
+            (-1.0..=1.0).contains(&ver.min_cosine),
+            "verification.min_cosine",
+            format_args!("must be between -1 and 1 (got {})", ver.min_cosine),
+        )?;
+        v.non_negative("verification.max_loss_increase", ver.max_loss_increase)?;
+        v.at_least("verification.corpus_replicas", ver.corpus_replicas, 1)?;
+
+        let r = &self.reputation;
+        v.ensure(
+            r.accepted >= 0,
+            "reputation.accepted",
+            format_args!("must be at least 0 (got {})", r.accepted),
+        )?;
+        v.ensure(
+            r.rejected <= 0,
+            "reputation.rejected",
+            format_args!("must be at most 0 (got {})", r.rejected),
+        )?;
+        v.ensure(
+            r.failed_verification <= 0,
+            "reputation.failed_verification",
+            format_args!("must be at most 0 (got {})", r.failed_verification),
+        )?;
+        v.ensure(
+            r.ban_below < r.start,
+            "reputation.ban_below",
+            format_args!(
+                "must be below reputation.start ({}), or every new node is banned (got {})",
+                r.start, r.ban_below
+            ),
+        )?;
+
+        if let Some(listen) = &self.dashboard.listen {
+            v.ensure(
+                is_host_port(listen),
+                "dashboard.listen",
+                format_args!(
+                    "must be \"host:port\" such as \"127.0.0.1:8080\", or \"\" to disable the dashboard (got {listen:?})"
+                ),
+            )?;
+        }
+
+        v.at_least("store.cap_mib", self.store.cap_mib, 1)?;
+        Ok(())
+    }
+}
+
+/// Whether `text` looks like `host:port` with a non-empty host and a valid port.
+fn is_host_port(text: &str) -> bool {
+    match text.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    }
+}
+
+/// Builds [`ConfigError::Invalid`] errors for one origin.
+struct Validator<'a> {
+    /// Where the values came from.
+    origin: &'a str,
+}
+
+impl Validator<'_> {
+    /// Fails with `reason` for `key` unless `ok`.
+    fn ensure(&self, ok: bool, key: &'static str, reason: impl Display) -> Result<(), ConfigError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid {
+                origin: self.origin.to_owned(),
+                key,
+                reason: reason.to_string(),
+            })
+        }
+    }
+
+    /// An integer at least `min`.
+    fn at_least<T: PartialOrd + Display>(
+        &self,
+        key: &'static str,
+        value: T,
+        min: T,
+    ) -> Result<(), ConfigError> {
+        let ok = value >= min;
+        self.ensure(
+            ok,
+            key,
+            format_args!("must be at least {min} (got {value})"),
+        )
+    }
+
+    /// A finite number above 0.
+    fn positive<T: Into<f64> + Copy + Display>(
+        &self,
+        key: &'static str,
+        value: T,
+    ) -> Result<(), ConfigError> {
+        let x: f64 = value.into();
+        self.ensure(
+            x.is_finite() && x > 0.0,
+            key,
+            format_args!("must be a finite number above 0 (got {value})"),
+        )
+    }
+
+    /// A finite number at least 0.
+    fn non_negative<T: Into<f64> + Copy + Display>(
+        &self,
+        key: &'static str,
+        value: T,
+    ) -> Result<(), ConfigError> {
+        let x: f64 = value.into();
+        self.ensure(
+            x.is_finite() && x >= 0.0,
+            key,
+            format_args!("must be a finite number of at least 0 (got {value})"),
+        )
+    }
+
+    /// A number in (0, 1].
+    fn unit_interval<T: Into<f64> + Copy + Display>(
+        &self,
+        key: &'static str,
+        value: T,
+    ) -> Result<(), ConfigError> {
+        let x: f64 = value.into();
+        self.ensure(
+            x > 0.0 && x <= 1.0,
+            key,
+            format_args!("must be above 0 and at most 1 (got {value})"),
+        )
+    }
+
+    /// A number strictly between `low` and `high`.
+    fn open_range(
+        &self,
+        key: &'static str,
+        value: f64,
+        low: f64,
+        high: f64,
+    ) -> Result<(), ConfigError> {
+        self.ensure(
+            value > low && value < high,
+            key,
+            format_args!("must be above {low} and below {high} (got {value})"),
+        )
+    }
+}
+
+/// The file `canopy-coordinator init` writes; equal to `Config::default()`.
+const TEMPLATE: &str = r#"# canopy.toml: configuration of the Canopy coordinator.
+#
+# Canopy trains an open language model DiLoCo-style on volunteer machines.
+# Each round the coordinator leases training tasks to nodes; a node runs
+# `inner_steps` local optimiser steps from the current global model and sends
+# back its compressed update; the coordinator verifies the updates, combines
+# the accepted ones and takes one outer optimiser step.
+#
+# Every key below is shown with its default value. Any key or whole section
+# may be left out to keep the default; a misspelt key or section is an error.
+
+# The training run's identity.
+[project]
+# Name of the run; ASCII letters, digits, '-', '_' and '.' only.
+name = "canopy-demo"
+# Seed for model initialisation, generated data and task shuffling; any
+# non-negative integer.
+seed = 0
+
+# The peer-to-peer listener.
+[network]
+# Multiaddrs to listen on; at least one, each starting with '/'.
+listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
+# Advertise the listen addresses as reachable from the internet: true only if
+# this machine has a public address or forwarded ports; true or false.
+public = false
+# Discover peers on the local network with mDNS; true or false.
+mdns = false
+
+# Which model is trained.
+[model]
+# Model size: "tiny", "small" or "base".
+preset = "tiny"
+
+# The training corpus and how it is cut into shards.
+[data]
+# Directory of .txt and .jsonl files to train on. Leave it out (as here) to
+# train on the project's generated multilingual text.
+# corpus = "path/to/corpus"
+# Bytes of text to generate when no corpus is given; at least 1.
+generated_bytes = 2_000_000
+# Size of one data shard in bytes; at least 1.
+shard_bytes = 65_536
+# Share of the data held out for evaluation; above 0 and below 0.5.
+holdout = 0.05
+
+# Rounds, the inner (per-node) optimiser, and when a round closes.
+[training]
+# Number of outer rounds to run; at least 1.
+rounds = 10
+# Local optimiser steps in one training task; at least 1.
+inner_steps = 50
+# Sequences per inner step; at least 1.
+batch_size = 8
+# Tokens per sequence; at least 1.
+seq_len = 64
+# Inner learning rate; a finite number above 0.
+lr = 3e-3
+# Inner steps of linear learning-rate warmup; 0 or more.
+warmup_steps = 5
+# Inner weight decay; a finite number of at least 0.
+weight_decay = 0.1
+# Maximum global gradient norm of an inner step; a finite number above 0.
+grad_clip = 1.0
+# How nodes compress the update they send back: "f32" (none), "f16",
+# "int8" or "topk" (keep only the largest entries, see topk_density).
+compression = "int8"
+# Share of entries kept by "topk" compression; above 0 and at most 1.
+topk_density = 0.01
+# Training tasks leased out per round; at least 1.
+tasks_per_round = 4
+# A round closes as soon as this many updates are accepted and no lease of the
+# round is still out; from 1 to tasks_per_round.
+min_updates = 3
+# Seconds after which a round closes anyway if at least one update was
+# accepted; at least 1.
+round_deadline_secs = 900
+# What happens to an update that arrives after its round closed: "drop"
+# discards it, "weight" applies it later with weight staleness_decay ^ age.
+late_updates = "drop"
+# Weight factor per round of age for late updates; above 0 and at most 1.
+staleness_decay = 0.5
+
+# How the accepted updates of a round become the next global model.
+[aggregation]
+# Combining rule: "trimmed_mean", "median" or "mean".
+combine = "trimmed_mean"
+# Share of values dropped from each end by "trimmed_mean"; at least 0 and
+# below 0.5.
+trim = 0.25
+# Clip each update's norm to this multiple of the round's median update norm;
+# a finite number of at least 0, where 0 disables clipping.
+clip_multiple = 2.0
+# Outer learning rate; a finite number above 0.
+outer_lr = 0.7
+# Outer momentum; at least 0 and below 1.
+outer_momentum = 0.9
+
+# Leases: how long a node may take over a task, and liveness.
+[scheduling]
+# A lease's deadline is this many times the task's expected time at the
+# node's measured throughput; a finite number of at least 1.
+lease_slack = 3.0
+# Shortest lease in seconds; at least 1.
+min_lease_secs = 30
+# Longest lease in seconds; at least min_lease_secs.
+max_lease_secs = 3600
+# Throughput in tokens per second assumed for a node never measured; a finite
+# number above 0.
+assumed_tokens_per_sec = 2000.0
+# Seconds between heartbeats; at least 1.
+heartbeat_secs = 10
+
+# Checks applied to updates before they are accepted.
+[verification]
+# Share of volunteer training tasks re-run by the datacenter tier to compare
+# results; from 0 to 1.
+rerun_fraction = 0.25
+# Least cosine similarity between an update and its re-run; from -1 to 1.
+min_cosine = 0.8
+# Reject an update whose application alone raises the loss on a held-out
+# batch by more than this many nats; a finite number of at least 0.
+max_loss_increase = 0.5
+# Number of nodes that hold a copy of each corpus shard; at least 1.
+corpus_replicas = 2
+
+# Per-node reputation scores; a node that falls below ban_below is banned.
+[reputation]
+# A new node's score; any integer.
+start = 0
+# Change for an accepted update; 0 or more.
+accepted = 1
+# Change for a rejected update; 0 or less.
+rejected = -10
+# Change for an update that failed verification; 0 or less.
+failed_verification = -25
+# Ban threshold; below start.
+ban_below = -50
+
+# The local web dashboard.
+[dashboard]
+# "host:port" to serve the dashboard on, or "" to turn it off.
+listen = "127.0.0.1:8080"
+
+# The coordinator's content store (checkpoints, updates, shards).
+[store]
+# Most disk space the store may use, in MiB; at least 1.
+cap_mib = 65_536
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `text`, expecting a validation error for `key`.
+    fn invalid(text: &str, key: &str) {
+        match Config::from_toml(text, "test.toml") {
+            Err(err @ ConfigError::Invalid { .. }) => {
+                let msg = err.to_string();
+                assert!(msg.starts_with("test.toml: "), "{msg}");
+                assert!(msg.contains(key), "{msg} should name {key}");
+                match err {
+                    ConfigError::Invalid { key: k, .. } => assert_eq!(k, key),
+                    other => panic!("{other}"),
+                }
+            }
+            other => panic!("{text:?}: expected an error for {key}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn template_parses_to_defaults() {
+        let parsed = Config::from_toml(&Config::template(), "template").unwrap();
+        assert_eq!(parsed, Config::default());
+    }
+
+    #[test]
+    fn template_names_every_key() {
+        let template: toml::Table = toml::from_str(TEMPLATE).unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        for (section, keys) in &defaults {
+            let keys = keys.as_table().unwrap();
+            let in_template = template[section].as_table().unwrap();
+            for key in keys.keys() {
+                assert!(
+                    in_template.contains_key(key),
+                    "template lacks {section}.{key}"
+                );
+            }
+        }
+        // The one key whose default is absent is present as a comment.
+        assert!(TEMPLATE.contains("\n# corpus = "));
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        Config::default().validate().unwrap();
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::from_toml("", "e").unwrap(), Config::default());
+        assert_eq!(
+            Config::from_toml("# only a comment\n\n", "e").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn partial_file_overrides_only_what_it_names() {
+        let text = r#"
+            [project]
+            seed = 7
+            [model]
+            preset = "small"
+            [data]
+            corpus = "/srv/corpus"
+            [training]
+            compression = "topk"
+            late_updates = "weight"
+            inner_steps = 20
+            [dashboard]
+            listen = ""
+        "#;
+        let got = Config::from_toml(text, "p").unwrap();
+        let mut want = Config::default();
+        want.project.seed = 7;
+        want.model.preset = Preset::Small;
+        want.data.corpus = Some(PathBuf::from("/srv/corpus"));
+        want.training.compression = Compression::TopK;
+        want.training.late_updates = LateUpdates::Weight;
+        want.training.inner_steps = 20;
+        want.dashboard.listen = None;
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_it() {
+        let err = Config::from_toml("[training]\ninner_stepz = 3\n", "canopy.toml").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+        let msg = err.to_string();
+        assert!(msg.starts_with("canopy.toml: "), "{msg}");
+        assert!(msg.contains("inner_stepz"), "{msg}");
+        assert!(
+            msg.contains("inner_steps"),
+            "{msg} should list allowed keys"
+        );
+    }
+
+    #[test]
+    fn unknown_section_is_an_error_naming_it() {
+        let err = Config::from_toml("[trainign]\nrounds = 3\n", "c").unwrap_err();
+        assert!(err.to_string().contains("trainign"), "{err}");
+    }
+
+    #[test]
+    fn wrong_types_and_enum_values_are_errors() {
+        for text in [
+            "[model]\npreset = \"huge\"",
+            "[training]\ncompression = \"TopK\"",
+            "[training]\nlate_updates = 1",
+            "[training]\nrounds = -1",
+            "[training]\nrounds = 5000000000",
+            "[training]\nlr = \"fast\"",
+            "[network]\nlisten = \"/ip4/0.0.0.0/tcp/1\"",
+            "[dashboard]\nlisten = 8080",
+            "project = 3",
+            "[project\nname = \"x\"",
+        ] {
+            let err = Config::from_toml(text, "c").unwrap_err();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn integer_and_float_keys_accept_toml_forms() {
+        let text = "[training]\nlr = 1e-4\ngrad_clip = 2\n[data]\nholdout = 0.1\n";
+        let config = Config::from_toml(text, "c").unwrap();
+        assert_eq!(config.training.lr, 1e-4);
+        assert_eq!(config.training.grad_clip, 2.0);
+        assert_eq!(config.data.holdout, 0.1);
+    }
+
+    #[test]
+    fn project_rules() {
+        invalid("[project]\nname = \"\"", "project.name");
+        invalid("[project]\nname = \"my run\"", "project.name");
+        invalid("[project]\nname = \"a/b\"", "project.name");
+    }
+
+    #[test]
+    fn network_rules() {
+        invalid("[network]\nlisten = []", "network.listen");
+        invalid("[network]\nlisten = [\"0.0.0.0:4001\"]", "network.listen");
+    }
+
+    #[test]
+    fn data_rules() {
+        invalid("[data]\ncorpus = \"\"", "data.corpus");
+        invalid("[data]\ngenerated_bytes = 0", "data.generated_bytes");
+        invalid("[data]\nshard_bytes = 0", "data.shard_bytes");
+        invalid("[data]\nholdout = 0.0", "data.holdout");
+        invalid("[data]\nholdout = 0.5", "data.holdout");
+        invalid("[data]\nholdout = nan", "data.holdout");
+    }
+
+    #[test]
+    fn training_rules() {
+        for key in [
+            "rounds",
+            "inner_steps",
+            "batch_size",
+            "seq_len",
+            "tasks_per_round",
+            "min_updates",
+            "round_deadline_secs",
+        ] {
+            invalid(
+                &format!("[training]\n{key} = 0"),
+                &format!("training.{key}"),
+            );
+        }
+        invalid("[training]\nlr = 0.0", "training.lr");
+        invalid("[training]\nlr = inf", "training.lr");
+        invalid("[training]\nlr = nan", "training.lr");
+        invalid("[training]\nweight_decay = -0.1", "training.weight_decay");
+        invalid("[training]\ngrad_clip = 0.0", "training.grad_clip");
+        invalid("[training]\ntopk_density = 0.0", "training.topk_density");
+        invalid("[training]\ntopk_density = 1.5", "training.topk_density");
+        invalid(
+            "[training]\ntasks_per_round = 2\nmin_updates = 3",
+            "training.min_updates",
+        );
+        invalid(
+            "[training]\nstaleness_decay = 0.0",
+            "training.staleness_decay",
+        );
+        invalid(
+            "[training]\nstaleness_decay = 1.1",
+            "training.staleness_decay",
+        );
+    }
+
+    #[test]
+    fn training_message_reads_well() {
+        let err = Config::from_toml("[training]\ninner_steps = 0", "canopy.toml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "canopy.toml: training.inner_steps must be at least 1 (got 0)"
+        );
+    }
+
+    #[test]
+    fn aggregation_rules() {
+        invalid("[aggregation]\ncombine = \"avg\"", "aggregation.combine");
+        invalid("[aggregation]\ntrim = -0.1", "aggregation.trim");
+        invalid("[aggregation]\ntrim = 0.5", "aggregation.trim");
+        invalid("[aggregation]\ntrim = nan", "aggregation.trim");
+        invalid(
+            "[aggregation]\nclip_multiple = -1.0",
+            "aggregation.clip_multiple",
+        );
+        invalid("[aggregation]\nouter_lr = 0.0", "aggregation.outer_lr");
+        invalid(
+            "[aggregation]\nouter_momentum = 1.0",
+            "aggregation.outer_momentum",
+        );
+        invalid(
+            "[aggregation]\nouter_momentum = -0.1",
+            "aggregation.outer_momentum",
+        );
+        let ok = "[aggregation]\ncombine = \"median\"\ntrim = 0.0\nclip_multiple = 0.0";
+        Config::from_toml(ok, "c").unwrap();
+    }
+
+    #[test]
+    fn scheduling_rules() {
+        invalid("[scheduling]\nlease_slack = 0.5", "scheduling.lease_slack");
+        invalid("[scheduling]\nlease_slack = inf", "scheduling.lease_slack");
+        invalid(
+            "[scheduling]\nmin_lease_secs = 0",
+            "scheduling.min_lease_secs",
+        );
+        invalid(
+            "[scheduling]\nmin_lease_secs = 100\nmax_lease_secs = 99",
+            "scheduling.max_lease_secs",
+        );
+        invalid(
+            "[scheduling]\nassumed_tokens_per_sec = 0.0",
+            "scheduling.assumed_tokens_per_sec",
+        );
+        invalid(
+            "[scheduling]\nheartbeat_secs = 0",
+            "scheduling.heartbeat_secs",
+        );
+    }
+
+    #[test]
+    fn verification_rules() {
+        invalid(
+            "[verification]\nrerun_fraction = -0.1",
+            "verification.rerun_fraction",
+        );
+        invalid(
+            "[verification]\nrerun_fraction = 1.5",
+            "verification.rerun_fraction",
+        );
+        invalid(
+            "[verification]\nmin_cosine = 1.5",
+            "verification.min_cosine",
+        );
+        invalid(
+            "[verification]\nmin_cosine = nan",
+            "verification.min_cosine",
+        );
+        invalid(
+            "[verification]\nmax_loss_increase = -1.0",
+            "verification.max_loss_increase",
+        );
+        invalid(
+            "[verification]\ncorpus_replicas = 0",
+            "verification.corpus_replicas",
+        );
+        let ok = "[verification]\nrerun_fraction = 0.0\nmin_cosine = -1.0";
+        Config::from_toml(ok, "c").unwrap();
+    }
+
+    #[test]
+    fn reputation_rules() {
+        invalid("[reputation]\naccepted = -1", "reputation.accepted");
+        invalid("[reputation]\nrejected = 1", "reputation.rejected");
+        invalid(
+            "[reputation]\nfailed_verification = 5",
+            "reputation.failed_verification",
+        );
+        invalid("[reputation]\nban_below = 0", "reputation.ban_below");
+    }
+
+    #[test]
+    fn dashboard_rules() {
+        invalid("[dashboard]\nlisten = \"8080\"", "dashboard.listen");
+        invalid("[dashboard]\nlisten = \":8080\"", "dashboard.listen");
+        invalid(
+            "[dashboard]\nlisten = \"localhost:99999\"",
+            "dashboard.listen",
+        );
+        for ok in ["localhost:3000", "[::1]:8080", "0.0.0.0:0"] {
+            let text = format!("[dashboard]\nlisten = \"{ok}\"");
+            let config = Config::from_toml(&text, "c").unwrap();
+            assert_eq!(config.dashboard.listen.as_deref(), Some(ok));
+        }
+    }
+
+    #[test]
+    fn store_rules() {
+        invalid("[store]\ncap_mib = 0", "store.cap_mib");
+    }
+
+    #[test]
+    fn validate_names_the_default_file() {
+        let mut config = Config::default();
+        config.training.batch_size = 0;
+        let msg = config.validate().unwrap_err().to_string();
+        assert!(msg.starts_with("canopy.toml: training.batch_size"), "{msg}");
+    }
+
+    #[test]
+    fn load_reads_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canopy.toml");
+        std::fs::write(&path, "[training]\nrounds = 3\n").unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.training.rounds, 3);
+
+        std::fs::write(&path, "[training]\nrounds = 0\n").unwrap();
+        let msg = Config::load(&path).unwrap_err().to_string();
+        assert!(msg.starts_with(&path.display().to_string()), "{msg}");
+        assert!(msg.contains("training.rounds"), "{msg}");
+    }
+
+    #[test]
+    fn load_of_missing_file_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nowhere").join("canopy.toml");
+        let err = Config::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Io { .. }));
+        let msg = err.to_string();
+        assert!(msg.contains(&path.display().to_string()), "{msg}");
+    }
+
+    /// `toml::to_string` needs the toml crate's `display` feature, which the
+    /// lean feature set leaves out; this round-trips through `toml::Table`,
+    /// which exercises the same `Serialize` / `Deserialize` impls.
+    #[test]
+    fn serde_round_trip() {
+        let mut changed = Config::default();
+        changed.project.name = "other".to_owned();
+        changed.model.preset = Preset::Base;
+        changed.data.corpus = Some(PathBuf::from("corpus"));
+        changed.training.compression = Compression::TopK;
+        changed.training.late_updates = LateUpdates::Weight;
+        changed.training.lr = 1.234e-4;
+        changed.aggregation.combine = "median".to_owned();
+        changed.reputation.start = 100;
+        changed.dashboard.listen = None;
+        for config in [Config::default(), changed] {
+            let table = toml::Table::try_from(&config).unwrap();
+            let back: Config = table.try_into().unwrap();
+            assert_eq!(back, config);
+        }
+    }
+
+    #[test]
+    fn enums_serialize_lowercase() {
+        let table = toml::Table::try_from(Config {
+            training: TrainingConfig {
+                compression: Compression::TopK,
+                ..TrainingConfig::default()
+            },
+            ..Config::default()
+        })
+        .unwrap();
+        assert_eq!(table["training"]["compression"].as_str(), Some("topk"));
+        assert_eq!(table["training"]["late_updates"].as_str(), Some("drop"));
+        assert_eq!(table["model"]["preset"].as_str(), Some("tiny"));
+    }
+
+    #[test]
+    fn no_panic_on_damaged_input() {
+        // Every prefix of the template, cut at each line, and each line
+        // replaced by something odd: must give Ok or Err, never panic.
+        let lines: Vec<&str> = TEMPLATE.lines().collect();
+        for end in 0..=lines.len() {
+            let _ = Config::from_toml(&lines[..end].join("\n"), "t");
+        }
+        let odd = [
+            "= 1",
+            "x = nan",
+            "lr = -inf",
+            "seed = -1",
+            "[[training]]",
+            "\u{0}",
+            "listen = [1, \"a\"]",
+            "ban_below = 9223372036854775807",
+            "start = -9223372036854775808",
+        ];
+        for i in 0..lines.len() {
+            for replacement in odd {
+                let mut damaged = lines.clone();
+                damaged[i] = replacement;
+                let _ = Config::from_toml(&damaged.join("\n"), "t");
+            }
+        }
+    }
+}

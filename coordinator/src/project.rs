@@ -1,0 +1,602 @@
+//! A training project on disk: its configuration, identity, state database, chunk store,
+//! training data, and the model of the round in progress. It opens rounds (publishing a model
+//! version and its tasks) and closes them (robust aggregation and the outer step).
+//!
+//! Everything a round needs is rebuilt from the directory: the data is deterministic from the
+//! configuration, the model and momentum are objects in the store named by the `rounds` table.
+//! So a coordinator killed at any point and started again on the same directory carries on.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use canopy_node::objects;
+use canopy_node::store::ChunkStore;
+use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
+use canopy_protocol::compress::{DEFAULT_INT8_BLOCK, CodecSpec};
+use canopy_protocol::messages::{AdamWParams, TaskSpec, TrainSpec};
+use canopy_protocol::{Digest, Keypair, Manifest, ObjectKind, SignedManifest};
+use canopy_shaders::{Cpu, ModelConfig, Params};
+
+use crate::aggregate::{self, AggregateConfig, Candidate, Combine, OuterOptimizer, RejectionStats};
+use crate::config::{Compression, Config, LateUpdates, Preset};
+use crate::state::{self, ResultRecord, State, StateError, TRAIN};
+
+/// What can go wrong running a project.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProjectError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The store, an object or the swarm failed.
+    #[error(transparent)]
+    Node(#[from] canopy_node::NodeError),
+    /// The model or a kernel failed.
+    #[error(transparent)]
+    Compute(#[from] canopy_shaders::ShaderError),
+    /// Aggregation failed.
+    #[error(transparent)]
+    Aggregate(#[from] aggregate::AggregateError),
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The project's data or directory is not usable.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Result<T> = std::result::Result<T, ProjectError>;
+
+/// The state database's file name inside a project directory.
+pub const DB_FILE: &str = "canopy.db";
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    canopy_node::worker::now_ms()
+}
+
+/// The model size of a preset.
+pub fn preset_config(preset: Preset) -> ModelConfig {
+    match preset {
+        Preset::Tiny => ModelConfig::tiny(),
+        Preset::Small => ModelConfig::small(),
+        Preset::Base => ModelConfig::base(),
+    }
+}
+
+/// The project's training text: the files of `data.corpus` (plain text, or JSONL with a
+/// `text` field), or the generated multilingual text.
+pub fn training_text(config: &Config) -> Result<Vec<u8>> {
+    let Some(dir) = &config.data.corpus else {
+        return Ok(canopy_shaders::textgen::generate(
+            config.project.seed,
+            config.data.generated_bytes as usize,
+        ));
+    };
+    let io = |path: &Path, source| ProjectError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "txt" || x == "jsonl"))
+        .collect();
+    files.sort();
+    let mut text = Vec::new();
+    for path in files {
+        let bytes = std::fs::read(&path).map_err(|e| io(&path, e))?;
+        if path.extension().is_some_and(|x| x == "jsonl") {
+            for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let doc: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+                    ProjectError::Invalid(format!("{}:{}: {e}", path.display(), n + 1))
+                })?;
+                let Some(t) = doc.get("text").and_then(|t| t.as_str()) else {
+                    return Err(ProjectError::Invalid(format!(
+                        "{}:{}: no string field `text`",
+                        path.display(),
+                        n + 1
+                    )));
+                };
+                text.extend_from_slice(t.as_bytes());
+                text.extend_from_slice(b"\n\n");
+            }
+        } else {
+            text.extend_from_slice(&bytes);
+            text.extend_from_slice(b"\n\n");
+        }
+    }
+    Ok(text)
+}
+
+/// Splits the text into training shards and the held-out tail.
+pub fn split_text(text: &[u8], holdout: f64, shard_bytes: usize) -> (Vec<&[u8]>, &[u8]) {
+    let split = text.len() - (text.len() as f64 * holdout) as usize;
+    let (train, tail) = text.split_at(split);
+    (train.chunks(shard_bytes.max(1)).collect(), tail)
+}
+
+/// The model of the round in progress.
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// The round.
+    pub round: u64,
+    /// Its model version.
+    pub params: Arc<Params>,
+    /// That version's object root.
+    pub model_root: Digest,
+}
+
+/// An open project.
+pub struct Project {
+    /// The configuration.
+    pub config: Config,
+    /// The project directory.
+    pub dir: PathBuf,
+    /// The coordinator's identity.
+    pub keys: Keypair,
+    /// The state database.
+    pub state: Mutex<State>,
+    /// The chunk store.
+    pub store: Arc<ChunkStore>,
+    /// The model size.
+    pub model: ModelConfig,
+    /// The held-out text the coordinator evaluates on.
+    pub heldout: Vec<u8>,
+    /// The training shards, by root.
+    pub shards: Vec<Digest>,
+    current: Mutex<Current>,
+    optimizer: Mutex<OuterOptimizer>,
+    /// Rejections by reason since the coordinator started.
+    pub rejections: Mutex<RejectionStats>,
+}
+
+impl std::fmt::Debug for Project {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Project").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+/// What closing a round produced.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RoundSummary {
+    /// The round closed.
+    pub round: u64,
+    /// Mean inner training loss of the updates used.
+    pub train_loss: Option<f64>,
+    /// Held-out loss of the new model.
+    pub eval_loss: f64,
+    /// Updates accepted in the round.
+    pub accepted: u64,
+    /// Updates rejected in the round.
+    pub rejected: u64,
+    /// Updates aggregated (late ones included).
+    pub aggregated: usize,
+    /// Updates clipped.
+    pub clipped: usize,
+    /// Whether this was the last round.
+    pub finished: bool,
+}
+
+impl Project {
+    /// Opens the project in `dir` with `config`, creating round 0 on first run.
+    pub fn open(dir: &Path, config: Config) -> Result<Self> {
+        config.validate()?;
+        let (keys, _) = canopy_node::identity::load_or_create(dir)?;
+        let store = Arc::new(ChunkStore::open(dir, config.store.cap_mib << 20)?);
+        let mut state = State::open(&dir.join(DB_FILE))?;
+        let model = preset_config(config.model.preset);
+        if config.training.seq_len as usize > model.seq_len {
+            return Err(ProjectError::Invalid(format!(
+                "training.seq_len {} exceeds the model's context of {}",
+                config.training.seq_len, model.seq_len
+            )));
+        }
+        let text = training_text(&config)?;
+        let (shards, heldout) = split_text(&text, config.data.holdout, config.data.shard_bytes as usize);
+        let need = config.training.seq_len as usize + 2;
+        if shards.is_empty() || shards.iter().any(|s| s.len() < need) || heldout.len() < need {
+            return Err(ProjectError::Invalid(format!(
+                "the training text ({} bytes) is too short for shards of {} bytes and sequences of {}",
+                text.len(),
+                config.data.shard_bytes,
+                config.training.seq_len
+            )));
+        }
+        let now = now_ms();
+        let mut roots = Vec::with_capacity(shards.len());
+        let mut manifests = Vec::with_capacity(shards.len());
+        for shard in &shards {
+            let manifest = Manifest::build(
+                ObjectKind::TrainingShard,
+                shard,
+                DEFAULT_CHUNK_SIZE,
+                Default::default(),
+            )
+            .map_err(canopy_node::NodeError::from)?;
+            store.put_object(&manifest, shard)?;
+            store.pin(&manifest);
+            roots.push(manifest.root);
+            manifests.push(manifest.sign(&keys).map_err(canopy_node::NodeError::from)?);
+        }
+        let layout = Digest::of(&roots.iter().flat_map(|r| *r.as_bytes()).collect::<Vec<u8>>()).to_string();
+        let existing = state.read().current_round()?;
+        match (state.read().meta("data_layout")?, &existing) {
+            (Some(stored), Some(_)) if stored != layout => {
+                return Err(ProjectError::Invalid(
+                    "the training data differs from the data this run started with; \
+                     restore the [data] settings or start a new project directory"
+                        .into(),
+                ));
+            }
+            _ => {}
+        }
+        let (current, optimizer) = match existing {
+            Some(round) => {
+                let params = load_params(&state, &store, &round.model_root)?;
+                let momentum = match &round.momentum_root {
+                    Some(root) => load_params(&state, &store, root)?.into_values(),
+                    None => vec![0.0; model.num_params()],
+                };
+                let optimizer = OuterOptimizer::with_momentum(
+                    config.aggregation.outer_lr,
+                    config.aggregation.outer_momentum,
+                    momentum,
+                )?;
+                (
+                    Current {
+                        round: round.round,
+                        params: Arc::new(params),
+                        model_root: round.model_root,
+                    },
+                    optimizer,
+                )
+            }
+            None => {
+                let params = Params::init(&model, config.project.seed)?;
+                let (signed, bytes) = objects::weights_object(&keys, ObjectKind::ModelWeights, &params, 0)?;
+                store.put_object(signed.manifest(), &bytes)?;
+                let root = signed.manifest().root;
+                let eval = evaluate(&config, &params, heldout)?;
+                state.transaction(|tx| {
+                    for m in &manifests {
+                        tx.put_manifest(m, now)?;
+                    }
+                    tx.put_manifest(&signed, now)?;
+                    tx.set_meta("data_layout", &layout)?;
+                    tx.set_meta("coordinator", &keys.peer_id().to_string())?;
+                    tx.set_meta("initial_eval_loss", &eval.to_string())?;
+                    tx.open_round(0, &root, None, now)?;
+                    make_tasks(tx, &config, &roots, 0, &root)
+                })?;
+                let optimizer = OuterOptimizer::new(
+                    model.num_params(),
+                    config.aggregation.outer_lr,
+                    config.aggregation.outer_momentum,
+                )?;
+                (
+                    Current {
+                        round: 0,
+                        params: Arc::new(params),
+                        model_root: root,
+                    },
+                    optimizer,
+                )
+            }
+        };
+        if let Some(m) = state.read().manifest(&current.model_root)? {
+            store.pin(m.manifest());
+        }
+        for r in state.read().unaggregated()? {
+            if let Some(root) = r.update_root
+                && let Some(m) = state.read().manifest(&root)?
+            {
+                store.pin(m.manifest());
+            }
+        }
+        Ok(Self {
+            heldout: heldout.to_vec(),
+            shards: roots,
+            current: Mutex::new(current),
+            optimizer: Mutex::new(optimizer),
+            rejections: Mutex::new(RejectionStats::default()),
+            state: Mutex::new(state),
+            store,
+            model,
+            keys,
+            dir: dir.to_path_buf(),
+            config,
+        })
+    }
+
+    /// The state database, locked.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The round in progress.
+    pub fn current(&self) -> Current {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether every configured round has closed.
+    pub fn finished(&self) -> bool {
+        self.current().round >= u64::from(self.config.training.rounds)
+    }
+
+    /// The parameters of model version `round` (the current one, or one from the store).
+    pub fn params_of(&self, round: u64) -> Result<Arc<Params>> {
+        let current = self.current();
+        if current.round == round {
+            return Ok(current.params);
+        }
+        let record = self
+            .state()
+            .read()
+            .round(round)?
+            .ok_or_else(|| ProjectError::Invalid(format!("no round {round}")))?;
+        Ok(Arc::new(load_params(&self.state(), &self.store, &record.model_root)?))
+    }
+
+    /// Counts a rejection reason.
+    pub fn count_rejection(&self, f: impl FnOnce(&mut RejectionStats)) {
+        f(&mut self.rejections.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Closes the round in progress: aggregates its accepted updates (and late ones, by the
+    /// staleness rule), applies the outer step, evaluates, stores the new model and momentum,
+    /// and opens the next round with its tasks, all committed in one transaction.
+    pub fn close_round(&self) -> Result<RoundSummary> {
+        let current = self.current();
+        let round = current.round;
+        let t = &self.config.training;
+        let inputs: Vec<ResultRecord> = {
+            let mut state = self.state();
+            if t.late_updates == LateUpdates::Drop {
+                let dropped = state.transaction(|tx| tx.drop_stale(round))?;
+                self.count_rejection(|s| s.stale_dropped += dropped);
+            }
+            state.read().unaggregated()?
+        };
+        let len = self.model.num_params();
+        let mut values = Vec::with_capacity(inputs.len());
+        let mut used = Vec::with_capacity(inputs.len());
+        for r in &inputs {
+            let Some(root) = r.update_root else { continue };
+            let Some(signed) = self.state().read().manifest(&root)? else {
+                continue;
+            };
+            let Some(bytes) = self.store.get_object(signed.manifest())? else {
+                tracing::warn!(lease = r.lease, "an accepted update is missing from the store");
+                continue;
+            };
+            let update = objects::update_values(&bytes, len)?;
+            if aggregate::check_update(&update, len).is_err() {
+                continue;
+            }
+            let age = round.saturating_sub(r.round);
+            let weight = f64::from(t.staleness_decay).powi(age as i32);
+            values.push(update);
+            used.push((r.lease, weight));
+        }
+        let combine: Combine = self.config.aggregation.combine.parse()?;
+        let combine = match combine {
+            Combine::TrimmedMean { .. } => Combine::TrimmedMean {
+                trim: self.config.aggregation.trim,
+            },
+            other => other,
+        };
+        let agg_config = AggregateConfig {
+            combine,
+            clip_multiple: self.config.aggregation.clip_multiple,
+        };
+        let mut params = (*current.params).clone();
+        let (clipped, momentum) = {
+            let mut optimizer = self.optimizer.lock().unwrap_or_else(|e| e.into_inner());
+            let clipped = if values.is_empty() {
+                0
+            } else {
+                let candidates: Vec<Candidate<'_>> = values
+                    .iter()
+                    .zip(&used)
+                    .map(|(v, (_, w))| Candidate {
+                        values: v,
+                        weight: *w as f32,
+                    })
+                    .collect();
+                let agg = aggregate::aggregate(&candidates, len, &agg_config)?;
+                optimizer.step(params.values_mut(), &agg.delta)?;
+                agg.clipped
+            };
+            (clipped, optimizer.momentum_buffer().to_vec())
+        };
+        self.count_rejection(|s| s.clipped += clipped as u64);
+        let eval_loss = evaluate(&self.config, &params, &self.heldout)?;
+        let next = round + 1;
+        let (model_signed, model_bytes) =
+            objects::weights_object(&self.keys, ObjectKind::ModelWeights, &params, next)?;
+        let momentum_params = Params::from_values(&self.model, momentum)?;
+        let (mom_signed, mom_bytes) =
+            objects::weights_object(&self.keys, ObjectKind::Checkpoint, &momentum_params, next)?;
+        self.store.put_object(model_signed.manifest(), &model_bytes)?;
+        self.store.put_object(mom_signed.manifest(), &mom_bytes)?;
+        self.store.pin(model_signed.manifest());
+        let model_root = model_signed.manifest().root;
+        let train_losses: Vec<f64> = inputs
+            .iter()
+            .filter(|r| r.round == round)
+            .filter_map(|r| r.train_loss)
+            .collect();
+        let train_loss = (!train_losses.is_empty())
+            .then(|| train_losses.iter().sum::<f64>() / train_losses.len() as f64);
+        let finished = next >= u64::from(t.rounds);
+        let now = now_ms();
+        let record = {
+            let mut state = self.state();
+            state.transaction(|tx| {
+                tx.put_manifest(&model_signed, now)?;
+                tx.put_manifest(&mom_signed, now)?;
+                tx.close_round(round, now, train_loss, Some(f64::from(eval_loss)))?;
+                tx.tally_round(round)?;
+                tx.mark_aggregated(&used, round)?;
+                tx.open_round(next, &model_root, Some(&mom_signed.manifest().root), now)?;
+                tx.cancel_tasks_before(next)?;
+                for lease in tx.active_leases(None)? {
+                    if tx.task(lease.task)?.is_some_and(|t| t.status == "cancelled") {
+                        tx.set_lease_status(lease.id, "expired")?;
+                    }
+                }
+                if !finished {
+                    make_tasks(tx, &self.config, &self.shards, next, &model_root)?;
+                }
+                tx.round(round)
+            })?
+        };
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Current {
+            round: next,
+            params: Arc::new(params),
+            model_root,
+        };
+        let (accepted, rejected) = record.map_or((0, 0), |r| (r.accepted, r.rejected));
+        Ok(RoundSummary {
+            round,
+            train_loss,
+            eval_loss: f64::from(eval_loss),
+            accepted,
+            rejected,
+            aggregated: used.len(),
+            clipped,
+            finished,
+        })
+    }
+
+    /// The signed manifest and bytes of an object the coordinator holds.
+    pub fn object(&self, root: &Digest) -> Result<Option<(SignedManifest, Vec<u8>)>> {
+        let Some(signed) = self.state().read().manifest(root)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get_object(signed.manifest())?
+            .map(|bytes| (signed, bytes)))
+    }
+}
+
+/// Reads model weights (or a momentum buffer) from the store.
+pub fn load_params(state: &State, store: &ChunkStore, root: &Digest) -> Result<Params> {
+    let signed = state
+        .read()
+        .manifest(root)?
+        .ok_or_else(|| ProjectError::Invalid(format!("object {root} is not in the state database")))?;
+    let bytes = store.get_object(signed.manifest())?.ok_or_else(|| {
+        ProjectError::Invalid(format!("object {root} is missing from the chunk store"))
+    })?;
+    Ok(objects::params_from_object(signed.manifest(), &bytes)?)
+}
+
+/// Held-out loss of `params` (8 batches of the training batch size).
+pub fn evaluate(config: &Config, params: &Params, heldout: &[u8]) -> Result<f32> {
+    let t = &config.training;
+    Ok(canopy_shaders::evaluate(
+        &Cpu::new(),
+        params,
+        heldout,
+        t.batch_size as usize,
+        t.seq_len as usize,
+        8,
+    )?)
+}
+
+/// The codec of the configuration.
+pub fn codec(config: &Config) -> CodecSpec {
+    match config.training.compression {
+        Compression::F32 => CodecSpec::F32,
+        Compression::F16 => CodecSpec::F16,
+        Compression::Int8 => CodecSpec::Int8 {
+            block: DEFAULT_INT8_BLOCK,
+        },
+        Compression::TopK => CodecSpec::TopK {
+            density_ppm: ((config.training.topk_density * 1e6) as u32).clamp(1, 1_000_000),
+        },
+    }
+}
+
+/// The training spec of task `index` of `round`: its share of the shards (rotating with the
+/// round), its seed, the inner optimizer.
+pub fn train_spec(config: &Config, shards: &[Digest], round: u64, index: u32, model: &Digest) -> TrainSpec {
+    let t = &config.training;
+    let tasks = t.tasks_per_round.max(1) as usize;
+    let per_task = shards.len().div_ceil(tasks).max(1);
+    let start = (index as usize * per_task + round as usize * per_task) % shards.len().max(1);
+    let data_shards = (0..per_task.min(shards.len()))
+        .map(|k| shards[(start + k) % shards.len()])
+        .collect();
+    let seed = u64::from_le_bytes(
+        *Digest::of(format!("{}/{round}/{index}", config.project.seed).as_bytes())
+            .as_bytes()
+            .first_chunk::<8>()
+            .unwrap_or(&[0; 8]),
+    );
+    TrainSpec {
+        model_version: round,
+        model: *model,
+        data_shards,
+        inner_steps: t.inner_steps,
+        batch_size: t.batch_size,
+        seq_len: t.seq_len,
+        seed,
+        optimizer: AdamWParams {
+            lr: t.lr,
+            warmup_steps: t.warmup_steps,
+            weight_decay: t.weight_decay,
+            grad_clip: t.grad_clip,
+            ..AdamWParams::default()
+        },
+        compression: codec(config),
+    }
+}
+
+/// Encodes a task spec for the `tasks` table.
+pub fn encode_spec(spec: &TaskSpec) -> std::result::Result<Vec<u8>, StateError> {
+    canopy_protocol::codec::encode(spec).map_err(|e| StateError::Corrupt {
+        what: "task spec",
+        reason: e.to_string(),
+    })
+}
+
+/// Decodes a task spec from the `tasks` table.
+pub fn decode_spec(bytes: &[u8]) -> std::result::Result<TaskSpec, StateError> {
+    canopy_protocol::codec::decode::<TaskSpec, { canopy_protocol::codec::MAX_FRAME_LEN }>(bytes)
+        .map_err(|e| StateError::Corrupt {
+            what: "task spec",
+            reason: e.to_string(),
+        })
+}
+
+fn make_tasks(
+    tx: &state::Tx<'_>,
+    config: &Config,
+    shards: &[Digest],
+    round: u64,
+    model: &Digest,
+) -> std::result::Result<(), StateError> {
+    let t = &config.training;
+    for index in 0..t.tasks_per_round {
+        let spec = train_spec(config, shards, round, index, model);
+        let tokens = u64::from(t.inner_steps) * u64::from(t.batch_size) * u64::from(t.seq_len);
+        tx.insert_task(round, TRAIN, &encode_spec(&TaskSpec::Train(spec))?, None, tokens)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,267 @@
+//! Who gets which task, for how long.
+//!
+//! - A lease's deadline comes from the node's measured throughput (an exponential average of
+//!   what its results reported; a configured guess until it has one) times a slack factor,
+//!   within configured bounds: a fast node gets a short lease, a slow one a long one, and no
+//!   global timeout needs tuning.
+//! - When a lease expires (or is handed back) its task is reopened. Datacenter-tier nodes
+//!   take reopened tasks first: while one of them is active, volunteers get only fresh tasks.
+//! - Verification tasks (datacenter re-runs of volunteer tasks) go to the datacenter tier only.
+//! - A banned node gets nothing, nor does a node already holding as many leases as it has
+//!   slots.
+
+use crate::config::SchedulingConfig;
+use crate::state::{LeaseRecord, PeerRecord, Result, TaskRecord, Tx, VERIFY};
+
+/// The datacenter tier's name in the state database.
+pub const DATACENTER: &str = "datacenter";
+/// The volunteer tier's name in the state database.
+pub const VOLUNTEER: &str = "volunteer";
+
+/// A lease just granted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Granted {
+    /// The task.
+    pub task: TaskRecord,
+    /// The lease id.
+    pub lease: u64,
+    /// Its deadline (ms since the epoch).
+    pub expires_ms: u64,
+}
+
+/// Why a node got no task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoTask {
+    /// The node is banned.
+    Banned,
+    /// The node holds as many leases as it has slots.
+    Busy,
+    /// Nothing suits it now.
+    Nothing,
+}
+
+/// How long a lease on a task of `tokens` lasts for `peer`, in milliseconds.
+pub fn lease_ms(config: &SchedulingConfig, peer: &PeerRecord, tokens: u64) -> u64 {
+    let rate = peer
+        .tokens_per_sec
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .unwrap_or(config.assumed_tokens_per_sec)
+        .max(1e-3);
+    let secs = (tokens as f64 / rate * config.lease_slack)
+        .clamp(config.min_lease_secs as f64, config.max_lease_secs as f64);
+    (secs * 1000.0) as u64
+}
+
+/// Grants `peer` a lease on the best open task of `round`, if any suits it.
+/// `datacenter_active`: whether a datacenter node has been heard from recently (then
+/// reopened tasks wait for one).
+pub fn grant(
+    tx: &Tx<'_>,
+    config: &SchedulingConfig,
+    peer: &PeerRecord,
+    round: u64,
+    now_ms: u64,
+    datacenter_active: bool,
+) -> Result<std::result::Result<Granted, NoTask>> {
+    if peer.banned {
+        return Ok(Err(NoTask::Banned));
+    }
+    if tx.active_leases(Some(&peer.peer))?.len() >= peer.slots.max(1) as usize {
+        return Ok(Err(NoTask::Busy));
+    }
+    let datacenter = peer.tier == DATACENTER;
+    // Open tasks come reopened first, then by id.
+    let open = tx.tasks(Some(round), "open")?;
+    let mut best: Option<&TaskRecord> = None;
+    for task in &open {
+        if task.kind == VERIFY {
+            if !datacenter {
+                continue;
+            }
+            // Never verify one's own work.
+            if let Some(original) = task.verifies
+                && tx
+                    .leases_of_task(original)?
+                    .iter()
+                    .any(|l| l.peer == peer.peer)
+            {
+                continue;
+            }
+        }
+        if !datacenter && task.reopened && datacenter_active {
+            continue;
+        }
+        let rank = |t: &TaskRecord| (t.reopened, t.kind == VERIFY);
+        best = match best {
+            Some(b) if datacenter && rank(task) > rank(b) => Some(task),
+            Some(b) => Some(b),
+            None => Some(task),
+        };
+    }
+    let Some(task) = best.cloned() else {
+        return Ok(Err(NoTask::Nothing));
+    };
+    let expires_ms = now_ms + lease_ms(config, peer, task.tokens);
+    let lease = tx.insert_lease(task.id, &peer.peer, now_ms, expires_ms)?;
+    Ok(Ok(Granted {
+        task,
+        lease,
+        expires_ms,
+    }))
+}
+
+/// Expires every active lease past its deadline and reopens its task. Returns the leases.
+pub fn expire(tx: &Tx<'_>, now_ms: u64) -> Result<Vec<LeaseRecord>> {
+    let expired: Vec<LeaseRecord> = tx
+        .active_leases(None)?
+        .into_iter()
+        .filter(|l| l.expires_ms < now_ms)
+        .collect();
+    for lease in &expired {
+        tx.set_lease_status(lease.id, "expired")?;
+        reopen(tx, lease.task)?;
+    }
+    Ok(expired)
+}
+
+/// Puts a task back up for lease unless it is finished or cancelled.
+pub fn reopen(tx: &Tx<'_>, task: u64) -> Result<()> {
+    if let Some(t) = tx.task(task)?
+        && t.status == "leased"
+    {
+        tx.set_task_status(task, "open")?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{State, TRAIN};
+
+    fn peer(name: &str, tier: &str) -> PeerRecord {
+        PeerRecord {
+            peer: name.into(),
+            tier: tier.into(),
+            name: None,
+            org: None,
+            country: None,
+            reputation: 0,
+            banned: false,
+            tokens_per_sec: Some(1000.0),
+            slots: 1,
+            joined_ms: 0,
+            last_seen_ms: 0,
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, State) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = State::open(&dir.path().join("canopy.db")).unwrap();
+        (dir, state)
+    }
+
+    #[test]
+    fn an_expired_lease_goes_to_the_datacenter_tier_first() {
+        let (_dir, mut state) = setup();
+        let config = SchedulingConfig::default();
+        let (vol_a, vol_b, dc) = (
+            peer("vol-a", VOLUNTEER),
+            peer("vol-b", VOLUNTEER),
+            peer("dc", DATACENTER),
+        );
+        state
+            .transaction(|tx| {
+                for p in [&vol_a, &vol_b, &dc] {
+                    tx.upsert_peer(p)?;
+                }
+                let t1 = tx.insert_task(0, TRAIN, b"a", None, 10_000)?;
+                tx.insert_task(0, TRAIN, b"b", None, 10_000)?;
+                let g = grant(tx, &config, &vol_a, 0, 1_000, true)?.unwrap();
+                assert_eq!(g.task.id, t1);
+                // 10k tokens at 1k tokens/s with slack 3: 30 s.
+                assert_eq!(g.expires_ms, 1_000 + 30_000);
+                assert_eq!(expire(tx, 20_000)?.len(), 0);
+                let expired = expire(tx, 40_000)?;
+                assert_eq!(expired.len(), 1);
+                assert_eq!(tx.lease(g.lease)?.unwrap().status, "expired");
+                // A volunteer asking now gets the fresh task, not the reopened one.
+                let v = grant(tx, &config, &vol_b, 0, 40_000, true)?.unwrap();
+                assert_ne!(v.task.id, t1);
+                // The datacenter node takes the reopened task.
+                let d = grant(tx, &config, &dc, 0, 40_000, true)?.unwrap();
+                assert_eq!(d.task.id, t1);
+                assert!(d.task.reopened);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn without_an_active_datacenter_node_volunteers_take_reopened_tasks() {
+        let (_dir, mut state) = setup();
+        let config = SchedulingConfig::default();
+        let (a, b) = (peer("a", VOLUNTEER), peer("b", VOLUNTEER));
+        state
+            .transaction(|tx| {
+                tx.upsert_peer(&a)?;
+                tx.upsert_peer(&b)?;
+                let t = tx.insert_task(0, TRAIN, b"a", None, 1000)?;
+                let g = grant(tx, &config, &a, 0, 0, false)?.unwrap();
+                expire(tx, g.expires_ms + 1)?;
+                let again = grant(tx, &config, &b, 0, g.expires_ms + 1, false)?.unwrap();
+                assert_eq!(again.task.id, t);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn banned_busy_and_volunteer_peers_get_no_verification_or_extra_work() {
+        let (_dir, mut state) = setup();
+        let config = SchedulingConfig::default();
+        let mut banned = peer("banned", VOLUNTEER);
+        banned.banned = true;
+        let vol = peer("vol", VOLUNTEER);
+        state
+            .transaction(|tx| {
+                tx.upsert_peer(&banned)?;
+                tx.upsert_peer(&vol)?;
+                let original = tx.insert_task(0, TRAIN, b"a", None, 1000)?;
+                tx.insert_task(0, TRAIN, b"b", None, 1000)?;
+                tx.insert_task(0, VERIFY, b"a", Some(original), 1000)?;
+                assert_eq!(grant(tx, &config, &banned, 0, 0, false)?, Err(NoTask::Banned));
+                let g = grant(tx, &config, &vol, 0, 0, false)?.unwrap();
+                assert_eq!(g.task.kind, TRAIN);
+                assert_eq!(grant(tx, &config, &vol, 0, 0, false)?, Err(NoTask::Busy));
+                tx.set_lease_status(g.lease, "done")?;
+                tx.set_task_status(g.task.id, "done")?;
+                let g2 = grant(tx, &config, &vol, 0, 0, false)?.unwrap();
+                assert_eq!(g2.task.kind, TRAIN);
+                tx.set_lease_status(g2.lease, "done")?;
+                tx.set_task_status(g2.task.id, "done")?;
+                // Only the verification task is left: not for a volunteer.
+                assert_eq!(grant(tx, &config, &vol, 0, 0, false)?, Err(NoTask::Nothing));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn lease_length_follows_measured_throughput_within_bounds() {
+        let config = SchedulingConfig::default();
+        let mut p = peer("p", VOLUNTEER);
+        p.tokens_per_sec = Some(100.0);
+        let slow = lease_ms(&config, &p, 100_000);
+        p.tokens_per_sec = Some(10_000.0);
+        let fast = lease_ms(&config, &p, 100_000);
+        assert!(slow > fast);
+        assert_eq!(fast, config.min_lease_secs * 1000);
+        p.tokens_per_sec = Some(1e-9);
+        assert_eq!(lease_ms(&config, &p, 100_000), config.max_lease_secs * 1000);
+        p.tokens_per_sec = None;
+        let guessed = lease_ms(&config, &p, 1_000_000);
+        let expected = 1_000_000.0 / config.assumed_tokens_per_sec * config.lease_slack * 1000.0;
+        assert_eq!(guessed, expected as u64);
+    }
+}

@@ -1,0 +1,709 @@
+//! The coordinator on the network: answers joins, lease requests, renewals, releases,
+//! manifest requests and results; publishes each model version; closes rounds.
+//!
+//! A result is checked (lease, signature and signer, model version, replay), its update
+//! fetched from the sender chunk by chunk and decoded (shape, finiteness), screened by the
+//! loss it causes on a held-out batch, and, for a sample of volunteer tasks, re-run by the
+//! datacenter tier and compared by cosine similarity. The verdict is committed to the state
+//! database (result, ledger, reputation) before the node gets its acknowledgement.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use canopy_node::network::{self, Client, MODELS_TOPIC, NetworkConfig, NetworkEvent};
+use canopy_node::objects;
+use canopy_protocol::messages::{
+    JoinAck, LeaseGrant, LeaseId, LeaseRenewed, ManifestResponse, ModelAnnouncement, NoWork,
+    ResultAck, TaskOutput, TaskResult, TaskSpec, Tier,
+};
+use canopy_protocol::{Digest, Message, ObjectKind};
+use canopy_shaders::Cpu;
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::mpsc;
+
+use crate::aggregate;
+use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
+use crate::scheduler::{self, DATACENTER, NoTask, VOLUNTEER};
+use crate::state::{PeerRecord, ResultRecord, TRAIN, VERIFY};
+
+/// A datacenter node counts as active this long after it was last heard from.
+const ACTIVE_MS: u64 = 60_000;
+/// How long the coordinator waits for an update's chunks.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What the service reports as it runs.
+#[derive(Debug, Clone)]
+pub enum ServiceEvent {
+    /// A round closed.
+    RoundClosed(RoundSummary),
+    /// A node joined.
+    Joined {
+        /// The node.
+        peer: PeerId,
+        /// Its tier.
+        tier: String,
+    },
+    /// A result was judged.
+    Result {
+        /// The sender.
+        peer: PeerId,
+        /// The task.
+        task: u64,
+        /// Whether it was accepted.
+        accepted: bool,
+        /// Why not.
+        reason: Option<String>,
+    },
+}
+
+/// The running coordinator's network side.
+pub struct Service {
+    project: Arc<Project>,
+    client: Client,
+    events: mpsc::Receiver<NetworkEvent>,
+    report: mpsc::Sender<ServiceEvent>,
+    task: tokio::task::JoinHandle<()>,
+    bytes_mark: (u64, u64),
+}
+
+impl Service {
+    /// Starts the swarm for `project` and publishes the current model version.
+    pub async fn start(
+        project: Arc<Project>,
+        network: NetworkConfig,
+        report: mpsc::Sender<ServiceEvent>,
+    ) -> Result<Self, ProjectError> {
+        let (client, events, task) =
+            network::start(project.keys.clone(), project.store.clone(), network).await?;
+        let service = Self {
+            project,
+            client,
+            events,
+            report,
+            task,
+            bytes_mark: (0, 0),
+        };
+        for root in service.project.shards.clone() {
+            service.provide(&root).await?;
+        }
+        service.publish_model().await?;
+        Ok(service)
+    }
+
+    /// The swarm client (listen addresses, status).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn provide(&self, root: &Digest) -> Result<(), ProjectError> {
+        match self.project.object(root)? {
+            Some((signed, bytes)) => Ok(self.client.provide(signed, bytes).await?),
+            None => Err(ProjectError::Invalid(format!("object {root} is missing"))),
+        }
+    }
+
+    async fn publish_model(&self) -> Result<(), ProjectError> {
+        let current = self.project.current();
+        self.provide(&current.model_root).await?;
+        if let Some(manifest) = self.project.state().read().manifest(&current.model_root)? {
+            let announcement = Message::ModelAnnouncement(Box::new(ModelAnnouncement {
+                round: current.round,
+                manifest,
+            }));
+            // No subscriber yet is not an error: nodes also ask for the manifest.
+            if let Err(e) = self.client.publish(MODELS_TOPIC, current.round, announcement).await {
+                tracing::debug!("announcing the model: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs until `stop` resolves or every round has closed.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), ProjectError> {
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(64);
+        while !self.project.finished() {
+            tokio::select! {
+                _ = &mut stop => break,
+                event = self.events.recv() => match event {
+                    Some(NetworkEvent::Request { peer, id, round, message }) => {
+                        self.on_request(peer, id, round, message, &done_tx).await;
+                    }
+                    Some(_) => {}
+                    None => return Err(ProjectError::Invalid("the swarm stopped".into())),
+                },
+                _ = done_rx.recv() => {}
+                _ = tick.tick() => self.on_tick().await?,
+            }
+        }
+        let _ = self.client.shutdown().await;
+        let _ = self.task.await;
+        Ok(())
+    }
+
+    async fn on_tick(&mut self) -> Result<(), ProjectError> {
+        let now = now_ms();
+        let project = self.project.clone();
+        let close = {
+            let mut state = project.state();
+            let expired = state.transaction(|tx| scheduler::expire(tx, now))?;
+            for lease in expired {
+                tracing::info!(lease = lease.id, task = lease.task, peer = %lease.peer, "lease expired; task reopened");
+            }
+            self.round_ready(&state, now)?
+        };
+        if close {
+            let status = self.client.status().await.ok();
+            let (served, fetched) = status.map_or((0, 0), |s| (s.bytes_served, s.bytes_fetched));
+            let (out, inn) = (served - self.bytes_mark.0.min(served), fetched - self.bytes_mark.1.min(fetched));
+            self.bytes_mark = (served, fetched);
+            let round = project.current().round;
+            project
+                .state()
+                .transaction(|tx| tx.count_round(round, 0, 0, inn, out))?;
+            let p = project.clone();
+            let summary = tokio::task::spawn_blocking(move || p.close_round())
+                .await
+                .map_err(|e| ProjectError::Invalid(format!("closing the round: {e}")))??;
+            tracing::info!(round = summary.round, eval = summary.eval_loss, "round closed");
+            let _ = self.report.send(ServiceEvent::RoundClosed(summary)).await;
+            self.publish_model().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether the round in progress should close now.
+    fn round_ready(&self, state: &crate::state::State, now: u64) -> Result<bool, ProjectError> {
+        let r = state.read();
+        let current = self.project.current();
+        let Some(round) = r.round(current.round)? else {
+            return Ok(false);
+        };
+        let t = &self.project.config.training;
+        let accepted = r.results(Some(round.round), Some("accepted"))?.len()
+            + r.results(Some(round.round), Some("pending"))?.len();
+        let deadline = round.opened_ms + t.round_deadline_secs * 1000;
+        if now >= deadline && accepted >= 1 {
+            return Ok(true);
+        }
+        let mut busy = false;
+        for status in ["open", "leased"] {
+            for task in r.tasks(Some(round.round), status)? {
+                if task.kind == TRAIN || datacenter_active(&r.peers()?, now) {
+                    busy = true;
+                }
+            }
+        }
+        Ok(!busy && accepted >= t.min_updates as usize)
+    }
+
+    async fn respond(&self, id: u64, round: u64, message: Message) {
+        if let Err(e) = self.client.respond(id, round, message).await {
+            tracing::debug!("answering a request: {e}");
+        }
+    }
+
+    async fn on_request(
+        &self,
+        peer: PeerId,
+        id: u64,
+        round: u64,
+        message: Message,
+        done: &mpsc::Sender<()>,
+    ) {
+        let answer = match message {
+            Message::TaskResult(result) => {
+                let project = self.project.clone();
+                let client = self.client.clone();
+                let report = self.report.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    let ack = judge(&project, &client, peer, result).await;
+                    if let Err(e) = client.respond(id, round, Message::ResultAck(ack.clone())).await {
+                        tracing::debug!("acknowledging a result: {e}");
+                    }
+                    let _ = report
+                        .send(ServiceEvent::Result {
+                            peer,
+                            task: ack.task.0,
+                            accepted: ack.accepted,
+                            reason: ack.reason,
+                        })
+                        .await;
+                    let _ = done.send(()).await;
+                });
+                return;
+            }
+            other => self.answer(peer, other).await,
+        };
+        match answer {
+            Ok(message) => self.respond(id, round, message).await,
+            Err(e) => {
+                tracing::warn!(%peer, "handling a request: {e}");
+                self.respond(id, round, no_work(1000, "the coordinator hit an internal error", false))
+                    .await;
+            }
+        }
+    }
+
+    async fn answer(&self, peer: PeerId, message: Message) -> Result<Message, ProjectError> {
+        let project = &self.project;
+        let now = now_ms();
+        let key = peer.to_string();
+        let current = project.current();
+        let mut state = project.state();
+        state.transaction(|tx| tx.touch_peer(&key, now))?;
+        let known = state.read().peer(&key)?;
+        Ok(match message {
+            Message::Join(join) => {
+                let allowed = state.read().allowlisted(&key)?;
+                let tier = match (join.capabilities.tier, allowed.as_deref()) {
+                    (Tier::Datacenter, Some(DATACENTER)) => DATACENTER,
+                    _ => VOLUNTEER,
+                };
+                let record = PeerRecord {
+                    peer: key.clone(),
+                    tier: tier.into(),
+                    name: join.display_name.clone(),
+                    org: join.organisation.clone(),
+                    country: join.country.clone(),
+                    reputation: project.config.reputation.start,
+                    banned: false,
+                    tokens_per_sec: None,
+                    slots: (join.capabilities.adapters.len() as u32).clamp(1, 16),
+                    joined_ms: now,
+                    last_seen_ms: now,
+                };
+                state.transaction(|tx| tx.upsert_peer(&record))?;
+                let banned = state.read().peer(&key)?.is_some_and(|p| p.banned);
+                let _ = self
+                    .report
+                    .try_send(ServiceEvent::Joined { peer, tier: tier.into() });
+                let granted = if tier == DATACENTER { Tier::Datacenter } else { Tier::Volunteer };
+                let note = if join.capabilities.tier == Tier::Datacenter && tier != DATACENTER {
+                    "admitted as a volunteer: this key is not on the datacenter allowlist"
+                } else {
+                    "welcome"
+                };
+                Message::JoinAck(JoinAck {
+                    accepted: !banned,
+                    tier: granted,
+                    round: current.round,
+                    message: if banned {
+                        "this node is banned after failed verifications".into()
+                    } else {
+                        format!("{note}; project {}", project.config.project.name)
+                    },
+                })
+            }
+            Message::Heartbeat(_) => match known {
+                Some(p) => Message::JoinAck(JoinAck {
+                    accepted: !p.banned,
+                    tier: if p.tier == DATACENTER { Tier::Datacenter } else { Tier::Volunteer },
+                    round: current.round,
+                    message: String::new(),
+                }),
+                None => no_work(0, "join first", true),
+            },
+            Message::LeaseRequest(_) => {
+                let Some(p) = known else {
+                    return Ok(no_work(0, "join first", true));
+                };
+                if project.finished() {
+                    return Ok(no_work(10_000, "training has finished", false));
+                }
+                let active = datacenter_active(&state.read().peers()?, now);
+                let granted = state.transaction(|tx| {
+                    scheduler::grant(tx, &project.config.scheduling, &p, current.round, now, active)
+                })?;
+                match granted {
+                    Ok(g) => Message::LeaseGrant(LeaseGrant {
+                        lease: LeaseId(g.lease),
+                        task: canopy_protocol::messages::TaskId(g.task.id),
+                        spec: decode_spec(&g.task.spec)?,
+                        expires_at_ms: g.expires_ms,
+                    }),
+                    Err(NoTask::Banned) => no_work(60_000, "this node is banned", false),
+                    Err(NoTask::Busy) => no_work(2_000, "this node holds all the leases it has slots for", false),
+                    Err(NoTask::Nothing) => no_work(1_000, "no task open now; waiting for the round to close", false),
+                }
+            }
+            Message::LeaseRenew(renew) => {
+                let lease = state.read().lease(renew.lease.0)?;
+                match lease {
+                    Some(l) if l.peer == key && l.status == "active" => {
+                        let task = state.read().task(l.task)?;
+                        let tokens = task.map_or(0, |t| t.tokens);
+                        let p = known.unwrap_or_else(|| unknown_peer(&key));
+                        let expires = now + scheduler::lease_ms(&project.config.scheduling, &p, tokens);
+                        state.transaction(|tx| tx.extend_lease(l.id, expires, renew.progress_permille))?;
+                        Message::LeaseRenewed(LeaseRenewed {
+                            lease: renew.lease,
+                            expires_at_ms: expires,
+                        })
+                    }
+                    _ => no_work(0, "this lease has expired or was reassigned", false),
+                }
+            }
+            Message::LeaseRelease(release) => {
+                let lease = state.read().lease(release.lease.0)?;
+                if let Some(l) = lease.filter(|l| l.peer == key && l.status == "active") {
+                    tracing::info!(lease = l.id, task = l.task, %peer, reason = ?release.reason, "lease handed back");
+                    state.transaction(|tx| {
+                        tx.set_lease_status(l.id, "released")?;
+                        scheduler::reopen(tx, l.task)
+                    })?;
+                }
+                no_work(0, "lease released", false)
+            }
+            Message::ManifestRequest(req) => Message::ManifestResponse(Box::new(ManifestResponse {
+                root: req.root,
+                manifest: state.read().manifest(&req.root)?,
+            })),
+            other => no_work(5_000, &format!("unexpected {:?}", other.kind()), false),
+        })
+    }
+}
+
+fn unknown_peer(key: &str) -> PeerRecord {
+    PeerRecord {
+        peer: key.into(),
+        tier: VOLUNTEER.into(),
+        name: None,
+        org: None,
+        country: None,
+        reputation: 0,
+        banned: false,
+        tokens_per_sec: None,
+        slots: 1,
+        joined_ms: 0,
+        last_seen_ms: 0,
+    }
+}
+
+fn no_work(retry_after_ms: u32, reason: &str, join_first: bool) -> Message {
+    Message::NoWork(NoWork {
+        retry_after_ms,
+        reason: reason.into(),
+        join_first,
+    })
+}
+
+/// Whether a datacenter node was heard from in the last minute.
+pub fn datacenter_active(peers: &[PeerRecord], now: u64) -> bool {
+    peers
+        .iter()
+        .any(|p| p.tier == DATACENTER && !p.banned && now.saturating_sub(p.last_seen_ms) < ACTIVE_MS)
+}
+
+/// A refusal, with the reputation counter it feeds.
+struct Refusal {
+    reason: String,
+    count: fn(&mut aggregate::RejectionStats),
+    penalise: bool,
+}
+
+fn refuse(reason: impl Into<String>, count: fn(&mut aggregate::RejectionStats), penalise: bool) -> Refusal {
+    Refusal {
+        reason: reason.into(),
+        count,
+        penalise,
+    }
+}
+
+/// Judges a result and commits the verdict; the returned ack is sent only after that.
+async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskResult) -> ResultAck {
+    let task = result.task;
+    let verdict = check_result(project, client, peer, &result).await;
+    let key = peer.to_string();
+    let now = now_ms();
+    let rep = &project.config.reputation;
+    let ack = |accepted: bool, reason: Option<String>| ResultAck {
+        task,
+        accepted,
+        reason,
+    };
+    match verdict {
+        Ok(Checked::Internal(e)) => {
+            tracing::warn!(%peer, task = task.0, "could not judge a result: {e}");
+            ack(false, Some("the coordinator could not judge this result; it will be re-run".into()))
+        }
+        Ok(Checked::Accepted(record, verify)) => {
+            let compute_ms = result.compute_ms.max(1);
+            let tps = record.tokens as f64 / (compute_ms as f64 / 1000.0);
+            let kind = if verify.is_some() { VERIFY } else { TRAIN };
+            let committed = project.state().transaction(|tx| {
+                let mut record = record.clone();
+                let mut verified_original = None;
+                if let Some((original, cosine)) = &verify {
+                    // A verification run: judge the original, keep this one out of aggregation.
+                    record.status = "verifier".into();
+                    let ok = *cosine >= project.config.verification.min_cosine;
+                    if let Some(orig) = original {
+                        let (status, verdict) = if ok { ("accepted", "verified") } else { ("rejected", "failed") };
+                        tx.set_result_status(orig.lease, status, (!ok).then_some("failed verification by re-run"))?;
+                        tx.set_ledger_verified(orig.task, &orig.peer, verdict, ok)?;
+                        let delta = if ok { rep.accepted } else { rep.failed_verification };
+                        tx.adjust_reputation(&orig.peer, delta, rep.ban_below)?;
+                        verified_original = Some((orig.peer.clone(), ok));
+                    }
+                }
+                tx.insert_result(&record)?;
+                tx.ledger_entry(
+                    &key,
+                    record.round,
+                    record.task,
+                    kind,
+                    record.tokens,
+                    compute_ms,
+                    true,
+                    if verify.is_some() { "verifier" } else { "unchecked" },
+                    record.update_root.as_ref(),
+                    None,
+                    now,
+                )?;
+                tx.set_lease_status(record.lease, "done")?;
+                tx.set_task_status(record.task, "done")?;
+                tx.adjust_reputation(&key, rep.accepted, rep.ban_below)?;
+                tx.record_throughput(&key, tps)?;
+                if verify.is_none() {
+                    // Sample volunteer work for a datacenter re-run.
+                    let volunteer = tx.peer(&key)?.is_none_or(|p| p.tier != DATACENTER);
+                    if volunteer && sampled(record.task, project.config.verification.rerun_fraction) {
+                        if let Some(t) = tx.task(record.task)? {
+                            tx.insert_task(t.round, VERIFY, &t.spec, Some(t.id), t.tokens)?;
+                        }
+                    }
+                }
+                Ok(verified_original)
+            });
+            match committed {
+                Ok(verified) => {
+                    if let Some((orig, ok)) = verified {
+                        tracing::info!(original = %orig, passed = ok, "verification re-run compared");
+                        if !ok {
+                            project.count_rejection(|s| s.failed_verification += 1);
+                        }
+                    }
+                    if let Some(root) = record.update_root
+                        && let Ok(Some(m)) = project.state().read().manifest(&root)
+                    {
+                        project.store.pin(m.manifest());
+                    }
+                    ack(true, None)
+                }
+                Err(e) => {
+                    tracing::warn!("committing a result: {e}");
+                    ack(false, Some("the coordinator could not record this result".into()))
+                }
+            }
+        }
+        Err(refusal) => {
+            project.count_rejection(refusal.count);
+            tracing::info!(%peer, task = task.0, "result refused: {}", refusal.reason);
+            let lease = result.lease.0;
+            let committed = project.state().transaction(|tx| {
+                let l = tx.lease(lease)?;
+                let owned = l.as_ref().is_some_and(|l| l.peer == key);
+                let round = match l.as_ref().and_then(|l| tx.task(l.task).ok().flatten()) {
+                    Some(t) => t.round,
+                    None => project.current().round,
+                };
+                tx.ledger_entry(&key, round, task.0, TRAIN, 0, result.compute_ms, false, "unchecked", None, Some(&refusal.reason), now)?;
+                if owned && let Some(l) = l {
+                    if l.status == "active" {
+                        tx.set_lease_status(l.id, "done")?;
+                        crate::scheduler::reopen(tx, l.task)?;
+                    }
+                }
+                if refusal.penalise && tx.peer(&key)?.is_some() {
+                    let (score, banned) = tx.adjust_reputation(&key, rep.rejected, rep.ban_below)?;
+                    if banned {
+                        tracing::warn!(%peer, score, "peer banned");
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = committed {
+                tracing::warn!("recording a refusal: {e}");
+            }
+            ack(false, Some(refusal.reason))
+        }
+    }
+}
+
+/// Deterministic sampling of tasks for re-runs.
+fn sampled(task: u64, fraction: f64) -> bool {
+    let h = Digest::of(&task.to_le_bytes());
+    let x = u64::from_le_bytes(*h.as_bytes().first_chunk::<8>().unwrap_or(&[0; 8]));
+    (x as f64 / u64::MAX as f64) < fraction
+}
+
+enum Checked {
+    /// The result record to commit, and for a verification run the original's result (if
+    /// still on record) and the cosine similarity with it.
+    Accepted(ResultRecord, Option<(Option<ResultRecord>, f64)>),
+    /// The coordinator failed, not the node.
+    Internal(String),
+}
+
+async fn check_result(
+    project: &Project,
+    client: &Client,
+    peer: PeerId,
+    result: &TaskResult,
+) -> Result<Checked, Refusal> {
+    let key = peer.to_string();
+    let (lease, task, sender) = {
+        let state = project.state();
+        let r = state.read();
+        let internal = |e: crate::state::StateError| refuse(e.to_string(), |_| {}, false);
+        (
+            r.lease(result.lease.0).map_err(internal)?,
+            r.task(result.task.0).map_err(internal)?,
+            r.peer(&key).map_err(internal)?,
+        )
+    };
+    let Some(sender) = sender else {
+        return Err(refuse("unknown node: join first", |_| {}, false));
+    };
+    if sender.banned {
+        return Err(refuse("this node is banned", |s| s.banned_sender += 1, false));
+    }
+    let (Some(lease), Some(task)) = (lease, task) else {
+        return Err(refuse("no such lease or task", |s| s.replay += 1, true));
+    };
+    if lease.peer != key || lease.task != task.id {
+        return Err(refuse("this lease belongs to another node or task", |s| s.replay += 1, true));
+    }
+    if task.status == "done" || !matches!(lease.status.as_str(), "active" | "expired") {
+        return Err(refuse("this task's result is already in", |s| s.replay += 1, true));
+    }
+    let TaskOutput::Train(output) = &result.output else {
+        return Err(refuse("a corpus result for a training task", |s| s.wrong_shape += 1, true));
+    };
+    let spec = match decode_spec(&task.spec) {
+        Ok(TaskSpec::Train(spec)) => spec,
+        _ => return Ok(Checked::Internal("a stored task spec does not decode".into())),
+    };
+    // Signature and signer: the update must be signed by the node that ran the lease.
+    let signed = &output.update;
+    let manifest = match signed.verify() {
+        Ok(m) => m,
+        Err(e) => return Err(refuse(format!("update signature: {e}"), |s| s.bad_signature += 1, true)),
+    };
+    if signed.signer().peer_id() != peer {
+        return Err(refuse("the update is signed by another key", |s| s.bad_signature += 1, true));
+    }
+    if manifest.kind != ObjectKind::Update {
+        return Err(refuse("the result is not an update object", |s| s.wrong_shape += 1, true));
+    }
+    let named_round = manifest.metadata.get("round").and_then(|r| r.parse::<u64>().ok());
+    let named_task = manifest.metadata.get("task").and_then(|r| r.parse::<u64>().ok());
+    if named_round != Some(spec.model_version) {
+        return Err(refuse("the update names another model version", |s| s.wrong_version += 1, true));
+    }
+    if named_task != Some(task.id) {
+        return Err(refuse("the update names another task", |s| s.replay += 1, true));
+    }
+    let current = project.current().round;
+    if spec.model_version < current && project.config.training.late_updates == crate::config::LateUpdates::Drop {
+        return Err(refuse("the round of this task has closed", |s| s.stale_dropped += 1, false));
+    }
+    match project.state().read().update_seen(&manifest.root) {
+        Ok(true) => return Err(refuse("this update was already submitted", |s| s.replay += 1, true)),
+        Ok(false) => {}
+        Err(e) => return Ok(Checked::Internal(e.to_string())),
+    }
+    // Fetch the update from the sender (and anyone else providing it), chunk by chunk.
+    let hint = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
+    let fetched = match tokio::time::timeout(FETCH_TIMEOUT, client.fetch_from(signed.clone(), vec![hint])).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(e)) => return Err(refuse(format!("fetching the update: {e}"), |_| {}, false)),
+        Err(_) => return Err(refuse("fetching the update timed out", |_| {}, false)),
+    };
+    let len = project.model.num_params();
+    let values = match objects::update_values(&fetched.data, len) {
+        Ok(v) => v,
+        Err(e) => return Err(refuse(format!("{e}"), |s| s.wrong_shape += 1, true)),
+    };
+    let norm = match aggregate::check_update(&values, len) {
+        Ok(n) => n,
+        Err(aggregate::Rejection::NonFinite { index }) => {
+            return Err(refuse(format!("non-finite value at {index}"), |s| s.non_finite += 1, true));
+        }
+        Err(e) => return Err(refuse(e.to_string(), |s| s.wrong_shape += 1, true)),
+    };
+    // The cheap signal: the loss the update alone causes on a held-out batch.
+    let base = match project.params_of(spec.model_version) {
+        Ok(p) => p,
+        Err(e) => return Ok(Checked::Internal(e.to_string())),
+    };
+    let heldout = project.heldout.clone();
+    let config = project.config.clone();
+    let values = Arc::new(values);
+    let v = values.clone();
+    let losses = tokio::task::spawn_blocking(move || -> Result<(f32, f32), String> {
+        let mut applied = (*base).clone();
+        for (p, d) in applied.values_mut().iter_mut().zip(v.iter()) {
+            *p -= d;
+        }
+        let t = &config.training;
+        let eval = |params: &canopy_shaders::Params| {
+            canopy_shaders::evaluate(&Cpu::new(), params, &heldout, t.batch_size as usize, t.seq_len as usize, 1)
+                .map_err(|e| e.to_string())
+        };
+        Ok((eval(&base)?, eval(&applied)?))
+    })
+    .await;
+    let (before, after) = match losses {
+        Ok(Ok(l)) => l,
+        Ok(Err(e)) => return Ok(Checked::Internal(e)),
+        Err(e) => return Ok(Checked::Internal(e.to_string())),
+    };
+    let increase = f64::from(after) - f64::from(before);
+    if !increase.is_finite() || increase > project.config.verification.max_loss_increase {
+        return Err(refuse(
+            format!("the update raises the held-out loss by {increase:.3} nats"),
+            |s| s.failed_verification += 1,
+            true,
+        ));
+    }
+    let record = ResultRecord {
+        lease: lease.id,
+        task: task.id,
+        peer: key,
+        round: spec.model_version,
+        update_root: Some(manifest.root),
+        norm: Some(norm),
+        train_loss: Some(f64::from(output.train_loss)),
+        tokens: output.tokens,
+        status: "accepted".into(),
+        reason: None,
+        received_ms: now_ms(),
+        weight: 1.0,
+        aggregated_in: None,
+    };
+    // A verification run: compare with the original's update.
+    if task.kind == VERIFY {
+        if sender.tier != DATACENTER {
+            return Err(refuse("verification tasks are for the datacenter tier", |_| {}, true));
+        }
+        let original = task
+            .verifies
+            .and_then(|t| project.state().read().result_of_task(t).ok().flatten());
+        let cosine = match original.as_ref().and_then(|o| o.update_root) {
+            Some(root) => match project.object(&root) {
+                Ok(Some((_, bytes))) => match objects::update_values(&bytes, len) {
+                    Ok(orig) => aggregate::cosine(&orig, &values).unwrap_or(-1.0),
+                    Err(_) => -1.0,
+                },
+                _ => 1.0,
+            },
+            None => 1.0,
+        };
+        return Ok(Checked::Accepted(record, Some((original, cosine))));
+    }
+    Ok(Checked::Accepted(record, None))
+}

@@ -1,0 +1,923 @@
+//! The coordinator's durable state: one SQLite database (`canopy.db`, WAL, synchronous=FULL)
+//! beside the content-addressed chunk store that holds the objects themselves.
+//!
+//! Tables:
+//! - `meta`: key/value facts about the run (the coordinator's identity, the data layout).
+//! - `objects`: the signed manifest of every object the coordinator serves or has accepted
+//!   (model versions, momentum checkpoints, training shards, updates), by root.
+//! - `rounds`: one row per DiLoCo round: the model version it started from, when it opened
+//!   and closed, its losses and counts.
+//! - `peers`: every node that joined: tier, self-declared name/organisation/country,
+//!   reputation, ban, measured throughput, last contact.
+//! - `allowlist`: keys the operator admitted to the datacenter tier.
+//! - `tasks` and `leases`: the work of each round and who holds it until when.
+//! - `results`: every update received, with its verdict; accepted ones feed aggregation.
+//! - `ledger`: the contribution ledger: who did what work, how much, verified or not, and the
+//!   hash of the signed result.
+//!
+//! Every change that a node is told about (a lease, an acknowledged result) is committed
+//! before the answer is sent.
+
+use std::path::Path;
+
+use canopy_protocol::{Digest, SignedManifest};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+/// What can go wrong with the state database.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StateError {
+    /// SQLite failed.
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored value does not decode.
+    #[error("state database holds a damaged {what}: {reason}")]
+    Corrupt {
+        /// What was being read.
+        what: &'static str,
+        /// Why it does not decode.
+        reason: String,
+    },
+}
+
+/// Results of state operations.
+pub type Result<T> = std::result::Result<T, StateError>;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    root TEXT PRIMARY KEY, kind TEXT NOT NULL, manifest BLOB NOT NULL, added_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rounds (
+    round INTEGER PRIMARY KEY, model_root TEXT NOT NULL, momentum_root TEXT,
+    opened_ms INTEGER NOT NULL, closed_ms INTEGER, train_loss REAL, eval_loss REAL,
+    accepted INTEGER NOT NULL DEFAULT 0, rejected INTEGER NOT NULL DEFAULT 0,
+    bytes_in INTEGER NOT NULL DEFAULT 0, bytes_out INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS peers (
+    peer TEXT PRIMARY KEY, tier TEXT NOT NULL, name TEXT, org TEXT, country TEXT,
+    reputation INTEGER NOT NULL, banned INTEGER NOT NULL DEFAULT 0, tokens_per_sec REAL,
+    slots INTEGER NOT NULL DEFAULT 1, joined_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS allowlist (peer TEXT PRIMARY KEY, tier TEXT NOT NULL, added_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    id INTEGER PRIMARY KEY, round INTEGER NOT NULL, kind TEXT NOT NULL, spec BLOB NOT NULL,
+    status TEXT NOT NULL, verifies INTEGER, reopened INTEGER NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
+CREATE TABLE IF NOT EXISTS leases (
+    id INTEGER PRIMARY KEY, task INTEGER NOT NULL, peer TEXT NOT NULL, granted_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL, status TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS leases_status ON leases(status);
+CREATE TABLE IF NOT EXISTS results (
+    lease INTEGER PRIMARY KEY, task INTEGER NOT NULL, peer TEXT NOT NULL, round INTEGER NOT NULL,
+    update_root TEXT, norm REAL, train_loss REAL, tokens INTEGER NOT NULL, status TEXT NOT NULL,
+    reason TEXT, received_ms INTEGER NOT NULL, weight REAL NOT NULL DEFAULT 1.0,
+    aggregated_in INTEGER);
+CREATE UNIQUE INDEX IF NOT EXISTS results_update ON results(update_root);
+CREATE TABLE IF NOT EXISTS ledger (
+    id INTEGER PRIMARY KEY, peer TEXT NOT NULL, round INTEGER NOT NULL, task INTEGER NOT NULL,
+    kind TEXT NOT NULL, tokens INTEGER NOT NULL, compute_ms INTEGER NOT NULL,
+    accepted INTEGER NOT NULL, verified TEXT NOT NULL, result_hash TEXT, reason TEXT,
+    ts_ms INTEGER NOT NULL);
+";
+
+/// A node the coordinator knows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PeerRecord {
+    /// Its peer id.
+    pub peer: String,
+    /// `volunteer` or `datacenter`.
+    pub tier: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Organisation.
+    pub org: Option<String>,
+    /// Country code.
+    pub country: Option<String>,
+    /// Reputation points.
+    pub reputation: i64,
+    /// Whether it is banned.
+    pub banned: bool,
+    /// Measured training throughput.
+    pub tokens_per_sec: Option<f64>,
+    /// Tasks it may hold at once.
+    pub slots: u32,
+    /// When it first joined (ms since the epoch).
+    pub joined_ms: u64,
+    /// When it was last heard from.
+    pub last_seen_ms: u64,
+}
+
+/// One round.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoundRecord {
+    /// The round number (= model version).
+    pub round: u64,
+    /// Root of the model version it trains from.
+    pub model_root: Digest,
+    /// Root of the outer optimizer's momentum after the previous round, if any.
+    pub momentum_root: Option<Digest>,
+    /// When it opened.
+    pub opened_ms: u64,
+    /// When it closed.
+    pub closed_ms: Option<u64>,
+    /// Mean inner training loss of the accepted updates.
+    pub train_loss: Option<f64>,
+    /// Held-out loss of the model this round produced.
+    pub eval_loss: Option<f64>,
+    /// Updates accepted.
+    pub accepted: u64,
+    /// Updates rejected.
+    pub rejected: u64,
+    /// Bytes received (updates).
+    pub bytes_in: u64,
+    /// Bytes served (model and data chunks).
+    pub bytes_out: u64,
+}
+
+/// Task kinds.
+pub const TRAIN: &str = "train";
+/// A datacenter re-run of a volunteer's training task.
+pub const VERIFY: &str = "verify";
+
+/// One task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    /// Its id.
+    pub id: u64,
+    /// Its round.
+    pub round: u64,
+    /// [`TRAIN`] or [`VERIFY`].
+    pub kind: String,
+    /// The encoded `TaskSpec`.
+    pub spec: Vec<u8>,
+    /// `open`, `leased`, `done` or `cancelled`.
+    pub status: String,
+    /// For a verification task, the task it re-runs.
+    pub verifies: Option<u64>,
+    /// Whether a lease on it expired or was handed back (datacenter nodes take these first).
+    pub reopened: bool,
+    /// Training tokens it processes.
+    pub tokens: u64,
+}
+
+/// One lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LeaseRecord {
+    /// Its id.
+    pub id: u64,
+    /// The task.
+    pub task: u64,
+    /// The holder.
+    pub peer: String,
+    /// Granted at.
+    pub granted_ms: u64,
+    /// Expires at.
+    pub expires_ms: u64,
+    /// `active`, `done`, `expired` or `released`.
+    pub status: String,
+}
+
+/// One received result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResultRecord {
+    /// The lease it ran under.
+    pub lease: u64,
+    /// The task.
+    pub task: u64,
+    /// The sender.
+    pub peer: String,
+    /// The round it was computed for.
+    pub round: u64,
+    /// The update object's root.
+    pub update_root: Option<Digest>,
+    /// Norm of the decoded update.
+    pub norm: Option<f64>,
+    /// Mean inner loss reported.
+    pub train_loss: Option<f64>,
+    /// Tokens processed.
+    pub tokens: u64,
+    /// `accepted`, `pending` (awaiting verification), `rejected`.
+    pub status: String,
+    /// Why rejected.
+    pub reason: Option<String>,
+    /// Received at.
+    pub received_ms: u64,
+    /// Staleness weight in aggregation.
+    pub weight: f64,
+    /// The round whose aggregation used it.
+    pub aggregated_in: Option<u64>,
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerEntry {
+    /// Entry number.
+    pub id: u64,
+    /// Who.
+    pub peer: String,
+    /// Their display name, if any.
+    pub name: Option<String>,
+    /// Their organisation, if any.
+    pub org: Option<String>,
+    /// Round.
+    pub round: u64,
+    /// Task.
+    pub task: u64,
+    /// `train` or `verify`.
+    pub kind: String,
+    /// Training tokens processed.
+    pub tokens: u64,
+    /// Compute time reported.
+    pub compute_ms: u64,
+    /// Whether the result was accepted.
+    pub accepted: bool,
+    /// `verified`, `failed`, `unchecked` or `verifier`.
+    pub verified: String,
+    /// Root hash of the signed result.
+    pub result_hash: Option<String>,
+    /// Why rejected.
+    pub reason: Option<String>,
+    /// When.
+    pub ts_ms: u64,
+}
+
+fn digest(what: &'static str, text: String) -> Result<Digest> {
+    text.parse().map_err(|e| StateError::Corrupt {
+        what,
+        reason: format!("{e}"),
+    })
+}
+
+fn opt_digest(what: &'static str, text: Option<String>) -> Result<Option<Digest>> {
+    text.map(|t| digest(what, t)).transpose()
+}
+
+/// The state database.
+#[derive(Debug)]
+pub struct State {
+    conn: Connection,
+}
+
+impl State {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self { conn })
+    }
+
+    /// Opens an existing database for reading (the `status` and `ledger` commands, which may
+    /// run beside a live coordinator).
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        let conn =
+            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(Self { conn })
+    }
+
+    /// Runs `f` in one transaction: all of it is committed, or none.
+    pub fn transaction<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction()?;
+        let out = f(&Tx { tx: &tx })?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Read access outside a transaction.
+    pub fn read(&self) -> Reader<'_> {
+        Reader { conn: &self.conn }
+    }
+}
+
+/// Queries, on a connection or inside a transaction.
+pub struct Reader<'a> {
+    conn: &'a Connection,
+}
+
+/// Writes (and reads) inside a transaction.
+pub struct Tx<'a> {
+    tx: &'a rusqlite::Transaction<'a>,
+}
+
+impl std::ops::Deref for Tx<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.tx
+    }
+}
+
+macro_rules! reads {
+    ($($t:ty),*) => {$(
+impl $t {
+    fn c(&self) -> &Connection {
+        self.conn_ref()
+    }
+
+    /// A value from `meta`.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .c()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The signed manifest of object `root`, if the coordinator has it.
+    pub fn manifest(&self, root: &Digest) -> Result<Option<SignedManifest>> {
+        let blob: Option<Vec<u8>> = self
+            .c()
+            .query_row(
+                "SELECT manifest FROM objects WHERE root = ?1",
+                [root.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        blob.map(|b| {
+            SignedManifest::from_frame(&b).map_err(|e| StateError::Corrupt {
+                what: "manifest",
+                reason: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Every object root of `kind`.
+    pub fn objects_of_kind(&self, kind: &str) -> Result<Vec<Digest>> {
+        let mut stmt = self.c().prepare("SELECT root FROM objects WHERE kind = ?1 ORDER BY added_ms, root")?;
+        let rows = stmt.query_map([kind], |r| r.get::<_, String>(0))?;
+        rows.map(|r| digest("object root", r?)).collect()
+    }
+
+    /// A peer.
+    pub fn peer(&self, peer: &str) -> Result<Option<PeerRecord>> {
+        Ok(self
+            .c()
+            .query_row(&format!("{PEER_SELECT} WHERE peer = ?1"), [peer], peer_row)
+            .optional()?)
+    }
+
+    /// Every peer, best reputation first.
+    pub fn peers(&self) -> Result<Vec<PeerRecord>> {
+        let mut stmt = self.c().prepare(&format!("{PEER_SELECT} ORDER BY reputation DESC, peer"))?;
+        let rows = stmt.query_map([], peer_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The tier `peer` is allowlisted for.
+    pub fn allowlisted(&self, peer: &str) -> Result<Option<String>> {
+        Ok(self
+            .c()
+            .query_row("SELECT tier FROM allowlist WHERE peer = ?1", [peer], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The newest round.
+    pub fn current_round(&self) -> Result<Option<RoundRecord>> {
+        self.c()
+            .query_row(&format!("{ROUND_SELECT} ORDER BY round DESC LIMIT 1"), [], round_row)
+            .optional()?
+            .transpose()
+    }
+
+    /// A round.
+    pub fn round(&self, round: u64) -> Result<Option<RoundRecord>> {
+        self.c()
+            .query_row(&format!("{ROUND_SELECT} WHERE round = ?1"), [round as i64], round_row)
+            .optional()?
+            .transpose()
+    }
+
+    /// Every round, oldest first.
+    pub fn rounds(&self) -> Result<Vec<RoundRecord>> {
+        let mut stmt = self.c().prepare(&format!("{ROUND_SELECT} ORDER BY round"))?;
+        let rows = stmt.query_map([], round_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// A task.
+    pub fn task(&self, id: u64) -> Result<Option<TaskRecord>> {
+        Ok(self
+            .c()
+            .query_row(&format!("{TASK_SELECT} WHERE id = ?1"), [id as i64], task_row)
+            .optional()?)
+    }
+
+    /// Tasks of `round` (every round when `None`) with `status`.
+    pub fn tasks(&self, round: Option<u64>, status: &str) -> Result<Vec<TaskRecord>> {
+        let mut stmt = self.c().prepare(&format!(
+            "{TASK_SELECT} WHERE status = ?1 AND (?2 IS NULL OR round = ?2) ORDER BY reopened DESC, id"
+        ))?;
+        let rows = stmt.query_map(params![status, round.map(|r| r as i64)], task_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A lease.
+    pub fn lease(&self, id: u64) -> Result<Option<LeaseRecord>> {
+        Ok(self
+            .c()
+            .query_row(&format!("{LEASE_SELECT} WHERE id = ?1"), [id as i64], lease_row)
+            .optional()?)
+    }
+
+    /// Active leases (of `peer`, when given).
+    pub fn active_leases(&self, peer: Option<&str>) -> Result<Vec<LeaseRecord>> {
+        let mut stmt = self.c().prepare(&format!(
+            "{LEASE_SELECT} WHERE status = 'active' AND (?1 IS NULL OR peer = ?1) ORDER BY id"
+        ))?;
+        let rows = stmt.query_map(params![peer], lease_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every lease ever granted on `task`.
+    pub fn leases_of_task(&self, task: u64) -> Result<Vec<LeaseRecord>> {
+        let mut stmt = self.c().prepare(&format!("{LEASE_SELECT} WHERE task = ?1 ORDER BY id"))?;
+        let rows = stmt.query_map([task as i64], lease_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether an update with this root was ever received.
+    pub fn update_seen(&self, root: &Digest) -> Result<bool> {
+        Ok(self
+            .c()
+            .query_row(
+                "SELECT 1 FROM results WHERE update_root = ?1",
+                [root.to_string()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Results with `status` (of `round`, when given).
+    pub fn results(&self, round: Option<u64>, status: Option<&str>) -> Result<Vec<ResultRecord>> {
+        let mut stmt = self.c().prepare(&format!(
+            "{RESULT_SELECT} WHERE (?1 IS NULL OR round = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY lease"
+        ))?;
+        let rows = stmt.query_map(params![round.map(|r| r as i64), status], result_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// Accepted results not yet aggregated.
+    pub fn unaggregated(&self) -> Result<Vec<ResultRecord>> {
+        let mut stmt = self.c().prepare(&format!(
+            "{RESULT_SELECT} WHERE status = 'accepted' AND aggregated_in IS NULL ORDER BY lease"
+        ))?;
+        let rows = stmt.query_map([], result_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// The result of a task's accepted (or pending) run, if any.
+    pub fn result_of_task(&self, task: u64) -> Result<Option<ResultRecord>> {
+        self.c()
+            .query_row(
+                &format!("{RESULT_SELECT} WHERE task = ?1 AND status IN ('accepted', 'pending') LIMIT 1"),
+                [task as i64],
+                result_row,
+            )
+            .optional()?
+            .transpose()
+    }
+
+    /// The whole ledger, oldest first.
+    pub fn ledger(&self) -> Result<Vec<LedgerEntry>> {
+        let mut stmt = self.c().prepare(
+            "SELECT l.id, l.peer, p.name, p.org, l.round, l.task, l.kind, l.tokens, l.compute_ms,
+                    l.accepted, l.verified, l.result_hash, l.reason, l.ts_ms
+             FROM ledger l LEFT JOIN peers p ON p.peer = l.peer ORDER BY l.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(LedgerEntry {
+                id: r.get::<_, i64>(0)? as u64,
+                peer: r.get(1)?,
+                name: r.get(2)?,
+                org: r.get(3)?,
+                round: r.get::<_, i64>(4)? as u64,
+                task: r.get::<_, i64>(5)? as u64,
+                kind: r.get(6)?,
+                tokens: r.get::<_, i64>(7)? as u64,
+                compute_ms: r.get::<_, i64>(8)? as u64,
+                accepted: r.get(9)?,
+                verified: r.get(10)?,
+                result_hash: r.get(11)?,
+                reason: r.get(12)?,
+                ts_ms: r.get::<_, i64>(13)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+    )*};
+}
+
+impl Reader<'_> {
+    fn conn_ref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Tx<'_> {
+    fn conn_ref(&self) -> &Connection {
+        self.tx
+    }
+}
+
+reads!(Reader<'_>, Tx<'_>);
+
+const PEER_SELECT: &str = "SELECT peer, tier, name, org, country, reputation, banned, tokens_per_sec, slots, joined_ms, last_seen_ms FROM peers";
+
+fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PeerRecord> {
+    Ok(PeerRecord {
+        peer: r.get(0)?,
+        tier: r.get(1)?,
+        name: r.get(2)?,
+        org: r.get(3)?,
+        country: r.get(4)?,
+        reputation: r.get(5)?,
+        banned: r.get(6)?,
+        tokens_per_sec: r.get(7)?,
+        slots: r.get::<_, i64>(8)? as u32,
+        joined_ms: r.get::<_, i64>(9)? as u64,
+        last_seen_ms: r.get::<_, i64>(10)? as u64,
+    })
+}
+
+const ROUND_SELECT: &str = "SELECT round, model_root, momentum_root, opened_ms, closed_ms, train_loss, eval_loss, accepted, rejected, bytes_in, bytes_out FROM rounds";
+
+fn round_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<RoundRecord>> {
+    let model: String = r.get(1)?;
+    let momentum: Option<String> = r.get(2)?;
+    let rest = (
+        r.get::<_, i64>(0)? as u64,
+        r.get::<_, i64>(3)? as u64,
+        r.get::<_, Option<i64>>(4)?.map(|v| v as u64),
+        r.get(5)?,
+        r.get(6)?,
+        r.get::<_, i64>(7)? as u64,
+        r.get::<_, i64>(8)? as u64,
+        r.get::<_, i64>(9)? as u64,
+        r.get::<_, i64>(10)? as u64,
+    );
+    Ok((|| {
+        Ok(RoundRecord {
+            round: rest.0,
+            model_root: digest("model root", model)?,
+            momentum_root: opt_digest("momentum root", momentum)?,
+            opened_ms: rest.1,
+            closed_ms: rest.2,
+            train_loss: rest.3,
+            eval_loss: rest.4,
+            accepted: rest.5,
+            rejected: rest.6,
+            bytes_in: rest.7,
+            bytes_out: rest.8,
+        })
+    })())
+}
+
+const TASK_SELECT: &str =
+    "SELECT id, round, kind, spec, status, verifies, reopened, tokens FROM tasks";
+
+fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRecord> {
+    Ok(TaskRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        round: r.get::<_, i64>(1)? as u64,
+        kind: r.get(2)?,
+        spec: r.get(3)?,
+        status: r.get(4)?,
+        verifies: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+        reopened: r.get(6)?,
+        tokens: r.get::<_, i64>(7)? as u64,
+    })
+}
+
+const LEASE_SELECT: &str = "SELECT id, task, peer, granted_ms, expires_ms, status FROM leases";
+
+fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeaseRecord> {
+    Ok(LeaseRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        task: r.get::<_, i64>(1)? as u64,
+        peer: r.get(2)?,
+        granted_ms: r.get::<_, i64>(3)? as u64,
+        expires_ms: r.get::<_, i64>(4)? as u64,
+        status: r.get(5)?,
+    })
+}
+
+const RESULT_SELECT: &str = "SELECT lease, task, peer, round, update_root, norm, train_loss, tokens, status, reason, received_ms, weight, aggregated_in FROM results";
+
+fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ResultRecord>> {
+    let root: Option<String> = r.get(4)?;
+    let mut rec = ResultRecord {
+        lease: r.get::<_, i64>(0)? as u64,
+        task: r.get::<_, i64>(1)? as u64,
+        peer: r.get(2)?,
+        round: r.get::<_, i64>(3)? as u64,
+        update_root: None,
+        norm: r.get(5)?,
+        train_loss: r.get(6)?,
+        tokens: r.get::<_, i64>(7)? as u64,
+        status: r.get(8)?,
+        reason: r.get(9)?,
+        received_ms: r.get::<_, i64>(10)? as u64,
+        weight: r.get(11)?,
+        aggregated_in: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+    };
+    Ok(opt_digest("update root", root).map(|root| {
+        rec.update_root = root;
+        rec
+    }))
+}
+
+impl Tx<'_> {
+    /// Sets a value in `meta`.
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = ?2",
+            [key, value],
+        )?;
+        Ok(())
+    }
+
+    /// Records an object's signed manifest.
+    pub fn put_manifest(&self, signed: &SignedManifest, now_ms: u64) -> Result<()> {
+        let frame = signed.to_frame().map_err(|e| StateError::Corrupt {
+            what: "manifest",
+            reason: e.to_string(),
+        })?;
+        let m = signed.manifest();
+        self.tx.execute(
+            "INSERT OR IGNORE INTO objects(root, kind, manifest, added_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![m.root.to_string(), format!("{:?}", m.kind), frame, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Adds or refreshes a peer (keeping its reputation, ban and join time).
+    pub fn upsert_peer(&self, p: &PeerRecord) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO peers(peer, tier, name, org, country, reputation, banned, tokens_per_sec, slots, joined_ms, last_seen_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+             ON CONFLICT(peer) DO UPDATE SET tier = ?2, name = ?3, org = ?4, country = ?5, slots = ?9, last_seen_ms = ?11",
+            params![p.peer, p.tier, p.name, p.org, p.country, p.reputation, p.banned, p.tokens_per_sec, p.slots, p.joined_ms as i64, p.last_seen_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Notes contact from a peer.
+    pub fn touch_peer(&self, peer: &str, now_ms: u64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE peers SET last_seen_ms = ?2 WHERE peer = ?1",
+            params![peer, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Adds `delta` to a peer's reputation and bans it below `ban_below`. Returns the new
+    /// reputation and whether the peer is now banned.
+    pub fn adjust_reputation(&self, peer: &str, delta: i64, ban_below: i64) -> Result<(i64, bool)> {
+        self.tx.execute(
+            "UPDATE peers SET reputation = reputation + ?2,
+                banned = CASE WHEN banned = 1 OR reputation + ?2 < ?3 THEN 1 ELSE 0 END WHERE peer = ?1",
+            params![peer, delta, ban_below],
+        )?;
+        Ok(self
+            .tx
+            .query_row("SELECT reputation, banned FROM peers WHERE peer = ?1", [peer], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?
+            .unwrap_or((0, false)))
+    }
+
+    /// Folds a measured throughput into a peer's estimate (an exponential average).
+    pub fn record_throughput(&self, peer: &str, tokens_per_sec: f64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE peers SET tokens_per_sec = CASE WHEN tokens_per_sec IS NULL THEN ?2
+                ELSE 0.5 * tokens_per_sec + 0.5 * ?2 END WHERE peer = ?1",
+            params![peer, tokens_per_sec],
+        )?;
+        Ok(())
+    }
+
+    /// Allowlists a key for a tier.
+    pub fn allow(&self, peer: &str, tier: &str, now_ms: u64) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO allowlist(peer, tier, added_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT(peer) DO UPDATE SET tier = ?2",
+            params![peer, tier, now_ms as i64],
+        )?;
+        self.tx.execute("UPDATE peers SET tier = ?2 WHERE peer = ?1", params![peer, tier])?;
+        Ok(())
+    }
+
+    /// Opens a round.
+    pub fn open_round(&self, round: u64, model: &Digest, momentum: Option<&Digest>, now_ms: u64) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO rounds(round, model_root, momentum_root, opened_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![round as i64, model.to_string(), momentum.map(|m| m.to_string()), now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Closes a round with its figures.
+    pub fn close_round(&self, round: u64, now_ms: u64, train_loss: Option<f64>, eval_loss: Option<f64>) -> Result<()> {
+        self.tx.execute(
+            "UPDATE rounds SET closed_ms = ?2, train_loss = ?3, eval_loss = ?4 WHERE round = ?1",
+            params![round as i64, now_ms as i64, train_loss, eval_loss],
+        )?;
+        Ok(())
+    }
+
+    /// Adds to a round's counters.
+    pub fn count_round(&self, round: u64, accepted: u64, rejected: u64, bytes_in: u64, bytes_out: u64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE rounds SET accepted = accepted + ?2, rejected = rejected + ?3,
+                bytes_in = bytes_in + ?4, bytes_out = bytes_out + ?5 WHERE round = ?1",
+            params![round as i64, accepted as i64, rejected as i64, bytes_in as i64, bytes_out as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Sets a round's accepted and rejected counts from its results and ledger.
+    pub fn tally_round(&self, round: u64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE rounds SET
+                accepted = (SELECT COUNT(*) FROM results WHERE round = ?1 AND status = 'accepted'),
+                rejected = (SELECT COUNT(*) FROM ledger WHERE round = ?1 AND accepted = 0)
+             WHERE round = ?1",
+            [round as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Adds a task; returns its id.
+    pub fn insert_task(&self, round: u64, kind: &str, spec: &[u8], verifies: Option<u64>, tokens: u64) -> Result<u64> {
+        self.tx.execute(
+            "INSERT INTO tasks(round, kind, spec, status, verifies, tokens) VALUES (?1, ?2, ?3, 'open', ?4, ?5)",
+            params![round as i64, kind, spec, verifies.map(|v| v as i64), tokens as i64],
+        )?;
+        Ok(self.tx.last_insert_rowid() as u64)
+    }
+
+    /// Sets a task's status (and marks it reopened when it goes back to `open`).
+    pub fn set_task_status(&self, task: u64, status: &str) -> Result<()> {
+        self.tx.execute(
+            "UPDATE tasks SET status = ?2, reopened = CASE WHEN ?2 = 'open' THEN 1 ELSE reopened END WHERE id = ?1",
+            params![task as i64, status],
+        )?;
+        Ok(())
+    }
+
+    /// Cancels every open or leased task of rounds before `round`.
+    pub fn cancel_tasks_before(&self, round: u64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE tasks SET status = 'cancelled' WHERE round < ?1 AND status IN ('open', 'leased')",
+            [round as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Grants a lease; returns its id.
+    pub fn insert_lease(&self, task: u64, peer: &str, now_ms: u64, expires_ms: u64) -> Result<u64> {
+        self.tx.execute(
+            "INSERT INTO leases(task, peer, granted_ms, expires_ms, status) VALUES (?1, ?2, ?3, ?4, 'active')",
+            params![task as i64, peer, now_ms as i64, expires_ms as i64],
+        )?;
+        self.set_task_status(task, "leased")?;
+        Ok(self.tx.last_insert_rowid() as u64)
+    }
+
+    /// Sets a lease's status.
+    pub fn set_lease_status(&self, lease: u64, status: &str) -> Result<()> {
+        self.tx.execute(
+            "UPDATE leases SET status = ?2 WHERE id = ?1",
+            params![lease as i64, status],
+        )?;
+        Ok(())
+    }
+
+    /// Extends a lease.
+    pub fn extend_lease(&self, lease: u64, expires_ms: u64, progress: u16) -> Result<()> {
+        self.tx.execute(
+            "UPDATE leases SET expires_ms = ?2, progress = ?3 WHERE id = ?1",
+            params![lease as i64, expires_ms as i64, progress],
+        )?;
+        Ok(())
+    }
+
+    /// Records a received result.
+    pub fn insert_result(&self, r: &ResultRecord) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO results(lease, task, peer, round, update_root, norm, train_loss, tokens, status, reason, received_ms, weight)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![r.lease as i64, r.task as i64, r.peer, r.round as i64, r.update_root.map(|d| d.to_string()),
+                r.norm, r.train_loss, r.tokens as i64, r.status, r.reason, r.received_ms as i64, r.weight],
+        )?;
+        Ok(())
+    }
+
+    /// Sets a result's verdict.
+    pub fn set_result_status(&self, lease: u64, status: &str, reason: Option<&str>) -> Result<()> {
+        self.tx.execute(
+            "UPDATE results SET status = ?2, reason = COALESCE(?3, reason) WHERE lease = ?1",
+            params![lease as i64, status, reason],
+        )?;
+        Ok(())
+    }
+
+    /// Marks results as used by round `round`'s aggregation, with their weights.
+    pub fn mark_aggregated(&self, leases: &[(u64, f64)], round: u64) -> Result<()> {
+        for (lease, weight) in leases {
+            self.tx.execute(
+                "UPDATE results SET aggregated_in = ?2, weight = ?3 WHERE lease = ?1",
+                params![*lease as i64, round as i64, weight],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Drops accepted results of rounds before `round - keep` that were never aggregated
+    /// (late updates under the `drop` rule).
+    pub fn drop_stale(&self, before_round: u64) -> Result<u64> {
+        Ok(self.tx.execute(
+            "UPDATE results SET status = 'stale', reason = 'arrived after its round closed'
+             WHERE status IN ('accepted', 'pending') AND aggregated_in IS NULL AND round < ?1",
+            [before_round as i64],
+        )? as u64)
+    }
+
+    /// Adds a ledger entry.
+    #[allow(clippy::too_many_arguments)]
+    pub fn ledger_entry(
+        &self,
+        peer: &str,
+        round: u64,
+        task: u64,
+        kind: &str,
+        tokens: u64,
+        compute_ms: u64,
+        accepted: bool,
+        verified: &str,
+        result_hash: Option<&Digest>,
+        reason: Option<&str>,
+        now_ms: u64,
+    ) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO ledger(peer, round, task, kind, tokens, compute_ms, accepted, verified, result_hash, reason, ts_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![peer, round as i64, task as i64, kind, tokens as i64, compute_ms as i64, accepted, verified,
+                result_hash.map(|d| d.to_string()), reason, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Sets the verification verdict of the ledger entries of `task` by `peer`.
+    pub fn set_ledger_verified(&self, task: u64, peer: &str, verified: &str, accepted: bool) -> Result<()> {
+        self.tx.execute(
+            "UPDATE ledger SET verified = ?3, accepted = ?4 WHERE task = ?1 AND peer = ?2",
+            params![task as i64, peer, verified, accepted],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_reopening_and_transactions_are_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canopy.db");
+        {
+            let mut state = State::open(&path).unwrap();
+            state
+                .transaction(|tx| {
+                    tx.open_round(0, &Digest::of(b"model"), None, 1)?;
+                    let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                    tx.insert_lease(task, "peer-a", 1, 10)?;
+                    tx.set_meta("k", "v")
+                })
+                .unwrap();
+            let failed: Result<()> = state.transaction(|tx| {
+                tx.set_meta("k", "changed")?;
+                Err(StateError::Corrupt {
+                    what: "test",
+                    reason: "abort".into(),
+                })
+            });
+            assert!(failed.is_err());
+        }
+        let state = State::open(&path).unwrap();
+        let r = state.read();
+        assert_eq!(r.meta("k").unwrap().as_deref(), Some("v"));
+        assert_eq!(r.current_round().unwrap().unwrap().model_root, Digest::of(b"model"));
+        let leases = r.active_leases(Some("peer-a")).unwrap();
+        assert_eq!(leases.len(), 1);
+        assert_eq!(r.task(leases[0].task).unwrap().unwrap().status, "leased");
+        let ro = State::open_read_only(&path).unwrap();
+        assert_eq!(ro.read().rounds().unwrap().len(), 1);
+    }
+}

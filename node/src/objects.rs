@@ -1,0 +1,163 @@
+//! How training objects are laid out as bytes: model weights (a model version or checkpoint)
+//! and compressed pseudo-gradients. The coordinator writes them and nodes read them (and the
+//! other way round for updates), so both go through these functions.
+//!
+//! - Weights: the flat parameter vector as little-endian f32, in the order of
+//!   [`canopy_shaders::model::tensor_index`]; the manifest's metadata names the model size
+//!   (`vocab`, `hidden`, `layers`, `heads`, `seq_len`) and the `round`.
+//! - Updates: a [`CompressedUpdate`] frame; the metadata names the `task` and `round`.
+
+use std::collections::BTreeMap;
+
+use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
+use canopy_protocol::messages::TaskId;
+use canopy_protocol::{CompressedUpdate, Keypair, Manifest, ObjectKind, SignedManifest};
+use canopy_shaders::{ModelConfig, Params};
+
+use crate::error::NodeError;
+
+/// Builds the signed manifest and bytes of model weights for `round`.
+pub fn weights_object(
+    keys: &Keypair,
+    kind: ObjectKind,
+    params: &Params,
+    round: u64,
+) -> Result<(SignedManifest, Vec<u8>), NodeError> {
+    let bytes: Vec<u8> = params
+        .values()
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let c = params.config();
+    let metadata: BTreeMap<String, String> = [
+        ("vocab", c.vocab),
+        ("hidden", c.hidden),
+        ("layers", c.layers),
+        ("heads", c.heads),
+        ("seq_len", c.seq_len),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([("round".to_string(), round.to_string())])
+    .collect();
+    let manifest = Manifest::build(kind, &bytes, DEFAULT_CHUNK_SIZE, metadata)?;
+    Ok((manifest.sign(keys)?, bytes))
+}
+
+/// The model size a weights manifest names.
+pub fn weights_config(manifest: &Manifest) -> Result<ModelConfig, NodeError> {
+    let field = |name: &'static str| -> Result<usize, NodeError> {
+        manifest
+            .metadata
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .ok_or(NodeError::BadObject(format!(
+                "the weights manifest has no valid `{name}`"
+            )))
+    };
+    let config = ModelConfig {
+        vocab: field("vocab")?,
+        hidden: field("hidden")?,
+        layers: field("layers")?,
+        heads: field("heads")?,
+        seq_len: field("seq_len")?,
+    };
+    config
+        .validate()
+        .map_err(|e| NodeError::BadObject(format!("the weights manifest's model size: {e}")))?;
+    Ok(config)
+}
+
+/// Reads model weights back from their manifest and bytes (checked against the manifest).
+pub fn params_from_object(manifest: &Manifest, bytes: &[u8]) -> Result<Params, NodeError> {
+    let config = weights_config(manifest)?;
+    let expected = config.num_params() * 4;
+    if bytes.len() != expected || manifest.total_len != expected as u64 {
+        return Err(NodeError::BadObject(format!(
+            "weights of {} bytes for a model of {} parameters",
+            bytes.len(),
+            config.num_params()
+        )));
+    }
+    let values = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Params::from_values(&config, values).map_err(|e| NodeError::BadObject(e.to_string()))
+}
+
+/// Builds the signed manifest and bytes of a compressed update for `task` in `round`.
+pub fn update_object(
+    keys: &Keypair,
+    update: &CompressedUpdate,
+    task: TaskId,
+    round: u64,
+) -> Result<(SignedManifest, Vec<u8>), NodeError> {
+    let bytes = update
+        .to_frame()
+        .map_err(|e| NodeError::BadObject(format!("encoding the update: {e}")))?;
+    let metadata = BTreeMap::from([
+        ("task".to_string(), task.0.to_string()),
+        ("round".to_string(), round.to_string()),
+    ]);
+    let manifest = Manifest::build(ObjectKind::Update, &bytes, DEFAULT_CHUNK_SIZE, metadata)?;
+    Ok((manifest.sign(keys)?, bytes))
+}
+
+/// Decodes an update's bytes into `len` values; the codec's own checks apply (length,
+/// finiteness of the scales).
+pub fn update_values(bytes: &[u8], len: usize) -> Result<Vec<f32>, NodeError> {
+    let update = CompressedUpdate::from_frame(bytes)
+        .map_err(|e| NodeError::BadObject(format!("update frame: {e}")))?;
+    update
+        .decompress(len)
+        .map_err(|e| NodeError::BadObject(format!("update: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use canopy_protocol::{CodecSpec, Compressor};
+
+    use super::*;
+
+    fn small() -> ModelConfig {
+        ModelConfig {
+            vocab: 260,
+            hidden: 16,
+            layers: 1,
+            heads: 2,
+            seq_len: 16,
+        }
+    }
+
+    #[test]
+    fn weights_round_trip_and_bad_ones_are_refused() {
+        let keys = Keypair::generate().unwrap();
+        let params = Params::init(&small(), 1).unwrap();
+        let (signed, bytes) = weights_object(&keys, ObjectKind::ModelWeights, &params, 3).unwrap();
+        let manifest = signed.verify().unwrap();
+        assert_eq!(manifest.metadata["round"], "3");
+        assert_eq!(params_from_object(manifest, &bytes).unwrap(), params);
+        assert!(params_from_object(manifest, &bytes[4..]).is_err());
+        let mut odd = manifest.clone();
+        odd.metadata.insert("heads".into(), "3".into());
+        assert!(params_from_object(&odd, &bytes).is_err());
+        odd.metadata.remove("heads");
+        assert!(weights_config(&odd).is_err());
+    }
+
+    #[test]
+    fn updates_round_trip() {
+        let keys = Keypair::generate().unwrap();
+        let values: Vec<f32> = (0..1000).map(|i| (i as f32 * 0.01).sin()).collect();
+        let update = Compressor::new(CodecSpec::F32, values.len())
+            .unwrap()
+            .compress(&values)
+            .unwrap();
+        let (signed, bytes) = update_object(&keys, &update, TaskId(9), 2).unwrap();
+        assert_eq!(signed.verify().unwrap().metadata["task"], "9");
+        assert_eq!(update_values(&bytes, 1000).unwrap(), values);
+        assert!(update_values(&bytes, 999).is_err());
+        assert!(update_values(&bytes[1..], 1000).is_err());
+    }
+}

@@ -1,0 +1,556 @@
+//! The task worker: asks the coordinator for leases, runs them with the kernels shipped in
+//! canopy-shaders, returns signed results, renews leases while it works, and hands them back
+//! when the volunteer stops or pauses the node.
+//!
+//! A training task (`TrainSpec`) runs one DiLoCo inner phase: the worker asks the coordinator
+//! for the signed manifests of the model version and the data shards (it accepts only ones
+//! the coordinator signed), fetches their chunks from whoever provides them, takes the inner
+//! AdamW steps, computes the pseudo-gradient Δ = θ_round − θ_local, compresses it as the spec
+//! says, signs its manifest, provides its chunks, and sends the result. The coordinator
+//! fetches the update, commits it, and only then acknowledges.
+//!
+//! A node may run several workers (one per GPU on a cluster node); they share the swarm and
+//! the [`Shared`] state the status line reads.
+
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use canopy_protocol::messages::{
+    Join, LeaseGrant, LeaseRelease, LeaseRenew, LeaseRequest, ManifestRequest,
+    ReleaseReason, TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
+};
+use canopy_protocol::{Compressor, Digest, Keypair, Message, ObjectKind, SignedManifest};
+use canopy_shaders::{
+    AdamW, InnerSettings, LrSchedule, Params, Runtime, TrainConfig, train_inner,
+};
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+
+use crate::error::NodeError;
+use crate::network::Client;
+use crate::objects;
+
+/// What the node is doing now, for the live line, `canopy-node status` and `--json`.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct WorkerStatus {
+    /// `joining`, `idle`, `fetching`, `training`, `uploading`, `paused`, `stopped`, or
+    /// `unreachable` (the coordinator does not answer).
+    pub state: String,
+    /// The task being worked on.
+    pub task: Option<u64>,
+    /// Its round (model version).
+    pub round: Option<u64>,
+    /// Its progress in `0..=1`.
+    pub progress: f32,
+    /// Tasks whose results the coordinator accepted.
+    pub accepted: u64,
+    /// Tasks whose results it refused.
+    pub rejected: u64,
+    /// Training tokens in accepted and refused results.
+    pub tokens: u64,
+    /// Training tokens per second of the last task.
+    pub tokens_per_sec: f64,
+    /// The last problem, for the volunteer.
+    pub last_error: Option<String>,
+    /// The tier the coordinator granted.
+    pub tier: Option<String>,
+}
+
+/// State the workers share with the node's main loop.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Set once to stop: running tasks are cancelled and their leases handed back.
+    pub stop: AtomicBool,
+    /// While set, no new work is taken and a running task is handed back.
+    pub paused: AtomicBool,
+    joined: AtomicBool,
+    status: Mutex<WorkerStatus>,
+}
+
+impl Shared {
+    /// A copy of the status.
+    pub fn status(&self) -> WorkerStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut WorkerStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    fn interrupted(&self) -> Option<ReleaseReason> {
+        if self.stop.load(Ordering::Relaxed) {
+            Some(ReleaseReason::Shutdown)
+        } else if self.paused.load(Ordering::Relaxed) {
+            Some(ReleaseReason::Paused)
+        } else {
+            None
+        }
+    }
+}
+
+/// What a worker needs to know.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// The coordinator; only its signatures are accepted on model versions and data.
+    pub coordinator: PeerId,
+    /// The node's introduction, sent when the coordinator does not know it.
+    pub join: Join,
+    /// Most device (or host, on the CPU path) memory one task may use, in bytes.
+    pub memory_limit: Option<u64>,
+    /// Seconds between polls when there is no work or the coordinator is unreachable.
+    pub idle_poll: Duration,
+}
+
+/// One worker on one adapter.
+pub struct Worker {
+    client: Client,
+    keys: Keypair,
+    runtime: Arc<Runtime>,
+    config: WorkerConfig,
+    shared: Arc<Shared>,
+    /// The last model version fetched, reused by the next task of the same round.
+    model: Option<(Digest, Arc<Params>)>,
+}
+
+/// Why the worker stopped for good.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WorkerStop {
+    /// The coordinator refused to admit this node.
+    #[error("the coordinator refused this node: {0}")]
+    Refused(String),
+    /// The swarm stopped under the worker.
+    #[error("the node's network task has stopped")]
+    NetworkStopped,
+}
+
+impl Worker {
+    /// A worker computing on `runtime`.
+    pub fn new(
+        client: Client,
+        keys: Keypair,
+        runtime: Arc<Runtime>,
+        config: WorkerConfig,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            client,
+            keys,
+            runtime,
+            config,
+            shared,
+            model: None,
+        }
+    }
+
+    fn coordinator_hint(&self) -> Vec<Multiaddr> {
+        vec![Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(self.config.coordinator))]
+    }
+
+    async fn ask(&self, round: u64, message: Message) -> Result<Message, NodeError> {
+        self.client
+            .request(self.config.coordinator, round, message)
+            .await
+    }
+
+    /// Asks for work and runs it until [`Shared::stop`] is set.
+    pub async fn run(mut self) -> Result<(), WorkerStop> {
+        let mut backoff = Duration::from_secs(1);
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            if self.shared.paused.load(Ordering::Relaxed) {
+                self.shared.update(|s| s.state = "paused".into());
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            if !self.shared.joined.load(Ordering::Relaxed) {
+                self.shared.update(|s| s.state = "joining".into());
+                match self.ask(0, Message::Join(self.config.join.clone())).await {
+                    Ok(Message::JoinAck(ack)) if ack.accepted => {
+                        tracing::info!(tier = ?ack.tier, round = ack.round, "joined: {}", ack.message);
+                        self.shared.joined.store(true, Ordering::Relaxed);
+                        self.shared.update(|s| s.tier = Some(format!("{:?}", ack.tier)));
+                        backoff = Duration::from_secs(1);
+                    }
+                    Ok(Message::JoinAck(ack)) => return Err(WorkerStop::Refused(ack.message)),
+                    Ok(other) => {
+                        tracing::warn!("the coordinator answered a join with {:?}", other.kind());
+                        self.wait(&mut backoff).await;
+                    }
+                    Err(NodeError::NetworkStopped) => return Err(WorkerStop::NetworkStopped),
+                    Err(e) => {
+                        self.unreachable(&e);
+                        self.wait(&mut backoff).await;
+                    }
+                }
+                continue;
+            }
+            self.shared.update(|s| s.state = "idle".into());
+            match self
+                .ask(0, Message::LeaseRequest(LeaseRequest { slots: 1 }))
+                .await
+            {
+                Ok(Message::LeaseGrant(grant)) => {
+                    backoff = Duration::from_secs(1);
+                    self.run_lease(grant).await?;
+                }
+                Ok(Message::NoWork(none)) => {
+                    backoff = Duration::from_secs(1);
+                    if none.join_first {
+                        self.shared.joined.store(false, Ordering::Relaxed);
+                    }
+                    tracing::debug!("no work: {}", none.reason);
+                    let wait = Duration::from_millis(u64::from(none.retry_after_ms))
+                        .clamp(Duration::from_millis(100), Duration::from_secs(60));
+                    self.sleep_unless_stopped(wait).await;
+                }
+                Ok(other) => {
+                    tracing::warn!("the coordinator answered a lease request with {:?}", other.kind());
+                    self.wait(&mut backoff).await;
+                }
+                Err(NodeError::NetworkStopped) => return Err(WorkerStop::NetworkStopped),
+                Err(e) => {
+                    self.unreachable(&e);
+                    self.wait(&mut backoff).await;
+                }
+            }
+        }
+        self.shared.update(|s| s.state = "stopped".into());
+        Ok(())
+    }
+
+    fn unreachable(&self, e: &NodeError) {
+        tracing::info!("coordinator unreachable: {e}");
+        self.shared.update(|s| {
+            s.state = "unreachable".into();
+            s.last_error = Some(format!("coordinator unreachable: {e}"));
+        });
+    }
+
+    /// Sleeps `backoff` (doubling it up to 30 s), waking early on stop.
+    async fn wait(&self, backoff: &mut Duration) {
+        self.sleep_unless_stopped(*backoff).await;
+        *backoff = (*backoff * 2).min(Duration::from_secs(30));
+    }
+
+    async fn sleep_unless_stopped(&self, total: Duration) {
+        let end = Instant::now() + total;
+        while Instant::now() < end && self.shared.interrupted().is_none() {
+            tokio::time::sleep(Duration::from_millis(100).min(end - Instant::now())).await;
+        }
+    }
+
+    async fn run_lease(&mut self, grant: LeaseGrant) -> Result<(), WorkerStop> {
+        let LeaseGrant {
+            lease, task, spec, ..
+        } = grant.clone();
+        let round = match &spec {
+            TaskSpec::Train(t) => t.model_version,
+            _ => 0,
+        };
+        tracing::info!(task = task.0, lease = lease.0, round, "lease granted");
+        self.shared.update(|s| {
+            s.task = Some(task.0);
+            s.round = Some(round);
+            s.progress = 0.0;
+        });
+        let cancel = Arc::new(AtomicBool::new(false));
+        let progress = Arc::new(AtomicU32::new(0));
+        let renewals = tokio::spawn(renew(
+            self.client.clone(),
+            self.config.coordinator,
+            grant,
+            progress.clone(),
+            cancel.clone(),
+            self.shared.clone(),
+        ));
+        let started = Instant::now();
+        let outcome = match spec {
+            TaskSpec::Train(train) => {
+                self.train(&train, task.0, progress.clone(), cancel.clone())
+                    .await
+            }
+            _ => Err(NodeError::Coordinator(
+                "this node does not run corpus tasks yet".into(),
+            )),
+        };
+        renewals.abort();
+        let compute_ms = started.elapsed().as_millis() as u64;
+        self.shared.update(|s| {
+            s.task = None;
+            s.progress = 0.0;
+        });
+        let release = |reason: ReleaseReason| Message::LeaseRelease(LeaseRelease { lease, reason });
+        match outcome {
+            Ok(None) => {
+                let reason = self
+                    .shared
+                    .interrupted()
+                    .unwrap_or(ReleaseReason::Failed("lease lost".into()));
+                tracing::info!(task = task.0, "handing the lease back: {reason:?}");
+                let _ = self.ask(round, release(reason)).await;
+                Ok(())
+            }
+            Ok(Some((output, tokens, secs))) => {
+                self.shared.update(|s| {
+                    s.state = "uploading".into();
+                    s.tokens_per_sec = tokens as f64 / secs.max(1e-9);
+                });
+                let result = Message::TaskResult(TaskResult {
+                    lease,
+                    task,
+                    output: TaskOutput::Train(Box::new(output)),
+                    compute_ms,
+                });
+                match self.ask(round, result).await {
+                    Ok(Message::ResultAck(ack)) => {
+                        tracing::info!(task = task.0, accepted = ack.accepted, reason = ?ack.reason, "result acknowledged");
+                        self.shared.update(|s| {
+                            s.tokens += tokens;
+                            if ack.accepted {
+                                s.accepted += 1;
+                            } else {
+                                s.rejected += 1;
+                                s.last_error = ack.reason.clone();
+                            }
+                        });
+                    }
+                    Ok(other) => tracing::warn!("the coordinator answered a result with {:?}", other.kind()),
+                    Err(NodeError::NetworkStopped) => return Err(WorkerStop::NetworkStopped),
+                    Err(e) => {
+                        // The lease expires and the task goes elsewhere; the update stays
+                        // provided in case the coordinator fetches it after all.
+                        tracing::warn!(task = task.0, "result not acknowledged: {e}");
+                        self.shared.update(|s| s.last_error = Some(format!("result not acknowledged: {e}")));
+                    }
+                }
+                Ok(())
+            }
+            Err(NodeError::NetworkStopped) => Err(WorkerStop::NetworkStopped),
+            Err(e) => {
+                tracing::warn!(task = task.0, "task failed: {e}");
+                self.shared
+                    .update(|s| s.last_error = Some(format!("task {} failed: {e}", task.0)));
+                let mut why = e.to_string();
+                why.truncate(canopy_protocol::messages::MAX_TEXT);
+                while why.chars().any(char::is_control) {
+                    why = why.replace(|c: char| c.is_control(), " ");
+                }
+                let _ = self.ask(round, release(ReleaseReason::Failed(why))).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks the coordinator for the manifest of `root` and checks that the coordinator
+    /// signed it and that it is of `kind`.
+    async fn manifest(&self, root: Digest, kind: ObjectKind) -> Result<SignedManifest, NodeError> {
+        let answer = self
+            .ask(0, Message::ManifestRequest(ManifestRequest { root }))
+            .await?;
+        let Message::ManifestResponse(resp) = answer else {
+            return Err(NodeError::Coordinator(format!(
+                "answered a manifest request with {:?}",
+                answer.kind()
+            )));
+        };
+        let signed = resp.manifest.ok_or_else(|| {
+            NodeError::Coordinator(format!("has no manifest for object {root}"))
+        })?;
+        let manifest = signed.verify()?;
+        if signed.signer().peer_id() != self.config.coordinator {
+            return Err(NodeError::BadObject(format!(
+                "object {root} is not signed by the coordinator"
+            )));
+        }
+        if manifest.root != root || manifest.kind != kind {
+            return Err(NodeError::BadObject(format!(
+                "object {root}: got a {:?} manifest for {}",
+                manifest.kind, manifest.root
+            )));
+        }
+        Ok(signed)
+    }
+
+    async fn object(&self, root: Digest, kind: ObjectKind) -> Result<(SignedManifest, Vec<u8>), NodeError> {
+        let signed = self.manifest(root, kind).await?;
+        let fetched = self
+            .client
+            .fetch_from(signed.clone(), self.coordinator_hint())
+            .await?;
+        Ok((signed, fetched.data))
+    }
+
+    /// Runs a training task. `Ok(None)`: interrupted (stop, pause, or the lease was lost).
+    async fn train(
+        &mut self,
+        spec: &TrainSpec,
+        task: u64,
+        progress: Arc<AtomicU32>,
+        cancel: Arc<AtomicBool>,
+    ) -> Result<Option<(TrainOutput, u64, f64)>, NodeError> {
+        self.shared.update(|s| s.state = "fetching".into());
+        let params = match &self.model {
+            Some((root, params)) if *root == spec.model => params.clone(),
+            _ => {
+                let (signed, bytes) = self.object(spec.model, ObjectKind::ModelWeights).await?;
+                let params = Arc::new(objects::params_from_object(signed.manifest(), &bytes)?);
+                self.model = Some((spec.model, params.clone()));
+                params
+            }
+        };
+        let mut text = Vec::new();
+        for root in &spec.data_shards {
+            let (_, bytes) = self.object(*root, ObjectKind::TrainingShard).await?;
+            text.extend_from_slice(&bytes);
+        }
+        let config = *params.config();
+        let (batch, seq) = (spec.batch_size as usize, spec.seq_len as usize);
+        if seq > config.seq_len {
+            return Err(NodeError::BadObject(format!(
+                "the task asks for sequences of {seq}, the model takes at most {}",
+                config.seq_len
+            )));
+        }
+        let needed = task_memory(&config, batch, seq);
+        if let Some(limit) = self.config.memory_limit
+            && needed > limit
+        {
+            return Err(NodeError::Coordinator(format!(
+                "the task needs about {} MiB, more than the {} MiB this node allows",
+                needed >> 20,
+                limit >> 20
+            )));
+        }
+        if self.shared.interrupted().is_some() || cancel.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        self.shared.update(|s| s.state = "training".into());
+        let o = spec.optimizer;
+        let settings = InnerSettings {
+            steps: spec.inner_steps,
+            batch,
+            seq,
+            lr: LrSchedule {
+                peak: o.lr,
+                warmup: o.warmup_steps,
+                min: o.lr * 0.1,
+            },
+            optimizer: TrainConfig {
+                adamw: AdamW {
+                    lr: o.lr,
+                    beta1: o.beta1,
+                    beta2: o.beta2,
+                    eps: o.eps,
+                    weight_decay: o.weight_decay,
+                },
+                clip_norm: (o.grad_clip > 0.0).then_some(o.grad_clip),
+            },
+            seed: spec.seed,
+        };
+        let runtime = self.runtime.clone();
+        let shared = self.shared.clone();
+        let start = params.clone();
+        let steps = spec.inner_steps;
+        let report = tokio::task::spawn_blocking(move || {
+            let on_step = |step: u32, _loss: f32| {
+                let done = (step + 1) as f32 / steps as f32;
+                progress.store((done * 1000.0) as u32, Ordering::Relaxed);
+                shared.update(|s| s.progress = done);
+                if cancel.load(Ordering::Relaxed) || shared.interrupted().is_some() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            };
+            match &*runtime {
+                Runtime::Gpu(gpu) => train_inner(&**gpu, &start, &text, &settings, on_step),
+                Runtime::Cpu(cpu) => train_inner(cpu, &start, &text, &settings, on_step),
+            }
+        })
+        .await
+        .map_err(|e| NodeError::Coordinator(format!("the training thread failed: {e}")))??;
+        let Some(report) = report else {
+            return Ok(None);
+        };
+        self.shared.update(|s| s.state = "uploading".into());
+        let delta: Vec<f32> = params
+            .values()
+            .iter()
+            .zip(report.params.values())
+            .map(|(before, after)| before - after)
+            .collect();
+        let update = Compressor::new(spec.compression, delta.len())
+            .and_then(|mut c| c.compress(&delta))
+            .map_err(|e| NodeError::BadObject(format!("compressing the update: {e}")))?;
+        let (signed, bytes) = objects::update_object(
+            &self.keys,
+            &update,
+            canopy_protocol::messages::TaskId(task),
+            spec.model_version,
+        )?;
+        self.client.provide(signed.clone(), bytes).await?;
+        Ok(Some((
+            TrainOutput {
+                update: signed,
+                train_loss: report.mean_loss,
+                tokens: report.tokens,
+            },
+            report.tokens,
+            report.secs,
+        )))
+    }
+}
+
+/// Bytes a training task needs on its device: weights, gradients and both AdamW moments, plus
+/// the activations of one batch (a generous estimate).
+pub fn task_memory(config: &canopy_shaders::ModelConfig, batch: usize, seq: usize) -> u64 {
+    let params = config.num_params() as u64 * 4 * 4;
+    let tokens = (batch * seq) as u64;
+    let per_layer = tokens * config.hidden as u64 * 16 * 4 + (batch * config.heads * seq * seq) as u64 * 4 * 2;
+    let logits = tokens * config.vocab as u64 * 4 * 2;
+    params + per_layer * config.layers as u64 + logits
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Renews `grant` at a third of its remaining time until aborted; cancels the task when the
+/// coordinator says the lease is gone.
+async fn renew(
+    client: Client,
+    coordinator: PeerId,
+    grant: LeaseGrant,
+    progress: Arc<AtomicU32>,
+    cancel: Arc<AtomicBool>,
+    shared: Arc<Shared>,
+) {
+    let mut expires = grant.expires_at_ms;
+    loop {
+        let left = expires.saturating_sub(now_ms());
+        tokio::time::sleep(Duration::from_millis((left / 3).max(500))).await;
+        let message = Message::LeaseRenew(LeaseRenew {
+            lease: grant.lease,
+            progress_permille: progress.load(Ordering::Relaxed).min(1000) as u16,
+        });
+        match client.request(coordinator, 0, message).await {
+            Ok(Message::LeaseRenewed(r)) if r.lease == grant.lease => expires = r.expires_at_ms,
+            Ok(Message::NoWork(none)) => {
+                tracing::warn!(lease = grant.lease.0, "lease lost: {}", none.reason);
+                shared.update(|s| s.last_error = Some(format!("lease lost: {}", none.reason)));
+                cancel.store(true, Ordering::Relaxed);
+                return;
+            }
+            Ok(other) => tracing::warn!("the coordinator answered a renewal with {:?}", other.kind()),
+            // Unreachable for now: keep working; the coordinator may still take the result.
+            Err(e) => tracing::info!(lease = grant.lease.0, "renewal failed: {e}"),
+        }
+    }
+}
+
