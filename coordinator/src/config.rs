@@ -403,7 +403,10 @@ mod empty_string_is_none {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Writes `None` as `""`.
-    pub(super) fn serialize<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<String>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_str(value.as_deref().unwrap_or(""))
     }
 

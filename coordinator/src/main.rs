@@ -168,11 +168,15 @@ fn init(dir: &Path) -> anyhow::Result<()> {
     if path.exists() {
         bail!("{} already exists; not overwriting it", path.display());
     }
-    std::fs::write(&path, Config::template()).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, Config::template())
+        .with_context(|| format!("writing {}", path.display()))?;
     let (keys, _) = canopy_node::identity::load_or_create(dir)?;
     println!("created {}", path.display());
     println!("coordinator peer id {}", keys.peer_id());
-    println!("next: edit it, then `canopy-coordinator run --config {}`", path.display());
+    println!(
+        "next: edit it, then `canopy-coordinator run --config {}`",
+        path.display()
+    );
     Ok(())
 }
 
@@ -199,7 +203,10 @@ async fn run_project(config_path: &Path, json: bool) -> anyhow::Result<()> {
         .network
         .listen
         .iter()
-        .map(|a| a.parse().with_context(|| format!("network.listen: {a:?} is not a multiaddr")))
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("network.listen: {a:?} is not a multiaddr"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let network = NetworkConfig {
         listen,
@@ -220,14 +227,24 @@ async fn run_project(config_path: &Path, json: bool) -> anyhow::Result<()> {
     let addrs = service.client().listen_addrs().await.unwrap_or_default();
     let current = project.current();
     if json {
-        println!("{}", serde_json::json!({"started": {"peer": project.keys.peer_id().to_string(), "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "round": current.round}}));
+        println!(
+            "{}",
+            serde_json::json!({"started": {"peer": project.keys.peer_id().to_string(), "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "round": current.round}})
+        );
     } else {
-        println!("canopy-coordinator: project {} in {}", project.config.project.name, dir.display());
+        println!(
+            "canopy-coordinator: project {} in {}",
+            project.config.project.name,
+            dir.display()
+        );
         println!("peer id {}", project.keys.peer_id());
         for a in &addrs {
             println!("listening on {a}");
         }
-        println!("round {} of {}; nodes join with: canopy-node join <address above>", current.round, project.config.training.rounds);
+        println!(
+            "round {} of {}; nodes join with: canopy-node join <address above>",
+            current.round, project.config.training.rounds
+        );
     }
     let _ = std::io::stdout().flush();
     let printer = tokio::spawn(async move {
@@ -241,9 +258,15 @@ async fn run_project(config_path: &Path, json: bool) -> anyhow::Result<()> {
     if project.finished() {
         let current = project.current();
         if json {
-            println!("{}", serde_json::json!({"finished": {"round": current.round, "model": current.model_root.to_string()}}));
+            println!(
+                "{}",
+                serde_json::json!({"finished": {"round": current.round, "model": current.model_root.to_string()}})
+            );
         } else {
-            println!("training finished after {} rounds; export with `canopy-coordinator export latest <dir>`", current.round);
+            println!(
+                "training finished after {} rounds; export with `canopy-coordinator export latest <dir>`",
+                current.round
+            );
         }
     } else if !json {
         println!("stopped; run again on the same directory to carry on");
@@ -265,15 +288,25 @@ fn print_event(event: &ServiceEvent, json: bool) {
             s.clipped
         ),
         ServiceEvent::Joined { peer, tier } if json => {
-            println!("{}", serde_json::json!({"joined": {"peer": peer.to_string(), "tier": tier}}))
+            println!(
+                "{}",
+                serde_json::json!({"joined": {"peer": peer.to_string(), "tier": tier}})
+            )
         }
         ServiceEvent::Joined { peer, tier } => println!("joined: {peer} ({tier})"),
-        ServiceEvent::Result { peer, task, accepted, reason } if json => println!(
+        ServiceEvent::Result {
+            peer,
+            task,
+            accepted,
+            reason,
+        } if json => println!(
             "{}",
             serde_json::json!({"result": {"peer": peer.to_string(), "task": task, "accepted": accepted, "reason": reason}})
         ),
         ServiceEvent::Result { accepted: true, .. } => {}
-        ServiceEvent::Result { peer, task, reason, .. } => println!(
+        ServiceEvent::Result {
+            peer, task, reason, ..
+        } => println!(
             "refused task {task} from {peer}: {}",
             reason.as_deref().unwrap_or("")
         ),
@@ -303,11 +336,17 @@ fn status(config: &Path, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     let current = rounds.last().map_or(0, |r| r.round);
-    println!("round {current}; {} active leases, {open} open tasks", leases.len());
+    println!(
+        "round {current}; {} active leases, {open} open tasks",
+        leases.len()
+    );
     if let Some(l) = initial {
         println!("initial held-out loss {l:.4}");
     }
-    println!("{:>5} {:>10} {:>10} {:>8} {:>8}", "round", "train", "held-out", "accepted", "rejected");
+    println!(
+        "{:>5} {:>10} {:>10} {:>8} {:>8}",
+        "round", "train", "held-out", "accepted", "rejected"
+    );
     for round in rounds.iter().filter(|r| r.closed_ms.is_some()) {
         println!(
             "{:>5} {:>10} {:>10} {:>8} {:>8}",
@@ -340,7 +379,9 @@ fn ledger(config: &Path, csv: bool, json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     if csv {
-        println!("id,peer,name,org,round,task,kind,tokens,compute_ms,accepted,verified,result_hash,reason,ts_ms");
+        println!(
+            "id,peer,name,org,round,task,kind,tokens,compute_ms,accepted,verified,result_hash,reason,ts_ms"
+        );
         let esc = |s: &Option<String>| {
             s.as_deref()
                 .map(|v| format!("\"{}\"", v.replace('"', "\"\"")))
@@ -349,14 +390,28 @@ fn ledger(config: &Path, csv: bool, json: bool) -> anyhow::Result<()> {
         for e in &entries {
             println!(
                 "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                e.id, e.peer, esc(&e.name), esc(&e.org), e.round, e.task, e.kind, e.tokens,
-                e.compute_ms, e.accepted, e.verified, e.result_hash.as_deref().unwrap_or(""),
-                esc(&e.reason), e.ts_ms
+                e.id,
+                e.peer,
+                esc(&e.name),
+                esc(&e.org),
+                e.round,
+                e.task,
+                e.kind,
+                e.tokens,
+                e.compute_ms,
+                e.accepted,
+                e.verified,
+                e.result_hash.as_deref().unwrap_or(""),
+                esc(&e.reason),
+                e.ts_ms
             );
         }
         return Ok(());
     }
-    println!("{:>5} {:<54} {:>5} {:>5} {:<6} {:>9} {:<8} {:<10}", "id", "peer", "round", "task", "kind", "tokens", "accepted", "verified");
+    println!(
+        "{:>5} {:<54} {:>5} {:>5} {:<6} {:>9} {:<8} {:<10}",
+        "id", "peer", "round", "task", "kind", "tokens", "accepted", "verified"
+    );
     for e in &entries {
         println!(
             "{:>5} {:<54} {:>5} {:>5} {:<6} {:>9} {:<8} {:<10}",
@@ -373,15 +428,22 @@ fn export(config_path: &Path, checkpoint: &str, out: &Path) -> anyhow::Result<()
     let round = match checkpoint {
         "latest" => state.read().current_round()?,
         n => {
-            let n: u64 = n.parse().with_context(|| format!("{n:?} is neither a round number nor `latest`"))?;
+            let n: u64 = n
+                .parse()
+                .with_context(|| format!("{n:?} is neither a round number nor `latest`"))?;
             state.read().round(n)?
         }
     }
     .with_context(|| format!("no model version {checkpoint} in this project"))?;
     let store = canopy_node::store::ChunkStore::open(&dir, config.store.cap_mib << 20)?;
     let params = project::load_params(&state, &store, &round.model_root)?;
-    canopy_shaders::export(&params, out).with_context(|| format!("exporting to {}", out.display()))?;
-    println!("exported the model of round {} to {}", round.round, out.display());
+    canopy_shaders::export(&params, out)
+        .with_context(|| format!("exporting to {}", out.display()))?;
+    println!(
+        "exported the model of round {} to {}",
+        round.round,
+        out.display()
+    );
     Ok(())
 }
 

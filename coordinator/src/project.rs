@@ -12,13 +12,13 @@ use std::sync::{Arc, Mutex};
 use canopy_node::objects;
 use canopy_node::store::ChunkStore;
 use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
-use canopy_protocol::compress::{DEFAULT_INT8_BLOCK, CodecSpec};
+use canopy_protocol::compress::{CodecSpec, DEFAULT_INT8_BLOCK};
 use canopy_protocol::messages::{AdamWParams, TaskSpec, TrainSpec};
 use canopy_protocol::{Digest, Keypair, Manifest, ObjectKind, SignedManifest};
 use canopy_shaders::{Cpu, ModelConfig, Params};
 
 use crate::aggregate::{self, AggregateConfig, Candidate, Combine, OuterOptimizer, RejectionStats};
-use crate::config::{Compression, Config, LateUpdates, Preset};
+use crate::config::{Compression, Config, Preset};
 use crate::state::{self, ResultRecord, State, StateError, TRAIN};
 
 /// What can go wrong running a project.
@@ -165,7 +165,9 @@ pub struct Project {
 
 impl std::fmt::Debug for Project {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Project").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Project")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -205,7 +207,8 @@ impl Project {
             )));
         }
         let text = training_text(&config)?;
-        let (shards, heldout) = split_text(&text, config.data.holdout, config.data.shard_bytes as usize);
+        let (shards, heldout) =
+            split_text(&text, config.data.holdout, config.data.shard_bytes as usize);
         let need = config.training.seq_len as usize + 2;
         if shards.is_empty() || shards.iter().any(|s| s.len() < need) || heldout.len() < need {
             return Err(ProjectError::Invalid(format!(
@@ -231,7 +234,13 @@ impl Project {
             roots.push(manifest.root);
             manifests.push(manifest.sign(&keys).map_err(canopy_node::NodeError::from)?);
         }
-        let layout = Digest::of(&roots.iter().flat_map(|r| *r.as_bytes()).collect::<Vec<u8>>()).to_string();
+        let layout = Digest::of(
+            &roots
+                .iter()
+                .flat_map(|r| *r.as_bytes())
+                .collect::<Vec<u8>>(),
+        )
+        .to_string();
         let existing = state.read().current_round()?;
         match (state.read().meta("data_layout")?, &existing) {
             (Some(stored), Some(_)) if stored != layout => {
@@ -266,7 +275,8 @@ impl Project {
             }
             None => {
                 let params = Params::init(&model, config.project.seed)?;
-                let (signed, bytes) = objects::weights_object(&keys, ObjectKind::ModelWeights, &params, 0)?;
+                let (signed, bytes) =
+                    objects::weights_object(&keys, ObjectKind::ModelWeights, &params, 0)?;
                 store.put_object(signed.manifest(), &bytes)?;
                 let root = signed.manifest().root;
                 let eval = evaluate(&config, &params, heldout)?;
@@ -328,7 +338,10 @@ impl Project {
 
     /// The round in progress.
     pub fn current(&self) -> Current {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Whether every configured round has closed.
@@ -347,7 +360,11 @@ impl Project {
             .read()
             .round(round)?
             .ok_or_else(|| ProjectError::Invalid(format!("no round {round}")))?;
-        Ok(Arc::new(load_params(&self.state(), &self.store, &record.model_root)?))
+        Ok(Arc::new(load_params(
+            &self.state(),
+            &self.store,
+            &record.model_root,
+        )?))
     }
 
     /// Counts a rejection reason.
@@ -362,14 +379,10 @@ impl Project {
         let current = self.current();
         let round = current.round;
         let t = &self.config.training;
-        let inputs: Vec<ResultRecord> = {
-            let mut state = self.state();
-            if t.late_updates == LateUpdates::Drop {
-                let dropped = state.transaction(|tx| tx.drop_stale(round))?;
-                self.count_rejection(|s| s.stale_dropped += dropped);
-            }
-            state.read().unaggregated()?
-        };
+        // Every accepted update not yet aggregated: this round's, and any accepted while the
+        // previous close was computing (weighted by staleness). Late results of closed rounds
+        // are refused on arrival under the `drop` rule, so nothing accepted is dropped here.
+        let inputs: Vec<ResultRecord> = self.state().read().unaggregated()?;
         let len = self.model.num_params();
         let mut values = Vec::with_capacity(inputs.len());
         let mut used = Vec::with_capacity(inputs.len());
@@ -379,7 +392,10 @@ impl Project {
                 continue;
             };
             let Some(bytes) = self.store.get_object(signed.manifest())? else {
-                tracing::warn!(lease = r.lease, "an accepted update is missing from the store");
+                tracing::warn!(
+                    lease = r.lease,
+                    "an accepted update is missing from the store"
+                );
                 continue;
             };
             let update = objects::update_values(&bytes, len)?;
@@ -430,7 +446,8 @@ impl Project {
         let momentum_params = Params::from_values(&self.model, momentum)?;
         let (mom_signed, mom_bytes) =
             objects::weights_object(&self.keys, ObjectKind::Checkpoint, &momentum_params, next)?;
-        self.store.put_object(model_signed.manifest(), &model_bytes)?;
+        self.store
+            .put_object(model_signed.manifest(), &model_bytes)?;
         self.store.put_object(mom_signed.manifest(), &mom_bytes)?;
         self.store.pin(model_signed.manifest());
         let model_root = model_signed.manifest().root;
@@ -454,7 +471,10 @@ impl Project {
                 tx.open_round(next, &model_root, Some(&mom_signed.manifest().root), now)?;
                 tx.cancel_tasks_before(next)?;
                 for lease in tx.active_leases(None)? {
-                    if tx.task(lease.task)?.is_some_and(|t| t.status == "cancelled") {
+                    if tx
+                        .task(lease.task)?
+                        .is_some_and(|t| t.status == "cancelled")
+                    {
                         tx.set_lease_status(lease.id, "expired")?;
                     }
                 }
@@ -496,10 +516,9 @@ impl Project {
 
 /// Reads model weights (or a momentum buffer) from the store.
 pub fn load_params(state: &State, store: &ChunkStore, root: &Digest) -> Result<Params> {
-    let signed = state
-        .read()
-        .manifest(root)?
-        .ok_or_else(|| ProjectError::Invalid(format!("object {root} is not in the state database")))?;
+    let signed = state.read().manifest(root)?.ok_or_else(|| {
+        ProjectError::Invalid(format!("object {root} is not in the state database"))
+    })?;
     let bytes = store.get_object(signed.manifest())?.ok_or_else(|| {
         ProjectError::Invalid(format!("object {root} is missing from the chunk store"))
     })?;
@@ -535,7 +554,13 @@ pub fn codec(config: &Config) -> CodecSpec {
 
 /// The training spec of task `index` of `round`: its share of the shards (rotating with the
 /// round), its seed, the inner optimizer.
-pub fn train_spec(config: &Config, shards: &[Digest], round: u64, index: u32, model: &Digest) -> TrainSpec {
+pub fn train_spec(
+    config: &Config,
+    shards: &[Digest],
+    round: u64,
+    index: u32,
+    model: &Digest,
+) -> TrainSpec {
     let t = &config.training;
     let tasks = t.tasks_per_round.max(1) as usize;
     let per_task = shards.len().div_ceil(tasks).max(1);
@@ -596,7 +621,13 @@ fn make_tasks(
     for index in 0..t.tasks_per_round {
         let spec = train_spec(config, shards, round, index, model);
         let tokens = u64::from(t.inner_steps) * u64::from(t.batch_size) * u64::from(t.seq_len);
-        tx.insert_task(round, TRAIN, &encode_spec(&TaskSpec::Train(spec))?, None, tokens)?;
+        tx.insert_task(
+            round,
+            TRAIN,
+            &encode_spec(&TaskSpec::Train(spec))?,
+            None,
+            tokens,
+        )?;
     }
     Ok(())
 }

@@ -230,7 +230,10 @@ mod tests {
                 let original = tx.insert_task(0, TRAIN, b"a", None, 1000)?;
                 tx.insert_task(0, TRAIN, b"b", None, 1000)?;
                 tx.insert_task(0, VERIFY, b"a", Some(original), 1000)?;
-                assert_eq!(grant(tx, &config, &banned, 0, 0, false)?, Err(NoTask::Banned));
+                assert_eq!(
+                    grant(tx, &config, &banned, 0, 0, false)?,
+                    Err(NoTask::Banned)
+                );
                 let g = grant(tx, &config, &vol, 0, 0, false)?.unwrap();
                 assert_eq!(g.task.kind, TRAIN);
                 assert_eq!(grant(tx, &config, &vol, 0, 0, false)?, Err(NoTask::Busy));

@@ -111,7 +111,11 @@ impl Service {
                 manifest,
             }));
             // No subscriber yet is not an error: nodes also ask for the manifest.
-            if let Err(e) = self.client.publish(MODELS_TOPIC, current.round, announcement).await {
+            if let Err(e) = self
+                .client
+                .publish(MODELS_TOPIC, current.round, announcement)
+                .await
+            {
                 tracing::debug!("announcing the model: {e}");
             }
         }
@@ -119,7 +123,10 @@ impl Service {
     }
 
     /// Runs until `stop` resolves or every round has closed.
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) -> Result<(), ProjectError> {
+    pub async fn run(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ProjectError> {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let (done_tx, mut done_rx) = mpsc::channel::<()>(64);
@@ -156,7 +163,10 @@ impl Service {
         if close {
             let status = self.client.status().await.ok();
             let (served, fetched) = status.map_or((0, 0), |s| (s.bytes_served, s.bytes_fetched));
-            let (out, inn) = (served - self.bytes_mark.0.min(served), fetched - self.bytes_mark.1.min(fetched));
+            let (out, inn) = (
+                served - self.bytes_mark.0.min(served),
+                fetched - self.bytes_mark.1.min(fetched),
+            );
             self.bytes_mark = (served, fetched);
             let round = project.current().round;
             project
@@ -166,7 +176,11 @@ impl Service {
             let summary = tokio::task::spawn_blocking(move || p.close_round())
                 .await
                 .map_err(|e| ProjectError::Invalid(format!("closing the round: {e}")))??;
-            tracing::info!(round = summary.round, eval = summary.eval_loss, "round closed");
+            tracing::info!(
+                round = summary.round,
+                eval = summary.eval_loss,
+                "round closed"
+            );
             let _ = self.report.send(ServiceEvent::RoundClosed(summary)).await;
             self.publish_model().await?;
         }
@@ -220,7 +234,10 @@ impl Service {
                 let done = done.clone();
                 tokio::spawn(async move {
                     let ack = judge(&project, &client, peer, result).await;
-                    if let Err(e) = client.respond(id, round, Message::ResultAck(ack.clone())).await {
+                    if let Err(e) = client
+                        .respond(id, round, Message::ResultAck(ack.clone()))
+                        .await
+                    {
                         tracing::debug!("acknowledging a result: {e}");
                     }
                     let _ = report
@@ -241,8 +258,12 @@ impl Service {
             Ok(message) => self.respond(id, round, message).await,
             Err(e) => {
                 tracing::warn!(%peer, "handling a request: {e}");
-                self.respond(id, round, no_work(1000, "the coordinator hit an internal error", false))
-                    .await;
+                self.respond(
+                    id,
+                    round,
+                    no_work(1000, "the coordinator hit an internal error", false),
+                )
+                .await;
             }
         }
     }
@@ -277,10 +298,15 @@ impl Service {
                 };
                 state.transaction(|tx| tx.upsert_peer(&record))?;
                 let banned = state.read().peer(&key)?.is_some_and(|p| p.banned);
-                let _ = self
-                    .report
-                    .try_send(ServiceEvent::Joined { peer, tier: tier.into() });
-                let granted = if tier == DATACENTER { Tier::Datacenter } else { Tier::Volunteer };
+                let _ = self.report.try_send(ServiceEvent::Joined {
+                    peer,
+                    tier: tier.into(),
+                });
+                let granted = if tier == DATACENTER {
+                    Tier::Datacenter
+                } else {
+                    Tier::Volunteer
+                };
                 let note = if join.capabilities.tier == Tier::Datacenter && tier != DATACENTER {
                     "admitted as a volunteer: this key is not on the datacenter allowlist"
                 } else {
@@ -300,7 +326,11 @@ impl Service {
             Message::Heartbeat(_) => match known {
                 Some(p) => Message::JoinAck(JoinAck {
                     accepted: !p.banned,
-                    tier: if p.tier == DATACENTER { Tier::Datacenter } else { Tier::Volunteer },
+                    tier: if p.tier == DATACENTER {
+                        Tier::Datacenter
+                    } else {
+                        Tier::Volunteer
+                    },
                     round: current.round,
                     message: String::new(),
                 }),
@@ -315,7 +345,14 @@ impl Service {
                 }
                 let active = datacenter_active(&state.read().peers()?, now);
                 let granted = state.transaction(|tx| {
-                    scheduler::grant(tx, &project.config.scheduling, &p, current.round, now, active)
+                    scheduler::grant(
+                        tx,
+                        &project.config.scheduling,
+                        &p,
+                        current.round,
+                        now,
+                        active,
+                    )
                 })?;
                 match granted {
                     Ok(g) => Message::LeaseGrant(LeaseGrant {
@@ -325,8 +362,16 @@ impl Service {
                         expires_at_ms: g.expires_ms,
                     }),
                     Err(NoTask::Banned) => no_work(60_000, "this node is banned", false),
-                    Err(NoTask::Busy) => no_work(2_000, "this node holds all the leases it has slots for", false),
-                    Err(NoTask::Nothing) => no_work(1_000, "no task open now; waiting for the round to close", false),
+                    Err(NoTask::Busy) => no_work(
+                        2_000,
+                        "this node holds all the leases it has slots for",
+                        false,
+                    ),
+                    Err(NoTask::Nothing) => no_work(
+                        1_000,
+                        "no task open now; waiting for the round to close",
+                        false,
+                    ),
                 }
             }
             Message::LeaseRenew(renew) => {
@@ -336,8 +381,11 @@ impl Service {
                         let task = state.read().task(l.task)?;
                         let tokens = task.map_or(0, |t| t.tokens);
                         let p = known.unwrap_or_else(|| unknown_peer(&key));
-                        let expires = now + scheduler::lease_ms(&project.config.scheduling, &p, tokens);
-                        state.transaction(|tx| tx.extend_lease(l.id, expires, renew.progress_permille))?;
+                        let expires =
+                            now + scheduler::lease_ms(&project.config.scheduling, &p, tokens);
+                        state.transaction(|tx| {
+                            tx.extend_lease(l.id, expires, renew.progress_permille)
+                        })?;
                         Message::LeaseRenewed(LeaseRenewed {
                             lease: renew.lease,
                             expires_at_ms: expires,
@@ -357,10 +405,12 @@ impl Service {
                 }
                 no_work(0, "lease released", false)
             }
-            Message::ManifestRequest(req) => Message::ManifestResponse(Box::new(ManifestResponse {
-                root: req.root,
-                manifest: state.read().manifest(&req.root)?,
-            })),
+            Message::ManifestRequest(req) => {
+                Message::ManifestResponse(Box::new(ManifestResponse {
+                    root: req.root,
+                    manifest: state.read().manifest(&req.root)?,
+                }))
+            }
             other => no_work(5_000, &format!("unexpected {:?}", other.kind()), false),
         })
     }
@@ -392,9 +442,9 @@ fn no_work(retry_after_ms: u32, reason: &str, join_first: bool) -> Message {
 
 /// Whether a datacenter node was heard from in the last minute.
 pub fn datacenter_active(peers: &[PeerRecord], now: u64) -> bool {
-    peers
-        .iter()
-        .any(|p| p.tier == DATACENTER && !p.banned && now.saturating_sub(p.last_seen_ms) < ACTIVE_MS)
+    peers.iter().any(|p| {
+        p.tier == DATACENTER && !p.banned && now.saturating_sub(p.last_seen_ms) < ACTIVE_MS
+    })
 }
 
 /// A refusal, with the reputation counter it feeds.
@@ -404,7 +454,11 @@ struct Refusal {
     penalise: bool,
 }
 
-fn refuse(reason: impl Into<String>, count: fn(&mut aggregate::RejectionStats), penalise: bool) -> Refusal {
+fn refuse(
+    reason: impl Into<String>,
+    count: fn(&mut aggregate::RejectionStats),
+    penalise: bool,
+) -> Refusal {
     Refusal {
         reason: reason.into(),
         count,
@@ -427,27 +481,49 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
     match verdict {
         Ok(Checked::Internal(e)) => {
             tracing::warn!(%peer, task = task.0, "could not judge a result: {e}");
-            ack(false, Some("the coordinator could not judge this result; it will be re-run".into()))
+            ack(
+                false,
+                Some("the coordinator could not judge this result; it will be re-run".into()),
+            )
         }
         Ok(Checked::Accepted(record, verify)) => {
             let compute_ms = result.compute_ms.max(1);
             let tps = record.tokens as f64 / (compute_ms as f64 / 1000.0);
             let kind = if verify.is_some() { VERIFY } else { TRAIN };
+            let update_root = record.update_root;
             let committed = project.state().transaction(|tx| {
                 let mut record = record.clone();
                 let mut verified_original = None;
                 if let Some((original, cosine)) = &verify {
-                    // A verification run: judge the original, keep this one out of aggregation.
+                    // A verification run: judge the original, keep this one out of aggregation
+                    // (its update may be the original's, byte for byte: the ledger keeps its
+                    // hash, the results table does not).
                     record.status = "verifier".into();
+                    record.update_root = None;
                     let ok = *cosine >= project.config.verification.min_cosine;
                     if let Some(orig) = original {
-                        let (status, verdict) = if ok { ("accepted", "verified") } else { ("rejected", "failed") };
-                        tx.set_result_status(orig.lease, status, (!ok).then_some("failed verification by re-run"))?;
+                        let (status, verdict) = if ok {
+                            ("accepted", "verified")
+                        } else {
+                            ("rejected", "failed")
+                        };
+                        tx.set_result_status(
+                            orig.lease,
+                            status,
+                            (!ok).then_some("failed verification by re-run"),
+                        )?;
                         tx.set_ledger_verified(orig.task, &orig.peer, verdict, ok)?;
-                        let delta = if ok { rep.accepted } else { rep.failed_verification };
+                        let delta = if ok {
+                            rep.accepted
+                        } else {
+                            rep.failed_verification
+                        };
                         tx.adjust_reputation(&orig.peer, delta, rep.ban_below)?;
                         verified_original = Some((orig.peer.clone(), ok));
                     }
+                }
+                if let TaskOutput::Train(output) = &result.output {
+                    tx.put_manifest(&output.update, now)?;
                 }
                 tx.insert_result(&record)?;
                 tx.ledger_entry(
@@ -458,8 +534,12 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
                     record.tokens,
                     compute_ms,
                     true,
-                    if verify.is_some() { "verifier" } else { "unchecked" },
-                    record.update_root.as_ref(),
+                    if verify.is_some() {
+                        "verifier"
+                    } else {
+                        "unchecked"
+                    },
+                    update_root.as_ref(),
                     None,
                     now,
                 )?;
@@ -470,7 +550,8 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
                 if verify.is_none() {
                     // Sample volunteer work for a datacenter re-run.
                     let volunteer = tx.peer(&key)?.is_none_or(|p| p.tier != DATACENTER);
-                    if volunteer && sampled(record.task, project.config.verification.rerun_fraction) {
+                    if volunteer && sampled(record.task, project.config.verification.rerun_fraction)
+                    {
                         if let Some(t) = tx.task(record.task)? {
                             tx.insert_task(t.round, VERIFY, &t.spec, Some(t.id), t.tokens)?;
                         }
@@ -495,7 +576,10 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
                 }
                 Err(e) => {
                     tracing::warn!("committing a result: {e}");
-                    ack(false, Some("the coordinator could not record this result".into()))
+                    ack(
+                        false,
+                        Some("the coordinator could not record this result".into()),
+                    )
                 }
             }
         }
@@ -510,7 +594,19 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
                     Some(t) => t.round,
                     None => project.current().round,
                 };
-                tx.ledger_entry(&key, round, task.0, TRAIN, 0, result.compute_ms, false, "unchecked", None, Some(&refusal.reason), now)?;
+                tx.ledger_entry(
+                    &key,
+                    round,
+                    task.0,
+                    TRAIN,
+                    0,
+                    result.compute_ms,
+                    false,
+                    "unchecked",
+                    None,
+                    Some(&refusal.reason),
+                    now,
+                )?;
                 if owned && let Some(l) = l {
                     if l.status == "active" {
                         tx.set_lease_status(l.id, "done")?;
@@ -518,7 +614,8 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
                     }
                 }
                 if refusal.penalise && tx.peer(&key)?.is_some() {
-                    let (score, banned) = tx.adjust_reputation(&key, rep.rejected, rep.ban_below)?;
+                    let (score, banned) =
+                        tx.adjust_reputation(&key, rep.rejected, rep.ban_below)?;
                     if banned {
                         tracing::warn!(%peer, score, "peer banned");
                     }
@@ -569,60 +666,125 @@ async fn check_result(
         return Err(refuse("unknown node: join first", |_| {}, false));
     };
     if sender.banned {
-        return Err(refuse("this node is banned", |s| s.banned_sender += 1, false));
+        return Err(refuse(
+            "this node is banned",
+            |s| s.banned_sender += 1,
+            false,
+        ));
     }
     let (Some(lease), Some(task)) = (lease, task) else {
         return Err(refuse("no such lease or task", |s| s.replay += 1, true));
     };
     if lease.peer != key || lease.task != task.id {
-        return Err(refuse("this lease belongs to another node or task", |s| s.replay += 1, true));
+        return Err(refuse(
+            "this lease belongs to another node or task",
+            |s| s.replay += 1,
+            true,
+        ));
     }
     if task.status == "done" || !matches!(lease.status.as_str(), "active" | "expired") {
-        return Err(refuse("this task's result is already in", |s| s.replay += 1, true));
+        return Err(refuse(
+            "this task's result is already in",
+            |s| s.replay += 1,
+            true,
+        ));
     }
     let TaskOutput::Train(output) = &result.output else {
-        return Err(refuse("a corpus result for a training task", |s| s.wrong_shape += 1, true));
+        return Err(refuse(
+            "a corpus result for a training task",
+            |s| s.wrong_shape += 1,
+            true,
+        ));
     };
     let spec = match decode_spec(&task.spec) {
         Ok(TaskSpec::Train(spec)) => spec,
-        _ => return Ok(Checked::Internal("a stored task spec does not decode".into())),
+        _ => {
+            return Ok(Checked::Internal(
+                "a stored task spec does not decode".into(),
+            ));
+        }
     };
     // Signature and signer: the update must be signed by the node that ran the lease.
     let signed = &output.update;
     let manifest = match signed.verify() {
         Ok(m) => m,
-        Err(e) => return Err(refuse(format!("update signature: {e}"), |s| s.bad_signature += 1, true)),
+        Err(e) => {
+            return Err(refuse(
+                format!("update signature: {e}"),
+                |s| s.bad_signature += 1,
+                true,
+            ));
+        }
     };
     if signed.signer().peer_id() != peer {
-        return Err(refuse("the update is signed by another key", |s| s.bad_signature += 1, true));
+        return Err(refuse(
+            "the update is signed by another key",
+            |s| s.bad_signature += 1,
+            true,
+        ));
     }
     if manifest.kind != ObjectKind::Update {
-        return Err(refuse("the result is not an update object", |s| s.wrong_shape += 1, true));
+        return Err(refuse(
+            "the result is not an update object",
+            |s| s.wrong_shape += 1,
+            true,
+        ));
     }
-    let named_round = manifest.metadata.get("round").and_then(|r| r.parse::<u64>().ok());
-    let named_task = manifest.metadata.get("task").and_then(|r| r.parse::<u64>().ok());
+    let named_round = manifest
+        .metadata
+        .get("round")
+        .and_then(|r| r.parse::<u64>().ok());
+    let named_task = manifest
+        .metadata
+        .get("task")
+        .and_then(|r| r.parse::<u64>().ok());
     if named_round != Some(spec.model_version) {
-        return Err(refuse("the update names another model version", |s| s.wrong_version += 1, true));
+        return Err(refuse(
+            "the update names another model version",
+            |s| s.wrong_version += 1,
+            true,
+        ));
     }
     if named_task != Some(task.id) {
-        return Err(refuse("the update names another task", |s| s.replay += 1, true));
+        return Err(refuse(
+            "the update names another task",
+            |s| s.replay += 1,
+            true,
+        ));
     }
     let current = project.current().round;
-    if spec.model_version < current && project.config.training.late_updates == crate::config::LateUpdates::Drop {
-        return Err(refuse("the round of this task has closed", |s| s.stale_dropped += 1, false));
+    if spec.model_version < current
+        && project.config.training.late_updates == crate::config::LateUpdates::Drop
+    {
+        return Err(refuse(
+            "the round of this task has closed",
+            |s| s.stale_dropped += 1,
+            false,
+        ));
     }
+    // A verification re-run may reproduce the original bit for bit: that is not a replay.
     match project.state().read().update_seen(&manifest.root) {
-        Ok(true) => return Err(refuse("this update was already submitted", |s| s.replay += 1, true)),
+        Ok(true) if task.kind == VERIFY => {}
+        Ok(true) => {
+            return Err(refuse(
+                "this update was already submitted",
+                |s| s.replay += 1,
+                true,
+            ));
+        }
         Ok(false) => {}
         Err(e) => return Ok(Checked::Internal(e.to_string())),
     }
     // Fetch the update from the sender (and anyone else providing it), chunk by chunk.
     let hint = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
-    let fetched = match tokio::time::timeout(FETCH_TIMEOUT, client.fetch_from(signed.clone(), vec![hint])).await {
-        Ok(Ok(f)) => f,
-        Ok(Err(e)) => return Err(refuse(format!("fetching the update: {e}"), |_| {}, false)),
-        Err(_) => return Err(refuse("fetching the update timed out", |_| {}, false)),
-    };
+    let fetched =
+        match tokio::time::timeout(FETCH_TIMEOUT, client.fetch_from(signed.clone(), vec![hint]))
+            .await
+        {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return Err(refuse(format!("fetching the update: {e}"), |_| {}, false)),
+            Err(_) => return Err(refuse("fetching the update timed out", |_| {}, false)),
+        };
     let len = project.model.num_params();
     let values = match objects::update_values(&fetched.data, len) {
         Ok(v) => v,
@@ -631,7 +793,11 @@ async fn check_result(
     let norm = match aggregate::check_update(&values, len) {
         Ok(n) => n,
         Err(aggregate::Rejection::NonFinite { index }) => {
-            return Err(refuse(format!("non-finite value at {index}"), |s| s.non_finite += 1, true));
+            return Err(refuse(
+                format!("non-finite value at {index}"),
+                |s| s.non_finite += 1,
+                true,
+            ));
         }
         Err(e) => return Err(refuse(e.to_string(), |s| s.wrong_shape += 1, true)),
     };
@@ -651,8 +817,15 @@ async fn check_result(
         }
         let t = &config.training;
         let eval = |params: &canopy_shaders::Params| {
-            canopy_shaders::evaluate(&Cpu::new(), params, &heldout, t.batch_size as usize, t.seq_len as usize, 1)
-                .map_err(|e| e.to_string())
+            canopy_shaders::evaluate(
+                &Cpu::new(),
+                params,
+                &heldout,
+                t.batch_size as usize,
+                t.seq_len as usize,
+                1,
+            )
+            .map_err(|e| e.to_string())
         };
         Ok((eval(&base)?, eval(&applied)?))
     })
@@ -688,7 +861,11 @@ async fn check_result(
     // A verification run: compare with the original's update.
     if task.kind == VERIFY {
         if sender.tier != DATACENTER {
-            return Err(refuse("verification tasks are for the datacenter tier", |_| {}, true));
+            return Err(refuse(
+                "verification tasks are for the datacenter tier",
+                |_| {},
+                true,
+            ));
         }
         let original = task
             .verifies

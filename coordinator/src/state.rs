@@ -272,8 +272,7 @@ impl State {
     /// Opens an existing database for reading (the `status` and `ledger` commands, which may
     /// run beside a live coordinator).
     pub fn open_read_only(path: &Path) -> Result<Self> {
-        let conn =
-            Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         Ok(Self { conn })
     }
@@ -649,7 +648,12 @@ impl Tx<'_> {
         let m = signed.manifest();
         self.tx.execute(
             "INSERT OR IGNORE INTO objects(root, kind, manifest, added_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![m.root.to_string(), format!("{:?}", m.kind), frame, now_ms as i64],
+            params![
+                m.root.to_string(),
+                format!("{:?}", m.kind),
+                frame,
+                now_ms as i64
+            ],
         )?;
         Ok(())
     }
@@ -684,9 +688,11 @@ impl Tx<'_> {
         )?;
         Ok(self
             .tx
-            .query_row("SELECT reputation, banned FROM peers WHERE peer = ?1", [peer], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT reputation, banned FROM peers WHERE peer = ?1",
+                [peer],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?
             .unwrap_or((0, false)))
     }
@@ -708,12 +714,21 @@ impl Tx<'_> {
              ON CONFLICT(peer) DO UPDATE SET tier = ?2",
             params![peer, tier, now_ms as i64],
         )?;
-        self.tx.execute("UPDATE peers SET tier = ?2 WHERE peer = ?1", params![peer, tier])?;
+        self.tx.execute(
+            "UPDATE peers SET tier = ?2 WHERE peer = ?1",
+            params![peer, tier],
+        )?;
         Ok(())
     }
 
     /// Opens a round.
-    pub fn open_round(&self, round: u64, model: &Digest, momentum: Option<&Digest>, now_ms: u64) -> Result<()> {
+    pub fn open_round(
+        &self,
+        round: u64,
+        model: &Digest,
+        momentum: Option<&Digest>,
+        now_ms: u64,
+    ) -> Result<()> {
         self.tx.execute(
             "INSERT INTO rounds(round, model_root, momentum_root, opened_ms) VALUES (?1, ?2, ?3, ?4)",
             params![round as i64, model.to_string(), momentum.map(|m| m.to_string()), now_ms as i64],
@@ -722,7 +737,13 @@ impl Tx<'_> {
     }
 
     /// Closes a round with its figures.
-    pub fn close_round(&self, round: u64, now_ms: u64, train_loss: Option<f64>, eval_loss: Option<f64>) -> Result<()> {
+    pub fn close_round(
+        &self,
+        round: u64,
+        now_ms: u64,
+        train_loss: Option<f64>,
+        eval_loss: Option<f64>,
+    ) -> Result<()> {
         self.tx.execute(
             "UPDATE rounds SET closed_ms = ?2, train_loss = ?3, eval_loss = ?4 WHERE round = ?1",
             params![round as i64, now_ms as i64, train_loss, eval_loss],
@@ -731,11 +752,24 @@ impl Tx<'_> {
     }
 
     /// Adds to a round's counters.
-    pub fn count_round(&self, round: u64, accepted: u64, rejected: u64, bytes_in: u64, bytes_out: u64) -> Result<()> {
+    pub fn count_round(
+        &self,
+        round: u64,
+        accepted: u64,
+        rejected: u64,
+        bytes_in: u64,
+        bytes_out: u64,
+    ) -> Result<()> {
         self.tx.execute(
             "UPDATE rounds SET accepted = accepted + ?2, rejected = rejected + ?3,
                 bytes_in = bytes_in + ?4, bytes_out = bytes_out + ?5 WHERE round = ?1",
-            params![round as i64, accepted as i64, rejected as i64, bytes_in as i64, bytes_out as i64],
+            params![
+                round as i64,
+                accepted as i64,
+                rejected as i64,
+                bytes_in as i64,
+                bytes_out as i64
+            ],
         )?;
         Ok(())
     }
@@ -753,7 +787,14 @@ impl Tx<'_> {
     }
 
     /// Adds a task; returns its id.
-    pub fn insert_task(&self, round: u64, kind: &str, spec: &[u8], verifies: Option<u64>, tokens: u64) -> Result<u64> {
+    pub fn insert_task(
+        &self,
+        round: u64,
+        kind: &str,
+        spec: &[u8],
+        verifies: Option<u64>,
+        tokens: u64,
+    ) -> Result<u64> {
         self.tx.execute(
             "INSERT INTO tasks(round, kind, spec, status, verifies, tokens) VALUES (?1, ?2, ?3, 'open', ?4, ?5)",
             params![round as i64, kind, spec, verifies.map(|v| v as i64), tokens as i64],
@@ -838,16 +879,6 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Drops accepted results of rounds before `round - keep` that were never aggregated
-    /// (late updates under the `drop` rule).
-    pub fn drop_stale(&self, before_round: u64) -> Result<u64> {
-        Ok(self.tx.execute(
-            "UPDATE results SET status = 'stale', reason = 'arrived after its round closed'
-             WHERE status IN ('accepted', 'pending') AND aggregated_in IS NULL AND round < ?1",
-            [before_round as i64],
-        )? as u64)
-    }
-
     /// Adds a ledger entry.
     #[allow(clippy::too_many_arguments)]
     pub fn ledger_entry(
@@ -874,7 +905,13 @@ impl Tx<'_> {
     }
 
     /// Sets the verification verdict of the ledger entries of `task` by `peer`.
-    pub fn set_ledger_verified(&self, task: u64, peer: &str, verified: &str, accepted: bool) -> Result<()> {
+    pub fn set_ledger_verified(
+        &self,
+        task: u64,
+        peer: &str,
+        verified: &str,
+        accepted: bool,
+    ) -> Result<()> {
         self.tx.execute(
             "UPDATE ledger SET verified = ?3, accepted = ?4 WHERE task = ?1 AND peer = ?2",
             params![task as i64, peer, verified, accepted],
@@ -913,7 +950,10 @@ mod tests {
         let state = State::open(&path).unwrap();
         let r = state.read();
         assert_eq!(r.meta("k").unwrap().as_deref(), Some("v"));
-        assert_eq!(r.current_round().unwrap().unwrap().model_root, Digest::of(b"model"));
+        assert_eq!(
+            r.current_round().unwrap().unwrap().model_root,
+            Digest::of(b"model")
+        );
         let leases = r.active_leases(Some("peer-a")).unwrap();
         assert_eq!(leases.len(), 1);
         assert_eq!(r.task(leases[0].task).unwrap().unwrap().status, "leased");

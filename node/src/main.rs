@@ -51,7 +51,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pause => {
             let dir = dir()?;
             control::set_paused(&dir, true)?;
-            println!("paused: the node on {} hands its task back and waits", dir.display());
+            println!(
+                "paused: the node on {} hands its task back and waits",
+                dir.display()
+            );
             Ok(())
         }
         Command::Resume => {
@@ -344,15 +347,20 @@ fn worker_runtimes(choice: &GpuChoice) -> anyhow::Result<Vec<Runtime>> {
     };
     let open = |a: &canopy_shaders::wgpu::Adapter| -> anyhow::Result<Runtime> {
         Ok(Runtime::Gpu(Box::new(
-            canopy_shaders::Gpu::open(a).with_context(|| format!("opening {}", a.get_info().name))?,
+            canopy_shaders::Gpu::open(a)
+                .with_context(|| format!("opening {}", a.get_info().name))?,
         )))
     };
     match choice {
-        GpuChoice::Default => Ok(vec![Runtime::from_env().context("choosing where kernels run")?]),
+        GpuChoice::Default => Ok(vec![
+            Runtime::from_env().context("choosing where kernels run")?,
+        ]),
         GpuChoice::All => {
             let adapters = hardware();
             if adapters.is_empty() {
-                anyhow::bail!("--gpus all: no GPU adapter found; leave --gpus out to use the CPU path");
+                anyhow::bail!(
+                    "--gpus all: no GPU adapter found; leave --gpus out to use the CPU path"
+                );
             }
             adapters.iter().map(open).collect()
         }
@@ -421,15 +429,18 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
     for (i, r) in runtimes.iter().enumerate() {
         say(format!("worker {i} computes on {}", r.report()));
         if matches!(r, Runtime::Cpu(_)) {
-            say("no GPU adapter in use: this node trains on the CPU path (slower, but it counts)".into());
+            say(
+                "no GPU adapter in use: this node trains on the CPU path (slower, but it counts)"
+                    .into(),
+            );
         }
     }
     if config.paused {
         control::set_paused(dir, true)?;
     }
-    let threads = config.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-    });
+    let threads = config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
     let join_message = Join {
         capabilities: Capabilities {
             adapters: adapters.clone(),
@@ -446,7 +457,9 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
         country: config.country.clone(),
     };
     let shared = Arc::new(Shared::default());
-    shared.paused.store(control::is_paused(dir), Ordering::Relaxed);
+    shared
+        .paused
+        .store(control::is_paused(dir), Ordering::Relaxed);
     let mut workers = tokio::task::JoinSet::new();
     for runtime in runtimes {
         let worker = Worker::new(
@@ -576,17 +589,16 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
 
 fn status_line(file: &control::NodeStatus, w: &WorkerStatus) -> String {
     let task = match (w.task, w.round) {
-        (Some(t), Some(r)) => format!("task {t} (round {r}) {} {:>3.0}%", w.state, w.progress * 100.0),
+        (Some(t), Some(r)) => format!(
+            "task {t} (round {r}) {} {:>3.0}%",
+            w.state,
+            w.progress * 100.0
+        ),
         _ => w.state.clone(),
     };
     format!(
         "peers {:>3} | {task} | {:.0} tok/s | done {} ok, {} refused, {} tokens | up {}s",
-        file.peers,
-        w.tokens_per_sec,
-        w.accepted,
-        w.rejected,
-        w.tokens,
-        file.uptime_s
+        file.peers, w.tokens_per_sec, w.accepted, w.rejected, w.tokens, file.uptime_s
     )
 }
 
@@ -596,7 +608,10 @@ fn node_status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         .as_ref()
         .is_some_and(|s| worker::now_ms().saturating_sub(s.updated_ms) < control::STALE_MS);
     if json {
-        println!("{}", serde_json::json!({ "running": running, "paused_flag": control::is_paused(dir), "status": status }));
+        println!(
+            "{}",
+            serde_json::json!({ "running": running, "paused_flag": control::is_paused(dir), "status": status })
+        );
         return Ok(());
     }
     match status {

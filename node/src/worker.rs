@@ -18,13 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use canopy_protocol::messages::{
-    Join, LeaseGrant, LeaseRelease, LeaseRenew, LeaseRequest, ManifestRequest,
-    ReleaseReason, TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
+    Join, LeaseGrant, LeaseRelease, LeaseRenew, LeaseRequest, ManifestRequest, ReleaseReason,
+    TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
 };
 use canopy_protocol::{Compressor, Digest, Keypair, Message, ObjectKind, SignedManifest};
-use canopy_shaders::{
-    AdamW, InnerSettings, LrSchedule, Params, Runtime, TrainConfig, train_inner,
-};
+use canopy_shaders::{AdamW, InnerSettings, LrSchedule, Params, Runtime, TrainConfig, train_inner};
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
 
@@ -73,7 +71,10 @@ pub struct Shared {
 impl Shared {
     /// A copy of the status.
     pub fn status(&self) -> WorkerStatus {
-        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn update(&self, f: impl FnOnce(&mut WorkerStatus)) {
@@ -171,7 +172,8 @@ impl Worker {
                     Ok(Message::JoinAck(ack)) if ack.accepted => {
                         tracing::info!(tier = ?ack.tier, round = ack.round, "joined: {}", ack.message);
                         self.shared.joined.store(true, Ordering::Relaxed);
-                        self.shared.update(|s| s.tier = Some(format!("{:?}", ack.tier)));
+                        self.shared
+                            .update(|s| s.tier = Some(format!("{:?}", ack.tier)));
                         backoff = Duration::from_secs(1);
                     }
                     Ok(Message::JoinAck(ack)) => return Err(WorkerStop::Refused(ack.message)),
@@ -207,7 +209,10 @@ impl Worker {
                     self.sleep_unless_stopped(wait).await;
                 }
                 Ok(other) => {
-                    tracing::warn!("the coordinator answered a lease request with {:?}", other.kind());
+                    tracing::warn!(
+                        "the coordinator answered a lease request with {:?}",
+                        other.kind()
+                    );
                     self.wait(&mut backoff).await;
                 }
                 Err(NodeError::NetworkStopped) => return Err(WorkerStop::NetworkStopped),
@@ -317,13 +322,17 @@ impl Worker {
                             }
                         });
                     }
-                    Ok(other) => tracing::warn!("the coordinator answered a result with {:?}", other.kind()),
+                    Ok(other) => {
+                        tracing::warn!("the coordinator answered a result with {:?}", other.kind())
+                    }
                     Err(NodeError::NetworkStopped) => return Err(WorkerStop::NetworkStopped),
                     Err(e) => {
                         // The lease expires and the task goes elsewhere; the update stays
                         // provided in case the coordinator fetches it after all.
                         tracing::warn!(task = task.0, "result not acknowledged: {e}");
-                        self.shared.update(|s| s.last_error = Some(format!("result not acknowledged: {e}")));
+                        self.shared.update(|s| {
+                            s.last_error = Some(format!("result not acknowledged: {e}"))
+                        });
                     }
                 }
                 Ok(())
@@ -356,9 +365,9 @@ impl Worker {
                 answer.kind()
             )));
         };
-        let signed = resp.manifest.ok_or_else(|| {
-            NodeError::Coordinator(format!("has no manifest for object {root}"))
-        })?;
+        let signed = resp
+            .manifest
+            .ok_or_else(|| NodeError::Coordinator(format!("has no manifest for object {root}")))?;
         let manifest = signed.verify()?;
         if signed.signer().peer_id() != self.config.coordinator {
             return Err(NodeError::BadObject(format!(
@@ -374,7 +383,11 @@ impl Worker {
         Ok(signed)
     }
 
-    async fn object(&self, root: Digest, kind: ObjectKind) -> Result<(SignedManifest, Vec<u8>), NodeError> {
+    async fn object(
+        &self,
+        root: Digest,
+        kind: ObjectKind,
+    ) -> Result<(SignedManifest, Vec<u8>), NodeError> {
         let signed = self.manifest(root, kind).await?;
         let fetched = self
             .client
@@ -509,7 +522,8 @@ impl Worker {
 pub fn task_memory(config: &canopy_shaders::ModelConfig, batch: usize, seq: usize) -> u64 {
     let params = config.num_params() as u64 * 4 * 4;
     let tokens = (batch * seq) as u64;
-    let per_layer = tokens * config.hidden as u64 * 16 * 4 + (batch * config.heads * seq * seq) as u64 * 4 * 2;
+    let per_layer =
+        tokens * config.hidden as u64 * 16 * 4 + (batch * config.heads * seq * seq) as u64 * 4 * 2;
     let logits = tokens * config.vocab as u64 * 4 * 2;
     params + per_layer * config.layers as u64 + logits
 }
@@ -547,10 +561,11 @@ async fn renew(
                 cancel.store(true, Ordering::Relaxed);
                 return;
             }
-            Ok(other) => tracing::warn!("the coordinator answered a renewal with {:?}", other.kind()),
+            Ok(other) => {
+                tracing::warn!("the coordinator answered a renewal with {:?}", other.kind())
+            }
             // Unreachable for now: keep working; the coordinator may still take the result.
             Err(e) => tracing::info!(lease = grant.lease.0, "renewal failed: {e}"),
         }
     }
 }
-

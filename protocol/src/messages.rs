@@ -157,12 +157,15 @@ impl Message {
                     field: "manifest_response.manifest",
                     reason: "names another object than the one asked for",
                 }),
-                Some(signed) => signed.manifest().validate_structure().map_err(|_| {
-                    MessageError::Invalid {
-                        field: "manifest_response.manifest",
-                        reason: "manifest breaks the chunking rules",
-                    }
-                }),
+                Some(signed) => {
+                    signed
+                        .manifest()
+                        .validate_structure()
+                        .map_err(|_| MessageError::Invalid {
+                            field: "manifest_response.manifest",
+                            reason: "manifest breaks the chunking rules",
+                        })
+                }
                 None => Ok(()),
             },
             Message::NoWork(none) => check_text("no_work.reason", &none.reason, MAX_TEXT),

@@ -39,8 +39,6 @@ pub mod train_loop;
 #[cfg(test)]
 mod testing;
 
-/// The wgpu version the runtime is built on, for callers that pick adapters themselves.
-pub use wgpu;
 pub use backend::{Backend, Element};
 pub use cpu::Cpu;
 pub use error::{Result, ShaderError};
@@ -55,3 +53,5 @@ pub use train_loop::{
     InnerReport, InnerSettings, LrSchedule, TrainReport, TrainSettings, evaluate, train_inner,
     train_local,
 };
+/// The wgpu version the runtime is built on, for callers that pick adapters themselves.
+pub use wgpu;

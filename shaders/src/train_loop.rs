@@ -592,8 +592,12 @@ mod tests {
             seed: 11,
         };
         let go = |_, _| std::ops::ControlFlow::Continue(());
-        let a = train_inner(&backend, &params, train, &settings, go).unwrap().unwrap();
-        let b = train_inner(&backend, &params, train, &settings, go).unwrap().unwrap();
+        let a = train_inner(&backend, &params, train, &settings, go)
+            .unwrap()
+            .unwrap();
+        let b = train_inner(&backend, &params, train, &settings, go)
+            .unwrap()
+            .unwrap();
         assert_eq!(a.params, b.params);
         assert_eq!(a.tokens, 30 * 4 * 16);
         let before = evaluate(&backend, &params, tail, 4, 16, 4).unwrap();

@@ -4,3 +4,4 @@
 //! a deadline), so the test files in `tests/` do not copy them.
 
 pub mod harness;
+pub mod processes;

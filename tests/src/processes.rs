@@ -1,0 +1,247 @@
+//! Real coordinator and node processes for end-to-end tests: a project directory with a small
+//! configuration, a coordinator whose JSON events are collected as they come, and volunteers
+//! that can be stopped (SIGTERM) or killed (SIGKILL) like real ones.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::harness::{binary, run_with_timeout};
+
+/// A small, fast training project: the tiny model, short inner phases, a few rounds.
+/// `training` overrides keys of `[training]` (e.g. `("rounds", "4")`); `extra` appends whole
+/// sections (e.g. `"[verification]\nrerun_fraction = 1.0"`).
+pub fn small_project(dir: &Path, port: u16, training: &[(&str, &str)], extra: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("project dir");
+    let path = dir.join("canopy.toml");
+    let mut keys = vec![
+        ("rounds", "3"),
+        ("inner_steps", "10"),
+        ("batch_size", "4"),
+        ("seq_len", "32"),
+        ("tasks_per_round", "3"),
+        ("min_updates", "2"),
+    ];
+    for (k, v) in training {
+        match keys.iter_mut().find(|(key, _)| key == k) {
+            Some(entry) => entry.1 = v,
+            None => keys.push((k, v)),
+        }
+    }
+    let training: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    let text = format!(
+        "[project]\nname = \"e2e\"\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\n\
+         [data]\ngenerated_bytes = 300000\nshard_bytes = 32768\n[training]\n{training}{extra}\n"
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// A free TCP port on loopback (for a coordinator that must come back on the same address).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Kills a child with a signal (`TERM` or `KILL`).
+pub fn signal(child: &Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill -{signal} failed");
+}
+
+/// A running `canopy-coordinator run --json`.
+pub struct Coordinator {
+    /// The process.
+    pub child: Child,
+    /// Every JSON line it printed so far.
+    pub events: Arc<Mutex<Vec<serde_json::Value>>>,
+    /// Its first listen address (ending in /p2p/<peer id>).
+    pub addr: String,
+}
+
+impl Coordinator {
+    /// Starts the coordinator on `config` and waits for its listen address.
+    pub fn start(config: &Path) -> Self {
+        let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
+        let mut child = Command::new(bin)
+            .args(["run", "--json", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::File::create(config.with_extension("log")).expect("log file"),
+            ))
+            .spawn()
+            .expect("spawn coordinator");
+        let stdout = child.stdout.take().expect("stdout");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+                }
+            }
+        });
+        let mut coordinator = Self {
+            child,
+            events,
+            addr: String::new(),
+        };
+        let started = coordinator
+            .wait_for(Duration::from_secs(120), |e| e.get("started").is_some())
+            .expect("the coordinator starts");
+        coordinator.addr = started["started"]["listen"][0]
+            .as_str()
+            .expect("a listen address")
+            .to_string();
+        coordinator
+    }
+
+    /// Waits until an event satisfies `f`; returns it.
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        f: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(e) = self
+                .events
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .find(|e| f(e))
+            {
+                return Some(e.clone());
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the coordinator exited early with {status}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Waits until at least `n` events named `key` have arrived.
+    pub fn wait_for_count(&mut self, key: &str, n: usize, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.events_named(key).len() >= n {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits for the process to exit on its own (training finished).
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the coordinator did not finish in {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Events whose top-level key is `key`.
+    pub fn events_named(&self, key: &str) -> Vec<serde_json::Value> {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|e| e.get(key).cloned())
+            .collect()
+    }
+}
+
+impl Drop for Coordinator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `canopy-node join`.
+pub struct Volunteer {
+    /// The process.
+    pub child: Child,
+    /// Its data directory.
+    pub dir: PathBuf,
+}
+
+impl Volunteer {
+    /// Starts a node on data directory `dir` joining `addr`, with extra flags.
+    pub fn start(dir: &Path, addr: &str, flags: &[&str]) -> Self {
+        let bin = binary("canopy-node", "canopy-node").expect("build node");
+        let log = std::fs::File::create(dir.with_extension("log")).expect("log file");
+        let child = Command::new(bin)
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["join", addr, "--listen", "/ip4/127.0.0.1/tcp/0", "--json"])
+            .args(flags)
+            .env("RUST_LOG", "info")
+            .env("CANOPY_ADAPTER", "cpu")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn node");
+        Self {
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Volunteer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The peer id of the node identity in `dir` (created if missing).
+pub fn node_peer_id(dir: &Path) -> String {
+    let bin = binary("canopy-node", "canopy-node").expect("build node");
+    let mut cmd = Command::new(bin);
+    cmd.arg("--data-dir").arg(dir).args(["info", "--json"]);
+    let out = run_with_timeout(cmd, Duration::from_secs(60)).expect("info");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("info json");
+    v["peer_id"].as_str().expect("peer id").to_string()
+}
+
+/// Runs a `canopy-coordinator` command and returns its stdout, asserting success.
+pub fn coordinator_cli(args: &[&str]) -> String {
+    let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    let out = run_with_timeout(cmd, Duration::from_secs(120)).expect("coordinator command");
+    assert!(
+        out.status.success(),
+        "canopy-coordinator {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `canopy-coordinator <command> --json --config <config>`, parsed.
+pub fn coordinator_json(command: &str, config: &Path) -> serde_json::Value {
+    let config = config.to_string_lossy();
+    let out = coordinator_cli(&[command, "--json", "--config", &config]);
+    serde_json::from_str(&out).expect("JSON output")
+}
