@@ -1,6 +1,6 @@
 //! canopy-coordinator: the peer that runs a Canopy training project.
 //!
-//! - [`config`]: `canopy.toml`.
+//! - [`config`]: the project's `canopy.toml`.
 //! - [`state`]: the SQLite state database (rounds, tasks, leases, peers, results, ledger).
 //! - [`scheduler`]: leases, deadlines from measured throughput, tiers, bans.
 //! - [`aggregate`]: robust aggregation (norm clipping, trimmed mean / median) and the

@@ -105,7 +105,8 @@ impl Service {
     async fn publish_model(&self) -> Result<(), ProjectError> {
         let current = self.project.current();
         self.provide(&current.model_root).await?;
-        if let Some(manifest) = self.project.state().read().manifest(&current.model_root)? {
+        let manifest = self.project.state().read().manifest(&current.model_root)?;
+        if let Some(manifest) = manifest {
             let announcement = Message::ModelAnnouncement(Box::new(ModelAnnouncement {
                 round: current.round,
                 manifest,
@@ -492,7 +493,7 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
             let kind = if verify.is_some() { VERIFY } else { TRAIN };
             let update_root = record.update_root;
             let committed = project.state().transaction(|tx| {
-                let mut record = record.clone();
+                let mut record = (*record).clone();
                 let mut verified_original = None;
                 if let Some((original, cosine)) = &verify {
                     // A verification run: judge the original, keep this one out of aggregation
@@ -550,11 +551,11 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
                 if verify.is_none() {
                     // Sample volunteer work for a datacenter re-run.
                     let volunteer = tx.peer(&key)?.is_none_or(|p| p.tier != DATACENTER);
-                    if volunteer && sampled(record.task, project.config.verification.rerun_fraction)
+                    if volunteer
+                        && sampled(record.task, project.config.verification.rerun_fraction)
+                        && let Some(t) = tx.task(record.task)?
                     {
-                        if let Some(t) = tx.task(record.task)? {
-                            tx.insert_task(t.round, VERIFY, &t.spec, Some(t.id), t.tokens)?;
-                        }
+                        tx.insert_task(t.round, VERIFY, &t.spec, Some(t.id), t.tokens)?;
                     }
                 }
                 Ok(verified_original)
@@ -607,11 +608,12 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
                     Some(&refusal.reason),
                     now,
                 )?;
-                if owned && let Some(l) = l {
-                    if l.status == "active" {
-                        tx.set_lease_status(l.id, "done")?;
-                        crate::scheduler::reopen(tx, l.task)?;
-                    }
+                if owned
+                    && let Some(l) = l
+                    && l.status == "active"
+                {
+                    tx.set_lease_status(l.id, "done")?;
+                    crate::scheduler::reopen(tx, l.task)?;
                 }
                 if refusal.penalise && tx.peer(&key)?.is_some() {
                     let (score, banned) =
@@ -640,7 +642,7 @@ fn sampled(task: u64, fraction: f64) -> bool {
 enum Checked {
     /// The result record to commit, and for a verification run the original's result (if
     /// still on record) and the cosine similarity with it.
-    Accepted(ResultRecord, Option<(Option<ResultRecord>, f64)>),
+    Accepted(Box<ResultRecord>, Option<(Option<ResultRecord>, f64)>),
     /// The coordinator failed, not the node.
     Internal(String),
 }
@@ -880,7 +882,10 @@ async fn check_result(
             },
             None => 1.0,
         };
-        return Ok(Checked::Accepted(record, Some((original, cosine))));
+        return Ok(Checked::Accepted(
+            Box::new(record),
+            Some((original, cosine)),
+        ));
     }
-    Ok(Checked::Accepted(record, None))
+    Ok(Checked::Accepted(Box::new(record), None))
 }
