@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use canopy_coordinator::config::{Config, FILE_NAME};
+use canopy_coordinator::config::{Config, FILE_NAME, Preset};
+use canopy_coordinator::demo;
 use canopy_coordinator::project::{self, DB_FILE, Project};
 use canopy_coordinator::service::{Service, ServiceEvent};
 use canopy_coordinator::state::State;
@@ -81,9 +82,38 @@ enum Command {
         #[arg(long, default_value = FILE_NAME)]
         config: PathBuf,
     },
-    /// Walk through the protocol in one process: signed model chunks, out-of-order
-    /// reassembly, signed compressed updates, batch verification, refused replays.
+    /// The local swarm demo: a coordinator, volunteer nodes and datacenter nodes as separate
+    /// libp2p peers on loopback train the model with DiLoCo rounds, then the same model is
+    /// trained centrally for comparison.
     Demo {
+        /// Volunteer nodes.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=32))]
+        nodes: u32,
+        /// Datacenter-tier nodes.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=8))]
+        datacenter: u32,
+        /// DiLoCo rounds.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        rounds: u32,
+        /// Inner steps per round.
+        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=100000))]
+        inner_steps: u32,
+        /// Model size.
+        #[arg(long, value_enum, default_value_t = PresetArg::Tiny)]
+        preset: PresetArg,
+        /// Train on this directory's .txt / .jsonl files instead of the generated text.
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        /// Where to keep the run (default: a new directory under the system's temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// One JSON object per round and a final {"summary": …} object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Walk through the wire protocol in one process: signed model chunks, out-of-order
+    /// reassembly, signed compressed updates, batch verification, refused replays.
+    Walkthrough {
         /// Volunteer identities to simulate.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
         nodes: u16,
@@ -94,6 +124,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PresetArg {
+    Tiny,
+    Small,
+    Base,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -135,6 +172,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config,
         } => export(&config, &checkpoint, &dir),
         Command::Demo {
+            nodes,
+            datacenter,
+            rounds,
+            inner_steps,
+            preset,
+            corpus,
+            dir,
+            json,
+        } => {
+            let dir = dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("canopy-demo-{}", std::process::id()))
+            });
+            let settings = demo::DemoSettings {
+                nodes,
+                datacenter,
+                rounds,
+                inner_steps,
+                preset: match preset {
+                    PresetArg::Tiny => Preset::Tiny,
+                    PresetArg::Small => Preset::Small,
+                    PresetArg::Base => Preset::Base,
+                },
+                corpus,
+                dir,
+            };
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(swarm_demo(settings, json))
+        }
+        Command::Walkthrough {
             nodes,
             params,
             json,
@@ -444,6 +510,65 @@ fn export(config_path: &Path, checkpoint: &str, out: &Path) -> anyhow::Result<()
         round.round,
         out.display()
     );
+    Ok(())
+}
+
+async fn swarm_demo(settings: demo::DemoSettings, json: bool) -> anyhow::Result<()> {
+    let runtime = canopy_shaders::Runtime::from_env().context("choosing where kernels run")?;
+    if !json {
+        println!(
+            "Canopy local swarm demo: 1 coordinator, {} volunteers, {} datacenter node(s), each its own libp2p peer on loopback",
+            settings.nodes, settings.datacenter
+        );
+        println!("compute: {}", runtime.report());
+        if matches!(runtime, canopy_shaders::Runtime::Cpu(_)) {
+            println!("(no GPU adapter: the nodes train on the CPU path)");
+        }
+        println!("run directory: {}\n", settings.dir.display());
+        println!(
+            "{:>5} {:>10} {:>10} {:>8} {:>8} {:>10} {:>8}",
+            "round", "train", "held-out", "accepted", "rejected", "sent", "elapsed"
+        );
+    }
+    let summary = demo::run(settings, std::sync::Arc::new(runtime), |r| {
+        if json {
+            println!("{}", serde_json::json!({ "round": r }));
+        } else {
+            println!(
+                "{:>5} {:>10} {:>10.4} {:>8} {:>8} {:>9.1}M {:>7.1}s",
+                r.round,
+                r.train_loss.map_or("-".into(), |l| format!("{l:.4}")),
+                r.eval_loss,
+                r.accepted,
+                r.rejected,
+                r.bytes_sent as f64 / 1e6,
+                r.elapsed_s
+            );
+        }
+        let _ = std::io::stdout().flush();
+    })
+    .await?;
+    if json {
+        println!("{}", serde_json::json!({ "summary": summary }));
+        return Ok(());
+    }
+    println!(
+        "\nheld-out loss: initial {:.4}, decentralized {:.4}, centralized baseline {:.4} ({:+.1}%)",
+        summary.initial_eval_loss,
+        summary.final_eval_loss,
+        summary.baseline_eval_loss,
+        (summary.final_eval_loss / summary.baseline_eval_loss - 1.0) * 100.0
+    );
+    println!(
+        "communication: {:.1} MB per node per round; data-parallel would send {:.0}x as much",
+        summary.bytes_per_node_per_round / 1e6,
+        summary.comm_reduction
+    );
+    println!(
+        "time: decentralized {:.0}s, centralized {:.0}s; {} updates accepted, {} rejected",
+        summary.decentralized_s, summary.baseline_s, summary.accepted, summary.rejected
+    );
+    println!("exported model: {}", summary.exported.display());
     Ok(())
 }
 

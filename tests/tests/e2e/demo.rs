@@ -5,13 +5,20 @@ use std::time::Duration;
 
 use canopy_tests::harness::{binary, run_with_timeout};
 
-/// `canopy-coordinator demo --json` runs the protocol walkthrough and reports every honest
+/// `canopy-coordinator walkthrough --json` runs the protocol walkthrough and reports every honest
 /// result accepted and the replay and tampered result refused.
 #[test]
 fn demo_json_reports_accepted_and_refused() {
     let bin = binary("canopy-coordinator", "canopy-coordinator").unwrap();
     let mut cmd = Command::new(bin);
-    cmd.args(["demo", "--nodes", "3", "--params", "500000", "--json"]);
+    cmd.args([
+        "walkthrough",
+        "--nodes",
+        "3",
+        "--params",
+        "500000",
+        "--json",
+    ]);
     let out = run_with_timeout(cmd, Duration::from_secs(120)).unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(
@@ -48,10 +55,60 @@ fn demo_json_reports_accepted_and_refused() {
 fn demo_refuses_bad_arguments() {
     let bin = binary("canopy-coordinator", "canopy-coordinator").unwrap();
     let mut cmd = Command::new(bin);
-    cmd.args(["demo", "--nodes", "0"]);
+    cmd.args(["walkthrough", "--nodes", "0"]);
     let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--nodes"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `canopy-coordinator demo --json`: a small swarm on loopback trains for two rounds, one
+/// line per round, and a summary with the centralized baseline and the communication figures.
+#[test]
+fn the_swarm_demo_trains_and_reports_a_summary() {
+    let bin = binary("canopy-coordinator", "canopy-coordinator").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "demo",
+        "--nodes",
+        "2",
+        "--datacenter",
+        "1",
+        "--rounds",
+        "2",
+        "--inner-steps",
+        "10",
+        "--json",
+        "--dir",
+    ])
+    .arg(dir.path())
+    .env("CANOPY_ADAPTER", "cpu");
+    let out = run_with_timeout(cmd, Duration::from_secs(600)).unwrap();
+    assert!(
+        out.status.success(),
+        "demo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let rounds: Vec<&serde_json::Value> = lines.iter().filter_map(|l| l.get("round")).collect();
+    assert_eq!(rounds.len(), 2);
+    assert!(
+        rounds
+            .iter()
+            .all(|r| r["accepted"] == 3 && r["bytes_sent"].as_u64().unwrap() > 0)
+    );
+    let s = &lines.last().unwrap()["summary"];
+    let initial = s["initial_eval_loss"].as_f64().unwrap();
+    let last = s["final_eval_loss"].as_f64().unwrap();
+    assert!(last < initial - 0.5, "held-out loss {initial} -> {last}");
+    assert!(s["baseline_eval_loss"].as_f64().unwrap() < initial);
+    assert!(s["comm_reduction"].as_f64().unwrap() > 1.0);
+    assert_eq!(s["rounds"], 2);
+    assert!(dir.path().join("model").join("model.safetensors").exists());
 }

@@ -1,0 +1,358 @@
+//! The local swarm demo: a coordinator, N volunteer nodes and the datacenter-tier nodes, each
+//! its own libp2p peer on loopback (real sockets, own identity and chunk store), train the
+//! model with DiLoCo rounds on the project's generated multilingual text; then the same model
+//! is trained centrally (synchronous data parallelism: one process taking as many steps as
+//! each volunteer took, with an N-times larger batch, on the same text) for comparison.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use canopy_node::network::{self, Client, NetworkConfig};
+use canopy_node::store::ChunkStore;
+use canopy_node::worker::{Shared, Worker, WorkerConfig};
+use canopy_protocol::Keypair;
+use canopy_protocol::messages::{AdapterInfo, AdapterKind, Capabilities, Join, Tier};
+use canopy_shaders::{AdamW, Cpu, InnerSettings, LrSchedule, Params, Runtime, TrainConfig};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, Preset};
+use crate::project::{self, Project, ProjectError, RoundSummary, split_text, training_text};
+use crate::service::{Service, ServiceEvent};
+
+/// Settings of a demo run.
+#[derive(Debug, Clone)]
+pub struct DemoSettings {
+    /// Volunteer nodes.
+    pub nodes: u32,
+    /// Datacenter-tier nodes (allowlisted; they also re-run a sample of volunteer tasks).
+    pub datacenter: u32,
+    /// DiLoCo rounds.
+    pub rounds: u32,
+    /// Inner steps per round.
+    pub inner_steps: u32,
+    /// Model size.
+    pub preset: Preset,
+    /// A corpus directory instead of the generated text.
+    pub corpus: Option<PathBuf>,
+    /// Where the project, the nodes' stores and the exported model go.
+    pub dir: PathBuf,
+}
+
+/// One round as the demo reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoRound {
+    /// The round.
+    pub round: u64,
+    /// Mean inner training loss of the updates.
+    pub train_loss: Option<f64>,
+    /// Held-out loss after the round.
+    pub eval_loss: f64,
+    /// Updates accepted.
+    pub accepted: u64,
+    /// Updates rejected.
+    pub rejected: u64,
+    /// Bytes sent over the network by every peer during the round (model, data and update
+    /// chunks).
+    pub bytes_sent: u64,
+    /// Seconds since the start.
+    pub elapsed_s: f64,
+}
+
+/// The demo's final figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    /// Held-out loss of the decentralized run's final model.
+    pub final_eval_loss: f64,
+    /// Held-out loss of the synchronous data-parallel baseline on the same tokens.
+    pub baseline_eval_loss: f64,
+    /// Held-out loss of the initial model.
+    pub initial_eval_loss: f64,
+    /// Bytes every peer sent, per training node per round.
+    pub bytes_per_node_per_round: f64,
+    /// What the data-parallel run would have sent: a ring all-reduce of the f32 gradient per
+    /// step, `2 (N − 1) / N · 4 · params` bytes per node per step, over all nodes and steps.
+    pub ddp_bytes_equivalent: f64,
+    /// `ddp_bytes_equivalent` over the bytes the decentralized run sent.
+    pub comm_reduction: f64,
+    /// Rounds run.
+    pub rounds: u64,
+    /// Updates accepted in all.
+    pub accepted: u64,
+    /// Updates rejected in all.
+    pub rejected: u64,
+    /// Wall-clock seconds of the decentralized run.
+    pub decentralized_s: f64,
+    /// Wall-clock seconds of the baseline.
+    pub baseline_s: f64,
+    /// Where the final model was exported.
+    pub exported: PathBuf,
+}
+
+/// The demo's project configuration.
+pub fn demo_config(settings: &DemoSettings) -> Config {
+    let mut config = Config::default();
+    config.project.name = "canopy-demo".into();
+    config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
+    config.model.preset = settings.preset;
+    config.data.corpus = settings.corpus.clone();
+    config.data.generated_bytes = 1_000_000;
+    config.data.shard_bytes = 32_768;
+    let t = &mut config.training;
+    t.rounds = settings.rounds;
+    t.inner_steps = settings.inner_steps;
+    t.batch_size = 8;
+    t.seq_len = 64;
+    t.lr = 3e-3;
+    t.warmup_steps = 5;
+    t.tasks_per_round = settings.nodes + settings.datacenter;
+    t.min_updates = t.tasks_per_round;
+    config.dashboard.listen = None;
+    config
+}
+
+async fn start_peer(
+    dir: &std::path::Path,
+    bootstrap: libp2p::Multiaddr,
+) -> Result<(Keypair, Client, tokio::task::JoinHandle<()>), ProjectError> {
+    let keys = Keypair::generate().map_err(canopy_node::NodeError::from)?;
+    std::fs::create_dir_all(dir).map_err(|source| ProjectError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let store = Arc::new(ChunkStore::open(dir, 4 << 30)?);
+    let config = NetworkConfig {
+        bootstrap: vec![bootstrap],
+        ..NetworkConfig::loopback()
+    };
+    let (client, mut events, task) = network::start(keys.clone(), store, config).await?;
+    // The demo's nodes act through their workers; their swarm events are only drained.
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    Ok((keys, client, task))
+}
+
+/// Runs the demo, handing each round to `on_round`.
+pub async fn run(
+    settings: DemoSettings,
+    runtime: Arc<Runtime>,
+    mut on_round: impl FnMut(&DemoRound),
+) -> Result<DemoSummary, ProjectError> {
+    let config = demo_config(&settings);
+    let project_dir = settings.dir.join("coordinator");
+    std::fs::create_dir_all(&project_dir).map_err(|source| ProjectError::Io {
+        path: project_dir.clone(),
+        source,
+    })?;
+    let c = config.clone();
+    let d = project_dir.clone();
+    let project = tokio::task::spawn_blocking(move || Project::open(&d, c))
+        .await
+        .map_err(|e| ProjectError::Invalid(e.to_string()))??;
+    let project = Arc::new(project);
+    let (tx, mut rx) = mpsc::channel(256);
+    let service = Service::start(project.clone(), NetworkConfig::loopback(), tx).await?;
+    let addr = service
+        .client()
+        .listen_addrs()
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ProjectError::Invalid("the coordinator listens nowhere".into()))?;
+    let coordinator_client = service.client().clone();
+    let coordinator = project.keys.peer_id();
+
+    let mut peers = Vec::new();
+    let mut workers = tokio::task::JoinSet::new();
+    let total = settings.nodes + settings.datacenter;
+    for i in 0..total {
+        let datacenter = i >= settings.nodes;
+        let (keys, client, task) =
+            start_peer(&settings.dir.join(format!("node-{i}")), addr.clone()).await?;
+        if datacenter {
+            let now = project::now_ms();
+            project
+                .state()
+                .transaction(|tx| tx.allow(&keys.peer_id().to_string(), "datacenter", now))?;
+        }
+        let join = Join {
+            capabilities: Capabilities {
+                adapters: vec![AdapterInfo {
+                    name: runtime.report().name,
+                    backend: runtime.report().backend,
+                    kind: match &*runtime {
+                        Runtime::Cpu(_) => AdapterKind::Cpu,
+                        Runtime::Gpu(g) if g.is_software() => AdapterKind::Software,
+                        Runtime::Gpu(_) => AdapterKind::DiscreteGpu,
+                    },
+                    memory_bytes: 0,
+                }],
+                threads: 1,
+                memory_bytes: 0,
+                tier: if datacenter {
+                    Tier::Datacenter
+                } else {
+                    Tier::Volunteer
+                },
+                software_version: canopy_node::VERSION.into(),
+            },
+            display_name: Some(if datacenter {
+                format!("datacenter-{i}")
+            } else {
+                format!("volunteer-{i}")
+            }),
+            organisation: None,
+            country: None,
+        };
+        // Each node has its own worker state; the demo stops them all at the end.
+        let node_shared = Arc::new(Shared::default());
+        let worker = Worker::new(
+            client.clone(),
+            keys,
+            runtime.clone(),
+            WorkerConfig {
+                coordinator,
+                join,
+                memory_limit: None,
+                idle_poll: Duration::from_millis(200),
+            },
+            node_shared.clone(),
+        );
+        workers.spawn(worker.run());
+        peers.push((client, task, node_shared));
+    }
+
+    let started = Instant::now();
+    let stop = async {
+        // The service stops by itself once every round has closed.
+        std::future::pending::<()>().await
+    };
+    let service_task = tokio::spawn(service.run(stop));
+    let mut rounds: Vec<RoundSummary> = Vec::new();
+    let mut last_bytes = 0u64;
+    let mut bytes_total = 0u64;
+    let mut printed = Vec::new();
+    while let Some(event) = rx.recv().await {
+        if let ServiceEvent::RoundClosed(summary) = event {
+            let mut sent = coordinator_client
+                .status()
+                .await
+                .map_or(0, |s| s.bytes_served);
+            for (client, _, _) in &peers {
+                sent += client.status().await.map_or(0, |s| s.bytes_served);
+            }
+            let round = DemoRound {
+                round: summary.round,
+                train_loss: summary.train_loss,
+                eval_loss: summary.eval_loss,
+                accepted: summary.accepted,
+                rejected: summary.rejected,
+                bytes_sent: sent.saturating_sub(last_bytes),
+                elapsed_s: started.elapsed().as_secs_f64(),
+            };
+            last_bytes = sent;
+            bytes_total = sent;
+            on_round(&round);
+            printed.push(round);
+            let finished = summary.finished;
+            rounds.push(summary);
+            if finished {
+                break;
+            }
+        }
+    }
+    let decentralized_s = started.elapsed().as_secs_f64();
+    service_task
+        .await
+        .map_err(|e| ProjectError::Invalid(e.to_string()))??;
+    for (_, _, s) in &peers {
+        s.stop.store(true, Ordering::Relaxed);
+    }
+    while workers.join_next().await.is_some() {}
+    for (client, task, _) in peers {
+        let _ = client.shutdown().await;
+        let _ = task.await;
+    }
+
+    // The centralized baseline on the same text, from the same initial model.
+    let final_params = project.current().params;
+    let exported = settings.dir.join("model");
+    canopy_shaders::export(&final_params, &exported)
+        .map_err(|e| ProjectError::Invalid(format!("exporting the model: {e}")))?;
+    let t0 = Instant::now();
+    let baseline = {
+        let config = config.clone();
+        let heldout = project.heldout.clone();
+        let model = project.model;
+        tokio::task::spawn_blocking(move || baseline(&config, &model, &heldout))
+            .await
+            .map_err(|e| ProjectError::Invalid(e.to_string()))??
+    };
+    let baseline_s = t0.elapsed().as_secs_f64();
+    let initial_eval_loss = project
+        .state()
+        .read()
+        .meta("initial_eval_loss")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(f64::NAN);
+    let n = f64::from(total);
+    let steps = f64::from(settings.rounds) * f64::from(settings.inner_steps);
+    let params = project.model.num_params() as f64;
+    let ddp = n * 2.0 * (n - 1.0).max(1.0) / n * 4.0 * params * steps;
+    let last = rounds.last();
+    Ok(DemoSummary {
+        final_eval_loss: last.map_or(f64::NAN, |r| r.eval_loss),
+        baseline_eval_loss: f64::from(baseline),
+        initial_eval_loss,
+        bytes_per_node_per_round: bytes_total as f64 / n / f64::from(settings.rounds),
+        ddp_bytes_equivalent: ddp,
+        comm_reduction: ddp / (bytes_total.max(1) as f64),
+        rounds: rounds.len() as u64,
+        accepted: rounds.iter().map(|r| r.accepted).sum(),
+        rejected: rounds.iter().map(|r| r.rejected).sum(),
+        decentralized_s,
+        baseline_s,
+        exported,
+    })
+}
+
+/// Synchronous data-parallel training of the same model on the same text: as many steps as
+/// one node took in all rounds, with the batch of all nodes together. Returns its held-out
+/// loss.
+pub fn baseline(
+    config: &Config,
+    model: &canopy_shaders::ModelConfig,
+    heldout: &[u8],
+) -> Result<f32, ProjectError> {
+    let text = training_text(config)?;
+    let (shards, _) = split_text(&text, config.data.holdout, config.data.shard_bytes as usize);
+    let train: Vec<u8> = shards.concat();
+    let t = &config.training;
+    let params = Params::init(model, config.project.seed)?;
+    let settings = InnerSettings {
+        steps: t.rounds * t.inner_steps,
+        batch: (t.batch_size * t.tasks_per_round) as usize,
+        seq: t.seq_len as usize,
+        lr: LrSchedule {
+            peak: t.lr,
+            warmup: t.warmup_steps,
+            min: t.lr * 0.1,
+        },
+        optimizer: TrainConfig {
+            adamw: AdamW {
+                lr: t.lr,
+                weight_decay: t.weight_decay,
+                ..AdamW::default()
+            },
+            clip_norm: Some(t.grad_clip),
+        },
+        seed: config.project.seed,
+    };
+    let cpu = Cpu::new();
+    let report = canopy_shaders::train_inner(&cpu, &params, &train, &settings, |_, _| {
+        std::ops::ControlFlow::Continue(())
+    })?
+    .ok_or_else(|| ProjectError::Invalid("the baseline stopped early".into()))?;
+    project::evaluate(config, &report.params, heldout)
+}
