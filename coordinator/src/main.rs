@@ -264,7 +264,9 @@ fn allow(config: &Path, peer: &str, tier: TierArg) -> anyhow::Result<()> {
 async fn run_project(config_path: &Path, json: bool) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
     let dir = project_dir(config_path);
-    let mut shutdown = Box::pin(shutdown_signal()?);
+    let mut shutdown = Box::pin(
+        canopy_node::control::shutdown_signal().context("listening for Ctrl-C and SIGTERM")?,
+    );
     let listen = config
         .network
         .listen
@@ -570,22 +572,6 @@ async fn swarm_demo(settings: demo::DemoSettings, json: bool) -> anyhow::Result<
     );
     println!("exported model: {}", summary.exported.display());
     Ok(())
-}
-
-/// Registers for Ctrl-C and SIGTERM now; the future resolves when either arrives.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
-    Ok(async move {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }
 
 fn demo(nodes: u16, params: u32, json: bool) -> anyhow::Result<()> {

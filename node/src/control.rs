@@ -93,6 +93,23 @@ pub fn read_status(dir: &Path) -> Result<Option<NodeStatus>, NodeError> {
     }
 }
 
+/// Registers for Ctrl-C and SIGTERM now; the future resolves when either arrives. Nodes and
+/// the coordinator use it so that leaving is always clean.
+pub fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, NodeError> {
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| NodeError::Network(format!("listening for SIGTERM: {e}")))?;
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

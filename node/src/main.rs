@@ -402,7 +402,8 @@ fn adapter_info(runtime: &Runtime, memory_limit: Option<u64>) -> AdapterInfo {
 
 async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
     // Catch Ctrl-C and SIGTERM from the start, so leaving is always clean.
-    let shutdown = shutdown_signal()?;
+    let shutdown =
+        canopy_node::control::shutdown_signal().context("listening for Ctrl-C and SIGTERM")?;
     tokio::pin!(shutdown);
     let (keys, _) = identity::load_or_create(dir)
         .with_context(|| format!("loading the identity in {}", dir.display()))?;
@@ -630,22 +631,6 @@ fn node_status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         println!("paused (`canopy-node resume` to go on)");
     }
     Ok(())
-}
-
-/// Registers for Ctrl-C and SIGTERM now; the future resolves when either arrives.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    #[cfg(unix)]
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("listening for SIGTERM")?;
-    Ok(async move {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    })
 }
 
 fn human_bytes(n: u64) -> String {
