@@ -84,7 +84,8 @@ fn the_swarm_demo_trains_and_reports_a_summary() {
         "--dir",
     ])
     .arg(dir.path())
-    .env("CANOPY_ADAPTER", "cpu");
+    .env("CANOPY_ADAPTER", "cpu")
+    .env_remove("CANOPY_REQUIRE_ADAPTER");
     let out = run_with_timeout(cmd, Duration::from_secs(600)).unwrap();
     assert!(
         out.status.success(),
