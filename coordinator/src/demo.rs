@@ -7,13 +7,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use canopy_node::network::{self, Client, NetworkConfig};
 use canopy_node::store::ChunkStore;
 use canopy_node::worker::{Shared, Worker, WorkerConfig};
 use canopy_protocol::Keypair;
-use canopy_protocol::messages::{AdapterInfo, AdapterKind, Capabilities, Join, Tier};
+use canopy_protocol::messages::{Capabilities, Join, Tier};
 use canopy_shaders::{AdamW, Cpu, InnerSettings, LrSchedule, Params, Runtime, TrainConfig};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -178,16 +178,7 @@ pub async fn run(
         }
         let join = Join {
             capabilities: Capabilities {
-                adapters: vec![AdapterInfo {
-                    name: runtime.report().name,
-                    backend: runtime.report().backend,
-                    kind: match &*runtime {
-                        Runtime::Cpu(_) => AdapterKind::Cpu,
-                        Runtime::Gpu(g) if g.is_software() => AdapterKind::Software,
-                        Runtime::Gpu(_) => AdapterKind::DiscreteGpu,
-                    },
-                    memory_bytes: 0,
-                }],
+                adapters: vec![canopy_node::worker::adapter_info(&runtime, None)],
                 threads: 1,
                 memory_bytes: 0,
                 tier: if datacenter {
@@ -215,7 +206,6 @@ pub async fn run(
                 coordinator,
                 join,
                 memory_limit: None,
-                idle_poll: Duration::from_millis(200),
             },
             node_shared.clone(),
         );

@@ -202,13 +202,14 @@ impl Service {
         if now >= deadline && accepted >= 1 {
             return Ok(true);
         }
+        // Open verification tasks hold the round only while a datacenter node can run them.
+        let verifiers = datacenter_active(&r.peers()?, now);
         let mut busy = false;
         for status in ["open", "leased"] {
-            for task in r.tasks(Some(round.round), status)? {
-                if task.kind == TRAIN || datacenter_active(&r.peers()?, now) {
-                    busy = true;
-                }
-            }
+            busy |= r
+                .tasks(Some(round.round), status)?
+                .iter()
+                .any(|task| task.kind == TRAIN || verifiers);
         }
         Ok(!busy && accepted >= t.min_updates as usize)
     }

@@ -15,7 +15,7 @@ use canopy_node::network::{self, NetworkEvent};
 use canopy_node::store::ChunkStore;
 use canopy_node::worker::{self, Shared, Worker, WorkerConfig, WorkerStatus};
 use canopy_node::{VERSION, control, identity};
-use canopy_protocol::messages::{AdapterInfo, AdapterKind, Capabilities, Join, Tier};
+use canopy_protocol::messages::{AdapterInfo, Capabilities, Join, Tier};
 use canopy_shaders::Runtime;
 use clap::Parser;
 
@@ -378,28 +378,6 @@ fn worker_runtimes(choice: &GpuChoice) -> anyhow::Result<Vec<Runtime>> {
     }
 }
 
-fn adapter_info(runtime: &Runtime, memory_limit: Option<u64>) -> AdapterInfo {
-    let report = runtime.report();
-    let kind = match runtime {
-        Runtime::Cpu(_) => AdapterKind::Cpu,
-        Runtime::Gpu(gpu) if gpu.is_software() => AdapterKind::Software,
-        Runtime::Gpu(gpu) => match gpu.info().device_type {
-            canopy_shaders::wgpu::DeviceType::IntegratedGpu => AdapterKind::IntegratedGpu,
-            _ => AdapterKind::DiscreteGpu,
-        },
-    };
-    let mut name = report.name;
-    name.truncate(canopy_protocol::messages::MAX_TEXT);
-    let mut backend = report.backend;
-    backend.truncate(canopy_protocol::messages::MAX_LABEL);
-    AdapterInfo {
-        name,
-        backend,
-        kind,
-        memory_bytes: memory_limit.unwrap_or(0),
-    }
-}
-
 async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
     // Catch Ctrl-C and SIGTERM from the start, so leaving is always clean.
     let shutdown =
@@ -425,7 +403,7 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
     }
     let adapters: Vec<AdapterInfo> = runtimes
         .iter()
-        .map(|r| adapter_info(r, config.memory_limit))
+        .map(|r| worker::adapter_info(r, config.memory_limit))
         .collect();
     for (i, r) in runtimes.iter().enumerate() {
         say(format!("worker {i} computes on {}", r.report()));
@@ -471,7 +449,6 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
                 coordinator: config.coordinator,
                 join: join_message.clone(),
                 memory_limit: config.memory_limit,
-                idle_poll: Duration::from_secs(1),
             },
             shared.clone(),
         );

@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use canopy_protocol::messages::{
-    Join, LeaseGrant, LeaseRelease, LeaseRenew, LeaseRequest, ManifestRequest, ReleaseReason,
-    TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
+    AdapterInfo, AdapterKind, Join, LeaseGrant, LeaseRelease, LeaseRenew, LeaseRequest,
+    ManifestRequest, ReleaseReason, TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
 };
 use canopy_protocol::{Compressor, Digest, Keypair, Message, ObjectKind, SignedManifest};
 use canopy_shaders::{AdamW, InnerSettings, LrSchedule, Params, Runtime, TrainConfig, train_inner};
@@ -101,8 +101,6 @@ pub struct WorkerConfig {
     pub join: Join,
     /// Most device (or host, on the CPU path) memory one task may use, in bytes.
     pub memory_limit: Option<u64>,
-    /// Seconds between polls when there is no work or the coordinator is unreachable.
-    pub idle_poll: Duration,
 }
 
 /// One worker on one adapter.
@@ -342,11 +340,7 @@ impl Worker {
                 tracing::warn!(task = task.0, "task failed: {e}");
                 self.shared
                     .update(|s| s.last_error = Some(format!("task {} failed: {e}", task.0)));
-                let mut why = e.to_string();
-                why.truncate(canopy_protocol::messages::MAX_TEXT);
-                while why.chars().any(char::is_control) {
-                    why = why.replace(|c: char| c.is_control(), " ");
-                }
+                let why = clip_text(&e.to_string(), canopy_protocol::messages::MAX_TEXT);
                 let _ = self.ask(round, release(ReleaseReason::Failed(why))).await;
                 Ok(())
             }
@@ -528,6 +522,38 @@ pub fn task_memory(config: &canopy_shaders::ModelConfig, batch: usize, seq: usiz
     params + per_layer * config.layers as u64 + logits
 }
 
+/// `text` with control characters replaced by spaces, cut at a character boundary to at most
+/// `max` bytes: what protocol text fields accept.
+pub fn clip_text(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars().map(|c| if c.is_control() { ' ' } else { c }) {
+        if out.len() + c.len_utf8() > max {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// How a node describes the compute `runtime` offers, with the memory it lets tasks use.
+pub fn adapter_info(runtime: &Runtime, memory_limit: Option<u64>) -> AdapterInfo {
+    let report = runtime.report();
+    let kind = match runtime {
+        Runtime::Cpu(_) => AdapterKind::Cpu,
+        Runtime::Gpu(gpu) if gpu.is_software() => AdapterKind::Software,
+        Runtime::Gpu(gpu) => match gpu.info().device_type {
+            canopy_shaders::wgpu::DeviceType::IntegratedGpu => AdapterKind::IntegratedGpu,
+            _ => AdapterKind::DiscreteGpu,
+        },
+    };
+    AdapterInfo {
+        name: clip_text(&report.name, canopy_protocol::messages::MAX_TEXT),
+        backend: clip_text(&report.backend, canopy_protocol::messages::MAX_LABEL),
+        kind,
+        memory_bytes: memory_limit.unwrap_or(0),
+    }
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -567,5 +593,18 @@ async fn renew(
             // Unreachable for now: keep working; the coordinator may still take the result.
             Err(e) => tracing::info!(lease = grant.lease.0, "renewal failed: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clipped_text_fits_the_protocol() {
+        assert_eq!(clip_text("a\nb", 10), "a b");
+        let long = "é".repeat(200);
+        let clipped = clip_text(&long, 255);
+        assert!(clipped.len() <= 255 && clipped.chars().all(|c| c == 'é'));
     }
 }
