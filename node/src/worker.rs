@@ -435,28 +435,7 @@ impl Worker {
             return Ok(None);
         }
         self.shared.update(|s| s.state = "training".into());
-        let o = spec.optimizer;
-        let settings = InnerSettings {
-            steps: spec.inner_steps,
-            batch,
-            seq,
-            lr: LrSchedule {
-                peak: o.lr,
-                warmup: o.warmup_steps,
-                min: o.lr * 0.1,
-            },
-            optimizer: TrainConfig {
-                adamw: AdamW {
-                    lr: o.lr,
-                    beta1: o.beta1,
-                    beta2: o.beta2,
-                    eps: o.eps,
-                    weight_decay: o.weight_decay,
-                },
-                clip_norm: (o.grad_clip > 0.0).then_some(o.grad_clip),
-            },
-            seed: spec.seed,
-        };
+        let settings = inner_settings(spec);
         let runtime = self.runtime.clone();
         let shared = self.shared.clone();
         let start = params.clone();
@@ -473,8 +452,8 @@ impl Worker {
                 }
             };
             match &*runtime {
-                Runtime::Gpu(gpu) => train_inner(&**gpu, &start, &text, &settings, on_step),
-                Runtime::Cpu(cpu) => train_inner(cpu, &start, &text, &settings, on_step),
+                Runtime::Gpu(gpu) => train_inner(&**gpu, &start, &text, &settings, None, on_step),
+                Runtime::Cpu(cpu) => train_inner(cpu, &start, &text, &settings, None, on_step),
             }
         })
         .await
@@ -508,6 +487,33 @@ impl Worker {
             report.tokens,
             report.secs,
         )))
+    }
+}
+
+/// The inner phase a training spec asks for: its steps, batch, window length, learning-rate
+/// schedule (warmup, then a cosine to a tenth of the peak) and AdamW settings.
+pub fn inner_settings(spec: &TrainSpec) -> InnerSettings {
+    let o = spec.optimizer;
+    InnerSettings {
+        steps: spec.inner_steps,
+        batch: spec.batch_size as usize,
+        seq: spec.seq_len as usize,
+        lr: LrSchedule {
+            peak: o.lr,
+            warmup: o.warmup_steps,
+            min: o.lr * 0.1,
+        },
+        optimizer: TrainConfig {
+            adamw: AdamW {
+                lr: o.lr,
+                beta1: o.beta1,
+                beta2: o.beta2,
+                eps: o.eps,
+                weight_decay: o.weight_decay,
+            },
+            clip_norm: (o.grad_clip > 0.0).then_some(o.grad_clip),
+        },
+        seed: spec.seed,
     }
 }
 

@@ -3,5 +3,6 @@
 //! Shared helpers for those tests live here (building and locating binaries, running them with
 //! a deadline), so the test files in `tests/` do not copy them.
 
+pub mod adversary;
 pub mod harness;
 pub mod processes;

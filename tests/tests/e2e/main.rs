@@ -1,6 +1,7 @@
 //! End-to-end tests of Canopy: real binaries and real swarms on loopback. One test binary for
 //! the whole crate keeps link times down.
 
+mod byzantine;
 mod coordinator;
 mod demo;
 mod interop;
