@@ -1,6 +1,8 @@
 //! canopy-coordinator: the peer that runs a Canopy training project.
 //!
 //! - [`config`]: the project's `canopy.toml`.
+//! - [`corpus`]: the corpus pipeline: governed sources, opt-outs, chunks, quality filters,
+//!   exact and near dedup, training shards and the data card (plan / compute / decide).
 //! - [`state`]: the SQLite state database (rounds, tasks, leases, peers, results, ledger).
 //! - [`scheduler`]: leases, deadlines from measured throughput, tiers, bans.
 //! - [`aggregate`]: robust aggregation (norm clipping, trimmed mean / median) and the
@@ -14,6 +16,7 @@
 
 pub mod aggregate;
 pub mod config;
+pub mod corpus;
 pub mod demo;
 pub mod project;
 pub mod scheduler;

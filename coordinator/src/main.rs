@@ -15,6 +15,8 @@ use canopy_coordinator::walkthrough::{self, Settings};
 use canopy_node::network::NetworkConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod corpus_cli;
+
 /// The Canopy coordinator: schedules, verifies and aggregates a training project.
 #[derive(Parser)]
 #[command(name = "canopy-coordinator", version)]
@@ -124,6 +126,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The corpus pipeline: build a deduplicated, filtered training corpus with a data card.
+    Corpus {
+        #[command(subcommand)]
+        command: corpus_cli::CorpusCommand,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -205,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             params,
             json,
         } => demo(nodes, params, json),
+        Command::Corpus { command } => corpus_cli::run(command),
     }
 }
 

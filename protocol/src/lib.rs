@@ -7,6 +7,8 @@
 //! - [`chunk`]: content-addressed chunks, signed manifests, and reassembly.
 //! - [`codec`]: the bincode frame format with a size limit on every decode.
 //! - [`messages`]: what peers say to each other, task specs included.
+//! - [`corpus`]: corpus chunks and per-chunk results (quality signals, MinHash), the text
+//!   normalisation behind exact dedup and opt-outs.
 //! - [`compress`]: pseudo-gradient codecs (f32, f16, blockwise int8, top-k with error feedback).
 //! - [`governance`]: data source records and opt-out requests.
 //! - [`fuzz`]: the entry points of the fuzz targets.
@@ -20,6 +22,7 @@
 pub mod chunk;
 pub mod codec;
 pub mod compress;
+pub mod corpus;
 pub mod envelope;
 pub mod error;
 pub mod fuzz;

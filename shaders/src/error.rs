@@ -90,6 +90,9 @@ pub enum ShaderError {
     /// The protocol's compression codec refused the input.
     #[error("compression")]
     Compress(#[from] canopy_protocol::error::CompressError),
+    /// A corpus chunk or result that does not decode or validate.
+    #[error("corpus chunk or result refused")]
+    Corpus(#[from] canopy_protocol::corpus::CorpusError),
 }
 
 /// The result type of this crate.

@@ -13,6 +13,8 @@
 //! - [`kernels`]: matrix multiply, bias, GELU, LayerNorm, embedding, cross-entropy, AdamW,
 //!   global norm, int8 codec, ALiBi attention; and the corpus kernels: per-document quality
 //!   signals and MinHash signatures (integer kernels, bit-identical on both paths).
+//! - [`corpus`]: one corpus chunk through the corpus kernels (the function volunteers and
+//!   the coordinator share).
 //! - [`model`]: the BLOOM-architecture decoder over bytes (config, flat parameters with
 //!   BLOOM's names, forward, backward, AdamW training step), written against [`Backend`].
 //!
@@ -23,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+pub mod corpus;
 pub mod cpu;
 pub mod error;
 pub mod export;

@@ -248,3 +248,41 @@ pub fn coordinator_json(command: &str, config: &Path) -> serde_json::Value {
     let out = coordinator_cli(&[command, "--json", "--config", &config]);
     serde_json::from_str(&out).expect("JSON output")
 }
+
+/// Runs `canopy-coordinator` with `args` and environment changes (`(key, Some(value))` sets,
+/// `(key, None)` removes) and returns its output, whatever its exit status.
+pub fn coordinator_output(args: &[&str], env: &[(&str, Option<&str>)]) -> std::process::Output {
+    let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    run_with_timeout(cmd, Duration::from_secs(600)).expect("coordinator command")
+}
+
+/// Every file under `dir`, by path relative to it, with its bytes (to compare two output
+/// directories byte for byte).
+pub fn dir_files(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .expect("under dir")
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    out
+}

@@ -3,6 +3,7 @@
 
 mod byzantine;
 mod coordinator;
+mod corpus;
 mod demo;
 mod interop;
 mod node_cli;

@@ -1,0 +1,325 @@
+//! The whole build on one machine: plan, compute on a local backend, decide, write. This is
+//! `canopy-coordinator corpus build`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use canopy_shaders::{Backend, Runtime};
+use serde::Serialize;
+
+use super::output::{self, OutputSummary};
+use super::{CorpusConfig, Result, compute, decide, plan};
+
+/// What to build from and where to.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The sources directory.
+    pub sources: PathBuf,
+    /// The output directory.
+    pub out: PathBuf,
+    /// The opt-out list (default: `sources/optout.txt` when present).
+    pub optout: Option<PathBuf>,
+    /// The settings file (default: `sources/corpus.toml` when present, else the defaults).
+    pub config: Option<PathBuf>,
+}
+
+/// Progress of a build, for a caller's progress lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Progress {
+    /// Planned: sources read, documents to compute over, chunks, records dropped so far.
+    Planned {
+        /// Sources.
+        sources: usize,
+        /// Documents in chunks.
+        documents: usize,
+        /// Chunks.
+        chunks: usize,
+        /// Records dropped while planning.
+        dropped: usize,
+    },
+    /// A chunk was computed.
+    Computed {
+        /// Chunks done.
+        done: usize,
+        /// Chunks in all.
+        total: usize,
+    },
+}
+
+/// Seconds spent per stage (in the summary only, never in the outputs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageSeconds {
+    /// Plan.
+    pub plan: f64,
+    /// Compute.
+    pub compute: f64,
+    /// Decide.
+    pub decide: f64,
+    /// Write.
+    pub write: f64,
+}
+
+/// The summary of a build.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BuildSummary {
+    /// Where the compute stage ran.
+    pub adapter: String,
+    /// Sources.
+    pub sources: usize,
+    /// Corpus chunks.
+    pub chunks: usize,
+    /// What was written.
+    #[serde(flatten)]
+    pub outputs: OutputSummary,
+    /// The output directory.
+    pub out: PathBuf,
+    /// Time per stage.
+    pub seconds: StageSeconds,
+}
+
+/// The settings: `explicit`, else `sources/corpus.toml` when it exists, else the defaults.
+pub fn load_config(sources: &Path, explicit: Option<&Path>) -> Result<CorpusConfig> {
+    let default = sources.join(CorpusConfig::FILE_NAME);
+    match explicit {
+        Some(path) => CorpusConfig::load(path),
+        None if default.is_file() => CorpusConfig::load(&default),
+        None => Ok(CorpusConfig::default()),
+    }
+}
+
+/// Runs the build with the compute stage on `backend`.
+pub fn build<B: Backend>(
+    backend: &B,
+    options: &BuildOptions,
+    mut progress: impl FnMut(Progress),
+) -> Result<BuildSummary> {
+    let mut seconds = StageSeconds::default();
+    let t = Instant::now();
+    let config = load_config(&options.sources, options.config.as_deref())?;
+    let plan = plan::plan(&options.sources, options.optout.as_deref(), &config)?;
+    seconds.plan = t.elapsed().as_secs_f64();
+    progress(Progress::Planned {
+        sources: plan.sources.len(),
+        documents: plan.documents.len(),
+        chunks: plan.chunks.len(),
+        dropped: plan.dropped.len(),
+    });
+    let t = Instant::now();
+    let results = compute::compute_local(backend, &plan, |done, total| {
+        progress(Progress::Computed { done, total })
+    })?;
+    seconds.compute = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let decisions = decide::decide(&plan, &results)?;
+    seconds.decide = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let outputs = output::write_outputs(&plan, &results, &decisions, &options.out)?;
+    seconds.write = t.elapsed().as_secs_f64();
+    Ok(BuildSummary {
+        adapter: backend.report().to_string(),
+        sources: plan.sources.len(),
+        chunks: plan.chunks.len(),
+        outputs,
+        out: options.out.clone(),
+        seconds,
+    })
+}
+
+/// [`build`] on whichever backend `runtime` holds.
+pub fn build_on(
+    runtime: &Runtime,
+    options: &BuildOptions,
+    progress: impl FnMut(Progress),
+) -> Result<BuildSummary> {
+    match runtime {
+        Runtime::Gpu(gpu) => build(gpu.as_ref(), options, progress),
+        Runtime::Cpu(cpu) => build(cpu, options, progress),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use canopy_shaders::Cpu;
+
+    use super::*;
+    use crate::corpus::sample::{self, SampleOptions};
+
+    fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+                    out.insert(rel, std::fs::read(&p).unwrap());
+                }
+            }
+        }
+        out
+    }
+
+    fn lines(path: &Path) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_build_accounts_for_every_document_honours_opt_outs_and_repeats_exactly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sources = tmp.path().join("sources");
+        let truth = sample::write_sample(&sources, &SampleOptions::small(9)).unwrap();
+        let run = |out: &str| {
+            let options = BuildOptions {
+                sources: sources.clone(),
+                out: tmp.path().join(out),
+                ..BuildOptions::default()
+            };
+            build(&Cpu::new(), &options, |_| {}).unwrap()
+        };
+        let summary = run("a");
+        let out = tmp.path().join("a");
+        let o = &summary.outputs;
+        assert_eq!(o.input_documents, o.kept_documents + o.dropped_documents);
+        let kept = lines(&out.join("kept.jsonl"));
+        let dropped = lines(&out.join("dropped.jsonl"));
+        assert_eq!(kept.len() as u64, o.kept_documents);
+        assert_eq!(dropped.len() as u64, o.dropped_documents);
+        // Per source, from the files themselves.
+        let card: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("datacard.json")).unwrap()).unwrap();
+        for s in card["sources"].as_array().unwrap() {
+            let name = s["governance"]["name"].as_str().unwrap();
+            let k = kept.iter().filter(|l| l["source"] == name).count() as u64;
+            let d = dropped.iter().filter(|l| l["source"] == name).count() as u64;
+            assert_eq!(s["input"]["documents"].as_u64().unwrap(), k + d, "{name}");
+            assert_eq!(
+                truth.records.get(name).copied().unwrap_or(0),
+                k + d,
+                "{name}: every record written is counted"
+            );
+        }
+        // Opt-outs: every targeted document is dropped with reason opt_out, none kept.
+        for (source, id) in &truth.opted_out {
+            assert!(
+                dropped.iter().any(|l| l["source"] == source.as_str()
+                    && l["id"] == id.as_str()
+                    && l["reason"] == "opt_out"),
+                "{source}/{id} is dropped as opt_out"
+            );
+            assert!(
+                !kept
+                    .iter()
+                    .any(|l| l["source"] == source.as_str() && l["id"] == id.as_str())
+            );
+        }
+        assert!(
+            card["opt_outs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|o| o["removed"].as_u64().unwrap() > 0)
+        );
+        // Planted exact and near duplicates are dropped, naming what was kept instead.
+        for reason in [
+            "exact_duplicate",
+            "near_duplicate",
+            "word_repetition",
+            "special_characters",
+            "char_repetition",
+            "too_short",
+            "malformed",
+        ] {
+            assert!(
+                o.dropped_by_reason.get(reason).copied().unwrap_or(0) > 0,
+                "{reason}: {:?}",
+                o.dropped_by_reason
+            );
+        }
+        for l in dropped
+            .iter()
+            .filter(|l| l["reason"] == "near_duplicate" || l["reason"] == "exact_duplicate")
+        {
+            let (id, src) = (&l["kept_instead"], &l["kept_instead_source"]);
+            assert!(
+                kept.iter().any(|k| &k["id"] == id && &k["source"] == src),
+                "{l}"
+            );
+        }
+        // Shards hold exactly the kept texts.
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("shards/index.json")).unwrap()).unwrap();
+        let kept_bytes: u64 = kept
+            .iter()
+            .map(|k| k["text"].as_str().unwrap().len() as u64 + 2)
+            .sum();
+        assert_eq!(index["total_tokens"].as_u64().unwrap(), kept_bytes);
+        // The same build again: byte-identical outputs.
+        run("b");
+        assert_eq!(files(&out), files(&tmp.path().join("b")));
+    }
+
+    #[test]
+    fn a_source_without_license_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let options = SampleOptions {
+            unlicensed_source: true,
+            ..SampleOptions::small(4)
+        };
+        sample::write_sample(tmp.path(), &options).unwrap();
+        let options = BuildOptions {
+            sources: tmp.path().to_path_buf(),
+            out: tmp.path().join("out"),
+            ..BuildOptions::default()
+        };
+        let err = build(&Cpu::new(), &options, |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(sample::UNLICENSED) && err.contains("`license`"),
+            "{err}"
+        );
+        assert!(!tmp.path().join("out").exists(), "nothing is written");
+    }
+
+    /// The WGSL path gives the CPU path's outputs byte for byte (on lavapipe here; skipped
+    /// without an adapter unless CANOPY_REQUIRE_ADAPTER=1).
+    #[test]
+    fn cpu_and_wgsl_builds_are_byte_identical() {
+        let gpu = match canopy_shaders::Gpu::request(canopy_shaders::AdapterKind::Software)
+            .or_else(|_| canopy_shaders::Gpu::request(canopy_shaders::AdapterKind::Any))
+        {
+            Ok(gpu) => gpu,
+            Err(e) if canopy_shaders::runtime::require_adapter_from_env() => {
+                panic!("CANOPY_REQUIRE_ADAPTER=1 but no wgpu adapter: {e}")
+            }
+            Err(e) => {
+                eprintln!("notice: skipping the WGSL build: no wgpu adapter ({e})");
+                return;
+            }
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let sources = tmp.path().join("sources");
+        sample::write_sample(&sources, &SampleOptions::small(5)).unwrap();
+        let options = |out: &str| BuildOptions {
+            sources: sources.clone(),
+            out: tmp.path().join(out),
+            ..BuildOptions::default()
+        };
+        build(&Cpu::new(), &options("cpu"), |_| {}).unwrap();
+        let s = build(&gpu, &options("gpu"), |_| {}).unwrap();
+        eprintln!("WGSL build ran on {}", s.adapter);
+        assert_eq!(
+            files(&tmp.path().join("cpu")),
+            files(&tmp.path().join("gpu"))
+        );
+    }
+}

@@ -1,0 +1,219 @@
+//! The data card: what went into the training data and what did not, per source, language and
+//! license; why documents were dropped; deduplication clusters; opt-outs applied; the
+//! governance record of every source; the settings; and the content addresses of the chunks
+//! and shards. Written as `datacard.json` (for tools) and `datacard.md` (for people). It holds
+//! no timestamps and nothing of the machine, so the same build gives the same card.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use canopy_protocol::governance::DataSource;
+use serde::Serialize;
+
+use super::decide::DedupStats;
+use super::{CorpusConfig, LshConfig, MinHashSection, filter::FilterConfig};
+
+/// Documents and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Tally {
+    /// Documents.
+    pub documents: u64,
+    /// Bytes of text.
+    pub bytes: u64,
+}
+
+/// One source in the card.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SourceCard {
+    /// The governance record.
+    pub governance: DataSource,
+    /// Records read.
+    pub input: Tally,
+    /// Documents kept.
+    pub kept: Tally,
+    /// Documents dropped.
+    pub dropped_documents: u64,
+    /// Drops by reason.
+    pub dropped_by_reason: BTreeMap<String, u64>,
+}
+
+/// One opt-out request and its effect.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OptOutCard {
+    /// The request as written.
+    pub rule: String,
+    /// Documents it removed.
+    pub removed: u64,
+}
+
+/// The build settings, as the card records them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SettingsCard {
+    /// Text per chunk.
+    pub chunk_bytes: usize,
+    /// Tokens per shard.
+    pub shard_tokens: usize,
+    /// MinHash.
+    pub minhash: MinHashSection,
+    /// LSH banding.
+    pub lsh: LshConfig,
+    /// Quality filters.
+    pub filters: FilterConfig,
+}
+
+impl From<&CorpusConfig> for SettingsCard {
+    fn from(c: &CorpusConfig) -> Self {
+        Self {
+            chunk_bytes: c.chunk_bytes,
+            shard_tokens: c.shard_tokens,
+            minhash: c.minhash,
+            lsh: c.lsh,
+            filters: c.filters.clone(),
+        }
+    }
+}
+
+/// A corpus chunk's content addresses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChunkCard {
+    /// blake3 of the chunk frame.
+    pub chunk: String,
+    /// blake3 of the result encoding.
+    pub result: String,
+    /// Documents in it.
+    pub documents: u64,
+}
+
+/// The whole data card.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DataCard {
+    /// Format tag.
+    pub format: &'static str,
+    /// Records read.
+    pub input: Tally,
+    /// Documents kept.
+    pub kept: Tally,
+    /// Documents dropped.
+    pub dropped_documents: u64,
+    /// Tokens in the training shards.
+    pub tokens: u64,
+    /// Drops by reason, over all sources.
+    pub dropped_by_reason: BTreeMap<String, u64>,
+    /// Per source.
+    pub sources: Vec<SourceCard>,
+    /// Kept documents per language.
+    pub languages: BTreeMap<String, Tally>,
+    /// Kept documents per license.
+    pub licenses: BTreeMap<String, Tally>,
+    /// Deduplication.
+    pub dedup: DedupStats,
+    /// Opt-out requests applied.
+    pub opt_outs: Vec<OptOutCard>,
+    /// Settings.
+    pub settings: SettingsCard,
+    /// The corpus chunks and their results.
+    pub chunks: Vec<ChunkCard>,
+    /// blake3 of `shards/index.json`.
+    pub shard_index: String,
+    /// Number of shards.
+    pub shards: u64,
+}
+
+impl DataCard {
+    /// The card as Markdown.
+    pub fn to_markdown(&self) -> String {
+        let mut m = String::new();
+        let _ = writeln!(m, "# Data card\n");
+        let _ = writeln!(
+            m,
+            "{} input documents ({} bytes): **{} kept** ({} bytes, {} tokens), {} dropped. \
+             Every input document is either kept or dropped with its reason (`dropped.jsonl`).\n",
+            self.input.documents,
+            self.input.bytes,
+            self.kept.documents,
+            self.kept.bytes,
+            self.tokens,
+            self.dropped_documents
+        );
+        let _ = writeln!(m, "## Sources\n");
+        let _ = writeln!(
+            m,
+            "| source | languages | license | consent basis | provenance | steward | input | kept | kept bytes | dropped |"
+        );
+        let _ = writeln!(
+            m,
+            "| --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |"
+        );
+        for s in &self.sources {
+            let g = &s.governance;
+            let consent = serde_json::to_value(&g.consent_basis)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            let _ = writeln!(
+                m,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                g.name,
+                g.languages.join(", "),
+                g.license,
+                consent,
+                g.provenance_url,
+                g.steward_contact,
+                s.input.documents,
+                s.kept.documents,
+                s.kept.bytes,
+                s.dropped_documents
+            );
+        }
+        for (title, map) in [("Languages", &self.languages), ("Licenses", &self.licenses)] {
+            let _ = writeln!(m, "\n## {title} (kept)\n");
+            let _ = writeln!(m, "| | documents | bytes |\n| --- | ---: | ---: |");
+            for (k, t) in map {
+                let _ = writeln!(m, "| {k} | {} | {} |", t.documents, t.bytes);
+            }
+        }
+        let _ = writeln!(m, "\n## Dropped, by reason\n");
+        let _ = writeln!(m, "| reason | documents |\n| --- | ---: |");
+        for (r, n) in &self.dropped_by_reason {
+            let _ = writeln!(m, "| {r} | {n} |");
+        }
+        let d = &self.dedup;
+        let _ = writeln!(m, "\n## Deduplication\n");
+        let _ = writeln!(
+            m,
+            "- exact (blake3 of normalised text): {} duplicates in {} groups\n\
+             - near (MinHash {} permutations, {}-word shingles; LSH {} bands × {} rows; \
+             verified at Jaccard ≥ {}): {} candidate pairs, {} verified, {} rejected; \
+             {} clusters, {} documents removed, largest cluster {}",
+            d.exact_duplicates,
+            d.exact_groups,
+            self.settings.minhash.num_perm,
+            self.settings.minhash.shingle_words,
+            self.settings.lsh.bands,
+            self.settings.lsh.rows,
+            self.settings.lsh.threshold,
+            d.near_candidate_pairs,
+            d.near_verified_pairs,
+            d.near_rejected_pairs,
+            d.near_clusters,
+            d.near_duplicates,
+            d.largest_cluster
+        );
+        let _ = writeln!(m, "\n## Opt-outs\n");
+        if self.opt_outs.is_empty() {
+            let _ = writeln!(m, "No opt-out requests.");
+        }
+        for o in &self.opt_outs {
+            let _ = writeln!(m, "- `{}`: {} documents removed", o.rule, o.removed);
+        }
+        let _ = writeln!(
+            m,
+            "\n## Outputs\n\n{} corpus chunks (content addresses in datacard.json); {} training \
+             shards, index blake3 `{}`.",
+            self.chunks.len(),
+            self.shards,
+            self.shard_index
+        );
+        m
+    }
+}

@@ -1,0 +1,308 @@
+//! The build's outputs: `kept.jsonl`, `dropped.jsonl`, `shards/` and the data card.
+//!
+//! - `kept.jsonl`: one object per kept document, in plan order: `id`, `source`, `language`,
+//!   `text`, and `url` and `meta` (the record's other fields) when it has them.
+//! - `dropped.jsonl`: one object per dropped input record: `id`, `source`, `reason`, `detail`
+//!   when there is one (malformed records name `file:line`), and for duplicates `kept_instead`
+//!   (the kept document's id) and `kept_instead_source`. Records dropped while planning come
+//!   first, in reading order, then those dropped by the decisions, in plan order.
+//! - `shards/`: see [`super::shards`]. `datacard.json`, `datacard.md`: see [`super::datacard`].
+//!
+//! Before anything is written the accounting is checked per source: input records = kept +
+//! dropped, else [`CorpusBuildError::Accounting`].
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use canopy_protocol::Digest;
+use canopy_protocol::corpus::CorpusResult;
+use serde::Serialize;
+
+use super::datacard::{ChunkCard, DataCard, OptOutCard, SourceCard, Tally};
+use super::decide::{Decisions, Outcome};
+use super::plan::Plan;
+use super::{CorpusBuildError, DropReason, Result, shards};
+
+#[derive(Serialize)]
+struct KeptLine<'a> {
+    id: &'a str,
+    source: &'a str,
+    language: &'a str,
+    text: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    url: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<&'a serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Serialize)]
+struct DroppedLine<'a> {
+    id: &'a str,
+    source: &'a str,
+    reason: DropReason,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_instead: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kept_instead_source: Option<&'a str>,
+}
+
+/// What a build wrote.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutputSummary {
+    /// Input records.
+    pub input_documents: u64,
+    /// Kept documents.
+    pub kept_documents: u64,
+    /// Dropped records.
+    pub dropped_documents: u64,
+    /// Kept bytes of text.
+    pub kept_bytes: u64,
+    /// Tokens in the shards.
+    pub tokens: u64,
+    /// Shards written.
+    pub shards: u64,
+    /// Drops by reason.
+    pub dropped_by_reason: BTreeMap<String, u64>,
+    /// The data card (also in `datacard.json`).
+    #[serde(skip)]
+    pub card: DataCard,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CorpusBuildError + '_ {
+    move |source| CorpusBuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn json<T: Serialize>(what: &'static str, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|source| CorpusBuildError::Json { what, source })
+}
+
+/// Writes the outputs of `plan` decided by `decisions` (computed from `results`) into `out`.
+pub fn write_outputs(
+    plan: &Plan,
+    results: &[CorpusResult],
+    decisions: &Decisions,
+    out: &Path,
+) -> Result<OutputSummary> {
+    let ns = plan.sources.len();
+    let name = |s: usize| plan.sources[s].record.name.as_str();
+    let mut kept = vec![Tally::default(); ns];
+    let mut dropped = vec![0u64; ns];
+    let mut reasons: Vec<BTreeMap<String, u64>> = vec![BTreeMap::new(); ns];
+    for d in &plan.dropped {
+        dropped[d.source] += 1;
+        *reasons[d.source]
+            .entry(d.reason.as_str().into())
+            .or_default() += 1;
+    }
+    let mut languages: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut licenses: BTreeMap<String, Tally> = BTreeMap::new();
+    for (doc, outcome) in plan.documents.iter().zip(&decisions.outcomes) {
+        match outcome {
+            Outcome::Kept => {
+                let bytes = plan.text_len(doc);
+                for t in [
+                    &mut kept[doc.source],
+                    languages.entry(doc.language.clone()).or_default(),
+                    licenses
+                        .entry(plan.sources[doc.source].record.license.clone())
+                        .or_default(),
+                ] {
+                    t.documents += 1;
+                    t.bytes += bytes;
+                }
+            }
+            Outcome::Dropped { reason, .. } => {
+                dropped[doc.source] += 1;
+                *reasons[doc.source]
+                    .entry(reason.as_str().into())
+                    .or_default() += 1;
+            }
+        }
+    }
+    for (s, src) in plan.sources.iter().enumerate() {
+        if src.input != kept[s].documents + dropped[s] {
+            return Err(CorpusBuildError::Accounting {
+                name: name(s).into(),
+                input: src.input,
+                kept: kept[s].documents,
+                dropped: dropped[s],
+            });
+        }
+    }
+
+    std::fs::create_dir_all(out).map_err(io(out))?;
+    let kept_path = out.join("kept.jsonl");
+    let mut kept_file =
+        std::io::BufWriter::new(std::fs::File::create(&kept_path).map_err(io(&kept_path))?);
+    for (d, doc) in plan.documents.iter().enumerate() {
+        if decisions.outcomes[d] != Outcome::Kept {
+            continue;
+        }
+        let line = KeptLine {
+            id: &doc.id,
+            source: name(doc.source),
+            language: &doc.language,
+            text: plan.text(d),
+            url: doc.url.as_deref(),
+            meta: (!doc.metadata.is_empty()).then_some(&doc.metadata),
+        };
+        kept_file
+            .write_all(&json("a kept document", &line)?)
+            .and_then(|()| kept_file.write_all(b"\n"))
+            .map_err(io(&kept_path))?;
+    }
+    kept_file.flush().map_err(io(&kept_path))?;
+
+    let dropped_path = out.join("dropped.jsonl");
+    let mut dropped_file =
+        std::io::BufWriter::new(std::fs::File::create(&dropped_path).map_err(io(&dropped_path))?);
+    let mut write_dropped = |line: DroppedLine<'_>| -> Result<()> {
+        dropped_file
+            .write_all(&json("a dropped document", &line)?)
+            .and_then(|()| dropped_file.write_all(b"\n"))
+            .map_err(io(&dropped_path))
+    };
+    for d in &plan.dropped {
+        write_dropped(DroppedLine {
+            id: &d.id,
+            source: name(d.source),
+            reason: d.reason,
+            detail: d.detail.as_deref(),
+            kept_instead: None,
+            kept_instead_source: None,
+        })?;
+    }
+    for (doc, outcome) in plan.documents.iter().zip(&decisions.outcomes) {
+        if let Outcome::Dropped {
+            reason,
+            kept_instead,
+        } = *outcome
+        {
+            let instead = kept_instead.map(|k| &plan.documents[k]);
+            write_dropped(DroppedLine {
+                id: &doc.id,
+                source: name(doc.source),
+                reason,
+                detail: None,
+                kept_instead: instead.map(|k| k.id.as_str()),
+                kept_instead_source: instead.map(|k| name(k.source)),
+            })?;
+        }
+    }
+    dropped_file.flush().map_err(io(&dropped_path))?;
+
+    let shard_dir = out.join(shards::DIR);
+    if let Ok(entries) = std::fs::read_dir(&shard_dir) {
+        // Shards of an earlier build into the same directory would otherwise linger.
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("shard-") && n.ends_with(".bin"))
+            {
+                std::fs::remove_file(&p).map_err(io(&p))?;
+            }
+        }
+    }
+    let index = shards::write_shards(
+        &shard_dir,
+        (0..plan.documents.len())
+            .filter(|&d| decisions.outcomes[d] == Outcome::Kept)
+            .map(|d| plan.text(d)),
+        plan.config.shard_tokens,
+    )?;
+    let index_path = shard_dir.join(shards::INDEX);
+    let index_bytes = std::fs::read(&index_path).map_err(io(&index_path))?;
+
+    let mut all_reasons: BTreeMap<String, u64> = BTreeMap::new();
+    for r in &reasons {
+        for (k, v) in r {
+            *all_reasons.entry(k.clone()).or_default() += v;
+        }
+    }
+    let sources: Vec<SourceCard> = plan
+        .sources
+        .iter()
+        .enumerate()
+        .map(|(s, src)| SourceCard {
+            governance: src.record.clone(),
+            input: Tally {
+                documents: src.input,
+                bytes: src.input_bytes,
+            },
+            kept: kept[s],
+            dropped_documents: dropped[s],
+            dropped_by_reason: reasons[s].clone(),
+        })
+        .collect();
+    let chunks = plan
+        .chunks
+        .iter()
+        .zip(results)
+        .map(|(c, r)| {
+            Ok(ChunkCard {
+                chunk: c.digest.to_string(),
+                result: r
+                    .digest()
+                    .map_err(|source| CorpusBuildError::Chunk { index: 0, source })?
+                    .to_string(),
+                documents: c.chunk.documents.len() as u64,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let total = |f: fn(&SourceCard) -> u64| sources.iter().map(f).sum::<u64>();
+    let card = DataCard {
+        format: "canopy-datacard/1",
+        input: Tally {
+            documents: total(|s| s.input.documents),
+            bytes: total(|s| s.input.bytes),
+        },
+        kept: Tally {
+            documents: total(|s| s.kept.documents),
+            bytes: total(|s| s.kept.bytes),
+        },
+        dropped_documents: total(|s| s.dropped_documents),
+        tokens: index.total_tokens,
+        dropped_by_reason: all_reasons.clone(),
+        sources,
+        languages,
+        licenses,
+        dedup: decisions.dedup.clone(),
+        opt_outs: plan
+            .optouts
+            .iter()
+            .map(|o| OptOutCard {
+                rule: o.rule.rule.clone(),
+                removed: o.removed,
+            })
+            .collect(),
+        settings: (&plan.config).into(),
+        chunks,
+        shard_index: Digest::of(&index_bytes).to_string(),
+        shards: index.shards.len() as u64,
+    };
+    let card_path = out.join("datacard.json");
+    let card_json = serde_json::to_vec_pretty(&card).map_err(|source| CorpusBuildError::Json {
+        what: "the data card",
+        source,
+    })?;
+    std::fs::write(&card_path, card_json).map_err(io(&card_path))?;
+    let md_path = out.join("datacard.md");
+    std::fs::write(&md_path, card.to_markdown()).map_err(io(&md_path))?;
+    Ok(OutputSummary {
+        input_documents: card.input.documents,
+        kept_documents: card.kept.documents,
+        dropped_documents: card.dropped_documents,
+        kept_bytes: card.kept.bytes,
+        tokens: index.total_tokens,
+        shards: index.shards.len() as u64,
+        dropped_by_reason: all_reasons,
+        card,
+    })
+}

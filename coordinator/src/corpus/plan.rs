@@ -1,0 +1,273 @@
+//! Stage 1, **plan**: ingest the sources, enforce governance, apply opt-outs, and pack the
+//! documents into content-addressed corpus chunks.
+//!
+//! Documents keep their sources' order (sources by directory name, files by name, lines in
+//! order); their position in [`Plan::documents`] is their number, which later stages use as
+//! the deterministic tie-break (the lowest-numbered document of a duplicate cluster is the one
+//! kept). Each chunk holds documents of one source only, up to `chunk_bytes` of text (a longer
+//! document gets a chunk of its own).
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use canopy_protocol::Digest;
+use canopy_protocol::corpus::{
+    CorpusChunk, CorpusDocument, MAX_CHUNK_DOCUMENTS, MAX_DOCUMENT_BYTES, text_hash,
+};
+use canopy_protocol::governance::DataSource;
+use canopy_protocol::messages::MinHashParams;
+
+use super::optout::{self, OptOutRule};
+use super::source::{self, RawDocument};
+use super::{CorpusBuildError, CorpusConfig, DropReason, Result};
+
+/// A document that goes to the compute stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedDocument {
+    /// Its id, unique within its source.
+    pub id: String,
+    /// Its source's position in [`Plan::sources`].
+    pub source: usize,
+    /// Its language tag.
+    pub language: String,
+    /// Its URL, if any.
+    pub url: Option<String>,
+    /// Its other metadata.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// blake3 of its normalised text.
+    pub text_hash: Digest,
+    /// Its chunk's position in [`Plan::chunks`].
+    pub chunk: usize,
+    /// Its position within that chunk.
+    pub index: usize,
+}
+
+/// One corpus chunk: the unit of a corpus task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedChunk {
+    /// blake3 of [`Self::frame`]: the chunk's content address.
+    pub digest: Digest,
+    /// The encoded chunk (a [`CorpusChunk`] frame) that volunteers fetch.
+    pub frame: Vec<u8>,
+    /// The same chunk, decoded.
+    pub chunk: CorpusChunk,
+    /// The position in [`Plan::documents`] of its first document (its documents follow in
+    /// order).
+    pub first_document: usize,
+}
+
+/// A document dropped before or after computing, with why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DroppedDocument {
+    /// Its id.
+    pub id: String,
+    /// Its source's position in [`Plan::sources`].
+    pub source: usize,
+    /// Why.
+    pub reason: DropReason,
+    /// Details (the `file:line` and error of a malformed record, the opt-out rule).
+    pub detail: Option<String>,
+    /// For duplicates: the planned document kept instead.
+    pub kept_instead: Option<usize>,
+}
+
+/// A source of the plan: its governance record and how many records it gave.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedSource {
+    /// The governance record.
+    pub record: DataSource,
+    /// Input records read (documents and malformed records).
+    pub input: u64,
+    /// Input bytes (document texts).
+    pub input_bytes: u64,
+}
+
+/// An opt-out request and how many documents it removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedOptOut {
+    /// The request.
+    pub rule: OptOutRule,
+    /// Documents it removed.
+    pub removed: u64,
+}
+
+/// The output of the plan stage: everything the compute and decide stages need.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The settings the build runs with.
+    pub config: CorpusConfig,
+    /// The sources, in order.
+    pub sources: Vec<PlannedSource>,
+    /// Documents to compute over, in order.
+    pub documents: Vec<PlannedDocument>,
+    /// The chunks, in order.
+    pub chunks: Vec<PlannedChunk>,
+    /// Documents dropped while planning.
+    pub dropped: Vec<DroppedDocument>,
+    /// The opt-out list with its effect.
+    pub optouts: Vec<AppliedOptOut>,
+}
+
+impl Plan {
+    /// The MinHash parameters of this plan's corpus tasks.
+    pub fn params(&self) -> MinHashParams {
+        self.config.minhash_params()
+    }
+
+    /// The text of planned document `doc`.
+    pub fn text(&self, doc: usize) -> &str {
+        let d = &self.documents[doc];
+        &self.chunks[d.chunk].chunk.documents[d.index].text
+    }
+
+    /// The length in bytes of a planned document's text.
+    pub fn text_len(&self, doc: &PlannedDocument) -> u64 {
+        self.chunks[doc.chunk].chunk.documents[doc.index].text.len() as u64
+    }
+}
+
+/// Plans a build of the sources under `sources`. The opt-out list is `optout_file`, else
+/// `sources/optout.txt` when it exists, else empty.
+pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -> Result<Plan> {
+    config
+        .validate()
+        .map_err(|reason| CorpusBuildError::Config {
+            path: sources.join(CorpusConfig::FILE_NAME),
+            reason,
+        })?;
+    let read = source::read_sources(sources)?;
+    let default_optout = sources.join(optout::FILE_NAME);
+    let rules = match optout_file {
+        Some(path) => optout::load(path)?,
+        None if default_optout.is_file() => optout::load(&default_optout)?,
+        None => Vec::new(),
+    };
+    let mut optouts: Vec<AppliedOptOut> = rules
+        .into_iter()
+        .map(|rule| AppliedOptOut { rule, removed: 0 })
+        .collect();
+    let mut plan = Plan {
+        config: config.clone(),
+        sources: Vec::with_capacity(read.len()),
+        documents: Vec::new(),
+        chunks: Vec::new(),
+        dropped: Vec::new(),
+        optouts: Vec::new(),
+    };
+    for (s, src) in read.iter().enumerate() {
+        let records = src.records()?;
+        let name = src.record.name.clone();
+        tracing::info!("source {name}: {} records", records.len());
+        plan.sources.push(PlannedSource {
+            record: src.record.clone(),
+            input: records.len() as u64,
+            input_bytes: records
+                .iter()
+                .map(|r| r.as_ref().map_or(0, |d| d.text.len() as u64))
+                .sum(),
+        });
+        let mut ids = HashSet::new();
+        let mut pending: Vec<(RawDocument, Digest)> = Vec::new();
+        for record in records {
+            let doc = match record {
+                Ok(doc) => doc,
+                Err(bad) => {
+                    plan.dropped.push(DroppedDocument {
+                        id: bad.id,
+                        source: s,
+                        reason: bad.reason,
+                        detail: Some(bad.detail),
+                        kept_instead: None,
+                    });
+                    continue;
+                }
+            };
+            let drop = |reason, detail: String| DroppedDocument {
+                id: doc.id.clone(),
+                source: s,
+                reason,
+                detail: Some(detail),
+                kept_instead: None,
+            };
+            if !ids.insert(doc.id.clone()) {
+                plan.dropped.push(drop(
+                    DropReason::DuplicateId,
+                    format!("id {:?} appears earlier in {name}", doc.id),
+                ));
+                continue;
+            }
+            let hash = text_hash(&doc.text);
+            if let Some(o) = optouts
+                .iter_mut()
+                .find(|o| o.rule.matches(&name, &hash, &doc.id, doc.url.as_deref()))
+            {
+                o.removed += 1;
+                plan.dropped
+                    .push(drop(DropReason::OptOut, o.rule.rule.clone()));
+                continue;
+            }
+            if doc.text.len() > MAX_DOCUMENT_BYTES {
+                plan.dropped.push(drop(
+                    DropReason::TooLong,
+                    format!("{} bytes, at most {MAX_DOCUMENT_BYTES}", doc.text.len()),
+                ));
+                continue;
+            }
+            pending.push((doc, hash));
+        }
+        pack_source(&mut plan, s, pending)?;
+    }
+    plan.optouts = optouts;
+    Ok(plan)
+}
+
+/// Packs one source's documents into chunks of at most `chunk_bytes` of text.
+fn pack_source(plan: &mut Plan, source: usize, docs: Vec<(RawDocument, Digest)>) -> Result<()> {
+    let limit = plan.config.chunk_bytes;
+    let mut current: Vec<CorpusDocument> = Vec::new();
+    let mut bytes = 0;
+    let mut first = plan.documents.len();
+    for (doc, hash) in docs {
+        if !current.is_empty()
+            && (bytes + doc.text.len() > limit || current.len() == MAX_CHUNK_DOCUMENTS)
+        {
+            seal(plan, std::mem::take(&mut current), first)?;
+            bytes = 0;
+            first = plan.documents.len();
+        }
+        bytes += doc.text.len();
+        plan.documents.push(PlannedDocument {
+            id: doc.id.clone(),
+            source,
+            language: doc.language,
+            url: doc.url,
+            metadata: doc.metadata,
+            text_hash: hash,
+            chunk: plan.chunks.len(),
+            index: current.len(),
+        });
+        current.push(CorpusDocument {
+            id: doc.id,
+            text: doc.text,
+        });
+    }
+    if !current.is_empty() {
+        seal(plan, current, first)?;
+    }
+    Ok(())
+}
+
+fn seal(plan: &mut Plan, documents: Vec<CorpusDocument>, first: usize) -> Result<()> {
+    let index = plan.chunks.len();
+    let chunk = CorpusChunk { documents };
+    let frame = chunk
+        .encode()
+        .map_err(|source| CorpusBuildError::Chunk { index, source })?;
+    plan.chunks.push(PlannedChunk {
+        digest: Digest::of(&frame),
+        frame,
+        chunk,
+        first_document: first,
+    });
+    Ok(())
+}

@@ -1,0 +1,388 @@
+//! Reading a sources directory: one subdirectory per source, each with its governance record
+//! (`source.toml`) and its documents.
+//!
+//! ```text
+//! sources/
+//!   corpus.toml            optional build settings (see CorpusConfig)
+//!   optout.txt             optional opt-out list (see the optout module)
+//!   wiki-en/
+//!     source.toml
+//!     part-000.jsonl
+//!   books-de/
+//!     source.toml
+//!     faust.txt
+//! ```
+//!
+//! `source.toml` holds the [`DataSource`] fields: `name`, `languages` (BCP 47 tags, the first
+//! is the default), `license`, `provenance_url`, `consent_basis` (`public_domain`,
+//! `open_license`, `explicit_consent` or `research_exception`) and `steward_contact`. Unknown
+//! keys are refused (a misspelt `licence` is an error, not a missing license). A source with
+//! any key missing or invalid is refused with an error naming the source and the key, and the
+//! build stops: nothing ungoverned is ever trained on.
+//!
+//! Documents, from the source directory's files in name order (other files are ignored with a
+//! warning):
+//! - `*.jsonl`: one JSON object per line with a string `text`. An `id` (string or integer) is
+//!   the document id, else the id is `<file>:<line>`. A `url` string is matched by opt-out URL
+//!   patterns. A `language` (or `lang`) string must be one of the source's languages, else the
+//!   source's first language applies. Every other field is kept as metadata. Blank lines are
+//!   skipped. A line that is not such an object is **recorded as dropped** (reason
+//!   `malformed`, with `file:line` and the parse error in the detail), never a silent loss
+//!   and never a stop of the whole build.
+//! - `*.txt`: the whole file is one document, id `<file>` (one document per file, as a book
+//!   or an article is). A file that is not UTF-8 is dropped as `malformed`.
+
+use std::path::{Path, PathBuf};
+
+use canopy_protocol::governance::{ConsentBasis, DataSource};
+use serde::Deserialize;
+
+use super::{CorpusBuildError, DropReason, Result};
+
+/// The governance record's file name.
+pub const SOURCE_FILE: &str = "source.toml";
+
+/// One source: its governance record and its document files.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The governance record (validated).
+    pub record: DataSource,
+    /// Its directory.
+    pub dir: PathBuf,
+    /// Its `.jsonl` and `.txt` files, in name order.
+    pub files: Vec<PathBuf>,
+}
+
+/// A document as read from a source.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawDocument {
+    /// Its id (from the record, or derived from file and line).
+    pub id: String,
+    /// Its language tag.
+    pub language: String,
+    /// Its text.
+    pub text: String,
+    /// Its URL, if the record has one.
+    pub url: Option<String>,
+    /// Every other field of the record.
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A record that could not be read as a document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unreadable {
+    /// The derived id (`<file>:<line>` or `<file>`).
+    pub id: String,
+    /// Why it is dropped.
+    pub reason: DropReason,
+    /// `file:line: what is wrong`.
+    pub detail: String,
+}
+
+/// One input record: a document, or a record that is dropped on reading.
+pub type Record = std::result::Result<RawDocument, Unreadable>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceToml {
+    name: Option<String>,
+    languages: Option<Vec<String>>,
+    license: Option<String>,
+    provenance_url: Option<String>,
+    consent_basis: Option<ConsentBasis>,
+    steward_contact: Option<String>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CorpusBuildError + '_ {
+    move |source| CorpusBuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads and validates every source under `dir` (subdirectories in name order). Fails on the
+/// first source whose governance record is incomplete, naming the source and the key.
+pub fn read_sources(dir: &Path) -> Result<Vec<Source>> {
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    let mut sources: Vec<Source> = Vec::with_capacity(dirs.len());
+    for d in dirs {
+        let source = read_source(&d)?;
+        if let Some(other) = sources.iter().find(|s| s.record.name == source.record.name) {
+            return Err(CorpusBuildError::Sources {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "{} and {} both name themselves {:?}",
+                    other.dir.display(),
+                    d.display(),
+                    source.record.name
+                ),
+            });
+        }
+        sources.push(source);
+    }
+    if sources.is_empty() {
+        return Err(CorpusBuildError::Sources {
+            path: dir.to_path_buf(),
+            reason: "no source subdirectories (each needs a source.toml)".into(),
+        });
+    }
+    Ok(sources)
+}
+
+/// Reads one source directory: its `source.toml` (refused when incomplete) and its files.
+pub fn read_source(dir: &Path) -> Result<Source> {
+    let path = dir.join(SOURCE_FILE);
+    let dir_name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let refuse = |name: &str, reason: String| CorpusBuildError::Governance {
+        name: name.to_string(),
+        path: path.clone(),
+        reason,
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(refuse(
+                &dir_name,
+                format!("it has no {SOURCE_FILE} (its governance record)"),
+            ));
+        }
+        Err(e) => return Err(io(&path)(e)),
+    };
+    let raw: SourceToml = toml::from_str(&text).map_err(|e| refuse(&dir_name, e.to_string()))?;
+    let name = raw.name.clone().unwrap_or_else(|| dir_name.clone());
+    let missing = |key: &str| {
+        refuse(
+            &name,
+            format!(
+                "{SOURCE_FILE} has no `{key}`; every source needs a license and a consent basis \
+                 (and name, languages, provenance_url, steward_contact) before it is used"
+            ),
+        )
+    };
+    let record = DataSource {
+        name: raw.name.ok_or_else(|| missing("name"))?,
+        languages: raw.languages.ok_or_else(|| missing("languages"))?,
+        license: raw.license.ok_or_else(|| missing("license"))?,
+        provenance_url: raw
+            .provenance_url
+            .ok_or_else(|| missing("provenance_url"))?,
+        consent_basis: raw.consent_basis.ok_or_else(|| missing("consent_basis"))?,
+        steward_contact: raw
+            .steward_contact
+            .ok_or_else(|| missing("steward_contact"))?,
+    };
+    record
+        .validate()
+        .map_err(|e| refuse(&name, e.to_string()))?;
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let p = entry.map_err(io(dir))?.path();
+        match p.extension().and_then(|x| x.to_str()) {
+            Some("jsonl" | "txt") if p.is_file() => files.push(p),
+            _ if p.file_name().is_some_and(|n| n == SOURCE_FILE) => {}
+            _ => tracing::warn!(
+                "source {}: ignoring {} (not .jsonl or .txt)",
+                record.name,
+                p.display()
+            ),
+        }
+    }
+    files.sort();
+    Ok(Source {
+        record,
+        dir: dir.to_path_buf(),
+        files,
+    })
+}
+
+impl Source {
+    /// Every record of the source, in file and line order.
+    pub fn records(&self) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        for path in &self.files {
+            let file = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let bytes = std::fs::read(path).map_err(io(path))?;
+            if path.extension().is_some_and(|x| x == "txt") {
+                out.push(match String::from_utf8(bytes) {
+                    Ok(text) => Ok(RawDocument {
+                        id: file.clone(),
+                        language: self.record.languages[0].clone(),
+                        text,
+                        url: None,
+                        metadata: Default::default(),
+                    }),
+                    Err(e) => Err(Unreadable {
+                        id: file.clone(),
+                        reason: DropReason::Malformed,
+                        detail: format!("{file}: not UTF-8 ({e})"),
+                    }),
+                });
+                continue;
+            }
+            for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let at = format!("{file}:{}", n + 1);
+                out.push(self.json_record(line, &at));
+            }
+        }
+        Ok(out)
+    }
+
+    fn json_record(&self, line: &[u8], at: &str) -> Record {
+        let bad = |what: String| Unreadable {
+            id: at.to_string(),
+            reason: DropReason::Malformed,
+            detail: format!("{at}: {what}"),
+        };
+        let value: serde_json::Value =
+            serde_json::from_slice(line).map_err(|e| bad(format!("not JSON ({e})")))?;
+        let serde_json::Value::Object(mut map) = value else {
+            return Err(bad("not a JSON object".into()));
+        };
+        let text = match map.remove("text") {
+            Some(serde_json::Value::String(t)) => t,
+            Some(_) => return Err(bad("`text` is not a string".into())),
+            None => return Err(bad("no `text` field".into())),
+        };
+        let id = match map.remove("id") {
+            None | Some(serde_json::Value::Null) => at.to_string(),
+            Some(serde_json::Value::String(s)) => s,
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(_) => return Err(bad("`id` is neither a string nor a number".into())),
+        };
+        if id.is_empty()
+            || id.len() > canopy_protocol::corpus::MAX_ID_BYTES
+            || id.chars().any(char::is_control)
+        {
+            return Err(bad(format!(
+                "id {id:?} is empty, over 256 bytes or holds control characters"
+            )));
+        }
+        let url = match map.get("url") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(u)) => Some(u.clone()),
+            Some(_) => return Err(bad("`url` is not a string".into())),
+        };
+        let language = match map.get("language").or_else(|| map.get("lang")) {
+            None | Some(serde_json::Value::Null) => self.record.languages[0].clone(),
+            Some(serde_json::Value::String(l)) if self.record.languages.contains(l) => l.clone(),
+            Some(other) => {
+                return Err(bad(format!(
+                    "language {other} is not one of the source's languages {:?}",
+                    self.record.languages
+                )));
+            }
+        };
+        map.remove("url");
+        map.remove("language");
+        map.remove("lang");
+        Ok(RawDocument {
+            id,
+            language,
+            text,
+            url,
+            metadata: map,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = "name = \"s\"\nlanguages = [\"en\", \"fr\"]\nlicense = \"CC0-1.0\"\n\
+        provenance_url = \"https://example.org\"\nconsent_basis = \"public_domain\"\n\
+        steward_contact = \"data@example.org\"\n";
+
+    #[test]
+    fn a_source_without_license_or_consent_is_refused_by_name_and_key() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (key, dir) in [("license", "a"), ("consent_basis", "b")] {
+            let d = tmp.path().join(dir);
+            std::fs::create_dir_all(&d).unwrap();
+            let text: String = GOOD
+                .lines()
+                .filter(|l| !l.starts_with(key))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>()
+                .replace("\"s\"", &format!("\"src-{dir}\""));
+            std::fs::write(d.join(SOURCE_FILE), text).unwrap();
+            let err = read_source(&d).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("src-{dir}")) && err.contains(&format!("`{key}`")),
+                "{err}"
+            );
+        }
+        let d = tmp.path().join("c");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(SOURCE_FILE), GOOD.replace("license", "licence")).unwrap();
+        let err = read_source(&d).unwrap_err().to_string();
+        assert!(err.contains("licence"), "{err}");
+        let d = tmp.path().join("no-record");
+        std::fs::create_dir_all(&d).unwrap();
+        let err = read_source(&d).unwrap_err().to_string();
+        assert!(
+            err.contains("no-record") && err.contains("source.toml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn records_are_read_and_malformed_lines_recorded_with_file_and_line() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path().join("s");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(SOURCE_FILE), GOOD).unwrap();
+        std::fs::write(
+            d.join("a.jsonl"),
+            "{\"text\": \"hello\", \"id\": 7, \"url\": \"https://x\", \"year\": 2020}\n\n\
+             {\"text\": 3}\nnot json\n{\"text\": \"bonjour\", \"lang\": \"fr\"}\n\
+             {\"text\": \"x\", \"language\": \"de\"}\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("b.txt"), "a whole book").unwrap();
+        std::fs::write(d.join("c.bin"), [0xff]).unwrap();
+        let source = read_source(&d).unwrap();
+        let records = source.records().unwrap();
+        assert_eq!(records.len(), 6);
+        let first = records[0].as_ref().unwrap();
+        assert_eq!(
+            (
+                first.id.as_str(),
+                first.language.as_str(),
+                first.url.as_deref()
+            ),
+            ("7", "en", Some("https://x"))
+        );
+        assert_eq!(first.metadata["year"], 2020);
+        let bad = records[1].as_ref().unwrap_err();
+        assert_eq!(bad.id, "a.jsonl:3");
+        assert!(bad.detail.contains("a.jsonl:3") && bad.detail.contains("text"));
+        assert!(
+            records[2]
+                .as_ref()
+                .unwrap_err()
+                .detail
+                .starts_with("a.jsonl:4: not JSON")
+        );
+        let fr = records[3].as_ref().unwrap();
+        assert_eq!((fr.id.as_str(), fr.language.as_str()), ("a.jsonl:5", "fr"));
+        assert!(records[4].as_ref().unwrap_err().detail.contains("de"));
+        assert_eq!(records[5].as_ref().unwrap().id, "b.txt");
+    }
+}
