@@ -3,5 +3,7 @@
 //! Shared helpers for those tests live here (building and locating binaries, running them with
 //! a deadline), so the test files in `tests/` do not copy them.
 
+pub mod browser;
 pub mod harness;
+pub mod http;
 pub mod processes;

@@ -2,6 +2,7 @@
 //! the whole crate keeps link times down.
 
 mod coordinator;
+mod dashboard;
 mod demo;
 mod interop;
 mod node_cli;
