@@ -374,14 +374,24 @@ pub struct DashboardConfig {
     /// `host:port` to serve on; `None` (written `""` in the file) disables it.
     #[serde(with = "empty_string_is_none")]
     pub listen: Option<String>,
+    /// Bearer token for the changing actions (ban, allowlist, pause, resume); `None`
+    /// (written `""`) turns those actions off. At least 16 characters, no spaces.
+    #[serde(with = "empty_string_is_none")]
+    pub token: Option<String>,
 }
 
 impl Default for DashboardConfig {
     fn default() -> Self {
         Self {
             listen: Some("127.0.0.1:8080".to_owned()),
+            token: None,
         }
     }
+}
+
+/// Whether `token` is acceptable as the dashboard's bearer token.
+pub fn token_ok(token: &str) -> bool {
+    token.len() >= 16 && token.len() <= 256 && token.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// `[store]`: the coordinator's content store.
@@ -606,6 +616,17 @@ impl Config {
                 "dashboard.listen",
                 format_args!(
                     "must be \"host:port\" such as \"127.0.0.1:8080\", or \"\" to disable the dashboard (got {listen:?})"
+                ),
+            )?;
+        }
+
+        if let Some(token) = &self.dashboard.token {
+            v.ensure(
+                token_ok(token),
+                "dashboard.token",
+                format_args!(
+                    "must be 16 to 256 printable ASCII characters without spaces, or \"\" to turn the changing actions off (got {} characters)",
+                    token.len()
                 ),
             )?;
         }
@@ -862,6 +883,9 @@ ban_below = -50
 [dashboard]
 # "host:port" to serve the dashboard on, or "" to turn it off.
 listen = "127.0.0.1:8080"
+# Bearer token for the changing actions (ban, allowlist, pause, resume): 16 to 256
+# printable characters without spaces, or "" to turn those actions off.
+token = ""
 
 # The coordinator's content store (checkpoints, updates, shards).
 [store]
@@ -1159,6 +1183,13 @@ mod tests {
 
     #[test]
     fn dashboard_rules() {
+        invalid("[dashboard]\ntoken = \"short\"", "dashboard.token");
+        invalid(
+            "[dashboard]\ntoken = \"has a space in it, sadly\"",
+            "dashboard.token",
+        );
+        let ok = Config::from_toml("[dashboard]\ntoken = \"0123456789abcdef\"", "c").unwrap();
+        assert_eq!(ok.dashboard.token.as_deref(), Some("0123456789abcdef"));
         invalid("[dashboard]\nlisten = \"8080\"", "dashboard.listen");
         invalid("[dashboard]\nlisten = \":8080\"", "dashboard.listen");
         invalid(

@@ -133,10 +133,12 @@ async fn start_peer(
     Ok((keys, client, task))
 }
 
-/// Runs the demo, handing each round to `on_round`.
+/// Runs the demo, handing each round to `on_round`, serving the dashboard on `dashboard`
+/// when given.
 pub async fn run(
     settings: DemoSettings,
     runtime: Arc<Runtime>,
+    dashboard: Option<crate::dashboard::Listener>,
     mut on_round: impl FnMut(&DemoRound),
 ) -> Result<DemoSummary, ProjectError> {
     let config = demo_config(&settings);
@@ -151,6 +153,18 @@ pub async fn run(
         .await
         .map_err(|e| ProjectError::Invalid(e.to_string()))??;
     let project = Arc::new(project);
+    if let Some(listener) = dashboard {
+        // It outlives the run: the caller decides when the process ends.
+        listener.spawn(
+            project_dir.join(project::DB_FILE),
+            crate::dashboard::ProjectInfo {
+                name: config.project.name.clone(),
+                rounds: config.training.rounds,
+                peer: project.keys.peer_id().to_string(),
+            },
+            project.metrics.clone(),
+        );
+    }
     let (tx, mut rx) = mpsc::channel(256);
     let service = Service::start(project.clone(), NetworkConfig::loopback(), tx).await?;
     let addr = service

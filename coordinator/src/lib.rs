@@ -10,6 +10,7 @@
 //! - [`project`]: a project directory: data, model versions, opening and closing rounds.
 //! - [`service`]: the coordinator on the network: answering nodes, judging results.
 //! - [`demo`]: the local swarm demo and its centralized baseline.
+//! - [`dashboard`]: the HTTP server: dashboard page, JSON API, `/metrics`, guarded actions.
 //! - [`walkthrough`]: an in-process walkthrough of the wire protocol.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -17,6 +18,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod corpus;
+pub mod dashboard;
 pub mod demo;
 pub mod project;
 pub mod scheduler;

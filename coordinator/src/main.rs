@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use canopy_coordinator::config::{Config, FILE_NAME, Preset};
+use canopy_coordinator::dashboard;
 use canopy_coordinator::demo;
 use canopy_coordinator::project::{self, DB_FILE, Project};
 use canopy_coordinator::service::{Service, ServiceEvent};
@@ -41,6 +42,8 @@ enum Command {
         /// One JSON object per event instead of lines for people.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// Admit a node's key to a tier (the datacenter tier verifies volunteers' work).
     Allow {
@@ -73,6 +76,10 @@ enum Command {
         /// JSON for scripts.
         #[arg(long)]
         json: bool,
+        /// Totals per node, per organisation and per country instead of the entries (the
+        /// figures the dashboard shows).
+        #[arg(long, conflicts_with = "csv")]
+        totals: bool,
     },
     /// Export a model version in the Hugging Face BLOOM layout (safetensors + config.json).
     Export {
@@ -112,6 +119,8 @@ enum Command {
         /// One JSON object per round and a final {"summary": …} object.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        http: HttpArgs,
     },
     /// Walk through the wire protocol in one process: signed model chunks, out-of-order
     /// reassembly, signed compressed updates, batch verification, refused replays.
@@ -131,6 +140,47 @@ enum Command {
         #[command(subcommand)]
         command: corpus_cli::CorpusCommand,
     },
+}
+
+/// The dashboard's flags, shared by `run` and `demo`.
+#[derive(clap::Args)]
+struct HttpArgs {
+    /// Serve the dashboard, JSON API and /metrics on this `host:port` (`run` defaults to
+    /// `dashboard.listen` of canopy.toml; the demo serves none unless asked, and keeps serving
+    /// after the run until Ctrl-C).
+    #[arg(long, value_name = "HOST:PORT")]
+    http: Option<String>,
+    /// Bearer token for the dashboard's changing actions (default: `dashboard.token`).
+    #[arg(long, env = "CANOPY_DASHBOARD_TOKEN", hide_env_values = true)]
+    http_token: Option<String>,
+}
+
+impl HttpArgs {
+    /// Binds the dashboard's listener: the flags win over the configuration.
+    async fn bind(
+        &self,
+        config: Option<&canopy_coordinator::config::DashboardConfig>,
+    ) -> anyhow::Result<Option<dashboard::Listener>> {
+        let listen = self
+            .http
+            .clone()
+            .or_else(|| config.and_then(|c| c.listen.clone()));
+        let token = self
+            .http_token
+            .clone()
+            .or_else(|| config.and_then(|c| c.token.clone()));
+        if let Some(t) = &token
+            && !canopy_coordinator::config::token_ok(t)
+        {
+            bail!(
+                "the dashboard token must be 16 to 256 printable ASCII characters without spaces"
+            );
+        }
+        let Some(listen) = listen else {
+            return Ok(None);
+        };
+        Ok(Some(dashboard::Listener::bind(&listen, token).await?))
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -166,13 +216,24 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Init { dir } => init(&dir),
-        Command::Run { config, json } => {
+        Command::Run { config, json, http } => {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(run_project(&config, json))
+            rt.block_on(run_project(&config, json, &http))
         }
         Command::Allow { peer, tier, config } => allow(&config, &peer, tier),
         Command::Status { config, json } => status(&config, json),
-        Command::Ledger { config, csv, json } => ledger(&config, csv, json),
+        Command::Ledger {
+            config,
+            csv,
+            json,
+            totals,
+        } => {
+            if totals {
+                ledger_totals(&config, json)
+            } else {
+                ledger(&config, csv, json)
+            }
+        }
         Command::Export {
             checkpoint,
             dir,
@@ -187,6 +248,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             corpus,
             dir,
             json,
+            http,
         } => {
             let dir = dir.unwrap_or_else(|| {
                 std::env::temp_dir().join(format!("canopy-demo-{}", std::process::id()))
@@ -205,7 +267,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dir,
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            rt.block_on(swarm_demo(settings, json))
+            rt.block_on(swarm_demo(settings, json, &http))
         }
         Command::Walkthrough {
             nodes,
@@ -269,8 +331,9 @@ fn allow(config: &Path, peer: &str, tier: TierArg) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_project(config_path: &Path, json: bool) -> anyhow::Result<()> {
+async fn run_project(config_path: &Path, json: bool, http: &HttpArgs) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
+    let listener = http.bind(Some(&config.dashboard)).await?;
     let dir = project_dir(config_path);
     let mut shutdown = Box::pin(
         canopy_node::control::shutdown_signal().context("listening for Ctrl-C and SIGTERM")?,
@@ -302,10 +365,26 @@ async fn run_project(config_path: &Path, json: bool) -> anyhow::Result<()> {
     let service = Service::start(project.clone(), network, tx).await?;
     let addrs = service.client().listen_addrs().await.unwrap_or_default();
     let current = project.current();
+    let url = match listener {
+        Some(listener) => {
+            let url = listener.url()?;
+            listener.spawn(
+                dir.join(DB_FILE),
+                dashboard::ProjectInfo {
+                    name: project.config.project.name.clone(),
+                    rounds: project.config.training.rounds,
+                    peer: project.keys.peer_id().to_string(),
+                },
+                project.metrics.clone(),
+            );
+            Some(url)
+        }
+        None => None,
+    };
     if json {
         println!(
             "{}",
-            serde_json::json!({"started": {"peer": project.keys.peer_id().to_string(), "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "round": current.round}})
+            serde_json::json!({"started": {"peer": project.keys.peer_id().to_string(), "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "round": current.round, "dashboard": url}})
         );
     } else {
         println!(
@@ -316,6 +395,9 @@ async fn run_project(config_path: &Path, json: bool) -> anyhow::Result<()> {
         println!("peer id {}", project.keys.peer_id());
         for a in &addrs {
             println!("listening on {a}");
+        }
+        if let Some(url) = &url {
+            println!("dashboard at {url}");
         }
         println!(
             "round {} of {}; nodes join with: canopy-node join <address above>",
@@ -497,6 +579,45 @@ fn ledger(config: &Path, csv: bool, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn ledger_totals(config: &Path, json: bool) -> anyhow::Result<()> {
+    let state = open_state(config)?;
+    let totals = state.read().contributors()?;
+    if json {
+        println!("{}", serde_json::to_string(&totals)?);
+        return Ok(());
+    }
+    println!("{} ledger entries", totals.entries);
+    let groups = [
+        ("node", &totals.volunteers),
+        ("organisation", &totals.organisations),
+        ("country", &totals.countries),
+    ];
+    for (what, rows) in groups {
+        println!(
+            "\n{:<54} {:>6} {:>12} {:>12} {:>8} {:>8} {:>8}",
+            what, "nodes", "tokens", "compute s", "accepted", "verified", "refused"
+        );
+        for c in rows {
+            let label = match (&c.key, &c.name) {
+                (Some(k), Some(n)) => format!("{n} ({k})"),
+                (Some(k), None) => k.clone(),
+                (None, _) => "(not declared)".into(),
+            };
+            println!(
+                "{:<54} {:>6} {:>12} {:>12.1} {:>8} {:>8} {:>8}",
+                label,
+                c.peers,
+                c.tokens,
+                c.compute_ms as f64 / 1000.0,
+                c.accepted,
+                c.verified,
+                c.rejected
+            );
+        }
+    }
+    Ok(())
+}
+
 fn export(config_path: &Path, checkpoint: &str, out: &Path) -> anyhow::Result<()> {
     let dir = project_dir(config_path);
     let config = Config::load(config_path)?;
@@ -523,8 +644,21 @@ fn export(config_path: &Path, checkpoint: &str, out: &Path) -> anyhow::Result<()
     Ok(())
 }
 
-async fn swarm_demo(settings: demo::DemoSettings, json: bool) -> anyhow::Result<()> {
+async fn swarm_demo(
+    settings: demo::DemoSettings,
+    json: bool,
+    http: &HttpArgs,
+) -> anyhow::Result<()> {
     let runtime = canopy_shaders::Runtime::from_env().context("choosing where kernels run")?;
+    let listener = http.bind(None).await?;
+    let url = listener.as_ref().map(|l| l.url()).transpose()?;
+    if let Some(url) = &url {
+        if json {
+            println!("{}", serde_json::json!({ "dashboard": { "url": url } }));
+        } else {
+            println!("dashboard at {url}");
+        }
+    }
     if !json {
         println!(
             "Canopy local swarm demo: 1 coordinator, {} volunteers, {} datacenter node(s), each its own libp2p peer on loopback",
@@ -540,7 +674,7 @@ async fn swarm_demo(settings: demo::DemoSettings, json: bool) -> anyhow::Result<
             "round", "train", "held-out", "accepted", "rejected", "sent", "elapsed"
         );
     }
-    let summary = demo::run(settings, std::sync::Arc::new(runtime), |r| {
+    let summary = demo::run(settings, std::sync::Arc::new(runtime), listener, |r| {
         if json {
             println!("{}", serde_json::json!({ "round": r }));
         } else {
@@ -560,8 +694,22 @@ async fn swarm_demo(settings: demo::DemoSettings, json: bool) -> anyhow::Result<
     .await?;
     if json {
         println!("{}", serde_json::json!({ "summary": summary }));
-        return Ok(());
+    } else {
+        print_demo_summary(&summary);
     }
+    if let Some(url) = url {
+        if !json {
+            println!("\nthe dashboard keeps serving at {url}; Ctrl-C to quit");
+        }
+        let _ = std::io::stdout().flush();
+        canopy_node::control::shutdown_signal()
+            .context("listening for Ctrl-C and SIGTERM")?
+            .await;
+    }
+    Ok(())
+}
+
+fn print_demo_summary(summary: &demo::DemoSummary) {
     println!(
         "\nheld-out loss: initial {:.4}, decentralized {:.4}, centralized baseline {:.4} ({:+.1}%)",
         summary.initial_eval_loss,
@@ -579,7 +727,6 @@ async fn swarm_demo(settings: demo::DemoSettings, json: bool) -> anyhow::Result<
         summary.decentralized_s, summary.baseline_s, summary.accepted, summary.rejected
     );
     println!("exported model: {}", summary.exported.display());
-    Ok(())
 }
 
 fn demo(nodes: u16, params: u32, json: bool) -> anyhow::Result<()> {

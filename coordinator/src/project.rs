@@ -161,6 +161,8 @@ pub struct Project {
     optimizer: Mutex<OuterOptimizer>,
     /// Rejections by reason since the coordinator started.
     pub rejections: Mutex<RejectionStats>,
+    /// Counters the service updates and the dashboard's `/metrics` reports.
+    pub metrics: Arc<crate::dashboard::Metrics>,
 }
 
 impl std::fmt::Debug for Project {
@@ -322,6 +324,7 @@ impl Project {
             current: Mutex::new(current),
             optimizer: Mutex::new(optimizer),
             rejections: Mutex::new(RejectionStats::default()),
+            metrics: Arc::new(crate::dashboard::Metrics::new()),
             state: Mutex::new(state),
             store,
             model,

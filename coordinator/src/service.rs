@@ -156,13 +156,19 @@ impl Service {
         let close = {
             let mut state = project.state();
             let expired = state.transaction(|tx| scheduler::expire(tx, now))?;
+            project.metrics.lease_expiries.inc_by(expired.len() as u64);
             for lease in expired {
                 tracing::info!(lease = lease.id, task = lease.task, peer = %lease.peer, "lease expired; task reopened");
             }
             self.round_ready(&state, now)?
         };
+        let status = self.client.status().await.ok();
+        if let Some(s) = &status {
+            project
+                .metrics
+                .observe_bytes(s.bytes_served, s.bytes_fetched);
+        }
         if close {
-            let status = self.client.status().await.ok();
             let (served, fetched) = status.map_or((0, 0), |s| (s.bytes_served, s.bytes_fetched));
             let (out, inn) = (
                 served - self.bytes_mark.0.min(served),
@@ -298,7 +304,17 @@ impl Service {
                     joined_ms: now,
                     last_seen_ms: now,
                 };
-                state.transaction(|tx| tx.upsert_peer(&record))?;
+                let adapter = join
+                    .capabilities
+                    .adapters
+                    .iter()
+                    .map(|a| format!("{} ({})", a.name, a.backend))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                state.transaction(|tx| {
+                    tx.upsert_peer(&record)?;
+                    tx.set_peer_adapter(&key, &adapter)
+                })?;
                 let banned = state.read().peer(&key)?.is_some_and(|p| p.banned);
                 let _ = self.report.try_send(ServiceEvent::Joined {
                     peer,
@@ -344,6 +360,13 @@ impl Service {
                 };
                 if project.finished() {
                     return Ok(no_work(10_000, "training has finished", false));
+                }
+                if state.read().paused()? {
+                    return Ok(no_work(
+                        5_000,
+                        "the project is paused by its coordinator",
+                        false,
+                    ));
                 }
                 let active = datacenter_active(&state.read().peers()?, now);
                 let granted = state.transaction(|tx| {
@@ -483,6 +506,7 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
     match verdict {
         Ok(Checked::Internal(e)) => {
             tracing::warn!(%peer, task = task.0, "could not judge a result: {e}");
+            project.metrics.rejected("coordinator_error");
             ack(
                 false,
                 Some("the coordinator could not judge this result; it will be re-run".into()),
@@ -563,10 +587,12 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
             });
             match committed {
                 Ok(verified) => {
+                    project.metrics.results_accepted.inc();
                     if let Some((orig, ok)) = verified {
                         tracing::info!(original = %orig, passed = ok, "verification re-run compared");
                         if !ok {
                             project.count_rejection(|s| s.failed_verification += 1);
+                            project.metrics.verification_failures.inc();
                         }
                     }
                     if let Some(root) = record.update_root
@@ -578,6 +604,7 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
                 }
                 Err(e) => {
                     tracing::warn!("committing a result: {e}");
+                    project.metrics.rejected("coordinator_error");
                     ack(
                         false,
                         Some("the coordinator could not record this result".into()),
@@ -587,6 +614,9 @@ async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskRes
         }
         Err(refusal) => {
             project.count_rejection(refusal.count);
+            project
+                .metrics
+                .rejected(crate::dashboard::metrics::rejection_reason(refusal.count));
             tracing::info!(%peer, task = task.0, "result refused: {}", refusal.reason);
             let lease = result.lease.0;
             let committed = project.state().transaction(|tx| {

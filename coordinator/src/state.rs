@@ -14,6 +14,8 @@
 //! - `results`: every update received, with its verdict; accepted ones feed aggregation.
 //! - `ledger`: the contribution ledger: who did what work, how much, verified or not, and the
 //!   hash of the signed result.
+//! - `peer_adapters`: the compute each node said it runs on when it last joined.
+//! - `corpus_builds`: progress and data-card figures of each corpus build.
 //!
 //! Every change that a node is told about (a lease, an acknowledged result) is committed
 //! before the answer is sent.
@@ -78,7 +80,16 @@ CREATE TABLE IF NOT EXISTS ledger (
     kind TEXT NOT NULL, tokens INTEGER NOT NULL, compute_ms INTEGER NOT NULL,
     accepted INTEGER NOT NULL, verified TEXT NOT NULL, result_hash TEXT, reason TEXT,
     ts_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS peer_adapters (peer TEXT PRIMARY KEY, adapter TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS corpus_builds (
+    id INTEGER PRIMARY KEY, started_ms INTEGER NOT NULL, finished_ms INTEGER,
+    chunks_total INTEGER NOT NULL, chunks_done INTEGER NOT NULL DEFAULT 0,
+    documents_in INTEGER NOT NULL DEFAULT 0, documents_kept INTEGER NOT NULL DEFAULT 0,
+    datacard TEXT);
 ";
+
+/// The `meta` key whose value `1` pauses the project: no new leases are granted.
+pub const PAUSED_KEY: &str = "paused";
 
 /// A node the coordinator knows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -239,6 +250,85 @@ pub struct LedgerEntry {
     pub reason: Option<String>,
     /// When.
     pub ts_ms: u64,
+}
+
+/// One corpus build: how far it got and, once finished, its data card.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CorpusBuildRecord {
+    /// Build number.
+    pub id: u64,
+    /// When it started (ms since the epoch).
+    pub started_ms: u64,
+    /// When it finished, if it has.
+    pub finished_ms: Option<u64>,
+    /// Chunks to process.
+    pub chunks_total: u64,
+    /// Chunks processed so far.
+    pub chunks_done: u64,
+    /// Documents ingested.
+    pub documents_in: u64,
+    /// Documents kept after filtering, deduplication and opt-outs.
+    pub documents_kept: u64,
+    /// The data card (JSON), once written.
+    pub datacard: Option<serde_json::Value>,
+}
+
+/// How [`Reader::contributors`] groups the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContributorGroup {
+    /// One row per node.
+    Peer,
+    /// One row per self-declared organisation (nodes without one together).
+    Organisation,
+    /// One row per self-declared country (nodes without one together).
+    Country,
+}
+
+/// The work one contributor (a node, an organisation or a country) did, from the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contribution {
+    /// The peer id, organisation or country code; `None` for "not declared".
+    pub key: Option<String>,
+    /// For a node: its display name.
+    pub name: Option<String>,
+    /// For a node: its organisation.
+    pub org: Option<String>,
+    /// For a node: its country.
+    pub country: Option<String>,
+    /// For a node: its tier.
+    pub tier: Option<String>,
+    /// Nodes in the group.
+    pub peers: u64,
+    /// Ledger entries (results sent).
+    pub results: u64,
+    /// Results accepted.
+    pub accepted: u64,
+    /// Results refused (or failed verification).
+    pub rejected: u64,
+    /// Results confirmed by a datacenter re-run.
+    pub verified: u64,
+    /// Re-runs done for others (datacenter tier).
+    pub verifications: u64,
+    /// Training tokens in accepted results.
+    pub tokens: u64,
+    /// Training tokens in verified results.
+    pub tokens_verified: u64,
+    /// Compute time reported in all results.
+    pub compute_ms: u64,
+}
+
+/// The contribution ledger summed per node, per organisation and per country: what
+/// `canopy-coordinator ledger --totals` prints and the dashboard shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contributors {
+    /// Ledger entries in all.
+    pub entries: u64,
+    /// Per node, most tokens first.
+    pub volunteers: Vec<Contribution>,
+    /// Per organisation, most tokens first.
+    pub organisations: Vec<Contribution>,
+    /// Per country, most tokens first.
+    pub countries: Vec<Contribution>,
 }
 
 fn digest(what: &'static str, text: String) -> Result<Digest> {
@@ -505,6 +595,121 @@ impl $t {
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The ledger summed by `group`, most tokens first. One query serves every grouping, so
+    /// the ledger command and the dashboard agree on every figure.
+    pub fn contributions(&self, group: ContributorGroup) -> Result<Vec<Contribution>> {
+        let (key, node) = match group {
+            ContributorGroup::Peer => ("l.peer", true),
+            ContributorGroup::Organisation => ("p.org", false),
+            ContributorGroup::Country => ("p.country", false),
+        };
+        let mut stmt = self.c().prepare(&format!(
+            "SELECT {key}, MAX(p.name), MAX(p.org), MAX(p.country), MAX(p.tier),
+                    COUNT(DISTINCT l.peer), COUNT(*),
+                    SUM(CASE WHEN l.accepted = 1 THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN l.accepted = 0 THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN l.verified = 'verified' THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN l.verified = 'verifier' THEN 1 ELSE 0 END),
+                    SUM(CASE WHEN l.accepted = 1 THEN l.tokens ELSE 0 END),
+                    SUM(CASE WHEN l.verified = 'verified' THEN l.tokens ELSE 0 END),
+                    SUM(l.compute_ms)
+             FROM ledger l LEFT JOIN peers p ON p.peer = l.peer
+             GROUP BY {key} ORDER BY 12 DESC, 1"
+        ))?;
+        let count = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<u64> {
+            Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
+        };
+        let rows = stmt.query_map([], |r| {
+            Ok(Contribution {
+                key: r.get(0)?,
+                name: if node { r.get(1)? } else { None },
+                org: if node { r.get(2)? } else { None },
+                country: if node { r.get(3)? } else { None },
+                tier: if node { r.get(4)? } else { None },
+                peers: count(r, 5)?,
+                results: count(r, 6)?,
+                accepted: count(r, 7)?,
+                rejected: count(r, 8)?,
+                verified: count(r, 9)?,
+                verifications: count(r, 10)?,
+                tokens: count(r, 11)?,
+                tokens_verified: count(r, 12)?,
+                compute_ms: count(r, 13)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// The ledger summed per node, per organisation and per country.
+    pub fn contributors(&self) -> Result<Contributors> {
+        let entries: i64 = self.c().query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))?;
+        Ok(Contributors {
+            entries: entries.max(0) as u64,
+            volunteers: self.contributions(ContributorGroup::Peer)?,
+            organisations: self.contributions(ContributorGroup::Organisation)?,
+            countries: self.contributions(ContributorGroup::Country)?,
+        })
+    }
+
+    /// The compute each node said it runs on, by peer id.
+    pub fn peer_adapters(&self) -> Result<std::collections::HashMap<String, String>> {
+        let mut stmt = self.c().prepare("SELECT peer, adapter FROM peer_adapters")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every corpus build, newest first.
+    pub fn corpus_builds(&self) -> Result<Vec<CorpusBuildRecord>> {
+        let mut stmt = self.c().prepare(
+            "SELECT id, started_ms, finished_ms, chunks_total, chunks_done, documents_in,
+                    documents_kept, datacard FROM corpus_builds ORDER BY id DESC",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let card: Option<String> = r.get(7)?;
+            Ok((
+                CorpusBuildRecord {
+                    id: r.get::<_, i64>(0)? as u64,
+                    started_ms: r.get::<_, i64>(1)? as u64,
+                    finished_ms: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    chunks_total: r.get::<_, i64>(3)? as u64,
+                    chunks_done: r.get::<_, i64>(4)? as u64,
+                    documents_in: r.get::<_, i64>(5)? as u64,
+                    documents_kept: r.get::<_, i64>(6)? as u64,
+                    datacard: None,
+                },
+                card,
+            ))
+        })?;
+        rows.map(|row| {
+            let (mut build, card) = row?;
+            build.datacard = card
+                .map(|c| serde_json::from_str(&c))
+                .transpose()
+                .map_err(|e| StateError::Corrupt {
+                    what: "data card",
+                    reason: e.to_string(),
+                })?;
+            Ok(build)
+        })
+        .collect()
+    }
+
+    /// How many tasks of `round` have each status.
+    pub fn task_counts(&self, round: u64) -> Result<Vec<(String, u64)>> {
+        let mut stmt = self
+            .c()
+            .prepare("SELECT status, COUNT(*) FROM tasks WHERE round = ?1 GROUP BY status ORDER BY status")?;
+        let rows = stmt.query_map([round as i64], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether the project is paused (see [`PAUSED_KEY`]).
+    pub fn paused(&self) -> Result<bool> {
+        Ok(self.meta(PAUSED_KEY)?.as_deref() == Some("1"))
     }
 }
     )*};
@@ -900,6 +1105,74 @@ impl Tx<'_> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![peer, round as i64, task as i64, kind, tokens as i64, compute_ms as i64, accepted, verified,
                 result_hash.map(|d| d.to_string()), reason, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records the compute a node said it runs on.
+    pub fn set_peer_adapter(&self, peer: &str, adapter: &str) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO peer_adapters(peer, adapter) VALUES (?1, ?2)
+             ON CONFLICT(peer) DO UPDATE SET adapter = ?2",
+            [peer, adapter],
+        )?;
+        Ok(())
+    }
+
+    /// Bans a node (or lifts its ban). Returns whether the node is known.
+    pub fn set_banned(&self, peer: &str, banned: bool) -> Result<bool> {
+        let n = self.tx.execute(
+            "UPDATE peers SET banned = ?2 WHERE peer = ?1",
+            params![peer, banned],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Pauses or resumes the project (see [`PAUSED_KEY`]).
+    pub fn set_paused(&self, paused: bool) -> Result<()> {
+        self.set_meta(PAUSED_KEY, if paused { "1" } else { "0" })
+    }
+
+    /// Starts a corpus build over `chunks_total` chunks; returns its id.
+    pub fn start_corpus_build(&self, chunks_total: u64, now_ms: u64) -> Result<u64> {
+        self.tx.execute(
+            "INSERT INTO corpus_builds(started_ms, chunks_total) VALUES (?1, ?2)",
+            params![now_ms as i64, chunks_total as i64],
+        )?;
+        Ok(self.tx.last_insert_rowid() as u64)
+    }
+
+    /// Records a corpus build's progress.
+    pub fn corpus_build_progress(
+        &self,
+        id: u64,
+        chunks_done: u64,
+        documents_in: u64,
+        documents_kept: u64,
+    ) -> Result<()> {
+        self.tx.execute(
+            "UPDATE corpus_builds SET chunks_done = ?2, documents_in = ?3, documents_kept = ?4
+             WHERE id = ?1",
+            params![
+                id as i64,
+                chunks_done as i64,
+                documents_in as i64,
+                documents_kept as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Finishes a corpus build with its data card.
+    pub fn finish_corpus_build(
+        &self,
+        id: u64,
+        datacard: &serde_json::Value,
+        now_ms: u64,
+    ) -> Result<()> {
+        self.tx.execute(
+            "UPDATE corpus_builds SET finished_ms = ?2, datacard = ?3 WHERE id = ?1",
+            params![id as i64, now_ms as i64, datacard.to_string()],
         )?;
         Ok(())
     }

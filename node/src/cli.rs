@@ -79,7 +79,7 @@ pub struct JoinArgs {
     #[arg(long)]
     pub name: Option<String>,
     /// Your organisation, if you want it credited.
-    #[arg(long)]
+    #[arg(long, visible_alias = "organisation")]
     pub org: Option<String>,
     /// Your country, as an ISO 3166-1 alpha-2 code (e.g. FR).
     #[arg(long)]

@@ -540,9 +540,11 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
                 "bytes_served": served,
                 "bytes_fetched": fetched,
                 "peers_banned": banned,
+                "tasks_done": w.accepted + w.rejected,
                 "tasks_accepted": w.accepted,
                 "tasks_rejected": w.rejected,
                 "tokens": w.tokens,
+                "compute_ms": w.compute_ms,
             }})
         );
     } else {
@@ -550,11 +552,13 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
             eprintln!();
         }
         eprintln!(
-            "left the swarm after {}s: {} task(s) accepted, {} refused, {} tokens trained; served {}, fetched {}, banned {banned} misbehaving peer(s)",
+            "left the swarm after {}s: {} task(s) done ({} accepted, {} refused), {} tokens trained in {:.1}s of compute; served {}, fetched {}, banned {banned} misbehaving peer(s)",
             started.elapsed().as_secs(),
+            w.accepted + w.rejected,
             w.accepted,
             w.rejected,
             w.tokens,
+            w.compute_ms as f64 / 1000.0,
             human_bytes(served),
             human_bytes(fetched)
         );
@@ -575,8 +579,14 @@ fn status_line(file: &control::NodeStatus, w: &WorkerStatus) -> String {
         _ => w.state.clone(),
     };
     format!(
-        "peers {:>3} | {task} | {:.0} tok/s | done {} ok, {} refused, {} tokens | up {}s",
-        file.peers, w.tokens_per_sec, w.accepted, w.rejected, w.tokens, file.uptime_s
+        "peers {:>3} | {task} | {:.0} tok/s | done {} ok, {} refused, {} tokens, {:.0}s compute | up {}s",
+        file.peers,
+        w.tokens_per_sec,
+        w.accepted,
+        w.rejected,
+        w.tokens,
+        w.compute_ms as f64 / 1000.0,
+        file.uptime_s
     )
 }
 

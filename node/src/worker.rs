@@ -49,6 +49,8 @@ pub struct WorkerStatus {
     pub rejected: u64,
     /// Training tokens in accepted and refused results.
     pub tokens: u64,
+    /// Compute time of the tasks whose results were acknowledged, in milliseconds.
+    pub compute_ms: u64,
     /// Training tokens per second of the last task.
     pub tokens_per_sec: f64,
     /// The last problem, for the volunteer.
@@ -312,6 +314,7 @@ impl Worker {
                         tracing::info!(task = task.0, accepted = ack.accepted, reason = ?ack.reason, "result acknowledged");
                         self.shared.update(|s| {
                             s.tokens += tokens;
+                            s.compute_ms += compute_ms;
                             if ack.accepted {
                                 s.accepted += 1;
                             } else {

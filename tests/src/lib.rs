@@ -4,5 +4,7 @@
 //! a deadline), so the test files in `tests/` do not copy them.
 
 pub mod adversary;
+pub mod browser;
 pub mod harness;
+pub mod http;
 pub mod processes;

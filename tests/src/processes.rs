@@ -12,7 +12,8 @@ use crate::harness::{binary, run_with_timeout};
 
 /// A small, fast training project: the tiny model, short inner phases, a few rounds.
 /// `training` overrides keys of `[training]` (e.g. `("rounds", "4")`); `extra` appends whole
-/// sections (e.g. `"[verification]\nrerun_fraction = 1.0"`).
+/// sections (e.g. `"[verification]\nrerun_fraction = 1.0"`). The dashboard is off unless
+/// `extra` has a `[dashboard]` section (tests run side by side; a fixed port would clash).
 pub fn small_project(dir: &Path, port: u16, training: &[(&str, &str)], extra: &str) -> PathBuf {
     std::fs::create_dir_all(dir).expect("project dir");
     let path = dir.join("canopy.toml");
@@ -31,9 +32,14 @@ pub fn small_project(dir: &Path, port: u16, training: &[(&str, &str)], extra: &s
         }
     }
     let training: String = keys.iter().map(|(k, v)| format!("{k} = {v}\n")).collect();
+    let dashboard = if extra.contains("[dashboard]") {
+        ""
+    } else {
+        "[dashboard]\nlisten = \"\"\n"
+    };
     let text = format!(
         "[project]\nname = \"e2e\"\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\n\
-         [data]\ngenerated_bytes = 300000\nshard_bytes = 32768\n[training]\n{training}{extra}\n"
+         [data]\ngenerated_bytes = 300000\nshard_bytes = 32768\n[training]\n{training}{dashboard}{extra}\n"
     );
     std::fs::write(&path, text).expect("write config");
     path
@@ -64,6 +70,8 @@ pub struct Coordinator {
     pub events: Arc<Mutex<Vec<serde_json::Value>>>,
     /// Its first listen address (ending in /p2p/<peer id>).
     pub addr: String,
+    /// The dashboard's URL, when it serves one.
+    pub dashboard: Option<String>,
 }
 
 impl Coordinator {
@@ -95,6 +103,7 @@ impl Coordinator {
             child,
             events,
             addr: String::new(),
+            dashboard: None,
         };
         let started = coordinator
             .wait_for(Duration::from_secs(120), |e| e.get("started").is_some())
@@ -103,6 +112,7 @@ impl Coordinator {
             .as_str()
             .expect("a listen address")
             .to_string();
+        coordinator.dashboard = started["started"]["dashboard"].as_str().map(str::to_string);
         coordinator
     }
 

@@ -4,6 +4,7 @@
 mod byzantine;
 mod coordinator;
 mod corpus;
+mod dashboard;
 mod demo;
 mod interop;
 mod node_cli;

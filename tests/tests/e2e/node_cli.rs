@@ -97,6 +97,8 @@ async fn join_connects_and_leaves_on_sigterm() {
     );
     let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(last["summary"]["uptime_s"].is_u64(), "{stdout}");
+    assert!(last["summary"]["compute_ms"].is_u64(), "{stdout}");
+    assert!(last["summary"]["tasks_done"].is_u64(), "{stdout}");
 }
 
 /// `canopy-node selftest` runs every kernel through the WGSL on a software Vulkan driver and

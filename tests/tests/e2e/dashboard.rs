@@ -1,0 +1,543 @@
+//! The coordinator's dashboard against real processes: the JSON API and `/metrics` of a
+//! coordinator with two volunteer processes (figures checked against the ledger command), the
+//! token-guarded actions, and the page itself rendered by headless Chromium on a demo run.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use canopy_tests::browser;
+use canopy_tests::harness::binary;
+use canopy_tests::http::{get, post};
+use canopy_tests::processes::{
+    Coordinator, Volunteer, coordinator_cli, coordinator_json, free_port, node_peer_id, signal,
+    small_project,
+};
+
+const TOKEN: &str = "e2e-dashboard-token-0123456789";
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    false
+}
+
+/// Parses the OpenMetrics text: `# HELP`/`# TYPE`/`# EOF` comments and `name{labels} value`
+/// samples; panics on anything else. Returns the samples.
+fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    let mut eof = false;
+    for line in text.lines() {
+        assert!(!eof, "a line after # EOF: {line:?}");
+        if line == "# EOF" {
+            eof = true;
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let kind = comment.split(' ').next().unwrap_or("");
+            assert!(
+                matches!(kind, "HELP" | "TYPE" | "UNIT"),
+                "unknown comment {line:?}"
+            );
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        let metric = name.split('{').next().unwrap_or("");
+        assert!(
+            !metric.is_empty()
+                && metric
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        if name.contains('{') {
+            assert!(name.ends_with('}'), "bad labels in {line:?}");
+        }
+        let value: f64 = match value {
+            "NaN" => f64::NAN,
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|e| panic!("bad value in {line:?}: {e}")),
+        };
+        samples.push((name.to_string(), value));
+    }
+    assert!(eof, "no # EOF at the end");
+    samples
+}
+
+fn sample(samples: &[(String, f64)], name: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no sample {name} in {samples:?}"))
+        .1
+}
+
+fn ledger_entries_of(ledger: &serde_json::Value, peer: &str) -> Vec<serde_json::Value> {
+    ledger
+        .as_array()
+        .expect("ledger array")
+        .iter()
+        .filter(|e| e["peer"] == peer)
+        .cloned()
+        .collect()
+}
+
+/// A coordinator process with two volunteer processes: `/api/rounds` has the losses of a
+/// closed round, `/api/peers` the volunteers with what they declared, `/api/contributors`
+/// equals `ledger --totals --json` and the sums of `ledger --json`, `/metrics` parses and
+/// counts exactly the accepted results of the ledger; the changing actions answer 401
+/// without the token and work with it (pause stops leasing, a ban stops the node's work).
+#[test]
+fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let http_port = free_port();
+    let config = small_project(
+        &tmp.path().join("project"),
+        free_port(),
+        &[("rounds", "8")],
+        &format!("[dashboard]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{TOKEN}\"\n"),
+    );
+    let config_s = config.to_string_lossy().to_string();
+    let http: SocketAddr = format!("127.0.0.1:{http_port}").parse().expect("addr");
+    let (d1, d2) = (tmp.path().join("v1"), tmp.path().join("v2"));
+    let (p1, p2) = (node_peer_id(&d1), node_peer_id(&d2));
+
+    let mut coordinator = Coordinator::start(&config);
+    assert_eq!(
+        coordinator.dashboard.as_deref(),
+        Some(format!("http://{http}/").as_str()),
+        "the coordinator prints the dashboard's URL"
+    );
+    let _v1 = Volunteer::start(
+        &d1,
+        &coordinator.addr,
+        &[
+            "--name",
+            "ada",
+            "--organisation",
+            "Inria",
+            "--country",
+            "FR",
+        ],
+    );
+    let _v2 = Volunteer::start(
+        &d2,
+        &coordinator.addr,
+        &["--name", "lin", "--org", "BigScience", "--country", "DE"],
+    );
+
+    // The page and the reads are open.
+    let page = get(http, "/");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/html")
+    );
+    assert!(page.body.contains("id=\"loss-chart\""));
+    assert_eq!(
+        get(http, "/api/corpus").json(),
+        serde_json::json!({"builds": []})
+    );
+    assert_eq!(get(http, "/nowhere").status, 404);
+
+    coordinator
+        .wait_for(Duration::from_secs(300), |e| e["round"]["round"] == 0)
+        .expect("round 0 closes");
+    let rounds = get(http, "/api/rounds").json();
+    let initial = rounds["initial_eval_loss"].as_f64().expect("initial loss");
+    let first = &rounds["rounds"][0];
+    assert!(first["closed_ms"].is_u64(), "{rounds}");
+    let eval = first["eval_loss"].as_f64().expect("held-out loss");
+    let train = first["train_loss"].as_f64().expect("training loss");
+    assert!(
+        eval.is_finite() && train.is_finite() && initial.is_finite(),
+        "{rounds}"
+    );
+
+    let peers = get(http, "/api/peers").json();
+    for (peer, name, org, country) in [
+        (&p1, "ada", "Inria", "FR"),
+        (&p2, "lin", "BigScience", "DE"),
+    ] {
+        let p = peers
+            .as_array()
+            .expect("peers")
+            .iter()
+            .find(|p| p["peer"] == peer.as_str())
+            .unwrap_or_else(|| panic!("{peer} missing in {peers}"));
+        assert_eq!(p["name"], name);
+        assert_eq!(p["org"], org);
+        assert_eq!(p["country"], country);
+        assert_eq!(p["tier"], "volunteer");
+        assert_eq!(p["banned"], false);
+        assert!(
+            p["adapter"].as_str().is_some_and(|a| a.contains("cpu")),
+            "{p}"
+        );
+    }
+
+    // Changing actions: 401 without the token or with a wrong one.
+    for token in [None, Some("wrong-token-wrong-token")] {
+        let r = post(http, "/api/pause", token, "");
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert!(r.json()["error"].is_string());
+    }
+    assert_eq!(get(http, "/api/status").json()["paused"], false);
+    let r = post(http, "/api/pause", Some(TOKEN), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(get(http, "/api/status").json()["paused"], true);
+
+    // Paused: leases in progress finish, no new ones are granted, the state settles.
+    let settled = wait_until(Duration::from_secs(300), || {
+        get(http, "/api/status").json()["leases_active"] == 0
+    });
+    assert!(settled, "the leases in progress finish while paused");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        get(http, "/api/status").json()["leases_active"],
+        0,
+        "no lease is granted while paused"
+    );
+
+    // Contributors: the same figures as the ledger command, and as the ledger's entries.
+    let contributors = get(http, "/api/contributors").json();
+    let totals: serde_json::Value = serde_json::from_str(&coordinator_cli(&[
+        "ledger", "--totals", "--json", "--config", &config_s,
+    ]))
+    .expect("ledger --totals --json");
+    assert_eq!(
+        contributors, totals,
+        "the dashboard and `ledger --totals` agree"
+    );
+    let ledger = coordinator_json("ledger", &config);
+    assert_eq!(
+        contributors["entries"].as_u64(),
+        Some(ledger.as_array().expect("ledger").len() as u64)
+    );
+    for (peer, org, country) in [(&p1, "Inria", "FR"), (&p2, "BigScience", "DE")] {
+        let entries = ledger_entries_of(&ledger, peer);
+        assert!(!entries.is_empty(), "{peer} did work");
+        let row = contributors["volunteers"]
+            .as_array()
+            .expect("volunteers")
+            .iter()
+            .find(|v| v["key"] == peer.as_str())
+            .unwrap_or_else(|| panic!("{peer} missing in {contributors}"))
+            .clone();
+        let accepted: Vec<_> = entries.iter().filter(|e| e["accepted"] == true).collect();
+        let sum = |list: &[&serde_json::Value], key: &str| -> u64 {
+            list.iter().map(|e| e[key].as_u64().expect("number")).sum()
+        };
+        let all: Vec<&serde_json::Value> = entries.iter().collect();
+        assert_eq!(
+            row["tokens"].as_u64(),
+            Some(sum(&accepted, "tokens")),
+            "{row}"
+        );
+        assert_eq!(
+            row["compute_ms"].as_u64(),
+            Some(sum(&all, "compute_ms")),
+            "{row}"
+        );
+        assert_eq!(
+            row["accepted"].as_u64(),
+            Some(accepted.len() as u64),
+            "{row}"
+        );
+        assert_eq!(row["results"].as_u64(), Some(entries.len() as u64), "{row}");
+        assert!(row["tokens"].as_u64().unwrap_or(0) > 0);
+        for (group, key) in [("organisations", org), ("countries", country)] {
+            let g = contributors[group]
+                .as_array()
+                .expect("groups")
+                .iter()
+                .find(|g| g["key"] == *key)
+                .unwrap_or_else(|| panic!("{key} missing in {contributors}"));
+            assert_eq!(g["tokens"], row["tokens"], "one node per {group} here");
+        }
+    }
+
+    // /metrics: OpenMetrics text whose accepted counter is the ledger's accepted results.
+    let metrics = get(http, "/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap_or("")
+            .starts_with("application/openmetrics-text"),
+        "{:?}",
+        metrics.headers
+    );
+    let samples = parse_metrics(&metrics.body);
+    let accepted_in_ledger = ledger
+        .as_array()
+        .expect("ledger")
+        .iter()
+        .filter(|e| e["accepted"] == true)
+        .count() as f64;
+    assert_eq!(
+        sample(&samples, "canopy_results_accepted_total")
+            - sample(&samples, "canopy_verification_failures_total"),
+        accepted_in_ledger,
+        "{}",
+        metrics.body
+    );
+    let rounds = get(http, "/api/rounds").json();
+    let closed: Vec<&serde_json::Value> = rounds["rounds"]
+        .as_array()
+        .expect("rounds")
+        .iter()
+        .filter(|r| r["closed_ms"].is_u64())
+        .collect();
+    assert_eq!(
+        sample(&samples, "canopy_rounds_completed"),
+        closed.len() as f64
+    );
+    let last_eval = closed
+        .last()
+        .and_then(|r| r["eval_loss"].as_f64())
+        .expect("loss");
+    assert!((sample(&samples, "canopy_eval_loss") - last_eval).abs() < 1e-9);
+    assert_eq!(sample(&samples, "canopy_peers{tier=\"volunteer\"}"), 2.0);
+    assert_eq!(sample(&samples, "canopy_paused"), 1.0);
+    assert!(sample(&samples, "canopy_bytes_out_total") > 0.0);
+    assert!(sample(&samples, "canopy_bytes_in_total") > 0.0);
+
+    // Ban: 401 without the token, 400 for a malformed id, 404 for a node never seen.
+    let ban_path = format!("/api/peers/{p1}/ban");
+    assert_eq!(post(http, &ban_path, None, "").status, 401);
+    let bad = post(http, "/api/peers/not-a-peer-id/ban", Some(TOKEN), "");
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(
+        bad.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a peer id")
+    );
+    let stranger = node_peer_id(&tmp.path().join("stranger"));
+    let r = post(http, &format!("/api/peers/{stranger}/ban"), Some(TOKEN), "");
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = post(http, &ban_path, Some(TOKEN), "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let banned_entries = ledger_entries_of(&coordinator_json("ledger", &config), &p1).len();
+
+    // Allowlist: guarded, input checked.
+    let allow = |token, body: &str| post(http, "/api/allowlist", token, body);
+    let body = format!("{{\"peer\": \"{p2}\", \"tier\": \"datacenter\"}}");
+    assert_eq!(allow(None, &body).status, 401);
+    let r = allow(Some(TOKEN), "not json");
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = allow(
+        Some(TOKEN),
+        &format!("{{\"peer\": \"{p2}\", \"tier\": \"root\"}}"),
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap_or("").contains("tier"));
+    let r = allow(Some(TOKEN), &body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let peers = get(http, "/api/peers").json();
+    let find = |peer: &str| {
+        peers
+            .as_array()
+            .expect("peers")
+            .iter()
+            .find(|p| p["peer"] == peer)
+            .cloned()
+            .expect("peer")
+    };
+    assert_eq!(find(&p1)["banned"], true);
+    assert_eq!(find(&p2)["tier"], "datacenter");
+
+    // Resume: the unbanned node works on, the banned one gets nothing.
+    assert_eq!(post(http, "/api/resume", None, "").status, 401);
+    assert_eq!(post(http, "/api/resume", Some(TOKEN), "").status, 200);
+    assert_eq!(get(http, "/api/status").json()["paused"], false);
+    let before = ledger_entries_of(&coordinator_json("ledger", &config), &p2).len();
+    let worked = wait_until(Duration::from_secs(300), || {
+        ledger_entries_of(&coordinator_json("ledger", &config), &p2).len() >= before + 2
+    });
+    assert!(worked, "the node that is not banned works on after resume");
+    assert_eq!(
+        ledger_entries_of(&coordinator_json("ledger", &config), &p1).len(),
+        banned_entries,
+        "the banned node got no more work"
+    );
+    assert!(
+        get(http, "/api/status").json()["tasks_total"]
+            .as_u64()
+            .is_some(),
+        "status reports the round's tasks"
+    );
+    assert!(coordinator.child.try_wait().expect("wait").is_none());
+}
+
+fn element<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in the DOM"));
+    let start = dom[..at].rfind('<').expect("tag start");
+    let end = at + dom[at..].find('>').expect("tag end");
+    &dom[start..=end]
+}
+
+fn attribute<'a>(tag: &'a str, name: &str) -> &'a str {
+    let key = format!(" {name}=\"");
+    let at = tag
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {name} in {tag}"))
+        + key.len();
+    let len = tag[at..].find('"').expect("attribute end");
+    &tag[at..at + len]
+}
+
+/// The (x, y) points of an SVG path made of M and L commands.
+fn path_points(d: &str) -> Vec<(f64, f64)> {
+    d.split(['M', 'L'])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|p| {
+            let (x, y) = p
+                .split_once(',')
+                .unwrap_or_else(|| panic!("bad point {p:?}"));
+            (x.trim().parse().expect("x"), y.trim().parse().expect("y"))
+        })
+        .collect()
+}
+
+/// `canopy-coordinator demo --http …` serves a page that headless Chromium renders: the loss
+/// chart has a path with real points per series and the contributors table a row per demo
+/// volunteer. A screenshot is kept under the target directory.
+#[test]
+fn the_dashboard_page_renders_a_demo_run_in_headless_chromium() {
+    let Some(chromium) = browser::chromium() else {
+        assert!(
+            !browser::browser_required(),
+            "CANOPY_REQUIRE_BROWSER=1 but no chromium is installed"
+        );
+        eprintln!("skipped: no chromium on PATH (set CANOPY_REQUIRE_BROWSER=1 to fail instead)");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
+    let mut child = Command::new(bin)
+        .args([
+            "demo",
+            "--nodes",
+            "2",
+            "--datacenter",
+            "0",
+            "--rounds",
+            "2",
+            "--inner-steps",
+            "10",
+            "--json",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--dir",
+        ])
+        .arg(tmp.path().join("demo"))
+        .env("CANOPY_ADAPTER", "cpu")
+        .env_remove("CANOPY_REQUIRE_ADAPTER")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn demo");
+    let lines = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let sink = lines.clone();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str(&line) {
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(v);
+            }
+        }
+    });
+    let seen = |key: &str| {
+        lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find_map(|l| l.get(key).cloned())
+    };
+    let finished = wait_until(Duration::from_secs(600), || {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "the demo exited before its dashboard was read"
+        );
+        seen("summary").is_some()
+    });
+    assert!(finished, "the demo finishes its rounds");
+    let url = seen("dashboard").expect("the demo prints the dashboard URL")["url"]
+        .as_str()
+        .expect("url")
+        .to_string();
+    assert_eq!(url, format!("http://127.0.0.1:{port}/"));
+
+    let profile = tempfile::tempdir().expect("profile");
+    let dom = browser::dump_dom(&chromium, profile.path(), &url, 5_000);
+    for (id, min_points) in [("loss-train", 2), ("loss-eval", 3)] {
+        let tag = element(&dom, id);
+        let points = path_points(attribute(tag, "d"));
+        assert!(
+            points.len() >= min_points,
+            "#{id} has {} points: {tag}",
+            points.len()
+        );
+        assert_eq!(attribute(tag, "data-points"), points.len().to_string());
+        assert!(
+            points
+                .iter()
+                .all(|(x, y)| x.is_finite() && y.is_finite() && *x >= 0.0 && *y >= 0.0),
+            "{tag}"
+        );
+        assert!(
+            points.windows(2).all(|w| w[1].0 > w[0].0),
+            "rounds go left to right: {tag}"
+        );
+    }
+    let start = dom.find("id=\"contributors\"").expect("#contributors");
+    let table = &dom[start..start + dom[start..].find("</table>").expect("table end")];
+    assert_eq!(
+        table.matches("<tr data-peer=").count(),
+        2,
+        "one row per demo volunteer: {table}"
+    );
+    for name in ["volunteer-0", "volunteer-1"] {
+        assert!(table.contains(name), "{name} missing in {table}");
+    }
+    assert!(dom.contains("no corpus build"), "the corpus panel says so");
+    assert!(
+        dom.contains("<span id=\"error\"></span>"),
+        "no API error shown: {}",
+        element(&dom, "error")
+    );
+
+    let png = browser::artifact_dir().join("dashboard-demo.png");
+    let _ = std::fs::remove_file(&png);
+    let profile = tempfile::tempdir().expect("profile");
+    browser::screenshot(&chromium, profile.path(), &url, 5_000, &png);
+    let bytes = std::fs::read(&png).expect("screenshot");
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 10_000,
+        "a real screenshot"
+    );
+    eprintln!("dashboard screenshot: {}", png.display());
+
+    signal(&child, "TERM");
+    let _ = child.wait();
+}
