@@ -14,7 +14,7 @@ use canopy_node::store::ChunkStore;
 use canopy_node::worker::{Shared, Worker, WorkerConfig};
 use canopy_protocol::Keypair;
 use canopy_protocol::messages::{Capabilities, Join, Tier};
-use canopy_shaders::{AdamW, Cpu, InnerSettings, LrSchedule, Params, Runtime, TrainConfig};
+use canopy_shaders::{AdamW, Cpu, InnerSettings, Params, Runtime, TrainConfig};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
@@ -338,11 +338,7 @@ pub fn baseline(
         steps: t.rounds * t.inner_steps,
         batch: (t.batch_size * t.tasks_per_round) as usize,
         seq: t.seq_len as usize,
-        lr: LrSchedule {
-            peak: t.lr,
-            warmup: t.warmup_steps,
-            min: t.lr * 0.1,
-        },
+        lr: project::lr_schedule(config),
         optimizer: TrainConfig {
             adamw: AdamW {
                 lr: t.lr,

@@ -13,7 +13,7 @@ use canopy_node::objects;
 use canopy_node::store::ChunkStore;
 use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
 use canopy_protocol::compress::{CodecSpec, DEFAULT_INT8_BLOCK};
-use canopy_protocol::messages::{AdamWParams, TaskSpec, TrainSpec};
+use canopy_protocol::messages::{AdamWParams, ModelDelta, TaskSpec, TrainSpec};
 use canopy_protocol::{Digest, Keypair, Manifest, ObjectKind, SignedManifest};
 use canopy_shaders::{Cpu, ModelConfig, Params};
 
@@ -291,7 +291,7 @@ impl Project {
                     tx.set_meta("coordinator", &keys.peer_id().to_string())?;
                     tx.set_meta("initial_eval_loss", &eval.to_string())?;
                     tx.open_round(0, &root, None, now)?;
-                    make_tasks(tx, &config, &roots, 0, &root)
+                    make_tasks(tx, &config, &roots, 0, &root, None)
                 })?;
                 let optimizer = OuterOptimizer::new(
                     model.num_params(),
@@ -442,8 +442,18 @@ impl Project {
             (clipped, optimizer.momentum_buffer().to_vec())
         };
         self.count_rejection(|s| s.clipped += clipped as u64);
-        let eval_loss = evaluate(&self.config, &params, &self.heldout)?;
         let next = round + 1;
+        // The new version is exactly the old one plus the int8 step nodes fetch instead of
+        // the full weights.
+        let (step, params) = objects::quantized_step(
+            &current.params,
+            &params,
+            CodecSpec::Int8 {
+                block: DEFAULT_INT8_BLOCK,
+            },
+        )?;
+        let (delta_signed, delta_bytes) = objects::delta_object(&self.keys, &step, next)?;
+        let eval_loss = evaluate(&self.config, &params, &self.heldout)?;
         let (model_signed, model_bytes) =
             objects::weights_object(&self.keys, ObjectKind::ModelWeights, &params, next)?;
         let momentum_params = Params::from_values(&self.model, momentum)?;
@@ -453,7 +463,14 @@ impl Project {
             .put_object(model_signed.manifest(), &model_bytes)?;
         self.store.put_object(mom_signed.manifest(), &mom_bytes)?;
         self.store.pin(model_signed.manifest());
+        self.store
+            .put_object(delta_signed.manifest(), &delta_bytes)?;
+        self.store.pin(delta_signed.manifest());
         let model_root = model_signed.manifest().root;
+        let delta = ModelDelta {
+            base: current.model_root,
+            delta: delta_signed.manifest().root,
+        };
         let train_losses: Vec<f64> = inputs
             .iter()
             .filter(|r| r.round == round)
@@ -468,6 +485,7 @@ impl Project {
             state.transaction(|tx| {
                 tx.put_manifest(&model_signed, now)?;
                 tx.put_manifest(&mom_signed, now)?;
+                tx.put_manifest(&delta_signed, now)?;
                 tx.close_round(round, now, train_loss, Some(f64::from(eval_loss)))?;
                 tx.tally_round(round)?;
                 tx.mark_aggregated(&used, round)?;
@@ -482,7 +500,14 @@ impl Project {
                     }
                 }
                 if !finished {
-                    make_tasks(tx, &self.config, &self.shards, next, &model_root)?;
+                    make_tasks(
+                        tx,
+                        &self.config,
+                        &self.shards,
+                        next,
+                        &model_root,
+                        Some(delta),
+                    )?;
                 }
                 tx.round(round)
             })?
@@ -555,6 +580,18 @@ pub fn codec(config: &Config) -> CodecSpec {
     }
 }
 
+/// The run's learning-rate schedule over all inner steps of all rounds: warmup, then a cosine
+/// from `training.lr` to a tenth of it. Tasks get their round's stretch; the centralized
+/// baseline follows it step by step.
+pub fn lr_schedule(config: &Config) -> canopy_shaders::LrSchedule {
+    let t = &config.training;
+    canopy_shaders::LrSchedule {
+        peak: t.lr,
+        warmup: t.warmup_steps,
+        min: t.lr * 0.1,
+    }
+}
+
 /// The training spec of task `index` of `round`: its share of the shards (rotating with the
 /// round), its seed, the inner optimizer.
 pub fn train_spec(
@@ -563,6 +600,7 @@ pub fn train_spec(
     round: u64,
     index: u32,
     model: &Digest,
+    model_delta: Option<ModelDelta>,
 ) -> TrainSpec {
     let t = &config.training;
     let tasks = t.tasks_per_round.max(1) as usize;
@@ -577,6 +615,13 @@ pub fn train_spec(
             .first_chunk::<8>()
             .unwrap_or(&[0; 8]),
     );
+    let schedule = lr_schedule(config);
+    let total = t.rounds.saturating_mul(t.inner_steps);
+    let start_step = u32::try_from(round)
+        .unwrap_or(u32::MAX)
+        .saturating_mul(t.inner_steps);
+    // The task's own warmup ramps up to the rate the run has after its warmup.
+    let first = start_step.max(t.warmup_steps);
     TrainSpec {
         model_version: round,
         model: *model,
@@ -586,13 +631,21 @@ pub fn train_spec(
         seq_len: t.seq_len,
         seed,
         optimizer: AdamWParams {
-            lr: t.lr,
-            warmup_steps: t.warmup_steps,
+            lr: schedule.at(first, total),
+            lr_end: schedule
+                .at(start_step + t.inner_steps.saturating_sub(1), total)
+                .min(schedule.at(first, total)),
+            warmup_steps: if round == 0 {
+                t.warmup_steps
+            } else {
+                t.round_warmup_steps
+            },
             weight_decay: t.weight_decay,
             grad_clip: t.grad_clip,
             ..AdamWParams::default()
         },
         compression: codec(config),
+        model_delta,
     }
 }
 
@@ -619,10 +672,11 @@ fn make_tasks(
     shards: &[Digest],
     round: u64,
     model: &Digest,
+    delta: Option<ModelDelta>,
 ) -> std::result::Result<(), StateError> {
     let t = &config.training;
     for index in 0..t.tasks_per_round {
-        let spec = train_spec(config, shards, round, index, model);
+        let spec = train_spec(config, shards, round, index, model, delta);
         let tokens = u64::from(t.inner_steps) * u64::from(t.batch_size) * u64::from(t.seq_len);
         tx.insert_task(
             round,

@@ -6,23 +6,29 @@
 //!   [`canopy_shaders::model::tensor_index`]; the manifest's metadata names the model size
 //!   (`vocab`, `hidden`, `layers`, `heads`, `seq_len`) and the `round`.
 //! - Updates: a [`CompressedUpdate`] frame; the metadata names the `task` and `round`.
+//! - Model deltas: a [`CompressedUpdate`] frame of the step from version `round - 1` to
+//!   `round`. The coordinator makes the new version exactly `old + decompress(step)`
+//!   ([`quantized_step`]), so a node holding the old version rebuilds the new one bit for bit
+//!   ([`apply_delta`]) and checks it against the version's root.
 
 use std::collections::BTreeMap;
 
 use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
 use canopy_protocol::messages::TaskId;
-use canopy_protocol::{CompressedUpdate, Keypair, Manifest, ObjectKind, SignedManifest};
+use canopy_protocol::{
+    CodecSpec, CompressedUpdate, Compressor, Keypair, Manifest, ObjectKind, SignedManifest,
+};
 use canopy_shaders::{ModelConfig, Params};
 
 use crate::error::NodeError;
 
-/// Builds the signed manifest and bytes of model weights for `round`.
-pub fn weights_object(
-    keys: &Keypair,
+/// Builds the (unsigned) manifest and bytes of model weights for `round`. A node rebuilding
+/// a model version from a delta compares this manifest's root with the version's.
+pub fn weights_manifest(
     kind: ObjectKind,
     params: &Params,
     round: u64,
-) -> Result<(SignedManifest, Vec<u8>), NodeError> {
+) -> Result<(Manifest, Vec<u8>), NodeError> {
     let bytes: Vec<u8> = params
         .values()
         .iter()
@@ -41,7 +47,70 @@ pub fn weights_object(
     .chain([("round".to_string(), round.to_string())])
     .collect();
     let manifest = Manifest::build(kind, &bytes, DEFAULT_CHUNK_SIZE, metadata)?;
+    Ok((manifest, bytes))
+}
+
+/// Builds the signed manifest and bytes of model weights for `round`.
+pub fn weights_object(
+    keys: &Keypair,
+    kind: ObjectKind,
+    params: &Params,
+    round: u64,
+) -> Result<(SignedManifest, Vec<u8>), NodeError> {
+    let (manifest, bytes) = weights_manifest(kind, params, round)?;
     Ok((manifest.sign(keys)?, bytes))
+}
+
+/// Builds the signed manifest and bytes of a model delta: the compressed step from the
+/// version `round - 1` to `round`.
+pub fn delta_object(
+    keys: &Keypair,
+    step: &CompressedUpdate,
+    round: u64,
+) -> Result<(SignedManifest, Vec<u8>), NodeError> {
+    let bytes = step
+        .to_frame()
+        .map_err(|e| NodeError::BadObject(format!("encoding the model delta: {e}")))?;
+    let metadata = BTreeMap::from([("round".to_string(), round.to_string())]);
+    let manifest = Manifest::build(ObjectKind::ModelDelta, &bytes, DEFAULT_CHUNK_SIZE, metadata)?;
+    Ok((manifest.sign(keys)?, bytes))
+}
+
+/// The compressed step from `old` to `new`, and the parameters it actually leads to:
+/// `old + decompress(step)`, which the coordinator publishes as the new version so that
+/// [`apply_delta`] rebuilds it exactly.
+pub fn quantized_step(
+    old: &Params,
+    new: &Params,
+    codec: CodecSpec,
+) -> Result<(CompressedUpdate, Params), NodeError> {
+    let step: Vec<f32> = new
+        .values()
+        .iter()
+        .zip(old.values())
+        .map(|(n, o)| n - o)
+        .collect();
+    let compressed = Compressor::new(codec, step.len())
+        .and_then(|mut c| c.compress(&step))
+        .map_err(|e| NodeError::BadObject(format!("compressing the model delta: {e}")))?;
+    let bytes = compressed
+        .to_frame()
+        .map_err(|e| NodeError::BadObject(format!("encoding the model delta: {e}")))?;
+    let rebuilt = apply_delta(old, &bytes)?;
+    Ok((compressed, rebuilt))
+}
+
+/// Applies a model delta's bytes to `base`: the next version's parameters, or an error when
+/// the delta does not fit the model.
+pub fn apply_delta(base: &Params, bytes: &[u8]) -> Result<Params, NodeError> {
+    let step = update_values(bytes, base.values().len())?;
+    let values = base
+        .values()
+        .iter()
+        .zip(&step)
+        .map(|(p, s)| p + s)
+        .collect();
+    Params::from_values(base.config(), values).map_err(|e| NodeError::BadObject(e.to_string()))
 }
 
 /// The model size a weights manifest names.
@@ -116,8 +185,6 @@ pub fn update_values(bytes: &[u8], len: usize) -> Result<Vec<f32>, NodeError> {
 
 #[cfg(test)]
 mod tests {
-    use canopy_protocol::{CodecSpec, Compressor};
-
     use super::*;
 
     fn small() -> ModelConfig {
@@ -128,6 +195,46 @@ mod tests {
             heads: 2,
             seq_len: 16,
         }
+    }
+
+    /// A node holding version r rebuilds version r + 1 from the int8 delta bit for bit: the
+    /// rebuilt weights have the root of the published version.
+    #[test]
+    fn a_model_delta_rebuilds_the_next_version_exactly() {
+        let keys = Keypair::generate().unwrap();
+        let old = Params::init(&small(), 1).unwrap();
+        let target = Params::init(&small(), 2).unwrap();
+        let codec = CodecSpec::Int8 { block: 64 };
+        let (step, published) = quantized_step(&old, &target, codec).unwrap();
+        let (signed, bytes) = delta_object(&keys, &step, 4).unwrap();
+        assert_eq!(signed.verify().unwrap().kind, ObjectKind::ModelDelta);
+        assert!(
+            bytes.len() < old.values().len() * 2,
+            "int8: about a byte a value"
+        );
+        let rebuilt = apply_delta(&old, &bytes).unwrap();
+        assert_eq!(rebuilt, published);
+        let (a, _) = weights_manifest(ObjectKind::ModelWeights, &rebuilt, 4).unwrap();
+        let (b, _) = weights_manifest(ObjectKind::ModelWeights, &published, 4).unwrap();
+        assert_eq!(a.root, b.root);
+        // Close to the intended step, though not equal to it.
+        let err = published
+            .values()
+            .iter()
+            .zip(target.values())
+            .map(|(p, t)| (p - t).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err < 0.05, "largest error {err}");
+        // A delta for another model size is refused.
+        let other = Params::init(
+            &ModelConfig {
+                hidden: 32,
+                ..small()
+            },
+            1,
+        )
+        .unwrap();
+        assert!(apply_delta(&other, &bytes).is_err());
     }
 
     #[test]

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use canopy_protocol::messages::{
     AdapterInfo, AdapterKind, Join, LeaseGrant, LeaseRelease, LeaseRenew, LeaseRequest,
-    ManifestRequest, ReleaseReason, TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
+    ManifestRequest, ModelDelta, ReleaseReason, TaskOutput, TaskResult, TaskSpec, TrainOutput,
+    TrainSpec,
 };
 use canopy_protocol::{Compressor, Digest, Keypair, Message, ObjectKind, SignedManifest};
 use canopy_shaders::{AdamW, InnerSettings, LrSchedule, Params, Runtime, TrainConfig, train_inner};
@@ -393,6 +394,36 @@ impl Worker {
         Ok((signed, fetched.data))
     }
 
+    /// Rebuilds the task's model version from the one this node holds and the coordinator's
+    /// compressed step, and checks the result against the version's root. `None` (with a
+    /// warning) when anything fails: the caller then fetches the full weights.
+    async fn rebuild(&self, base: &Params, delta: ModelDelta, spec: &TrainSpec) -> Option<Params> {
+        let rebuilt = async {
+            let (_, bytes) = self.object(delta.delta, ObjectKind::ModelDelta).await?;
+            let params = objects::apply_delta(base, &bytes)?;
+            let (manifest, _) =
+                objects::weights_manifest(ObjectKind::ModelWeights, &params, spec.model_version)?;
+            if manifest.root != spec.model {
+                return Err(NodeError::BadObject(format!(
+                    "the model rebuilt from delta {} is not version {}",
+                    delta.delta, spec.model
+                )));
+            }
+            Ok::<_, NodeError>(params)
+        }
+        .await;
+        match rebuilt {
+            Ok(params) => {
+                tracing::debug!(round = spec.model_version, "model rebuilt from its delta");
+                Some(params)
+            }
+            Err(e) => {
+                tracing::warn!("fetching the full model instead of its delta: {e}");
+                None
+            }
+        }
+    }
+
     /// Runs a training task. `Ok(None)`: interrupted (stop, pause, or the lease was lost).
     async fn train(
         &mut self,
@@ -405,8 +436,20 @@ impl Worker {
         let params = match &self.model {
             Some((root, params)) if *root == spec.model => params.clone(),
             _ => {
-                let (signed, bytes) = self.object(spec.model, ObjectKind::ModelWeights).await?;
-                let params = Arc::new(objects::params_from_object(signed.manifest(), &bytes)?);
+                let rebuilt = match (&self.model, spec.model_delta) {
+                    (Some((root, base)), Some(delta)) if *root == delta.base => {
+                        self.rebuild(&base.clone(), delta, spec).await
+                    }
+                    _ => None,
+                };
+                let params = match rebuilt {
+                    Some(params) => Arc::new(params),
+                    None => {
+                        let (signed, bytes) =
+                            self.object(spec.model, ObjectKind::ModelWeights).await?;
+                        Arc::new(objects::params_from_object(signed.manifest(), &bytes)?)
+                    }
+                };
                 self.model = Some((spec.model, params.clone()));
                 params
             }
@@ -494,7 +537,7 @@ impl Worker {
 }
 
 /// The inner phase a training spec asks for: its steps, batch, window length, learning-rate
-/// schedule (warmup, then a cosine to a tenth of the peak) and AdamW settings.
+/// schedule (warmup, then a cosine from `lr` to `lr_end`) and AdamW settings.
 pub fn inner_settings(spec: &TrainSpec) -> InnerSettings {
     let o = spec.optimizer;
     InnerSettings {
@@ -504,7 +547,7 @@ pub fn inner_settings(spec: &TrainSpec) -> InnerSettings {
         lr: LrSchedule {
             peak: o.lr,
             warmup: o.warmup_steps,
-            min: o.lr * 0.1,
+            min: o.lr_end.min(o.lr),
         },
         optimizer: TrainConfig {
             adamw: AdamW {

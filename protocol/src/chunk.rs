@@ -42,6 +42,9 @@ pub enum ObjectKind {
     TrainingShard,
     /// A coordinator checkpoint.
     Checkpoint,
+    /// The compressed difference between two model versions, from which a node that holds
+    /// the older one rebuilds the newer one exactly.
+    ModelDelta,
 }
 
 /// The ordered list of an object's chunks.

@@ -14,8 +14,8 @@ pub use node::{
 };
 pub use task::{
     AdamWParams, CorpusOutput, CorpusSpec, LeaseGrant, LeaseId, LeaseRelease, LeaseRenew,
-    LeaseRenewed, MAX_NUM_PERM, MAX_SHARDS_PER_TASK, MinHashParams, ReleaseReason, ResultAck,
-    TaskId, TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
+    LeaseRenewed, MAX_NUM_PERM, MAX_SHARDS_PER_TASK, MinHashParams, ModelDelta, ReleaseReason,
+    ResultAck, TaskId, TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
 };
 
 use serde::{Deserialize, Serialize};

@@ -42,8 +42,11 @@ impl TaskSpec {
 /// AdamW hyperparameters for the inner steps.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct AdamWParams {
-    /// Peak learning rate.
+    /// Learning rate at the end of warmup.
     pub lr: f32,
+    /// Learning rate of the last step: the rate follows a cosine from `lr` down to it, so a
+    /// project's rounds together follow one schedule (at most `lr`).
+    pub lr_end: f32,
     /// First-moment decay.
     pub beta1: f32,
     /// Second-moment decay.
@@ -62,6 +65,7 @@ impl Default for AdamWParams {
     fn default() -> Self {
         Self {
             lr: 1e-3,
+            lr_end: 1e-4,
             beta1: 0.9,
             beta2: 0.95,
             eps: 1e-8,
@@ -95,6 +99,19 @@ pub struct TrainSpec {
     pub optimizer: AdamWParams,
     /// How to compress the pseudo-gradient.
     pub compression: CodecSpec,
+    /// A cheaper way to the model: the previous version and the compressed step from it. A
+    /// node that holds `base` fetches `delta` instead of the full weights and checks that the
+    /// rebuilt weights have the root `model`.
+    pub model_delta: Option<ModelDelta>,
+}
+
+/// How a node rebuilds a model version from the one before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelDelta {
+    /// Root of the previous version's weights.
+    pub base: Digest,
+    /// Root of the compressed step (`ObjectKind::ModelDelta`): new = base + step.
+    pub delta: Digest,
 }
 
 impl TrainSpec {
@@ -114,11 +131,23 @@ impl TrainSpec {
             }
         }
         let o = &self.optimizer;
-        let finite = [o.lr, o.beta1, o.beta2, o.eps, o.weight_decay, o.grad_clip];
-        if finite.iter().any(|v| !v.is_finite() || *v < 0.0) || o.beta1 >= 1.0 || o.beta2 >= 1.0 {
+        let finite = [
+            o.lr,
+            o.lr_end,
+            o.beta1,
+            o.beta2,
+            o.eps,
+            o.weight_decay,
+            o.grad_clip,
+        ];
+        if finite.iter().any(|v| !v.is_finite() || *v < 0.0)
+            || o.beta1 >= 1.0
+            || o.beta2 >= 1.0
+            || o.lr_end > o.lr
+        {
             return Err(MessageError::Invalid {
                 field: "train.optimizer",
-                reason: "hyperparameters must be finite, non-negative, betas below 1",
+                reason: "hyperparameters must be finite, non-negative, betas below 1, lr_end at most lr",
             });
         }
         self.compression
