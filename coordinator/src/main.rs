@@ -105,7 +105,7 @@ enum Command {
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
         rounds: u32,
         /// Inner steps per round.
-        #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..=100000))]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100000))]
         inner_steps: u32,
         /// Model size.
         #[arg(long, value_enum, default_value_t = PresetArg::Tiny)]

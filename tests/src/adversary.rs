@@ -30,7 +30,7 @@ pub enum Attack {
     Scaled(f32),
     /// Returns the negated update.
     SignFlipped,
-    /// Puts NaN into its update (sent uncompressed, so the NaN reaches the coordinator).
+    /// Puts NaN into its update (sent as raw f32, so the NaN reaches the coordinator).
     NonFinite,
     /// Labels its update with the next model version.
     WrongVersion,
@@ -209,10 +209,7 @@ impl Adversary {
             Attack::Honest | Attack::Replay => {}
             Attack::Scaled(k) => delta.iter_mut().for_each(|d| *d *= k),
             Attack::SignFlipped => delta.iter_mut().for_each(|d| *d = -*d),
-            Attack::NonFinite => {
-                codec = CodecSpec::F32;
-                delta.iter_mut().step_by(97).for_each(|d| *d = f32::NAN);
-            }
+            Attack::NonFinite => codec = CodecSpec::F32,
             Attack::WrongVersion => version += 1,
             Attack::WrongKey => signer = Keypair::generate().expect("keys"),
         }
@@ -220,9 +217,16 @@ impl Adversary {
             (Attack::Replay, Some(first)) => first.clone(),
             (Attack::Replay, None) => panic!("a replay needs an earlier honest update"),
             _ => {
-                let compressed = Compressor::new(codec, delta.len())
+                let mut compressed = Compressor::new(codec, delta.len())
                     .and_then(|mut c| c.compress(&delta))
                     .expect("compress");
+                if attack == Attack::NonFinite {
+                    // The compressor refuses NaN, so the attacker writes it into the raw f32
+                    // body itself.
+                    for value in compressed.body.chunks_exact_mut(4).step_by(97) {
+                        value.copy_from_slice(&f32::NAN.to_le_bytes());
+                    }
+                }
                 let (signed, bytes) =
                     objects::update_object(&signer, &compressed, TaskId(grant.task.0), version)
                         .expect("update object");
