@@ -110,6 +110,9 @@ fn active_lease(config: &Path, peer: &str) -> Option<u64> {
         .map(|l| u64_of(l, "id"))
 }
 
+/// Six volunteers, two SIGKILLed and one newcomer on the schedule of a printed seed: the run
+/// completes, lost leases are finished by other peers, the newcomer's work is accepted, and
+/// every accepted update is in the ledger and was aggregated.
 #[test]
 fn training_survives_killed_volunteers_and_a_newcomer() {
     let seed = std::env::var(SEED_ENV)

@@ -137,7 +137,7 @@ fn the_swarm_demo_trains_through_wgsl_on_a_software_adapter() {
     ])
     .arg(dir.path())
     .env("CANOPY_ADAPTER", "software");
-    let out = run_with_timeout(cmd, Duration::from_secs(600)).expect("demo");
+    let out = run_with_timeout(cmd, Duration::from_secs(900)).expect("demo");
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         let required = std::env::var("CANOPY_REQUIRE_ADAPTER").is_ok_and(|v| v == "1");
