@@ -64,6 +64,8 @@ pub struct DemoRound {
 /// The demo's final figures.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoSummary {
+    /// The adapter every training node ran its kernels on (as each reported it when joining).
+    pub adapter: canopy_protocol::messages::AdapterInfo,
     /// Held-out loss of the decentralized run's final model.
     pub final_eval_loss: f64,
     /// Held-out loss of the synchronous data-parallel baseline on the same tokens.
@@ -310,6 +312,7 @@ pub async fn run(
     let ddp = n * 2.0 * (n - 1.0).max(1.0) / n * 4.0 * params * steps;
     let last = rounds.last();
     Ok(DemoSummary {
+        adapter: canopy_node::worker::adapter_info(&runtime, None),
         final_eval_loss: last.map_or(f64::NAN, |r| r.eval_loss),
         baseline_eval_loss: f64::from(baseline),
         initial_eval_loss,

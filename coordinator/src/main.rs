@@ -64,6 +64,10 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// With --json: add every lease ever granted and every result received (who held
+        /// which task, how each lease ended, which round aggregated each result).
+        #[arg(long, requires = "json")]
+        history: bool,
     },
     /// Print the contribution ledger: who did what work, verified or not.
     Ledger {
@@ -221,7 +225,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rt.block_on(run_project(&config, json, &http))
         }
         Command::Allow { peer, tier, config } => allow(&config, &peer, tier),
-        Command::Status { config, json } => status(&config, json),
+        Command::Status {
+            config,
+            json,
+            history,
+        } => status(&config, json, history),
         Command::Ledger {
             config,
             csv,
@@ -472,7 +480,7 @@ fn print_event(event: &ServiceEvent, json: bool) {
     let _ = std::io::stdout().flush();
 }
 
-fn status(config: &Path, json: bool) -> anyhow::Result<()> {
+fn status(config: &Path, json: bool, history: bool) -> anyhow::Result<()> {
     let state = open_state(config)?;
     let r = state.read();
     let rounds = r.rounds()?;
@@ -481,16 +489,18 @@ fn status(config: &Path, json: bool) -> anyhow::Result<()> {
     let open = r.tasks(None, "open")?.len();
     let initial: Option<f64> = r.meta("initial_eval_loss")?.and_then(|v| v.parse().ok());
     if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "rounds": rounds,
-                "initial_eval_loss": initial,
-                "peers": peers,
-                "active_leases": leases.len(),
-                "open_tasks": open,
-            })
-        );
+        let mut out = serde_json::json!({
+            "rounds": rounds,
+            "initial_eval_loss": initial,
+            "peers": peers,
+            "active_leases": leases.len(),
+            "open_tasks": open,
+        });
+        if history {
+            out["leases"] = serde_json::to_value(r.leases()?)?;
+            out["results"] = serde_json::to_value(r.results(None, None)?)?;
+        }
+        println!("{out}");
         return Ok(());
     }
     let current = rounds.last().map_or(0, |r| r.round);
@@ -711,7 +721,11 @@ async fn swarm_demo(
 
 fn print_demo_summary(summary: &demo::DemoSummary) {
     println!(
-        "\nheld-out loss: initial {:.4}, decentralized {:.4}, centralized baseline {:.4} ({:+.1}%)",
+        "\nthe nodes trained on: {} ({}, {:?})",
+        summary.adapter.name, summary.adapter.backend, summary.adapter.kind
+    );
+    println!(
+        "held-out loss: initial {:.4}, decentralized {:.4}, centralized baseline {:.4} ({:+.1}%)",
         summary.initial_eval_loss,
         summary.final_eval_loss,
         summary.baseline_eval_loss,

@@ -172,7 +172,7 @@ pub struct TaskRecord {
 }
 
 /// One lease.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LeaseRecord {
     /// Its id.
     pub id: u64,
@@ -516,6 +516,14 @@ impl $t {
             "{LEASE_SELECT} WHERE status = 'active' AND (?1 IS NULL OR peer = ?1) ORDER BY id"
         ))?;
         let rows = stmt.query_map(params![peer], lease_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every lease ever granted, oldest first: the scheduling history (who held which task,
+    /// and whether the lease ended done, expired or handed back).
+    pub fn leases(&self) -> Result<Vec<LeaseRecord>> {
+        let mut stmt = self.c().prepare(&format!("{LEASE_SELECT} ORDER BY id"))?;
+        let rows = stmt.query_map([], lease_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

@@ -2,6 +2,7 @@
 //! the whole crate keeps link times down.
 
 mod byzantine;
+mod churn;
 mod coordinator;
 mod corpus;
 mod dashboard;
