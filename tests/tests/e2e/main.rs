@@ -4,6 +4,7 @@
 mod byzantine;
 mod coordinator;
 mod corpus;
+mod corpus_swarm;
 mod dashboard;
 mod demo;
 mod interop;
