@@ -82,6 +82,42 @@ pub struct Config {
     pub dashboard: DashboardConfig,
     /// `[store]`: the coordinator's content store.
     pub store: StoreConfig,
+    /// `[corpus]`: a corpus build the swarm runs before training (absent: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<CorpusSection>,
+}
+
+/// `[corpus]`: build the training corpus on the swarm before training starts.
+///
+/// `canopy-coordinator run` plans the build over `sources`, leases one corpus task per chunk
+/// to two distinct peers (a third run breaks a disagreement), writes the same outputs as
+/// `canopy-coordinator corpus build` into `out`, and then trains on `out/kept.jsonl`.
+/// Relative paths are relative to the project directory (where `canopy.toml` is).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusSection {
+    /// The sources directory: one subdirectory per source with its `source.toml`.
+    pub sources: PathBuf,
+    /// Where the outputs go (kept.jsonl, dropped.jsonl, shards/, the data card).
+    pub out: PathBuf,
+    /// The opt-out list (default: `sources/optout.txt` when present).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optout: Option<PathBuf>,
+    /// The build settings, a `corpus.toml` (default: `sources/corpus.toml` when present, else
+    /// the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
+}
+
+impl CorpusSection {
+    /// `path` resolved against the project directory `dir` when relative.
+    pub fn resolve(dir: &Path, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            dir.join(path)
+        }
+    }
 }
 
 /// `[project]`: the training run's identity.
@@ -505,6 +541,23 @@ impl Config {
                 "must be a directory path; leave the key out to use generated text",
             )?;
         }
+        if let Some(c) = &self.corpus {
+            v.ensure(
+                !c.sources.as_os_str().is_empty(),
+                "corpus.sources",
+                "must be the sources directory",
+            )?;
+            v.ensure(
+                !c.out.as_os_str().is_empty(),
+                "corpus.out",
+                "must be the output directory",
+            )?;
+            v.ensure(
+                d.corpus.is_none(),
+                "data.corpus",
+                "must be left out when [corpus] is given: training uses the build's kept.jsonl",
+            )?;
+        }
         v.at_least("data.generated_bytes", d.generated_bytes, 1)?;
         v.at_least("data.shard_bytes", d.shard_bytes, 1)?;
         v.open_range("data.holdout", d.holdout, 0.0, 0.5)?;
@@ -901,6 +954,16 @@ token = ""
 [store]
 # Most disk space the store may use, in MiB; at least 1.
 cap_mib = 65_536
+
+# Build the training corpus on the swarm before training (left out, as here: no build).
+# Volunteers compute quality signals and MinHash signatures per chunk, two peers per
+# chunk; the outputs are those of `canopy-coordinator corpus build`, and training then
+# uses out/kept.jsonl. Relative paths are relative to this file's directory.
+# [corpus]
+# sources = "sources"          # one subdirectory per source, each with its source.toml
+# out = "corpus-out"           # kept.jsonl, dropped.jsonl, shards/, datacard.json/.md
+# optout = "optout.txt"        # default: sources/optout.txt when present
+# config = "corpus.toml"       # default: sources/corpus.toml when present
 "#;
 
 #[cfg(test)]
@@ -945,6 +1008,36 @@ mod tests {
         }
         // The one key whose default is absent is present as a comment.
         assert!(TEMPLATE.contains("\n# corpus = "));
+    }
+
+    #[test]
+    fn a_corpus_section_parses_and_is_checked() {
+        let text = "[corpus]\nsources = \"src\"\nout = \"out\"\n";
+        let c = Config::from_toml(text, "c").unwrap();
+        let corpus = c.corpus.unwrap();
+        assert_eq!(corpus.sources, PathBuf::from("src"));
+        assert_eq!(corpus.optout, None);
+        assert_eq!(
+            CorpusSection::resolve(Path::new("/p"), &corpus.out),
+            PathBuf::from("/p/out")
+        );
+        invalid("[corpus]\nsources = \"\"\nout = \"o\"", "corpus.sources");
+        invalid(
+            "[data]\ncorpus = \"x\"\n[corpus]\nsources = \"s\"\nout = \"o\"",
+            "data.corpus",
+        );
+        assert!(Config::from_toml("[corpus]\nsources = \"s\"\nout = \"o\"\nx = 1", "c").is_err());
+        // The template's [corpus] block, uncommented, parses.
+        let block: String = TEMPLATE
+            .split("# [corpus]")
+            .nth(1)
+            .unwrap()
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::from_toml(&format!("[corpus]{block}"), "t").unwrap();
+        assert_eq!(c.corpus.unwrap().config, Some(PathBuf::from("corpus.toml")));
     }
 
     #[test]

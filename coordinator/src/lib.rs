@@ -3,6 +3,8 @@
 //! - [`config`]: the project's `canopy.toml`.
 //! - [`corpus`]: the corpus pipeline: governed sources, opt-outs, chunks, quality filters,
 //!   exact and near dedup, training shards and the data card (plan / compute / decide).
+//! - [`corpus_swarm`]: the corpus build on the swarm (`[corpus]` in canopy.toml): corpus
+//!   tasks, two distinct peers per chunk, tie-breaks, then the pipeline's outputs.
 //! - [`state`]: the SQLite state database (rounds, tasks, leases, peers, results, ledger).
 //! - [`scheduler`]: leases, deadlines from measured throughput, tiers, bans.
 //! - [`aggregate`]: robust aggregation (norm clipping, trimmed mean / median) and the
@@ -18,6 +20,7 @@
 pub mod aggregate;
 pub mod config;
 pub mod corpus;
+pub mod corpus_swarm;
 pub mod dashboard;
 pub mod demo;
 pub mod project;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use canopy_coordinator::config::{Config, FILE_NAME, Preset};
+use canopy_coordinator::corpus_swarm::{CorpusEvent, SwarmBuild};
 use canopy_coordinator::dashboard;
 use canopy_coordinator::demo;
 use canopy_coordinator::project::{self, DB_FILE, Project};
@@ -363,27 +364,56 @@ async fn run_project(config_path: &Path, json: bool, http: &HttpArgs) -> anyhow:
         advertise_listen_addrs: config.network.public,
         ..NetworkConfig::default()
     };
-    let d = dir.clone();
-    let project = tokio::task::spawn_blocking(move || Project::open(&d, config))
-        .await
-        .context("opening the project")?
-        .with_context(|| format!("opening the project in {}", dir.display()))?;
-    let project = Arc::new(project);
-    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
-    let service = Service::start(project.clone(), network, tx).await?;
-    let addrs = service.client().listen_addrs().await.unwrap_or_default();
-    let current = project.current();
+    let store = Arc::new(
+        canopy_node::store::ChunkStore::open(&dir, config.store.cap_mib << 20)
+            .with_context(|| format!("opening the chunk store in {}", dir.display()))?,
+    );
+    let (keys, _) = canopy_node::identity::load_or_create(&dir)?;
+    let metrics = Arc::new(dashboard::Metrics::new());
+    let open_project = |config: Config| {
+        let (d, s) = (dir.clone(), store.clone());
+        let shown = dir.display().to_string();
+        async move {
+            tokio::task::spawn_blocking(move || Project::open_with_store(&d, config, s))
+                .await
+                .context("opening the project")?
+                .with_context(|| format!("opening the project in {shown}"))
+        }
+    };
+    // With [corpus], the build runs on the swarm first and training opens on its output.
+    let build = match &config.corpus {
+        Some(_) => {
+            let (d, c, s) = (dir.clone(), config.clone(), store.clone());
+            let build = tokio::task::spawn_blocking(move || SwarmBuild::open(&d, &c, s))
+                .await
+                .context("planning the corpus build")?
+                .context("planning the corpus build")?;
+            Some(Arc::new(build))
+        }
+        None => None,
+    };
+    let mut project = match build {
+        Some(_) => None,
+        None => Some(open_project(config.clone()).await?),
+    };
+    let (client, mut events, net_task) =
+        canopy_node::network::start(keys.clone(), store.clone(), network).await?;
+    let addrs = client.listen_addrs().await.unwrap_or_default();
+    let round = match &project {
+        Some(p) => p.current().round,
+        None => 0,
+    };
     let url = match listener {
         Some(listener) => {
             let url = listener.url()?;
             listener.spawn(
                 dir.join(DB_FILE),
                 dashboard::ProjectInfo {
-                    name: project.config.project.name.clone(),
-                    rounds: project.config.training.rounds,
-                    peer: project.keys.peer_id().to_string(),
+                    name: config.project.name.clone(),
+                    rounds: config.training.rounds,
+                    peer: keys.peer_id().to_string(),
                 },
-                project.metrics.clone(),
+                metrics.clone(),
             );
             Some(url)
         }
@@ -392,26 +422,68 @@ async fn run_project(config_path: &Path, json: bool, http: &HttpArgs) -> anyhow:
     if json {
         println!(
             "{}",
-            serde_json::json!({"started": {"peer": project.keys.peer_id().to_string(), "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "round": current.round, "dashboard": url}})
+            serde_json::json!({"started": {"peer": keys.peer_id().to_string(), "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "round": round, "dashboard": url, "corpus_build": build.as_ref().map(|b| b.id())}})
         );
     } else {
         println!(
             "canopy-coordinator: project {} in {}",
-            project.config.project.name,
+            config.project.name,
             dir.display()
         );
-        println!("peer id {}", project.keys.peer_id());
+        println!("peer id {}", keys.peer_id());
         for a in &addrs {
             println!("listening on {a}");
         }
         if let Some(url) = &url {
             println!("dashboard at {url}");
         }
-        println!(
-            "round {} of {}; nodes join with: canopy-node join <address above>",
-            current.round, project.config.training.rounds
-        );
+        if build.is_some() {
+            println!(
+                "corpus build first, then {} training rounds; nodes join with: canopy-node join <address above>",
+                config.training.rounds
+            );
+        } else {
+            println!(
+                "round {round} of {}; nodes join with: canopy-node join <address above>",
+                config.training.rounds
+            );
+        }
     }
+    let _ = std::io::stdout().flush();
+    if let Some(build) = build {
+        if !build.finished()? {
+            let (ctx, mut crx) = tokio::sync::mpsc::channel(256);
+            let printer = tokio::spawn(async move {
+                while let Some(event) = crx.recv().await {
+                    print_corpus_event(&event, json);
+                }
+            });
+            let done = build
+                .clone()
+                .run(&client, &mut events, &mut shutdown, ctx)
+                .await;
+            let _ = printer.await;
+            if !done.context("running the corpus build")? {
+                let _ = client.shutdown().await;
+                let _ = net_task.await;
+                if !json {
+                    println!("stopped during the corpus build; run again to carry on");
+                }
+                return Ok(());
+            }
+        }
+        let mut training = config.clone();
+        training.data.corpus = Some(build.kept());
+        training.corpus = None;
+        project = Some(open_project(training).await?);
+    }
+    let Some(mut project) = project else {
+        bail!("the project did not open");
+    };
+    project.metrics = metrics;
+    let project = Arc::new(project);
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let service = Service::with_network(project.clone(), client, events, net_task, tx).await?;
     let _ = std::io::stdout().flush();
     let printer = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
@@ -438,6 +510,45 @@ async fn run_project(config_path: &Path, json: bool, http: &HttpArgs) -> anyhow:
         println!("stopped; run again on the same directory to carry on");
     }
     Ok(())
+}
+
+fn print_corpus_event(event: &CorpusEvent, json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "corpus": event }));
+        return;
+    }
+    match event {
+        CorpusEvent::Planned {
+            chunks,
+            done,
+            documents,
+            ..
+        } => println!(
+            "corpus build: {documents} documents in {chunks} chunks ({done} already agreed); two peers run each chunk"
+        ),
+        CorpusEvent::Agreed {
+            done,
+            total,
+            failed,
+            ..
+        } => {
+            println!("corpus: {done}/{total} chunks agreed");
+            for peer in failed {
+                println!("corpus: {peer} returned a result the other runs disagree with");
+            }
+        }
+        CorpusEvent::Finished {
+            input_documents,
+            kept_documents,
+            out,
+            ..
+        } => println!(
+            "corpus build finished: kept {kept_documents} of {input_documents} documents; outputs in {}; training starts",
+            out.display()
+        ),
+        CorpusEvent::Result { .. } => {}
+        _ => {}
+    }
 }
 
 fn print_event(event: &ServiceEvent, json: bool) {
@@ -495,6 +606,7 @@ fn status(config: &Path, json: bool, history: bool) -> anyhow::Result<()> {
             "peers": peers,
             "active_leases": leases.len(),
             "open_tasks": open,
+            "corpus_builds": r.corpus_builds()?,
         });
         if history {
             out["leases"] = serde_json::to_value(r.leases()?)?;

@@ -74,7 +74,8 @@ pub fn preset_config(preset: Preset) -> ModelConfig {
 }
 
 /// The project's training text: the files of `data.corpus` (plain text, or JSONL with a
-/// `text` field), or the generated multilingual text.
+/// `text` field; `data.corpus` may also name one such file), or the generated multilingual
+/// text.
 pub fn training_text(config: &Config) -> Result<Vec<u8>> {
     let Some(dir) = &config.data.corpus else {
         return Ok(canopy_shaders::textgen::generate(
@@ -86,11 +87,16 @@ pub fn training_text(config: &Config) -> Result<Vec<u8>> {
         path: path.to_path_buf(),
         source,
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "txt" || x == "jsonl"))
-        .collect();
+    // A single file (a corpus build's kept.jsonl) or a directory of them.
+    let mut files: Vec<PathBuf> = if dir.is_file() {
+        vec![dir.clone()]
+    } else {
+        std::fs::read_dir(dir)
+            .map_err(|e| io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "txt" || x == "jsonl"))
+            .collect()
+    };
     files.sort();
     let mut text = Vec::new();
     for path in files {
@@ -197,9 +203,14 @@ pub struct RoundSummary {
 impl Project {
     /// Opens the project in `dir` with `config`, creating round 0 on first run.
     pub fn open(dir: &Path, config: Config) -> Result<Self> {
+        let store = Arc::new(ChunkStore::open(dir, config.store.cap_mib << 20)?);
+        Self::open_with_store(dir, config, store)
+    }
+
+    /// [`Project::open`] on a chunk store already open (the one a swarm serves from).
+    pub fn open_with_store(dir: &Path, config: Config, store: Arc<ChunkStore>) -> Result<Self> {
         config.validate()?;
         let (keys, _) = canopy_node::identity::load_or_create(dir)?;
-        let store = Arc::new(ChunkStore::open(dir, config.store.cap_mib << 20)?);
         let mut state = State::open(&dir.join(DB_FILE))?;
         let model = preset_config(config.model.preset);
         if config.training.seq_len as usize > model.seq_len {

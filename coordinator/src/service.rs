@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use crate::aggregate;
 use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
 use crate::scheduler::{self, DATACENTER, NoTask, VOLUNTEER};
-use crate::state::{PeerRecord, ResultRecord, TRAIN, VERIFY};
+use crate::state::{CORPUS, CORPUS_CHECK, PeerRecord, ResultRecord, TRAIN, VERIFY};
 
 /// A datacenter node counts as active this long after it was last heard from.
 const ACTIVE_MS: u64 = 60_000;
@@ -75,6 +75,19 @@ impl Service {
     ) -> Result<Self, ProjectError> {
         let (client, events, task) =
             network::start(project.keys.clone(), project.store.clone(), network).await?;
+        Self::with_network(project, client, events, task, report).await
+    }
+
+    /// [`Service::start`] on a swarm that is already running (the one the corpus build ran
+    /// on, so that the nodes keep their connections and the address stays the same). The
+    /// swarm's store must be the project's.
+    pub async fn with_network(
+        project: Arc<Project>,
+        client: Client,
+        events: mpsc::Receiver<NetworkEvent>,
+        task: tokio::task::JoinHandle<()>,
+        report: mpsc::Sender<ServiceEvent>,
+    ) -> Result<Self, ProjectError> {
         let service = Self {
             project,
             client,
@@ -282,78 +295,27 @@ impl Service {
         let key = peer.to_string();
         let current = project.current();
         let mut state = project.state();
-        state.transaction(|tx| tx.touch_peer(&key, now))?;
+        let message = match answer_peer(
+            &mut state,
+            &project.config,
+            &key,
+            current.round,
+            now,
+            message,
+        )? {
+            Answered::Reply(reply, joined) => {
+                if let Some(tier) = joined {
+                    let _ = self.report.try_send(ServiceEvent::Joined {
+                        peer,
+                        tier: tier.into(),
+                    });
+                }
+                return Ok(reply);
+            }
+            Answered::Other(message) => message,
+        };
         let known = state.read().peer(&key)?;
         Ok(match message {
-            Message::Join(join) => {
-                let allowed = state.read().allowlisted(&key)?;
-                let tier = match (join.capabilities.tier, allowed.as_deref()) {
-                    (Tier::Datacenter, Some(DATACENTER)) => DATACENTER,
-                    _ => VOLUNTEER,
-                };
-                let record = PeerRecord {
-                    peer: key.clone(),
-                    tier: tier.into(),
-                    name: join.display_name.clone(),
-                    org: join.organisation.clone(),
-                    country: join.country.clone(),
-                    reputation: project.config.reputation.start,
-                    banned: false,
-                    tokens_per_sec: None,
-                    slots: (join.capabilities.adapters.len() as u32).clamp(1, 16),
-                    joined_ms: now,
-                    last_seen_ms: now,
-                };
-                let adapter = join
-                    .capabilities
-                    .adapters
-                    .iter()
-                    .map(|a| format!("{} ({})", a.name, a.backend))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                state.transaction(|tx| {
-                    tx.upsert_peer(&record)?;
-                    tx.set_peer_adapter(&key, &adapter)
-                })?;
-                let banned = state.read().peer(&key)?.is_some_and(|p| p.banned);
-                let _ = self.report.try_send(ServiceEvent::Joined {
-                    peer,
-                    tier: tier.into(),
-                });
-                let granted = if tier == DATACENTER {
-                    Tier::Datacenter
-                } else {
-                    Tier::Volunteer
-                };
-                let note = if join.capabilities.tier == Tier::Datacenter && tier != DATACENTER {
-                    "admitted as a volunteer: this key is not on the datacenter allowlist"
-                } else {
-                    "welcome"
-                };
-                Message::JoinAck(JoinAck {
-                    accepted: !banned,
-                    tier: granted,
-                    round: current.round,
-                    message: if banned {
-                        "this node is banned after failed verifications".into()
-                    } else {
-                        format!("{note}; project {}", project.config.project.name)
-                    },
-                })
-            }
-            Message::Heartbeat(_) => match known {
-                Some(p) => Message::JoinAck(JoinAck {
-                    accepted: !p.banned,
-                    tier: if p.tier == DATACENTER {
-                        Tier::Datacenter
-                    } else {
-                        Tier::Volunteer
-                    },
-                    round: current.round,
-                    message: String::new(),
-                }),
-                None => no_work(0, "join first", true),
-            },
             Message::LeaseRequest(_) => {
                 let Some(p) = known else {
                     return Ok(no_work(0, "join first", true));
@@ -399,46 +361,138 @@ impl Service {
                     ),
                 }
             }
-            Message::LeaseRenew(renew) => {
-                let lease = state.read().lease(renew.lease.0)?;
-                match lease {
-                    Some(l) if l.peer == key && l.status == "active" => {
-                        let task = state.read().task(l.task)?;
-                        let tokens = task.map_or(0, |t| t.tokens);
-                        let p = known.unwrap_or_else(|| unknown_peer(&key));
-                        let expires =
-                            now + scheduler::lease_ms(&project.config.scheduling, &p, tokens);
-                        state.transaction(|tx| {
-                            tx.extend_lease(l.id, expires, renew.progress_permille)
-                        })?;
-                        Message::LeaseRenewed(LeaseRenewed {
-                            lease: renew.lease,
-                            expires_at_ms: expires,
-                        })
-                    }
-                    _ => no_work(0, "this lease has expired or was reassigned", false),
-                }
-            }
-            Message::LeaseRelease(release) => {
-                let lease = state.read().lease(release.lease.0)?;
-                if let Some(l) = lease.filter(|l| l.peer == key && l.status == "active") {
-                    tracing::info!(lease = l.id, task = l.task, %peer, reason = ?release.reason, "lease handed back");
-                    state.transaction(|tx| {
-                        tx.set_lease_status(l.id, "released")?;
-                        scheduler::reopen(tx, l.task)
-                    })?;
-                }
-                no_work(0, "lease released", false)
-            }
-            Message::ManifestRequest(req) => {
-                Message::ManifestResponse(Box::new(ManifestResponse {
-                    root: req.root,
-                    manifest: state.read().manifest(&req.root)?,
-                }))
-            }
             other => no_work(5_000, &format!("unexpected {:?}", other.kind()), false),
         })
     }
+}
+
+/// What [`answer_peer`] did with a request.
+pub(crate) enum Answered {
+    /// Answered it, and for a join the tier granted.
+    Reply(Message, Option<&'static str>),
+    /// Not one of the requests it answers: handed back.
+    Other(Message),
+}
+
+/// Answers the requests that the corpus build and training answer alike: joins, heartbeats,
+/// lease renewals and releases, manifest requests (notes the contact first). Any other
+/// message comes back as [`Answered::Other`].
+pub(crate) fn answer_peer(
+    state: &mut crate::state::State,
+    config: &crate::config::Config,
+    key: &str,
+    round: u64,
+    now: u64,
+    message: Message,
+) -> Result<Answered, crate::state::StateError> {
+    let key = key.to_string();
+    state.transaction(|tx| tx.touch_peer(&key, now))?;
+    let known = state.read().peer(&key)?;
+    let mut joined = None;
+    let reply = match message {
+        Message::Join(join) => {
+            let allowed = state.read().allowlisted(&key)?;
+            let tier = match (join.capabilities.tier, allowed.as_deref()) {
+                (Tier::Datacenter, Some(DATACENTER)) => DATACENTER,
+                _ => VOLUNTEER,
+            };
+            let record = PeerRecord {
+                peer: key.clone(),
+                tier: tier.into(),
+                name: join.display_name.clone(),
+                org: join.organisation.clone(),
+                country: join.country.clone(),
+                reputation: config.reputation.start,
+                banned: false,
+                tokens_per_sec: None,
+                slots: (join.capabilities.adapters.len() as u32).clamp(1, 16),
+                joined_ms: now,
+                last_seen_ms: now,
+            };
+            let adapter = join
+                .capabilities
+                .adapters
+                .iter()
+                .map(|a| format!("{} ({})", a.name, a.backend))
+                .collect::<Vec<_>>()
+                .join(", ");
+            state.transaction(|tx| {
+                tx.upsert_peer(&record)?;
+                tx.set_peer_adapter(&key, &adapter)
+            })?;
+            let banned = state.read().peer(&key)?.is_some_and(|p| p.banned);
+            joined = Some(tier);
+            let granted = if tier == DATACENTER {
+                Tier::Datacenter
+            } else {
+                Tier::Volunteer
+            };
+            let note = if join.capabilities.tier == Tier::Datacenter && tier != DATACENTER {
+                "admitted as a volunteer: this key is not on the datacenter allowlist"
+            } else {
+                "welcome"
+            };
+            Message::JoinAck(JoinAck {
+                accepted: !banned,
+                tier: granted,
+                round,
+                message: if banned {
+                    "this node is banned after failed verifications".into()
+                } else {
+                    format!("{note}; project {}", config.project.name)
+                },
+            })
+        }
+        Message::Heartbeat(_) => match known {
+            Some(p) => Message::JoinAck(JoinAck {
+                accepted: !p.banned,
+                tier: if p.tier == DATACENTER {
+                    Tier::Datacenter
+                } else {
+                    Tier::Volunteer
+                },
+                round,
+                message: String::new(),
+            }),
+            None => no_work(0, "join first", true),
+        },
+        Message::LeaseRenew(renew) => {
+            let lease = state.read().lease(renew.lease.0)?;
+            match lease {
+                Some(l) if l.peer == key && l.status == "active" => {
+                    let task = state.read().task(l.task)?;
+                    let tokens = task.map_or(0, |t| t.tokens);
+                    let p = known.unwrap_or_else(|| unknown_peer(&key));
+                    let expires = now + scheduler::lease_ms(&config.scheduling, &p, tokens);
+                    state.transaction(|tx| {
+                        tx.extend_lease(l.id, expires, renew.progress_permille)
+                    })?;
+                    Message::LeaseRenewed(LeaseRenewed {
+                        lease: renew.lease,
+                        expires_at_ms: expires,
+                    })
+                }
+                _ => no_work(0, "this lease has expired or was reassigned", false),
+            }
+        }
+        Message::LeaseRelease(release) => {
+            let lease = state.read().lease(release.lease.0)?;
+            if let Some(l) = lease.filter(|l| l.peer == key && l.status == "active") {
+                tracing::info!(lease = l.id, task = l.task, peer = %key, reason = ?release.reason, "lease handed back");
+                state.transaction(|tx| {
+                    tx.set_lease_status(l.id, "released")?;
+                    scheduler::reopen(tx, l.task)
+                })?;
+            }
+            no_work(0, "lease released", false)
+        }
+        Message::ManifestRequest(req) => Message::ManifestResponse(Box::new(ManifestResponse {
+            root: req.root,
+            manifest: state.read().manifest(&req.root)?,
+        })),
+        other => return Ok(Answered::Other(other)),
+    };
+    Ok(Answered::Reply(reply, joined))
 }
 
 fn unknown_peer(key: &str) -> PeerRecord {
@@ -713,6 +767,15 @@ async fn check_result(
             "this lease belongs to another node or task",
             |s| s.replay += 1,
             true,
+        ));
+    }
+    if matches!(task.kind.as_str(), CORPUS | CORPUS_CHECK) {
+        // A late corpus result (its lease expired and another peer's run was used): not an
+        // offence, but the build is over.
+        return Err(refuse(
+            "the corpus build has finished",
+            |s| s.stale_dropped += 1,
+            false,
         ));
     }
     if task.status == "done" || !matches!(lease.status.as_str(), "active" | "expired") {

@@ -16,6 +16,9 @@
 //!   hash of the signed result.
 //! - `peer_adapters`: the compute each node said it runs on when it last joined.
 //! - `corpus_builds`: progress and data-card figures of each corpus build.
+//! - `corpus_results`: every corpus result received on the swarm: the chunk, the sender, the
+//!   root it named, and its verdict (`pending` until two runs agree, then `accepted` or
+//!   `failed`); `corpus_agreed`: the agreed result root of each chunk.
 //!
 //! Every change that a node is told about (a lease, an acknowledged result) is committed
 //! before the answer is sent.
@@ -86,6 +89,12 @@ CREATE TABLE IF NOT EXISTS corpus_builds (
     chunks_total INTEGER NOT NULL, chunks_done INTEGER NOT NULL DEFAULT 0,
     documents_in INTEGER NOT NULL DEFAULT 0, documents_kept INTEGER NOT NULL DEFAULT 0,
     datacard TEXT);
+CREATE TABLE IF NOT EXISTS corpus_results (
+    lease INTEGER PRIMARY KEY, task INTEGER NOT NULL, build INTEGER NOT NULL, chunk TEXT NOT NULL,
+    peer TEXT NOT NULL, result TEXT NOT NULL, status TEXT NOT NULL, received_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS corpus_results_chunk ON corpus_results(build, chunk);
+CREATE TABLE IF NOT EXISTS corpus_agreed (
+    build INTEGER NOT NULL, chunk TEXT NOT NULL, result TEXT NOT NULL, PRIMARY KEY (build, chunk));
 ";
 
 /// The `meta` key whose value `1` pauses the project: no new leases are granted.
@@ -149,6 +158,33 @@ pub struct RoundRecord {
 pub const TRAIN: &str = "train";
 /// A datacenter re-run of a volunteer's training task.
 pub const VERIFY: &str = "verify";
+/// One of the two runs of a corpus chunk (also the ledger kind of every corpus result).
+pub const CORPUS: &str = "corpus";
+/// A further run of a corpus chunk whose first runs disagree (datacenter tier first).
+pub const CORPUS_CHECK: &str = "corpus_check";
+/// The `round` of corpus tasks: they precede training and belong to no training round.
+pub const CORPUS_ROUND: u64 = u32::MAX as u64;
+
+/// One corpus result received on the swarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CorpusRun {
+    /// The lease it ran under.
+    pub lease: u64,
+    /// The task.
+    pub task: u64,
+    /// The build.
+    pub build: u64,
+    /// The chunk's root.
+    pub chunk: Digest,
+    /// The sender.
+    pub peer: String,
+    /// The root of the result object it named (the blake3 of the encoding).
+    pub result: Digest,
+    /// `pending`, `accepted` or `failed`.
+    pub status: String,
+    /// Received at.
+    pub received_ms: u64,
+}
 
 /// One task.
 #[derive(Debug, Clone, PartialEq)]
@@ -704,6 +740,45 @@ impl $t {
         .collect()
     }
 
+    /// The corpus results of `chunk` in `build`, oldest first.
+    pub fn corpus_runs(&self, build: u64, chunk: &Digest) -> Result<Vec<CorpusRun>> {
+        let mut stmt = self.c().prepare(
+            "SELECT lease, task, build, chunk, peer, result, status, received_ms
+             FROM corpus_results WHERE build = ?1 AND chunk = ?2 ORDER BY lease",
+        )?;
+        let rows = stmt.query_map(params![build as i64, chunk.to_string()], corpus_run_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// Every corpus result of `build` sent by `peer`.
+    pub fn corpus_runs_of_peer(&self, build: u64, peer: &str) -> Result<Vec<CorpusRun>> {
+        let mut stmt = self.c().prepare(
+            "SELECT lease, task, build, chunk, peer, result, status, received_ms
+             FROM corpus_results WHERE build = ?1 AND peer = ?2 ORDER BY lease",
+        )?;
+        let rows = stmt.query_map(params![build as i64, peer], corpus_run_row)?;
+        rows.map(|r| r?).collect()
+    }
+
+    /// The agreed result root of every chunk of `build` that has one.
+    pub fn corpus_agreed(&self, build: u64) -> Result<std::collections::HashMap<Digest, Digest>> {
+        let mut stmt = self
+            .c()
+            .prepare("SELECT chunk, result FROM corpus_agreed WHERE build = ?1")?;
+        let rows = stmt.query_map([build as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = std::collections::HashMap::new();
+        for row in rows {
+            let (chunk, result) = row?;
+            out.insert(
+                digest("corpus chunk", chunk)?,
+                digest("corpus result", result)?,
+            );
+        }
+        Ok(out)
+    }
+
     /// How many tasks of `round` have each status.
     pub fn task_counts(&self, round: u64) -> Result<Vec<(String, u64)>> {
         let mut stmt = self
@@ -842,7 +917,91 @@ fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ResultRecord>> {
     }))
 }
 
+fn corpus_run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<CorpusRun>> {
+    let chunk: String = r.get(3)?;
+    let result: String = r.get(5)?;
+    let run = CorpusRun {
+        lease: r.get::<_, i64>(0)? as u64,
+        task: r.get::<_, i64>(1)? as u64,
+        build: r.get::<_, i64>(2)? as u64,
+        chunk: Digest::of(b""),
+        peer: r.get(4)?,
+        result: Digest::of(b""),
+        status: r.get(6)?,
+        received_ms: r.get::<_, i64>(7)? as u64,
+    };
+    Ok((|| {
+        Ok(CorpusRun {
+            chunk: digest("corpus chunk", chunk)?,
+            result: digest("corpus result", result)?,
+            ..run
+        })
+    })())
+}
+
 impl Tx<'_> {
+    /// Records a corpus result (status `pending` until its chunk's runs agree).
+    pub fn insert_corpus_run(&self, run: &CorpusRun) -> Result<()> {
+        self.tx.execute(
+            "INSERT INTO corpus_results(lease, task, build, chunk, peer, result, status, received_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![run.lease as i64, run.task as i64, run.build as i64, run.chunk.to_string(),
+                run.peer, run.result.to_string(), run.status, run.received_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Sets a corpus result's verdict.
+    pub fn set_corpus_run_status(&self, lease: u64, status: &str) -> Result<()> {
+        self.tx.execute(
+            "UPDATE corpus_results SET status = ?2 WHERE lease = ?1",
+            params![lease as i64, status],
+        )?;
+        Ok(())
+    }
+
+    /// Cancels every open or leased task of `round` and ends their active leases (the corpus
+    /// build's leftovers once every chunk is agreed).
+    pub fn cancel_round_tasks(&self, round: u64) -> Result<()> {
+        self.tx.execute(
+            "UPDATE leases SET status = 'released' WHERE status = 'active'
+             AND task IN (SELECT id FROM tasks WHERE round = ?1)",
+            [round as i64],
+        )?;
+        self.tx.execute(
+            "UPDATE tasks SET status = 'cancelled' WHERE round = ?1 AND status IN ('open', 'leased')",
+            [round as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Records the agreed result of a chunk.
+    pub fn set_corpus_agreed(&self, build: u64, chunk: &Digest, result: &Digest) -> Result<()> {
+        self.tx.execute(
+            "INSERT OR REPLACE INTO corpus_agreed(build, chunk, result) VALUES (?1, ?2, ?3)",
+            params![build as i64, chunk.to_string(), result.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Sets the verdict of the ledger entry of one result (by task and peer), with its
+    /// acceptance.
+    pub fn set_ledger_verdict(
+        &self,
+        task: u64,
+        peer: &str,
+        verified: &str,
+        accepted: bool,
+        reason: Option<&str>,
+    ) -> Result<()> {
+        self.tx.execute(
+            "UPDATE ledger SET verified = ?3, accepted = ?4, reason = COALESCE(?5, reason)
+             WHERE task = ?1 AND peer = ?2 AND accepted = 1",
+            params![task as i64, peer, verified, accepted, reason],
+        )?;
+        Ok(())
+    }
+
     /// Sets a value in `meta`.
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
         self.tx.execute(

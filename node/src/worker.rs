@@ -31,6 +31,8 @@ use crate::error::NodeError;
 use crate::network::Client;
 use crate::objects;
 
+mod corpus;
+
 /// What the node is doing now, for the live line, `canopy-node status` and `--json`.
 #[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
 #[serde(default)]
@@ -274,12 +276,13 @@ impl Worker {
         ));
         let started = Instant::now();
         let outcome = match spec {
-            TaskSpec::Train(train) => {
-                self.train(&train, task.0, progress.clone(), cancel.clone())
-                    .await
-            }
+            TaskSpec::Train(train) => self
+                .train(&train, task.0, progress.clone(), cancel.clone())
+                .await
+                .map(|done| done.map(|(o, t, s)| (TaskOutput::Train(Box::new(o)), t, s))),
+            TaskSpec::Corpus(corpus) => self.corpus(&corpus, task.0, cancel.clone()).await,
             _ => Err(NodeError::Coordinator(
-                "this node does not run corpus tasks yet".into(),
+                "this node does not run this kind of task".into(),
             )),
         };
         renewals.abort();
@@ -307,7 +310,7 @@ impl Worker {
                 let result = Message::TaskResult(TaskResult {
                     lease,
                     task,
-                    output: TaskOutput::Train(Box::new(output)),
+                    output,
                     compute_ms,
                 });
                 match self.ask(round, result).await {

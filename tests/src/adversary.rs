@@ -11,8 +11,8 @@ use canopy_node::network::{self, Client, NetworkConfig};
 use canopy_node::store::ChunkStore;
 use canopy_node::{objects, worker};
 use canopy_protocol::messages::{
-    AdapterInfo, AdapterKind, Capabilities, Join, LeaseRequest, ManifestRequest, TaskId,
-    TaskOutput, TaskResult, TaskSpec, Tier, TrainOutput,
+    AdapterInfo, AdapterKind, Capabilities, CorpusOutput, Join, LeaseRelease, LeaseRequest,
+    ManifestRequest, ReleaseReason, TaskId, TaskOutput, TaskResult, TaskSpec, Tier, TrainOutput,
 };
 use canopy_protocol::{
     CodecSpec, Compressor, Digest, Keypair, Message, ObjectKind, SignedManifest,
@@ -38,6 +38,8 @@ pub enum Attack {
     WrongKey,
     /// Sends the update of its first task again, for a new lease.
     Replay,
+    /// Corpus tasks only ([`Adversary::attack_corpus`]): changes one MinHash value.
+    CorpusSignature,
 }
 
 /// How the coordinator answered one attack.
@@ -206,7 +208,7 @@ impl Adversary {
         let mut version = spec.model_version;
         let mut signer = self.keys.clone();
         match attack {
-            Attack::Honest | Attack::Replay => {}
+            Attack::Honest | Attack::Replay | Attack::CorpusSignature => {}
             Attack::Scaled(k) => delta.iter_mut().for_each(|d| *d *= k),
             Attack::SignFlipped => delta.iter_mut().for_each(|d| *d = -*d),
             Attack::NonFinite => codec = CodecSpec::F32,
@@ -257,6 +259,78 @@ impl Adversary {
                 reason: ack.reason,
             }),
             other => panic!("the coordinator answered a result with {other:?}"),
+        }
+    }
+
+    /// Takes the next corpus lease (handing back any training lease), computes the chunk
+    /// honestly on the CPU path, changes one MinHash value of its first document, and sends
+    /// that result under its own signature, as a lying volunteer would; returns the
+    /// coordinator's answer, or `None` when no corpus lease came before `timeout`.
+    pub async fn attack_corpus(&mut self, timeout: Duration) -> Option<Outcome> {
+        let deadline = Instant::now() + timeout;
+        let grant = loop {
+            if Instant::now() > deadline {
+                return None;
+            }
+            match self
+                .ask(Message::LeaseRequest(LeaseRequest { slots: 1 }))
+                .await
+            {
+                Ok(Message::LeaseGrant(grant)) if matches!(grant.spec, TaskSpec::Corpus(_)) => {
+                    break grant;
+                }
+                Ok(Message::LeaseGrant(other)) => {
+                    let release = Message::LeaseRelease(LeaseRelease {
+                        lease: other.lease,
+                        reason: ReleaseReason::Shutdown,
+                    });
+                    let _ = self.ask(release).await;
+                    return None;
+                }
+                Ok(Message::NoWork(none)) => {
+                    let wait = u64::from(none.retry_after_ms).clamp(100, 1000);
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+                _ => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        };
+        let TaskSpec::Corpus(spec) = &grant.spec else {
+            unreachable!("only corpus grants are kept")
+        };
+        let (_, frame) = self.object(spec.chunk, ObjectKind::CorpusChunk).await;
+        let (mut result, _) =
+            canopy_shaders::corpus::compute_chunk(&Cpu::new(), &frame, &spec.minhash)
+                .expect("compute the chunk");
+        if let Some(doc) = result.documents.first_mut() {
+            doc.signature[0] ^= 1;
+        }
+        let bytes = result.encode().expect("encode");
+        let manifest = canopy_protocol::Manifest::build(
+            ObjectKind::CorpusResult,
+            &bytes,
+            canopy_protocol::chunk::DEFAULT_CHUNK_SIZE,
+            Default::default(),
+        )
+        .expect("manifest");
+        let root = manifest.root;
+        let signed = manifest.sign(&self.keys).expect("sign");
+        self.client.provide(signed, bytes).await.expect("provide");
+        let message = Message::TaskResult(TaskResult {
+            lease: grant.lease,
+            task: grant.task,
+            output: TaskOutput::Corpus(CorpusOutput {
+                result: root,
+                documents: result.documents.len() as u64,
+            }),
+            compute_ms: 10,
+        });
+        match self.ask(message).await {
+            Ok(Message::ResultAck(ack)) => Some(Outcome {
+                attack: Attack::Honest,
+                accepted: ack.accepted,
+                reason: ack.reason,
+            }),
+            other => panic!("the coordinator answered a corpus result with {other:?}"),
         }
     }
 

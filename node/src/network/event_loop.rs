@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use canopy_protocol::messages::{ChunkRequest, ChunkResponse};
+use canopy_protocol::messages::{ChunkRequest, ChunkResponse, ManifestResponse};
 use canopy_protocol::{Digest, Envelope, Keypair, Message};
 use futures::StreamExt;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
@@ -26,6 +26,8 @@ use crate::store::ChunkStore;
 const MAX_PENDING_INBOUND: usize = 1024;
 /// Peers whose serving rate is tracked, at most.
 const MAX_RATE_BUCKETS: usize = 4096;
+/// Manifests of provided objects kept to answer manifest requests, at most (oldest go first).
+const MAX_PROVIDED_MANIFESTS: usize = 4096;
 
 enum Pending {
     Chunk {
@@ -73,6 +75,10 @@ pub(crate) struct EventLoop {
     /// a minute, back to a second once one is connected).
     redial_at: Instant,
     redial_backoff: Duration,
+    /// The signed manifests of the objects this peer provided, so that a peer holding only a
+    /// root (a corpus result named in a task output) can ask for the manifest; bounded.
+    provided: HashMap<Digest, canopy_protocol::SignedManifest>,
+    provided_order: std::collections::VecDeque<Digest>,
 }
 
 const REDIAL_MIN: Duration = Duration::from_secs(1);
@@ -179,6 +185,8 @@ impl EventLoop {
             bootstrap_peers: Vec::new(),
             redial_at: Instant::now() + REDIAL_MIN,
             redial_backoff: REDIAL_MIN,
+            provided: HashMap::new(),
+            provided_order: std::collections::VecDeque::new(),
         };
         this.bootstrap_peers = this
             .config
@@ -404,9 +412,25 @@ impl EventLoop {
             .map_err(NodeError::from)
             .and_then(|m| self.store.put_object(m, &data).map(|()| m.root));
         match result {
-            Ok(root) => self.announce(root, Some(reply)),
+            Ok(root) => {
+                self.remember_manifest(root, signed);
+                self.announce(root, Some(reply))
+            }
             Err(e) => {
                 let _ = reply.send(Err(e));
+            }
+        }
+    }
+
+    /// Keeps the manifest of a provided object for [`Self::answer_manifest`], dropping the
+    /// oldest beyond [`MAX_PROVIDED_MANIFESTS`].
+    fn remember_manifest(&mut self, root: Digest, signed: canopy_protocol::SignedManifest) {
+        if self.provided.insert(root, signed).is_none() {
+            self.provided_order.push_back(root);
+        }
+        while self.provided_order.len() > MAX_PROVIDED_MANIFESTS {
+            if let Some(old) = self.provided_order.pop_front() {
+                self.provided.remove(&old);
             }
         }
     }
@@ -880,6 +904,25 @@ impl EventLoop {
                         }
                     }
                     Err(e) => tracing::warn!("cannot answer chunk request: {e}"),
+                }
+            }
+            // A manifest request for an object this peer provides is answered here (the
+            // coordinator asks a volunteer for the manifest of the corpus result it names);
+            // any other goes to the application (the coordinator answers from its state).
+            Message::ManifestRequest(req) if self.provided.contains_key(&req.root) => {
+                let response = Message::ManifestResponse(Box::new(ManifestResponse {
+                    root: req.root,
+                    manifest: self.provided.get(&req.root).cloned(),
+                }));
+                match self.seal(round, &response) {
+                    Ok(env) => {
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .canopy
+                            .send_response(channel, env);
+                    }
+                    Err(e) => tracing::warn!("cannot answer a manifest request: {e}"),
                 }
             }
             message => {

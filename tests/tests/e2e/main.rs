@@ -5,6 +5,7 @@ mod byzantine;
 mod churn;
 mod coordinator;
 mod corpus;
+mod corpus_swarm;
 mod dashboard;
 mod demo;
 mod interop;

@@ -1,0 +1,1089 @@
+//! The corpus build on the swarm: what `canopy-coordinator run` does first when `canopy.toml`
+//! has a `[corpus]` section.
+//!
+//! 1. **Plan** ([`SwarmBuild::open`]): the same plan as `canopy-coordinator corpus build`. Each
+//!    chunk becomes an [`ObjectKind::CorpusChunk`] object signed by the coordinator, and each
+//!    distinct chunk two corpus tasks ([`CORPUS`]) in the state database, all in one
+//!    transaction with a `corpus_builds` row. The plan is deterministic, so a restarted
+//!    coordinator plans again, checks that the layout is the one it started with, and carries
+//!    on: chunks already agreed are not run again.
+//! 2. **Compute** ([`SwarmBuild::run`]): volunteers lease the tasks; a peer never runs the same
+//!    chunk twice, so the two runs of a chunk come from two distinct peers. For each result
+//!    the coordinator asks the sender for the manifest of the root it named (signed by the
+//!    sender, of kind `CorpusResult`), fetches the bytes, and checks that they decode and
+//!    answer the chunk ([`compute::accept_result`]). The verdict ([`verdict::verdict`]) is
+//!    committed before the result is acknowledged: two runs that name the same root decide the
+//!    chunk (both credited, ledger kind `corpus`, `verified`); a disagreement opens a further
+//!    run ([`CORPUS_CHECK`], the datacenter tier first while one is active, any other peer
+//!    otherwise), and the runs that disagree with the majority get `failed_verification`
+//!    reputation and ledger `failed`. `corpus_builds.chunks_done` follows the agreements (what
+//!    `/api/corpus` shows).
+//! 3. **Decide and write** ([`SwarmBuild::finish`]): with every chunk agreed, the agreed
+//!    results go through [`decide::decide`] and [`output::write_outputs`]: the outputs are
+//!    byte-identical to a local build of the same sources. The data card goes into
+//!    `corpus_builds`, and training then runs on `out/kept.jsonl`.
+
+pub mod verdict;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use canopy_node::network::{Client, NetworkEvent};
+use canopy_node::store::ChunkStore;
+use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
+use canopy_protocol::corpus::CorpusResult;
+use canopy_protocol::messages::{
+    CorpusOutput, CorpusSpec, LeaseGrant, LeaseId, ManifestRequest, NoWork, ResultAck, TaskId,
+    TaskOutput, TaskResult, TaskSpec,
+};
+use canopy_protocol::{Digest, Keypair, Manifest, Message, ObjectKind, SignedManifest};
+use libp2p::{Multiaddr, PeerId};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, CorpusSection};
+use crate::corpus::build::load_config;
+use crate::corpus::plan::Plan;
+use crate::corpus::{CorpusBuildError, compute, decide, output, plan};
+use crate::project::{DB_FILE, decode_spec, encode_spec, now_ms};
+use crate::scheduler::{self, DATACENTER, NoTask};
+use crate::service::{Answered, answer_peer, datacenter_active};
+use crate::state::{
+    CORPUS, CORPUS_CHECK, CORPUS_ROUND, CorpusRun, PeerRecord, State, StateError, TaskRecord, Tx,
+};
+use verdict::Verdict;
+
+/// How long the coordinator waits for a sender's manifest.
+const MANIFEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the coordinator waits for a result's chunks.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// `meta` keys.
+const META_BUILD: &str = "corpus_build";
+const META_LAYOUT: &str = "corpus_layout";
+const META_FINISHED: &str = "corpus_finished";
+
+/// What can go wrong running the corpus build.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CorpusSwarmError {
+    /// The pipeline failed (sources, settings, outputs).
+    #[error(transparent)]
+    Corpus(#[from] CorpusBuildError),
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The store, an object or the swarm failed.
+    #[error(transparent)]
+    Node(#[from] canopy_node::NodeError),
+    /// The build cannot go on as configured.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+type Result<T, E = CorpusSwarmError> = std::result::Result<T, E>;
+
+/// What the build reports as it runs (`run --json` prints each as `{"corpus": …}`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CorpusEvent {
+    /// The build is planned (or resumed).
+    Planned {
+        /// The build's id in `corpus_builds`.
+        build: u64,
+        /// Chunks in the plan.
+        chunks: usize,
+        /// Chunks already agreed (a resumed build).
+        done: usize,
+        /// Documents in the chunks.
+        documents: usize,
+    },
+    /// A result was judged.
+    Result {
+        /// The sender.
+        peer: String,
+        /// The task.
+        task: u64,
+        /// Whether it was accepted (for now: a first run is accepted pending its pair).
+        accepted: bool,
+        /// Why not.
+        reason: Option<String>,
+    },
+    /// A chunk's runs agreed.
+    Agreed {
+        /// The chunk's root.
+        chunk: String,
+        /// The agreed result's root.
+        result: String,
+        /// Chunks agreed so far.
+        done: usize,
+        /// Chunks in all.
+        total: usize,
+        /// Peers whose runs disagreed with it.
+        failed: Vec<String>,
+    },
+    /// The outputs are written.
+    Finished {
+        /// The build's id.
+        build: u64,
+        /// Input records.
+        input_documents: u64,
+        /// Kept documents.
+        kept_documents: u64,
+        /// Dropped records.
+        dropped_documents: u64,
+        /// The output directory.
+        out: PathBuf,
+    },
+}
+
+/// A corpus build that the swarm computes.
+pub struct SwarmBuild {
+    config: Config,
+    out: PathBuf,
+    plan: Plan,
+    keys: Keypair,
+    store: Arc<ChunkStore>,
+    state: Mutex<State>,
+    build: u64,
+    /// The plan's chunk indices by chunk root (identical chunks share one root and one
+    /// result).
+    chunks: HashMap<Digest, Vec<usize>>,
+}
+
+impl std::fmt::Debug for SwarmBuild {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmBuild")
+            .field("build", &self.build)
+            .field("out", &self.out)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A checked result, ready to commit.
+struct Checked {
+    lease: u64,
+    task: u64,
+    chunk: Digest,
+    result: Digest,
+    signed: SignedManifest,
+    tokens: u64,
+}
+
+/// A refused result.
+struct Refusal {
+    reason: String,
+    penalise: bool,
+}
+
+fn refuse(reason: impl Into<String>, penalise: bool) -> Refusal {
+    Refusal {
+        reason: reason.into(),
+        penalise,
+    }
+}
+
+impl SwarmBuild {
+    /// Plans the build of `config.corpus` for the project in `dir`, storing its chunks in
+    /// `store` and its tasks in the state database, or resumes the build already there.
+    pub fn open(dir: &Path, config: &Config, store: Arc<ChunkStore>) -> Result<Self> {
+        let section: &CorpusSection = config
+            .corpus
+            .as_ref()
+            .ok_or_else(|| CorpusSwarmError::Invalid("canopy.toml has no [corpus]".into()))?;
+        let sources = CorpusSection::resolve(dir, &section.sources);
+        let out = CorpusSection::resolve(dir, &section.out);
+        let optout = section
+            .optout
+            .as_ref()
+            .map(|p| CorpusSection::resolve(dir, p));
+        let settings = section
+            .config
+            .as_ref()
+            .map(|p| CorpusSection::resolve(dir, p));
+        let corpus_config = load_config(&sources, settings.as_deref())?;
+        let plan = plan::plan(&sources, optout.as_deref(), &corpus_config)?;
+        let (keys, _) = canopy_node::identity::load_or_create(dir)?;
+        let mut state = State::open(&dir.join(DB_FILE))?;
+
+        let mut chunks: HashMap<Digest, Vec<usize>> = HashMap::new();
+        let mut manifests = Vec::new();
+        for (i, c) in plan.chunks.iter().enumerate() {
+            let manifest = Manifest::build(
+                ObjectKind::CorpusChunk,
+                &c.frame,
+                DEFAULT_CHUNK_SIZE,
+                BTreeMap::new(),
+            )
+            .map_err(canopy_node::NodeError::from)?;
+            if manifest.root != c.digest {
+                return Err(CorpusSwarmError::Invalid(format!(
+                    "chunk {i}: its object root differs from its digest"
+                )));
+            }
+            store.put_object(&manifest, &c.frame)?;
+            store.pin(&manifest);
+            let entry = chunks.entry(c.digest).or_default();
+            if entry.is_empty() {
+                manifests.push((
+                    manifest
+                        .clone()
+                        .sign(&keys)
+                        .map_err(canopy_node::NodeError::from)?,
+                    c.chunk
+                        .documents
+                        .iter()
+                        .map(|d| d.text.len() as u64)
+                        .sum::<u64>(),
+                ));
+            }
+            entry.push(i);
+        }
+        let params = plan.params();
+        let layout = Digest::of(
+            format!(
+                "{}/{}/{}/{}",
+                params.num_perm,
+                params.shingle_words,
+                params.seed,
+                plan.chunks
+                    .iter()
+                    .map(|c| c.digest.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+            .as_bytes(),
+        )
+        .to_string();
+        let now = now_ms();
+        let existing = state.read().meta(META_BUILD)?;
+        let build = match existing {
+            Some(id) => {
+                if state.read().meta(META_LAYOUT)?.as_deref() != Some(layout.as_str()) {
+                    return Err(CorpusSwarmError::Invalid(
+                        "the corpus sources or settings differ from those this build started \
+                         with; restore them or start a new project directory"
+                            .into(),
+                    ));
+                }
+                id.parse::<u64>().map_err(|e| StateError::Corrupt {
+                    what: "corpus build id",
+                    reason: e.to_string(),
+                })?
+            }
+            None => state.transaction(|tx| {
+                let build = tx.start_corpus_build(plan.chunks.len() as u64, now)?;
+                tx.set_meta(META_BUILD, &build.to_string())?;
+                tx.set_meta(META_LAYOUT, &layout)?;
+                tx.set_meta("coordinator", &keys.peer_id().to_string())?;
+                for (signed, tokens) in &manifests {
+                    tx.put_manifest(signed, now)?;
+                    let spec = encode_spec(&TaskSpec::Corpus(CorpusSpec {
+                        chunk: signed.manifest().root,
+                        minhash: params,
+                    }))?;
+                    for _ in 0..2 {
+                        tx.insert_task(CORPUS_ROUND, CORPUS, &spec, None, *tokens)?;
+                    }
+                }
+                Ok(build)
+            })?,
+        };
+        // Agreed results stay in the store until the outputs are written.
+        for root in state.read().corpus_agreed(build)?.values() {
+            if let Some(m) = state.read().manifest(root)? {
+                store.pin(m.manifest());
+            }
+        }
+        Ok(Self {
+            config: config.clone(),
+            out,
+            plan,
+            keys,
+            store,
+            state: Mutex::new(state),
+            build,
+            chunks,
+        })
+    }
+
+    /// The state database, locked.
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The build's id in `corpus_builds`.
+    pub fn id(&self) -> u64 {
+        self.build
+    }
+
+    /// The output directory.
+    pub fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// The kept documents, what training reads.
+    pub fn kept(&self) -> PathBuf {
+        self.out.join("kept.jsonl")
+    }
+
+    /// Whether the outputs of this build are written (a restarted coordinator goes straight
+    /// to training).
+    pub fn finished(&self) -> Result<bool> {
+        Ok(self.state().read().meta(META_FINISHED)?.as_deref()
+            == Some(self.build.to_string().as_str())
+            && self.kept().is_file())
+    }
+
+    /// Chunks of the plan whose result is agreed, and the plan's chunk count.
+    fn progress(&self) -> Result<(usize, usize)> {
+        let agreed = self.state().read().corpus_agreed(self.build)?;
+        let done = self
+            .plan
+            .chunks
+            .iter()
+            .filter(|c| agreed.contains_key(&c.digest))
+            .count();
+        Ok((done, self.plan.chunks.len()))
+    }
+
+    fn documents_in(&self) -> u64 {
+        self.plan.sources.iter().map(|s| s.input).sum()
+    }
+
+    /// Provides every chunk object on the swarm.
+    pub async fn provide(&self, client: &Client) -> Result<()> {
+        for (root, indices) in &self.chunks {
+            let Some(&i) = indices.first() else { continue };
+            let signed = self.state().read().manifest(root)?;
+            let Some(signed) = signed else {
+                return Err(CorpusSwarmError::Invalid(format!(
+                    "the manifest of corpus chunk {root} is missing"
+                )));
+            };
+            client
+                .provide(signed, self.plan.chunks[i].frame.clone())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the build on the swarm until every chunk is agreed (then writes the outputs and
+    /// returns `true`) or `stop` resolves (`false`). Answers joins, lease requests (corpus
+    /// tasks only), renewals, releases, manifest requests and results.
+    pub async fn run(
+        self: Arc<Self>,
+        client: &Client,
+        events: &mut mpsc::Receiver<NetworkEvent>,
+        stop: impl std::future::Future<Output = ()>,
+        report: mpsc::Sender<CorpusEvent>,
+    ) -> Result<bool> {
+        tokio::pin!(stop);
+        let (done, total) = self.progress()?;
+        let _ = report
+            .send(CorpusEvent::Planned {
+                build: self.build,
+                chunks: total,
+                done,
+                documents: self.plan.documents.len(),
+            })
+            .await;
+        self.provide(client).await?;
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(64);
+        loop {
+            let (done, total) = self.progress()?;
+            if done == total {
+                break;
+            }
+            tokio::select! {
+                _ = &mut stop => return Ok(false),
+                event = events.recv() => match event {
+                    Some(NetworkEvent::Request { peer, id, round, message }) => {
+                        self.on_request(client, peer, id, round, message, &done_tx, &report).await;
+                    }
+                    Some(_) => {}
+                    None => return Err(CorpusSwarmError::Invalid("the swarm stopped".into())),
+                },
+                _ = done_rx.recv() => {}
+                _ = tick.tick() => {
+                    let now = now_ms();
+                    let expired = self.state().transaction(|tx| scheduler::expire(tx, now))?;
+                    for lease in expired {
+                        tracing::info!(lease = lease.id, task = lease.task, peer = %lease.peer, "corpus lease expired; task reopened");
+                    }
+                }
+            }
+        }
+        let me = self.clone();
+        let event = tokio::task::spawn_blocking(move || me.finish())
+            .await
+            .map_err(|e| CorpusSwarmError::Invalid(format!("writing the outputs: {e}")))??;
+        let _ = report.send(event).await;
+        Ok(true)
+    }
+
+    async fn on_request(
+        self: &Arc<Self>,
+        client: &Client,
+        peer: PeerId,
+        id: u64,
+        round: u64,
+        message: Message,
+        done: &mpsc::Sender<()>,
+        report: &mpsc::Sender<CorpusEvent>,
+    ) {
+        if let Message::TaskResult(result) = message {
+            let me = self.clone();
+            let client = client.clone();
+            let done = done.clone();
+            let report = report.clone();
+            tokio::spawn(async move {
+                let (ack, agreed) = me.judge(&client, peer, result).await;
+                if let Err(e) = client
+                    .respond(id, round, Message::ResultAck(ack.clone()))
+                    .await
+                {
+                    tracing::debug!("acknowledging a corpus result: {e}");
+                }
+                let _ = report
+                    .send(CorpusEvent::Result {
+                        peer: peer.to_string(),
+                        task: ack.task.0,
+                        accepted: ack.accepted,
+                        reason: ack.reason,
+                    })
+                    .await;
+                if let Some(event) = agreed {
+                    let _ = report.send(event).await;
+                }
+                let _ = done.send(()).await;
+            });
+            return;
+        }
+        let answer = self.answer(peer, message);
+        let answer = match answer {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%peer, "handling a request during the corpus build: {e}");
+                no_work(1000, "the coordinator hit an internal error")
+            }
+        };
+        if let Err(e) = client.respond(id, round, answer).await {
+            tracing::debug!("answering a request: {e}");
+        }
+    }
+
+    fn answer(&self, peer: PeerId, message: Message) -> Result<Message> {
+        let now = now_ms();
+        let key = peer.to_string();
+        let mut state = self.state();
+        let message = match answer_peer(&mut state, &self.config, &key, 0, now, message)? {
+            Answered::Reply(reply, _) => return Ok(reply),
+            Answered::Other(message) => message,
+        };
+        Ok(match message {
+            Message::LeaseRequest(_) => {
+                let Some(p) = state.read().peer(&key)? else {
+                    return Ok(Message::NoWork(NoWork {
+                        retry_after_ms: 0,
+                        reason: "join first".into(),
+                        join_first: true,
+                    }));
+                };
+                if state.read().paused()? {
+                    return Ok(no_work(5_000, "the project is paused by its coordinator"));
+                }
+                let active = datacenter_active(&state.read().peers()?, now);
+                let build = self.build;
+                let config = &self.config.scheduling;
+                match state.transaction(|tx| grant(tx, config, build, &p, now, active))? {
+                    Ok((task, lease, expires)) => Message::LeaseGrant(LeaseGrant {
+                        lease: LeaseId(lease),
+                        task: TaskId(task.id),
+                        spec: decode_spec(&task.spec)?,
+                        expires_at_ms: expires,
+                    }),
+                    Err(NoTask::Banned) => no_work(60_000, "this node is banned"),
+                    Err(NoTask::Busy) => {
+                        no_work(2_000, "this node holds all the leases it has slots for")
+                    }
+                    Err(NoTask::Nothing) => no_work(
+                        1_000,
+                        "no corpus task open for this node now; the corpus build goes on",
+                    ),
+                }
+            }
+            other => no_work(5_000, &format!("unexpected {:?}", other.kind())),
+        })
+    }
+
+    /// Judges a result and commits the verdict; returns the acknowledgement to send after
+    /// that, and the agreement it completed, if any.
+    async fn judge(
+        &self,
+        client: &Client,
+        peer: PeerId,
+        result: TaskResult,
+    ) -> (ResultAck, Option<CorpusEvent>) {
+        let task = result.task;
+        let key = peer.to_string();
+        let now = now_ms();
+        let rep = &self.config.reputation;
+        let ack = |accepted: bool, reason: Option<String>| ResultAck {
+            task,
+            accepted,
+            reason,
+        };
+        let checked = self.check(client, peer, &result).await;
+        let checked = match checked {
+            Ok(c) => c,
+            Err(refusal) => {
+                tracing::info!(%peer, task = task.0, "corpus result refused: {}", refusal.reason);
+                let lease = result.lease.0;
+                let committed = self.state().transaction(|tx| {
+                    let l = tx.lease(lease)?;
+                    tx.ledger_entry(
+                        &key,
+                        0,
+                        task.0,
+                        CORPUS,
+                        0,
+                        result.compute_ms,
+                        false,
+                        "unchecked",
+                        None,
+                        Some(&refusal.reason),
+                        now,
+                    )?;
+                    if let Some(l) = l.filter(|l| l.peer == key && l.status == "active") {
+                        tx.set_lease_status(l.id, "done")?;
+                        scheduler::reopen(tx, l.task)?;
+                    }
+                    if refusal.penalise && tx.peer(&key)?.is_some() {
+                        tx.adjust_reputation(&key, rep.rejected, rep.ban_below)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = committed {
+                    tracing::warn!("recording a refusal: {e}");
+                }
+                return (ack(false, Some(refusal.reason)), None);
+            }
+        };
+        let needs_local = match self.commit(&checked, &key, result.compute_ms, now) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("committing a corpus result: {e}");
+                return (
+                    ack(
+                        false,
+                        Some("the coordinator could not record this result".into()),
+                    ),
+                    None,
+                );
+            }
+        };
+        if needs_local && let Err(e) = self.settle_locally(checked.chunk).await {
+            tracing::warn!(chunk = %checked.chunk, "settling a chunk locally: {e}");
+        }
+        self.store.pin(checked.signed.manifest());
+        // This run's verdict, as committed.
+        let (status, agreed) = {
+            let state = self.state();
+            let r = state.read();
+            let runs = r
+                .corpus_runs(self.build, &checked.chunk)
+                .unwrap_or_default();
+            let status = runs
+                .iter()
+                .find(|x| x.lease == checked.lease)
+                .map_or_else(|| "pending".to_string(), |x| x.status.clone());
+            let agreed = r
+                .corpus_agreed(self.build)
+                .ok()
+                .and_then(|a| a.get(&checked.chunk).copied());
+            (status, agreed.map(|root| (root, runs)))
+        };
+        let event = match agreed {
+            Some((root, runs)) if runs.iter().all(|r| r.status != "pending") => {
+                let (done, total) = self.progress().unwrap_or((0, 0));
+                Some(CorpusEvent::Agreed {
+                    chunk: checked.chunk.to_string(),
+                    result: root.to_string(),
+                    done,
+                    total,
+                    failed: runs
+                        .iter()
+                        .filter(|r| r.status == "failed")
+                        .map(|r| r.peer.clone())
+                        .collect(),
+                })
+            }
+            _ => None,
+        };
+        if status == "failed" {
+            (
+                ack(
+                    false,
+                    Some(
+                        "the result disagrees with the result the other runs of this chunk agree on"
+                            .into(),
+                    ),
+                ),
+                event,
+            )
+        } else {
+            (ack(true, None), event)
+        }
+    }
+
+    /// Records a checked result and what it decides, in one transaction. Returns whether the
+    /// chunk must be settled locally.
+    fn commit(&self, c: &Checked, key: &str, compute_ms: u64, now: u64) -> Result<bool> {
+        let build = self.build;
+        let rep = &self.config.reputation;
+        Ok(self.state().transaction(|tx| {
+            tx.put_manifest(&c.signed, now)?;
+            tx.insert_corpus_run(&CorpusRun {
+                lease: c.lease,
+                task: c.task,
+                build,
+                chunk: c.chunk,
+                peer: key.to_string(),
+                result: c.result,
+                status: "pending".into(),
+                received_ms: now,
+            })?;
+            tx.set_lease_status(c.lease, "done")?;
+            tx.set_task_status(c.task, "done")?;
+            tx.ledger_entry(
+                key,
+                0,
+                c.task,
+                CORPUS,
+                c.tokens,
+                compute_ms,
+                true,
+                "unchecked",
+                Some(&c.result),
+                None,
+                now,
+            )?;
+            // A late run of a chunk already agreed is judged against the agreement.
+            if let Some(root) = tx.corpus_agreed(build)?.get(&c.chunk).copied() {
+                apply_agreement(tx, build, &c.chunk, &root, rep)?;
+                return Ok(false);
+            }
+            let runs = tx.corpus_runs(build, &c.chunk)?;
+            let results: Vec<Digest> = runs.iter().map(|r| r.result).collect();
+            match verdict::verdict(&results) {
+                Verdict::Agreed(root) => {
+                    apply_agreement(tx, build, &c.chunk, &root, rep)?;
+                    let (done, _) = agreed_chunks(tx, build, &self.plan)?;
+                    tx.corpus_build_progress(build, done as u64, self.documents_in(), 0)?;
+                    Ok(false)
+                }
+                Verdict::NeedRuns(n) => {
+                    let pending = chunk_tasks(tx, &c.chunk)?;
+                    if pending.len() < n {
+                        let spec = encode_spec(&TaskSpec::Corpus(CorpusSpec {
+                            chunk: c.chunk,
+                            minhash: self.plan.params(),
+                        }))?;
+                        for _ in pending.len()..n {
+                            tx.insert_task(CORPUS_ROUND, CORPUS_CHECK, &spec, None, c.tokens)?;
+                        }
+                        tracing::info!(chunk = %c.chunk.fmt_short(), "corpus runs disagree: a further run is open");
+                    }
+                    Ok(false)
+                }
+                Verdict::Local => Ok(true),
+            }
+        })?)
+    }
+
+    /// Computes a chunk on the coordinator (CPU path) and makes its result the agreed one.
+    async fn settle_locally(&self, chunk: Digest) -> Result<()> {
+        let Some(&index) = self.chunks.get(&chunk).and_then(|v| v.first()) else {
+            return Err(CorpusSwarmError::Invalid(format!("no chunk {chunk}")));
+        };
+        let frame = self.plan.chunks[index].frame.clone();
+        let params = self.plan.params();
+        let (_, bytes) = tokio::task::spawn_blocking(move || {
+            canopy_shaders::corpus::compute_chunk(&canopy_shaders::Cpu::new(), &frame, &params)
+        })
+        .await
+        .map_err(|e| CorpusSwarmError::Invalid(format!("computing chunk {chunk}: {e}")))?
+        .map_err(|source| CorpusBuildError::Compute { index, source })?;
+        let manifest = Manifest::build(
+            ObjectKind::CorpusResult,
+            &bytes,
+            DEFAULT_CHUNK_SIZE,
+            BTreeMap::from([("chunk".to_string(), chunk.to_string())]),
+        )
+        .map_err(canopy_node::NodeError::from)?;
+        self.store.put_object(&manifest, &bytes)?;
+        self.store.pin(&manifest);
+        let root = manifest.root;
+        let signed = manifest
+            .sign(&self.keys)
+            .map_err(canopy_node::NodeError::from)?;
+        let build = self.build;
+        let rep = &self.config.reputation;
+        let now = now_ms();
+        self.state().transaction(|tx| {
+            tx.put_manifest(&signed, now)?;
+            apply_agreement(tx, build, &chunk, &root, rep)?;
+            let (done, _) = agreed_chunks(tx, build, &self.plan)?;
+            tx.corpus_build_progress(build, done as u64, self.documents_in(), 0)
+        })?;
+        tracing::info!(chunk = %chunk.fmt_short(), "no majority among the runs: settled by the coordinator's own run");
+        Ok(())
+    }
+
+    /// Checks a result: the lease, the sender, the output, the sender-signed manifest of the
+    /// root it names, and the fetched bytes against the chunk.
+    async fn check(
+        &self,
+        client: &Client,
+        peer: PeerId,
+        result: &TaskResult,
+    ) -> std::result::Result<Checked, Refusal> {
+        let key = peer.to_string();
+        let internal = |e: StateError| refuse(format!("the coordinator failed: {e}"), false);
+        let (lease, task, sender) = {
+            let state = self.state();
+            let r = state.read();
+            (
+                r.lease(result.lease.0).map_err(internal)?,
+                r.task(result.task.0).map_err(internal)?,
+                r.peer(&key).map_err(internal)?,
+            )
+        };
+        let Some(sender) = sender else {
+            return Err(refuse("unknown node: join first", false));
+        };
+        if sender.banned {
+            return Err(refuse("this node is banned", false));
+        }
+        let (Some(lease), Some(task)) = (lease, task) else {
+            return Err(refuse("no such lease or task", true));
+        };
+        if lease.peer != key || lease.task != task.id {
+            return Err(refuse("this lease belongs to another node or task", true));
+        }
+        if !matches!(task.kind.as_str(), CORPUS | CORPUS_CHECK) {
+            return Err(refuse("this is not a corpus task", true));
+        }
+        if task.status == "done" || !matches!(lease.status.as_str(), "active" | "expired") {
+            return Err(refuse("this task's result is already in", true));
+        }
+        let TaskOutput::Corpus(CorpusOutput {
+            result: root,
+            documents,
+        }) = &result.output
+        else {
+            return Err(refuse("a training result for a corpus task", true));
+        };
+        let Ok(TaskSpec::Corpus(spec)) = decode_spec(&task.spec) else {
+            return Err(refuse("a stored task spec does not decode", false));
+        };
+        let Some(&index) = self.chunks.get(&spec.chunk).and_then(|v| v.first()) else {
+            return Err(refuse("the task names a chunk not in the plan", false));
+        };
+        let chunk = &self.plan.chunks[index];
+        // The manifest of the root it named, from the sender, signed by the sender.
+        let asked = tokio::time::timeout(
+            MANIFEST_TIMEOUT,
+            client.request(
+                peer,
+                0,
+                Message::ManifestRequest(ManifestRequest { root: *root }),
+            ),
+        )
+        .await;
+        let signed = match asked {
+            Ok(Ok(Message::ManifestResponse(resp))) => match resp.manifest {
+                Some(m) => m,
+                None => {
+                    return Err(refuse(
+                        "the sender has no manifest for the result it named",
+                        true,
+                    ));
+                }
+            },
+            Ok(Ok(other)) => {
+                return Err(refuse(
+                    format!("answered a manifest request with {:?}", other.kind()),
+                    true,
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(refuse(
+                    format!("asking for the result's manifest: {e}"),
+                    false,
+                ));
+            }
+            Err(_) => return Err(refuse("asking for the result's manifest timed out", false)),
+        };
+        let manifest = match signed.verify() {
+            Ok(m) => m.clone(),
+            Err(e) => return Err(refuse(format!("result signature: {e}"), true)),
+        };
+        if signed.signer().peer_id() != peer {
+            return Err(refuse("the result is signed by another key", true));
+        }
+        if manifest.kind != ObjectKind::CorpusResult || manifest.root != *root {
+            return Err(refuse(
+                "the manifest is not that of the corpus result named",
+                true,
+            ));
+        }
+        let hint = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
+        let fetched = match tokio::time::timeout(
+            FETCH_TIMEOUT,
+            client.fetch_from(signed.clone(), vec![hint]),
+        )
+        .await
+        {
+            Ok(Ok(f)) => f,
+            Ok(Err(e)) => return Err(refuse(format!("fetching the result: {e}"), false)),
+            Err(_) => return Err(refuse("fetching the result timed out", false)),
+        };
+        if Digest::of(&fetched.data) != *root {
+            return Err(refuse("the fetched result does not hash to its root", true));
+        }
+        if let Err(e) = compute::accept_result(&self.plan, index, &fetched.data) {
+            return Err(refuse(
+                format!("the result does not answer its chunk: {}", error_chain(&e)),
+                true,
+            ));
+        }
+        if *documents != chunk.chunk.documents.len() as u64 {
+            return Err(refuse(
+                format!(
+                    "{documents} documents reported for a chunk of {}",
+                    chunk.chunk.documents.len()
+                ),
+                true,
+            ));
+        }
+        let tokens = chunk
+            .chunk
+            .documents
+            .iter()
+            .map(|d| d.text.len() as u64)
+            .sum();
+        Ok(Checked {
+            lease: lease.id,
+            task: task.id,
+            chunk: spec.chunk,
+            result: *root,
+            signed,
+            tokens,
+        })
+    }
+
+    /// Decides from the agreed results and writes the outputs; records the data card.
+    pub fn finish(&self) -> Result<CorpusEvent> {
+        let agreed = self.state().read().corpus_agreed(self.build)?;
+        let mut results: Vec<CorpusResult> = Vec::with_capacity(self.plan.chunks.len());
+        for (index, chunk) in self.plan.chunks.iter().enumerate() {
+            let root = agreed.get(&chunk.digest).ok_or_else(|| {
+                CorpusSwarmError::Invalid(format!("chunk {index} has no agreed result"))
+            })?;
+            let signed = self.state().read().manifest(root)?.ok_or_else(|| {
+                CorpusSwarmError::Invalid(format!("the manifest of result {root} is missing"))
+            })?;
+            let bytes = self.store.get_object(signed.manifest())?.ok_or_else(|| {
+                CorpusSwarmError::Invalid(format!("result {root} is missing from the store"))
+            })?;
+            results.push(compute::accept_result(&self.plan, index, &bytes)?);
+        }
+        let decisions = decide::decide(&self.plan, &results)?;
+        let summary = output::write_outputs(&self.plan, &results, &decisions, &self.out)?;
+        let card =
+            serde_json::to_value(&summary.card).map_err(|source| CorpusBuildError::Json {
+                what: "the data card",
+                source,
+            })?;
+        let build = self.build;
+        let now = now_ms();
+        let total = self.plan.chunks.len() as u64;
+        self.state().transaction(|tx| {
+            tx.corpus_build_progress(
+                build,
+                total,
+                summary.input_documents,
+                summary.kept_documents,
+            )?;
+            tx.finish_corpus_build(build, &card, now)?;
+            tx.cancel_round_tasks(CORPUS_ROUND)?;
+            tx.set_meta(META_FINISHED, &build.to_string())
+        })?;
+        tracing::info!(
+            kept = summary.kept_documents,
+            input = summary.input_documents,
+            out = %self.out.display(),
+            "corpus build finished"
+        );
+        Ok(CorpusEvent::Finished {
+            build,
+            input_documents: summary.input_documents,
+            kept_documents: summary.kept_documents,
+            dropped_documents: summary.dropped_documents,
+            out: self.out.clone(),
+        })
+    }
+}
+
+/// `e` with its sources, for a refusal reason.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn no_work(retry_after_ms: u32, reason: &str) -> Message {
+    Message::NoWork(NoWork {
+        retry_after_ms,
+        reason: reason.into(),
+        join_first: false,
+    })
+}
+
+/// Chunks of the plan with an agreed result, and the plan's chunk count.
+fn agreed_chunks(tx: &Tx<'_>, build: u64, plan: &Plan) -> Result<(usize, usize), StateError> {
+    let agreed = tx.corpus_agreed(build)?;
+    let done = plan
+        .chunks
+        .iter()
+        .filter(|c| agreed.contains_key(&c.digest))
+        .count();
+    Ok((done, plan.chunks.len()))
+}
+
+/// The corpus tasks of `chunk` that are open or leased.
+fn chunk_tasks(tx: &Tx<'_>, chunk: &Digest) -> Result<Vec<TaskRecord>, StateError> {
+    let mut out = Vec::new();
+    for status in ["open", "leased"] {
+        for t in tx.tasks(Some(CORPUS_ROUND), status)? {
+            if task_chunk(&t).as_ref() == Some(chunk) {
+                out.push(t);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn task_chunk(task: &TaskRecord) -> Option<Digest> {
+    match decode_spec(&task.spec) {
+        Ok(TaskSpec::Corpus(spec)) => Some(spec.chunk),
+        _ => None,
+    }
+}
+
+/// Makes `root` the agreed result of `chunk`: every pending run naming it is accepted
+/// (ledger `verified`, reputation `accepted`), every other pending run failed (ledger
+/// `failed`, reputation `failed_verification`); open runs of the chunk are cancelled.
+fn apply_agreement(
+    tx: &Tx<'_>,
+    build: u64,
+    chunk: &Digest,
+    root: &Digest,
+    rep: &crate::config::ReputationConfig,
+) -> Result<(), StateError> {
+    tx.set_corpus_agreed(build, chunk, root)?;
+    for run in tx.corpus_runs(build, chunk)? {
+        if run.status != "pending" {
+            continue;
+        }
+        if run.result == *root {
+            tx.set_corpus_run_status(run.lease, "accepted")?;
+            tx.set_ledger_verdict(run.task, &run.peer, "verified", true, None)?;
+            tx.adjust_reputation(&run.peer, rep.accepted, rep.ban_below)?;
+        } else {
+            tx.set_corpus_run_status(run.lease, "failed")?;
+            tx.set_ledger_verdict(
+                run.task,
+                &run.peer,
+                "failed",
+                false,
+                Some("disagrees with the agreed result of its chunk"),
+            )?;
+            let (score, banned) =
+                tx.adjust_reputation(&run.peer, rep.failed_verification, rep.ban_below)?;
+            tracing::warn!(peer = %run.peer, score, banned, chunk = %chunk.fmt_short(), "a corpus result failed verification");
+        }
+    }
+    for t in chunk_tasks(tx, chunk)? {
+        tx.set_task_status(t.id, "cancelled")?;
+    }
+    Ok(())
+}
+
+/// Grants `peer` a lease on a corpus task of `build` it may run: never a chunk it already
+/// ran or holds; further runs ([`CORPUS_CHECK`]) go to the datacenter tier while one is
+/// active, and datacenter nodes take them first.
+fn grant(
+    tx: &Tx<'_>,
+    config: &crate::config::SchedulingConfig,
+    build: u64,
+    peer: &PeerRecord,
+    now: u64,
+    datacenter_active: bool,
+) -> Result<std::result::Result<(TaskRecord, u64, u64), NoTask>, StateError> {
+    if peer.banned {
+        return Ok(Err(NoTask::Banned));
+    }
+    let held = tx.active_leases(Some(&peer.peer))?;
+    if held.len() >= peer.slots.max(1) as usize {
+        return Ok(Err(NoTask::Busy));
+    }
+    let mut ran: HashSet<Digest> = tx
+        .corpus_runs_of_peer(build, &peer.peer)?
+        .into_iter()
+        .map(|r| r.chunk)
+        .collect();
+    for l in &held {
+        if let Some(t) = tx.task(l.task)?
+            && let Some(c) = task_chunk(&t)
+        {
+            ran.insert(c);
+        }
+    }
+    let datacenter = peer.tier == DATACENTER;
+    let mut best: Option<TaskRecord> = None;
+    for task in tx.tasks(Some(CORPUS_ROUND), "open")? {
+        let check = task.kind == CORPUS_CHECK;
+        if !datacenter && datacenter_active && (check || task.reopened) {
+            continue;
+        }
+        if task_chunk(&task).is_none_or(|c| ran.contains(&c)) {
+            continue;
+        }
+        let rank = |t: &TaskRecord| (t.kind == CORPUS_CHECK, t.reopened);
+        best = match best {
+            Some(b) if datacenter && rank(&task) > rank(&b) => Some(task),
+            Some(b) => Some(b),
+            None => Some(task),
+        };
+        if !datacenter {
+            break;
+        }
+    }
+    let Some(task) = best else {
+        return Ok(Err(NoTask::Nothing));
+    };
+    let expires = now + scheduler::lease_ms(config, peer, task.tokens);
+    let lease = tx.insert_lease(task.id, &peer.peer, now, expires)?;
+    Ok(Ok((task, lease, expires)))
+}
