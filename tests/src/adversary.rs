@@ -11,8 +11,9 @@ use canopy_node::network::{self, Client, NetworkConfig};
 use canopy_node::store::ChunkStore;
 use canopy_node::{objects, worker};
 use canopy_protocol::messages::{
-    AdapterInfo, AdapterKind, Capabilities, CorpusOutput, Join, LeaseRelease, LeaseRequest,
-    ManifestRequest, ReleaseReason, TaskId, TaskOutput, TaskResult, TaskSpec, Tier, TrainOutput,
+    AdapterInfo, AdapterKind, Capabilities, CorpusOutput, Join, LeaseGrant, LeaseRelease,
+    LeaseRequest, ManifestRequest, ReleaseReason, TaskId, TaskOutput, TaskResult, TaskSpec, Tier,
+    TrainOutput,
 };
 use canopy_protocol::{
     CodecSpec, Compressor, Digest, Keypair, Message, ObjectKind, SignedManifest,
@@ -155,28 +156,44 @@ impl Adversary {
         (signed, fetched.data)
     }
 
-    /// Takes the next training lease, trains, applies `attack` and sends the result; returns
-    /// the coordinator's verdict, or `None` when no lease came before `timeout` (the run is
-    /// over).
-    pub async fn attack(&mut self, attack: Attack, timeout: Duration) -> Option<Outcome> {
-        let deadline = Instant::now() + timeout;
-        let grant = loop {
-            if Instant::now() > deadline {
-                return None;
-            }
+    /// Asks for leases until one is granted (`None` once `deadline` passes).
+    async fn next_grant(&self, deadline: Instant) -> Option<LeaseGrant> {
+        while Instant::now() < deadline {
             match self
                 .ask(Message::LeaseRequest(LeaseRequest { slots: 1 }))
                 .await
             {
-                Ok(Message::LeaseGrant(grant)) if matches!(grant.spec, TaskSpec::Train(_)) => {
-                    break grant;
-                }
+                Ok(Message::LeaseGrant(grant)) => return Some(grant),
                 Ok(Message::NoWork(none)) => {
                     let wait = u64::from(none.retry_after_ms).clamp(100, 1000);
                     tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
                 _ => tokio::time::sleep(Duration::from_millis(300)).await,
             }
+        }
+        None
+    }
+
+    /// Hands a lease it does not want back to the coordinator.
+    async fn hand_back(&self, grant: &LeaseGrant) {
+        let release = Message::LeaseRelease(LeaseRelease {
+            lease: grant.lease,
+            reason: ReleaseReason::Shutdown,
+        });
+        let _ = self.ask(release).await;
+    }
+
+    /// Takes the next training lease, trains, applies `attack` and sends the result; returns
+    /// the coordinator's verdict, or `None` when no lease came before `timeout` (the run is
+    /// over).
+    pub async fn attack(&mut self, attack: Attack, timeout: Duration) -> Option<Outcome> {
+        let deadline = Instant::now() + timeout;
+        let grant = loop {
+            let grant = self.next_grant(deadline).await?;
+            if matches!(grant.spec, TaskSpec::Train(_)) {
+                break grant;
+            }
+            self.hand_back(&grant).await;
         };
         let TaskSpec::Train(spec) = &grant.spec else {
             unreachable!("only training grants are kept")
@@ -267,33 +284,12 @@ impl Adversary {
     /// that result under its own signature, as a lying volunteer would; returns the
     /// coordinator's answer, or `None` when no corpus lease came before `timeout`.
     pub async fn attack_corpus(&mut self, timeout: Duration) -> Option<Outcome> {
-        let deadline = Instant::now() + timeout;
-        let grant = loop {
-            if Instant::now() > deadline {
-                return None;
-            }
-            match self
-                .ask(Message::LeaseRequest(LeaseRequest { slots: 1 }))
-                .await
-            {
-                Ok(Message::LeaseGrant(grant)) if matches!(grant.spec, TaskSpec::Corpus(_)) => {
-                    break grant;
-                }
-                Ok(Message::LeaseGrant(other)) => {
-                    let release = Message::LeaseRelease(LeaseRelease {
-                        lease: other.lease,
-                        reason: ReleaseReason::Shutdown,
-                    });
-                    let _ = self.ask(release).await;
-                    return None;
-                }
-                Ok(Message::NoWork(none)) => {
-                    let wait = u64::from(none.retry_after_ms).clamp(100, 1000);
-                    tokio::time::sleep(Duration::from_millis(wait)).await;
-                }
-                _ => tokio::time::sleep(Duration::from_millis(300)).await,
-            }
-        };
+        let grant = self.next_grant(Instant::now() + timeout).await?;
+        if !matches!(grant.spec, TaskSpec::Corpus(_)) {
+            // Training has started: the corpus build is over.
+            self.hand_back(&grant).await;
+            return None;
+        }
         let TaskSpec::Corpus(spec) = &grant.spec else {
             unreachable!("only corpus grants are kept")
         };

@@ -221,6 +221,19 @@ impl Volunteer {
     }
 }
 
+impl Volunteer {
+    /// Starts `n` nodes joining `addr`, named `<name>-<i>`, with data directories
+    /// `<dir>/<name>-<i>`.
+    pub fn start_many(dir: &Path, name: &str, n: usize, addr: &str) -> Vec<Self> {
+        (0..n)
+            .map(|i| {
+                let name = format!("{name}-{i}");
+                Self::start(&dir.join(&name), addr, &["--name", &name])
+            })
+            .collect()
+    }
+}
+
 impl Drop for Volunteer {
     fn drop(&mut self) {
         let _ = self.child.kill();

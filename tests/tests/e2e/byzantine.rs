@@ -46,15 +46,8 @@ async fn adversarial_updates_are_refused_and_training_survives() {
     let honest = small_project(&tmp.path().join("honest"), free_port(), TRAINING, "");
     let honest_loss = tokio::task::block_in_place(|| {
         let mut coordinator = Coordinator::start(&honest);
-        let _nodes: Vec<Volunteer> = (0..4)
-            .map(|i| {
-                Volunteer::start(
-                    &tmp.path().join(format!("h{i}")),
-                    &coordinator.addr,
-                    &["--name", &format!("honest-{i}")],
-                )
-            })
-            .collect();
+        let _nodes: Vec<Volunteer> =
+            Volunteer::start_many(tmp.path(), "honest", 4, &coordinator.addr);
         assert!(coordinator.wait_exit(Duration::from_secs(600)).success());
         final_eval_loss(&honest)
     });
@@ -62,15 +55,8 @@ async fn adversarial_updates_are_refused_and_training_survives() {
     // Three honest volunteers and the adversary.
     let attacked = small_project(&tmp.path().join("attacked"), free_port(), TRAINING, "");
     let mut coordinator = Coordinator::start(&attacked);
-    let nodes: Vec<Volunteer> = (0..3)
-        .map(|i| {
-            Volunteer::start(
-                &tmp.path().join(format!("v{i}")),
-                &coordinator.addr,
-                &["--name", &format!("volunteer-{i}")],
-            )
-        })
-        .collect();
+    let nodes: Vec<Volunteer> =
+        Volunteer::start_many(tmp.path(), "volunteer", 3, &coordinator.addr);
     let mut adversary = Adversary::join(&tmp.path().join("mallory"), &coordinator.addr).await;
     let script = [
         Attack::Honest,

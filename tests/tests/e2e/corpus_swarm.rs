@@ -112,15 +112,8 @@ fn the_swarm_builds_the_corpus_like_a_local_build_and_then_trains_on_it() {
     let project = tmp.path().join("project");
     let config = corpus_project(&project, &sources, "2");
     let mut coordinator = Coordinator::start(&config);
-    let nodes: Vec<Volunteer> = (0..3)
-        .map(|i| {
-            Volunteer::start(
-                &tmp.path().join(format!("v{i}")),
-                &coordinator.addr,
-                &["--name", &format!("volunteer-{i}")],
-            )
-        })
-        .collect();
+    let nodes: Vec<Volunteer> =
+        Volunteer::start_many(tmp.path(), "volunteer", 3, &coordinator.addr);
     let finished = wait_finished(&mut coordinator);
     assert_eq!(finished["corpus"]["kept_documents"].as_u64(), Some(kept));
     let agreed = coordinator.events_named("corpus");
@@ -181,15 +174,8 @@ async fn a_volunteer_returning_tampered_signatures_is_caught_by_the_two_peer_rul
         .attack_corpus(Duration::from_secs(60))
         .await
         .expect("a corpus lease");
-    let nodes: Vec<Volunteer> = (0..2)
-        .map(|i| {
-            Volunteer::start(
-                &tmp.path().join(format!("v{i}")),
-                &coordinator.addr,
-                &["--name", &format!("volunteer-{i}")],
-            )
-        })
-        .collect();
+    let nodes: Vec<Volunteer> =
+        Volunteer::start_many(tmp.path(), "volunteer", 2, &coordinator.addr);
     let mut outcomes = vec![first];
     while let Some(o) = adversary.attack_corpus(Duration::from_secs(5)).await {
         outcomes.push(o);
