@@ -16,11 +16,6 @@
 //!   have sent, over the bytes the swarm actually sent (model, data and update chunks);
 //! - the wall-clock overhead of decentralization: decentralized seconds over baseline seconds.
 //!
-//! Measured once (2 shared, loaded cores, CPU path, the default settings): held-out loss
-//! 5.475 → 2.527 decentralized vs 1.981 centralized (loss ratio 1.28), 4.2 MB per node per
-//! round against 211.7 MB for the all-reduce (49.9x less), 120.8 s vs 113.5 s wall clock
-//! (overhead 1.06x), 40 updates accepted, none rejected.
-//!
 //! ```text
 //! cargo bench -p canopy-benches --bench swarm_compare
 //! SWARM_COMPARE_NODES=2 SWARM_COMPARE_ROUNDS=3 cargo bench -p canopy-benches --bench swarm_compare
