@@ -790,8 +790,15 @@ impl SwarmBuild {
         if !matches!(task.kind.as_str(), CORPUS | CORPUS_CHECK) {
             return Err(refuse("this is not a corpus task", true));
         }
-        if task.status == "done" || !matches!(lease.status.as_str(), "active" | "expired") {
-            return Err(refuse("this task's result is already in", true));
+        if !matches!(lease.status.as_str(), "active" | "expired") {
+            return Err(refuse("this lease's result is already in", true));
+        }
+        if task.status == "done" {
+            // Late after an expired lease, not dishonest: no reputation cost.
+            return Err(refuse(
+                "another node finished this task after the lease expired",
+                false,
+            ));
         }
         let TaskOutput::Corpus(CorpusOutput {
             result: root,

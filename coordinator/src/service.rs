@@ -778,11 +778,20 @@ async fn check_result(
             false,
         ));
     }
-    if task.status == "done" || !matches!(lease.status.as_str(), "active" | "expired") {
+    if !matches!(lease.status.as_str(), "active" | "expired") {
         return Err(refuse(
-            "this task's result is already in",
+            "this lease's result is already in",
             |s| s.replay += 1,
             true,
+        ));
+    }
+    if task.status == "done" {
+        // This node's lease ran out and another node finished the task first: late, not
+        // dishonest, so it costs no reputation.
+        return Err(refuse(
+            "another node finished this task after the lease expired",
+            |s| s.stale_dropped += 1,
+            false,
         ));
     }
     let TaskOutput::Train(output) = &result.output else {
