@@ -172,6 +172,14 @@ struct Checked {
     tokens: u64,
 }
 
+/// A request waiting for an answer.
+struct Inbound {
+    peer: PeerId,
+    id: u64,
+    round: u64,
+    message: Message,
+}
+
 /// A refused result.
 struct Refusal {
     reason: String,
@@ -402,7 +410,8 @@ impl SwarmBuild {
                 _ = &mut stop => return Ok(false),
                 event = events.recv() => match event {
                     Some(NetworkEvent::Request { peer, id, round, message }) => {
-                        self.on_request(client, peer, id, round, message, &done_tx, &report).await;
+                        let inbound = Inbound { peer, id, round, message };
+                        self.on_request(client, inbound, &done_tx, &report).await;
                     }
                     Some(_) => {}
                     None => return Err(CorpusSwarmError::Invalid("the swarm stopped".into())),
@@ -428,13 +437,16 @@ impl SwarmBuild {
     async fn on_request(
         self: &Arc<Self>,
         client: &Client,
-        peer: PeerId,
-        id: u64,
-        round: u64,
-        message: Message,
+        inbound: Inbound,
         done: &mpsc::Sender<()>,
         report: &mpsc::Sender<CorpusEvent>,
     ) {
+        let Inbound {
+            peer,
+            id,
+            round,
+            message,
+        } = inbound;
         if let Message::TaskResult(result) = message {
             let me = self.clone();
             let client = client.clone();
