@@ -322,7 +322,7 @@ impl Adversary {
         });
         match self.ask(message).await {
             Ok(Message::ResultAck(ack)) => Some(Outcome {
-                attack: Attack::Honest,
+                attack: Attack::CorpusSignature,
                 accepted: ack.accepted,
                 reason: ack.reason,
             }),
