@@ -180,14 +180,6 @@ struct Checked {
     tokens: u64,
 }
 
-/// A request waiting for an answer.
-struct Inbound {
-    peer: PeerId,
-    id: u64,
-    round: u64,
-    message: Message,
-}
-
 /// A refused result.
 struct Refusal {
     reason: String,
