@@ -248,9 +248,9 @@ pub struct TrainingConfig {
     pub batch_size: u32,
     /// Tokens per sequence; at least 1.
     pub seq_len: u32,
-    /// Peak inner learning rate; finite and above 0. Over the whole run the rate follows one
-    /// cosine from `lr` (after warmup) down to `lr / 10` at the last inner step of the last
-    /// round; each task gets its round's stretch of it.
+    /// Peak inner learning rate; finite and above 0. Over the rounds the rate follows one
+    /// cosine from `lr` (after warmup) down to `lr / 10`; each task starts at its round's point
+    /// of it and decays to a tenth of that.
     pub lr: f32,
     /// Inner steps of linear learning-rate warmup at the start of the run (round 0).
     pub warmup_steps: u32,
@@ -286,7 +286,7 @@ impl Default for TrainingConfig {
             seq_len: 64,
             lr: 3e-3,
             warmup_steps: 5,
-            round_warmup_steps: 3,
+            round_warmup_steps: 5,
             weight_decay: 0.1,
             grad_clip: 1.0,
             compression: Compression::Int8,
@@ -855,14 +855,15 @@ inner_steps = 50
 batch_size = 8
 # Tokens per sequence; at least 1.
 seq_len = 64
-# Peak inner learning rate; a finite number above 0. Over the whole run the
-# rate follows one cosine from lr down to lr / 10; each task gets its stretch.
+# Peak inner learning rate; a finite number above 0. Over the rounds the rate
+# follows one cosine from lr down to lr / 10; each task starts at its round's
+# point and decays to a tenth of it.
 lr = 3e-3
 # Inner steps of linear learning-rate warmup at the start of the run; 0 or more.
 warmup_steps = 5
 # Inner steps of warmup at the start of every later task (its AdamW moments
 # start from zero); 0 or more.
-round_warmup_steps = 3
+round_warmup_steps = 5
 # Inner weight decay; a finite number of at least 0.
 weight_decay = 0.1
 # Maximum global gradient norm of an inner step; a finite number above 0.

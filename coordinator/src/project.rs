@@ -592,8 +592,9 @@ pub fn codec(config: &Config) -> CodecSpec {
 }
 
 /// The run's learning-rate schedule over all inner steps of all rounds: warmup, then a cosine
-/// from `training.lr` to a tenth of it. Tasks get their round's stretch; the centralized
-/// baseline follows it step by step.
+/// from `training.lr` to a tenth of it. Each task starts at its round's point of it (and
+/// decays to a tenth of that within the task); the centralized baseline follows it step by
+/// step.
 pub fn lr_schedule(config: &Config) -> canopy_shaders::LrSchedule {
     let t = &config.training;
     canopy_shaders::LrSchedule {
@@ -643,9 +644,9 @@ pub fn train_spec(
         seed,
         optimizer: AdamWParams {
             lr: schedule.at(first, total),
-            lr_end: schedule
-                .at(start_step + t.inner_steps.saturating_sub(1), total)
-                .min(schedule.at(first, total)),
+            // Within a task the rate decays to a tenth, as a fresh inner phase needs: a local
+            // model that ends on a high rate is noisy on held-out text.
+            lr_end: schedule.at(first, total) * 0.1,
             warmup_steps: if round == 0 {
                 t.warmup_steps
             } else {
