@@ -357,7 +357,7 @@ pub fn baseline(
         seed: config.project.seed,
     };
     let cpu = Cpu::new();
-    let report = canopy_shaders::train_inner(&cpu, &params, &train, &settings, None, |_, _| {
+    let report = canopy_shaders::train_inner(&cpu, &params, &train, &settings, |_, _| {
         std::ops::ControlFlow::Continue(())
     })?
     .ok_or_else(|| ProjectError::Invalid("the baseline stopped early".into()))?;

@@ -501,8 +501,8 @@ impl Worker {
                 }
             };
             match &*runtime {
-                Runtime::Gpu(gpu) => train_inner(&**gpu, &start, &text, &settings, None, on_step),
-                Runtime::Cpu(cpu) => train_inner(cpu, &start, &text, &settings, None, on_step),
+                Runtime::Gpu(gpu) => train_inner(&**gpu, &start, &text, &settings, on_step),
+                Runtime::Cpu(cpu) => train_inner(cpu, &start, &text, &settings, on_step),
             }
         })
         .await

@@ -50,9 +50,7 @@ pub use kernels::adamw::AdamW;
 pub use kernels::attention::{AttentionShape, alibi_slopes};
 pub use kernels::matmul::{MatmulShape, Transpose};
 pub use kernels::quality::QualitySignals;
-pub use model::{
-    Model, ModelConfig, OptimizerState, Params, StepStats, TrainConfig, Trainer, Workspace,
-};
+pub use model::{Model, ModelConfig, Params, StepStats, TrainConfig, Trainer, Workspace};
 pub use runtime::{AdapterChoice, AdapterKind, AdapterReport, Gpu, GpuBuffer, Runtime};
 pub use train_loop::{
     InnerReport, InnerSettings, LrSchedule, TrainReport, TrainSettings, evaluate, train_inner,

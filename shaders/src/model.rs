@@ -15,6 +15,6 @@ mod scale;
 #[cfg(test)]
 mod reference;
 
-pub use bloom::{Model, OptimizerState, StepStats, TrainConfig, Trainer, Workspace};
+pub use bloom::{Model, StepStats, TrainConfig, Trainer, Workspace};
 pub use config::ModelConfig;
 pub use params::{Params, TensorInfo, TensorKind, tensor_index};

@@ -19,7 +19,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use crate::backend::Backend;
 use crate::error::{Result, ShaderError};
-use crate::model::{Model, ModelConfig, OptimizerState, Params, TrainConfig, Trainer, Workspace};
+use crate::model::{Model, ModelConfig, Params, TrainConfig, Trainer, Workspace};
 
 /// A learning rate of linear warmup then cosine decay.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -271,8 +271,6 @@ pub struct InnerReport {
     pub tokens: u64,
     /// Seconds spent in the steps.
     pub secs: f64,
-    /// The optimizer's state after the last step, to resume the next inner phase from.
-    pub optimizer: OptimizerState,
 }
 
 /// Takes `settings.steps` AdamW steps from `params` on random windows of `text` (all of it:
@@ -284,7 +282,6 @@ pub fn train_inner<B: Backend>(
     params: &Params,
     text: &[u8],
     settings: &InnerSettings,
-    resume: Option<&OptimizerState>,
     mut on_step: impl FnMut(u32, f32) -> std::ops::ControlFlow<()>,
 ) -> Result<Option<InnerReport>> {
     let s = settings;
@@ -299,9 +296,6 @@ pub fn train_inner<B: Backend>(
     let mut model = Model::new(backend, params)?;
     let mut ws = model.workspace(backend, s.batch, s.seq)?;
     let mut trainer = Trainer::new(backend, &model, s.optimizer)?;
-    if let Some(state) = resume {
-        trainer.restore(backend, state)?;
-    }
     let mut windows = Windows::new(text, s.batch, s.seq, s.seed);
     let (mut loss_sum, mut secs) = (0.0f64, 0.0f64);
     for step in 0..s.steps {
@@ -317,7 +311,6 @@ pub fn train_inner<B: Backend>(
     }
     Ok(Some(InnerReport {
         params: model.params(backend)?,
-        optimizer: trainer.state(backend)?,
         mean_loss: (loss_sum / f64::from(s.steps.max(1))) as f32,
         tokens: u64::from(s.steps) * ws.tokens() as u64,
         secs,
@@ -599,10 +592,10 @@ mod tests {
             seed: 11,
         };
         let go = |_, _| std::ops::ControlFlow::Continue(());
-        let a = train_inner(&backend, &params, train, &settings, None, go)
+        let a = train_inner(&backend, &params, train, &settings, go)
             .unwrap()
             .unwrap();
-        let b = train_inner(&backend, &params, train, &settings, None, go)
+        let b = train_inner(&backend, &params, train, &settings, go)
             .unwrap()
             .unwrap();
         assert_eq!(a.params, b.params);
@@ -611,7 +604,7 @@ mod tests {
         let after = evaluate(&backend, &a.params, tail, 4, 16, 4).unwrap();
         assert!(after < before - 0.3, "held-out loss {before} -> {after}");
         let mut steps = 0;
-        let stopped = train_inner(&backend, &params, train, &settings, None, |step, _| {
+        let stopped = train_inner(&backend, &params, train, &settings, |step, _| {
             steps += 1;
             if step == 4 {
                 std::ops::ControlFlow::Break(())
@@ -623,63 +616,7 @@ mod tests {
         assert!(stopped.is_none());
         assert_eq!(steps, 5);
         assert!(evaluate(&backend, &params, &tail[..10], 4, 16, 4).is_err());
-        assert!(train_inner(&backend, &params, &train[..16], &settings, None, go).is_err());
-    }
-
-    /// A worker keeps AdamW's state between inner phases: the next phase continues its step
-    /// count and moments, which differs from a fresh start; a state of another model size is
-    /// refused.
-    #[test]
-    fn an_inner_phase_resumes_the_optimizer_state() {
-        let backend = Cpu::new();
-        let config = ModelConfig {
-            hidden: 32,
-            layers: 1,
-            heads: 2,
-            seq_len: 16,
-            ..ModelConfig::tiny()
-        };
-        let params = Params::init(&config, 5).unwrap();
-        let text = textgen::generate(1, 20_000);
-        let settings = InnerSettings {
-            steps: 6,
-            batch: 2,
-            seq: 16,
-            lr: LrSchedule {
-                peak: 1e-2,
-                warmup: 0,
-                min: 1e-2,
-            },
-            optimizer: TrainConfig::default(),
-            seed: 3,
-        };
-        let go = |_, _| std::ops::ControlFlow::Continue(());
-        let first = train_inner(&backend, &params, &text, &settings, None, go)
-            .unwrap()
-            .unwrap();
-        assert_eq!(first.optimizer.step, 6);
-        assert_eq!(first.optimizer.m.len(), params.values().len());
-        let resumed = train_inner(
-            &backend,
-            &first.params,
-            &text,
-            &settings,
-            Some(&first.optimizer),
-            go,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(resumed.optimizer.step, 12);
-        let fresh = train_inner(&backend, &first.params, &text, &settings, None, go)
-            .unwrap()
-            .unwrap();
-        assert_ne!(resumed.params, fresh.params);
-        let bad = OptimizerState {
-            m: vec![0.0; 3],
-            v: vec![0.0; 3],
-            step: 1,
-        };
-        assert!(train_inner(&backend, &params, &text, &settings, Some(&bad), go).is_err());
+        assert!(train_inner(&backend, &params, &train[..16], &settings, go).is_err());
     }
 
     /// The tiny preset learns the generated multilingual text on the CPU path: from about

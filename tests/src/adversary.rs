@@ -207,7 +207,7 @@ impl Adversary {
         let settings = worker::inner_settings(spec);
         let start = params.clone();
         let report = tokio::task::spawn_blocking(move || {
-            canopy_shaders::train_inner(&Cpu::new(), &start, &text, &settings, None, |_, _| {
+            canopy_shaders::train_inner(&Cpu::new(), &start, &text, &settings, |_, _| {
                 std::ops::ControlFlow::Continue(())
             })
         })

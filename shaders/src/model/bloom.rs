@@ -640,18 +640,6 @@ pub struct StepStats {
     pub clipped: bool,
 }
 
-/// AdamW's moments (flat, in parameter order) and its step count, as the host holds them
-/// between inner phases.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OptimizerState {
-    /// First moments.
-    pub m: Vec<f32>,
-    /// Second moments.
-    pub v: Vec<f32>,
-    /// Steps taken.
-    pub step: u32,
-}
-
 /// AdamW over a [`Model`]: its moment buffers, its step count, and the scratch that gradient
 /// clipping writes into.
 pub struct Trainer<B: Backend> {
@@ -715,46 +703,6 @@ impl<B: Backend> Trainer<B> {
             scratch,
             scratch_of,
         })
-    }
-
-    /// The AdamW moments and step count, on the host: a worker keeps them between two inner
-    /// phases (DiLoCo's inner optimizer state lives on the worker).
-    pub fn state(&self, backend: &B) -> Result<OptimizerState> {
-        let (mut m, mut v) = (Vec::new(), Vec::new());
-        for (mi, vi) in self.m.iter().zip(&self.v) {
-            m.extend(backend.read(mi)?);
-            v.extend(backend.read(vi)?);
-        }
-        Ok(OptimizerState {
-            m,
-            v,
-            step: self.step,
-        })
-    }
-
-    /// Continues from `state` (from [`Trainer::state`] of a trainer of the same model size).
-    /// A state of another length, or with non-finite moments, is an error and changes nothing.
-    pub fn restore(&mut self, backend: &B, state: &OptimizerState) -> Result<()> {
-        let total: usize = self.m.iter().map(|b| backend.len(b)).sum();
-        if state.m.len() != total || state.v.len() != total {
-            return Err(ShaderError::Parameter {
-                name: "optimizer state",
-                value: format!("{} and {} moments", state.m.len(), state.v.len()),
-                reason: "must match the model's parameter count",
-            });
-        }
-        if let Some(index) = state.m.iter().chain(&state.v).position(|x| !x.is_finite()) {
-            return Err(ShaderError::NonFinite { index });
-        }
-        let mut at = 0;
-        for (mi, vi) in self.m.iter_mut().zip(self.v.iter_mut()) {
-            let len = backend.len(mi);
-            backend.write(mi, &state.m[at..at + len])?;
-            backend.write(vi, &state.v[at..at + len])?;
-            at += len;
-        }
-        self.step = state.step;
-        Ok(())
     }
 
     /// AdamW steps taken so far.
