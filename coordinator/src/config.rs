@@ -249,9 +249,13 @@ pub struct TrainingConfig {
     /// Tokens per sequence; at least 1.
     pub seq_len: u32,
     /// Peak inner learning rate; finite and above 0. Over the rounds the rate follows one
-    /// cosine from `lr` (after warmup) down to `lr / 10`; each task starts at its round's point
-    /// of it and decays to a tenth of that.
+    /// cosine from `lr` (after warmup) down to `lr / 10`; each task follows its round's
+    /// stretch of it, decaying at least to `task_lr_decay` of its starting rate.
     pub lr: f32,
+    /// The share of its starting rate a task's rate decays to, in (0, 1]. 1 follows the run's
+    /// schedule; lower values anneal every task, which keeps the local model of a small-batch
+    /// task from ending noisy (its update would fail the held-out check) but costs progress.
+    pub task_lr_decay: f32,
     /// Inner steps of linear learning-rate warmup at the start of the run (round 0).
     pub warmup_steps: u32,
     /// Inner steps of linear warmup at the start of every later task: each inner phase starts
@@ -287,6 +291,7 @@ impl Default for TrainingConfig {
             lr: 3e-3,
             warmup_steps: 5,
             round_warmup_steps: 5,
+            task_lr_decay: 0.1,
             weight_decay: 0.1,
             grad_clip: 1.0,
             compression: Compression::Int8,
@@ -568,6 +573,11 @@ impl Config {
         v.at_least("training.batch_size", t.batch_size, 1)?;
         v.at_least("training.seq_len", t.seq_len, 1)?;
         v.positive("training.lr", t.lr)?;
+        v.ensure(
+            t.task_lr_decay > 0.0 && t.task_lr_decay <= 1.0,
+            "training.task_lr_decay",
+            format_args!("must be above 0 and at most 1 (got {})", t.task_lr_decay),
+        )?;
         v.non_negative("training.weight_decay", t.weight_decay)?;
         v.positive("training.grad_clip", t.grad_clip)?;
         v.unit_interval("training.topk_density", t.topk_density)?;
@@ -856,9 +866,14 @@ batch_size = 8
 # Tokens per sequence; at least 1.
 seq_len = 64
 # Peak inner learning rate; a finite number above 0. Over the rounds the rate
-# follows one cosine from lr down to lr / 10; each task starts at its round's
-# point and decays to a tenth of it.
+# follows one cosine from lr down to lr / 10; each task follows its round's
+# stretch of it, and decays at least to task_lr_decay of its starting rate.
 lr = 3e-3
+# Share of its starting rate a task's rate decays to; above 0, at most 1.
+# 1 follows the run's schedule (best with batches of a few hundred tokens or
+# more); lower values anneal every task, which small batches need to keep
+# honest updates from raising the held-out loss.
+task_lr_decay = 0.1
 # Inner steps of linear learning-rate warmup at the start of the run; 0 or more.
 warmup_steps = 5
 # Inner steps of warmup at the start of every later task (its AdamW moments
@@ -925,7 +940,7 @@ rerun_fraction = 0.25
 # Least cosine similarity between an update and its re-run; from -1 to 1.
 min_cosine = 0.8
 # Reject an update whose application alone raises the loss on a held-out
-# batch by more than this many nats; a finite number of at least 0.
+# text by more than this many nats; a finite number of at least 0.
 max_loss_increase = 0.5
 # Number of nodes that hold a copy of each corpus shard; at least 1.
 corpus_replicas = 2
@@ -1172,6 +1187,9 @@ mod tests {
         invalid("[training]\nlr = 0.0", "training.lr");
         invalid("[training]\nlr = inf", "training.lr");
         invalid("[training]\nlr = nan", "training.lr");
+        invalid("[training]\ntask_lr_decay = 0.0", "training.task_lr_decay");
+        invalid("[training]\ntask_lr_decay = 1.5", "training.task_lr_decay");
+        invalid("[training]\ntask_lr_decay = nan", "training.task_lr_decay");
         invalid("[training]\nweight_decay = -0.1", "training.weight_decay");
         invalid("[training]\ngrad_clip = 0.0", "training.grad_clip");
         invalid("[training]\ntopk_density = 0.0", "training.topk_density");

@@ -169,6 +169,8 @@ pub struct Project {
     pub rejections: Mutex<RejectionStats>,
     /// Counters the service updates and the dashboard's `/metrics` reports.
     pub metrics: Arc<crate::dashboard::Metrics>,
+    /// The held-out loss of the last model version an update was checked against.
+    check_base: Mutex<Option<(u64, f32)>>,
 }
 
 impl std::fmt::Debug for Project {
@@ -336,6 +338,7 @@ impl Project {
             optimizer: Mutex::new(optimizer),
             rejections: Mutex::new(RejectionStats::default()),
             metrics: Arc::new(crate::dashboard::Metrics::new()),
+            check_base: Mutex::new(None),
             state: Mutex::new(state),
             store,
             model,
@@ -379,6 +382,27 @@ impl Project {
             &self.store,
             &record.model_root,
         )?))
+    }
+
+    /// The held-out loss of model `version` and of that version with `update` subtracted, on
+    /// the same held-out batches as the rounds' evaluation (one batch alone is too noisy to
+    /// judge an honest update by). The first figure is computed once per version.
+    pub fn update_loss_change(&self, version: u64, update: &[f32]) -> Result<(f32, f32)> {
+        let base = self.params_of(version)?;
+        let cached = *self.check_base.lock().unwrap_or_else(|e| e.into_inner());
+        let before = match cached {
+            Some((v, loss)) if v == version => loss,
+            _ => {
+                let loss = evaluate(&self.config, &base, &self.heldout)?;
+                *self.check_base.lock().unwrap_or_else(|e| e.into_inner()) = Some((version, loss));
+                loss
+            }
+        };
+        let mut applied = (*base).clone();
+        for (p, d) in applied.values_mut().iter_mut().zip(update) {
+            *p -= d;
+        }
+        Ok((before, evaluate(&self.config, &applied, &self.heldout)?))
     }
 
     /// Counts a rejection reason.
@@ -592,9 +616,9 @@ pub fn codec(config: &Config) -> CodecSpec {
 }
 
 /// The run's learning-rate schedule over all inner steps of all rounds: warmup, then a cosine
-/// from `training.lr` to a tenth of it. Each task starts at its round's point of it (and
-/// decays to a tenth of that within the task); the centralized baseline follows it step by
-/// step.
+/// from `training.lr` to a tenth of it. Each task follows its round's stretch of it (after a
+/// short warmup of its own, and annealed by `training.task_lr_decay`); the centralized
+/// baseline follows it step by step.
 pub fn lr_schedule(config: &Config) -> canopy_shaders::LrSchedule {
     let t = &config.training;
     canopy_shaders::LrSchedule {
@@ -632,8 +656,12 @@ pub fn train_spec(
     let start_step = u32::try_from(round)
         .unwrap_or(u32::MAX)
         .saturating_mul(t.inner_steps);
-    // The task's own warmup ramps up to the rate the run has after its warmup.
+    // Each task follows its stretch of the run's schedule, after a warmup of its own (AdamW
+    // starts afresh in every task), and decays at least to `task_lr_decay` of its start.
     let first = start_step.max(t.warmup_steps);
+    let last = start_step
+        .saturating_add(t.inner_steps.saturating_sub(1))
+        .max(first);
     TrainSpec {
         model_version: round,
         model: *model,
@@ -644,9 +672,9 @@ pub fn train_spec(
         seed,
         optimizer: AdamWParams {
             lr: schedule.at(first, total),
-            // Within a task the rate decays to a tenth, as a fresh inner phase needs: a local
-            // model that ends on a high rate is noisy on held-out text.
-            lr_end: schedule.at(first, total) * 0.1,
+            lr_end: schedule
+                .at(last, total)
+                .min(schedule.at(first, total) * t.task_lr_decay),
             warmup_steps: if round == 0 {
                 t.warmup_steps
             } else {

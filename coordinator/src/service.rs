@@ -3,7 +3,7 @@
 //!
 //! A result is checked (lease, signature and signer, model version, replay), its update
 //! fetched from the sender chunk by chunk and decoded (shape, finiteness), screened by the
-//! loss it causes on a held-out batch, and, for a sample of volunteer tasks, re-run by the
+//! loss it causes on held-out text, and, for a sample of volunteer tasks, re-run by the
 //! datacenter tier and compared by cosine similarity. The verdict is committed to the state
 //! database (result, ledger, reputation) before the node gets its acknowledgement.
 
@@ -17,7 +17,6 @@ use canopy_protocol::messages::{
     ResultAck, TaskOutput, TaskResult, TaskSpec, Tier,
 };
 use canopy_protocol::{Digest, Message, ObjectKind};
-use canopy_shaders::Cpu;
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
@@ -546,7 +545,12 @@ fn refuse(
 }
 
 /// Judges a result and commits the verdict; the returned ack is sent only after that.
-async fn judge(project: &Project, client: &Client, peer: PeerId, result: TaskResult) -> ResultAck {
+async fn judge(
+    project: &Arc<Project>,
+    client: &Client,
+    peer: PeerId,
+    result: TaskResult,
+) -> ResultAck {
     let task = result.task;
     let verdict = check_result(project, client, peer, &result).await;
     let key = peer.to_string();
@@ -733,7 +737,7 @@ enum Checked {
 }
 
 async fn check_result(
-    project: &Project,
+    project: &Arc<Project>,
     client: &Client,
     peer: PeerId,
     result: &TaskResult,
@@ -906,33 +910,13 @@ async fn check_result(
         }
         Err(e) => return Err(refuse(e.to_string(), |s| s.wrong_shape += 1, true)),
     };
-    // The cheap signal: the loss the update alone causes on a held-out batch.
-    let base = match project.params_of(spec.model_version) {
-        Ok(p) => p,
-        Err(e) => return Ok(Checked::Internal(e.to_string())),
-    };
-    let heldout = project.heldout.clone();
-    let config = project.config.clone();
+    // The cheap signal: the loss the update alone causes on held-out text.
     let values = Arc::new(values);
     let v = values.clone();
-    let losses = tokio::task::spawn_blocking(move || -> Result<(f32, f32), String> {
-        let mut applied = (*base).clone();
-        for (p, d) in applied.values_mut().iter_mut().zip(v.iter()) {
-            *p -= d;
-        }
-        let t = &config.training;
-        let eval = |params: &canopy_shaders::Params| {
-            canopy_shaders::evaluate(
-                &Cpu::new(),
-                params,
-                &heldout,
-                t.batch_size as usize,
-                t.seq_len as usize,
-                1,
-            )
-            .map_err(|e| e.to_string())
-        };
-        Ok((eval(&base)?, eval(&applied)?))
+    let p = project.clone();
+    let version = spec.model_version;
+    let losses = tokio::task::spawn_blocking(move || {
+        p.update_loss_change(version, &v).map_err(|e| e.to_string())
     })
     .await;
     let (before, after) = match losses {
