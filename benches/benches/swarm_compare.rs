@@ -5,7 +5,7 @@
 //! datacenter-tier nodes, each its own libp2p peer on loopback, train the model with DiLoCo
 //! rounds; then the same model is trained centrally (one process taking as many steps as each
 //! node took, with the batch of all nodes together). The settings are those of
-//! `canopy-coordinator demo` (4 volunteers, 1 datacenter node, 8 rounds of 40 inner steps, the
+//! `canopy-coordinator demo` (4 volunteers, 1 datacenter node, 8 rounds of 50 inner steps, the
 //! tiny model), or overridden with `SWARM_COMPARE_NODES`, `SWARM_COMPARE_DATACENTER`,
 //! `SWARM_COMPARE_ROUNDS` and `SWARM_COMPARE_INNER_STEPS`. The nodes compute on the adapter
 //! `CANOPY_ADAPTER` picks (the CPU path where there is no GPU).
@@ -45,7 +45,7 @@ fn main() {
         nodes: setting("SWARM_COMPARE_NODES", 4),
         datacenter: setting("SWARM_COMPARE_DATACENTER", 1),
         rounds: setting("SWARM_COMPARE_ROUNDS", 8),
-        inner_steps: setting("SWARM_COMPARE_INNER_STEPS", 40),
+        inner_steps: setting("SWARM_COMPARE_INNER_STEPS", 50),
         preset: Preset::Tiny,
         corpus: None,
         dir: dir.path().to_path_buf(),
