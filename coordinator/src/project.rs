@@ -489,6 +489,8 @@ impl Project {
         )?;
         let (delta_signed, delta_bytes) = objects::delta_object(&self.keys, &step, next)?;
         let eval_loss = evaluate(&self.config, &params, &self.heldout)?;
+        // The next version's updates are checked against this same figure.
+        *self.check_base.lock().unwrap_or_else(|e| e.into_inner()) = Some((next, eval_loss));
         let (model_signed, model_bytes) =
             objects::weights_object(&self.keys, ObjectKind::ModelWeights, &params, next)?;
         let momentum_params = Params::from_values(&self.model, momentum)?;
