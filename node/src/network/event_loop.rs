@@ -242,6 +242,29 @@ impl EventLoop {
         Envelope::seal(&self.keys, round, nonce, message).map_err(network_error)
     }
 
+    /// Seals `message` for `round` and sends it on `channel`; whether it went out (a failure
+    /// to seal is logged, naming `what` was being answered).
+    fn send_sealed(
+        &mut self,
+        channel: ResponseChannel<Envelope>,
+        round: u64,
+        message: &Message,
+        what: &str,
+    ) -> bool {
+        match self.seal(round, message) {
+            Ok(env) => self
+                .swarm
+                .behaviour_mut()
+                .canopy
+                .send_response(channel, env)
+                .is_ok(),
+            Err(e) => {
+                tracing::warn!("cannot answer {what}: {e}");
+                false
+            }
+        }
+    }
+
     fn emit(&mut self, event: NetworkEvent) {
         if self.events.try_send(event).is_err() {
             self.dropped_events += 1;
@@ -375,16 +398,7 @@ impl EventLoop {
             },
             Command::Respond { id, round, message } => {
                 if let Some(channel) = self.inbound.remove(&id) {
-                    match self.seal(round, &message) {
-                        Ok(env) => {
-                            let _ = self
-                                .swarm
-                                .behaviour_mut()
-                                .canopy
-                                .send_response(channel, env);
-                        }
-                        Err(e) => tracing::warn!("cannot answer request: {e}"),
-                    }
+                    self.send_sealed(channel, round, &message, "request");
                 }
             }
             Command::Shutdown(reply) => {
@@ -891,19 +905,8 @@ impl EventLoop {
                 let data = data.filter(|d| self.allow_serving(peer, d.len()));
                 let served = data.as_ref().map_or(0, Vec::len);
                 let response = Message::ChunkResponse(ChunkResponse { id, data });
-                match self.seal(round, &response) {
-                    Ok(env) => {
-                        if self
-                            .swarm
-                            .behaviour_mut()
-                            .canopy
-                            .send_response(channel, env)
-                            .is_ok()
-                        {
-                            self.bytes_served += served as u64;
-                        }
-                    }
-                    Err(e) => tracing::warn!("cannot answer chunk request: {e}"),
+                if self.send_sealed(channel, round, &response, "chunk request") {
+                    self.bytes_served += served as u64;
                 }
             }
             // A manifest request for an object this peer provides is answered here (the
@@ -914,16 +917,7 @@ impl EventLoop {
                     root: req.root,
                     manifest: self.provided.get(&req.root).cloned(),
                 }));
-                match self.seal(round, &response) {
-                    Ok(env) => {
-                        let _ = self
-                            .swarm
-                            .behaviour_mut()
-                            .canopy
-                            .send_response(channel, env);
-                    }
-                    Err(e) => tracing::warn!("cannot answer a manifest request: {e}"),
-                }
+                self.send_sealed(channel, round, &response, "a manifest request");
             }
             message => {
                 if self.inbound.len() >= MAX_PENDING_INBOUND {
