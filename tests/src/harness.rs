@@ -1,6 +1,7 @@
 //! Helpers for end-to-end tests: locate (building if needed) the workspace's binaries in the
 //! same profile as the running test, and run them with a deadline.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
@@ -107,10 +108,27 @@ pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Result<Outpu
         .stderr(Stdio::piped())
         .spawn()
         .map_err(io)?;
+    // Both pipes are drained while the command runs: a command printing more than a pipe
+    // holds would otherwise block on its write and never exit.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
     let deadline = Instant::now() + timeout;
     loop {
-        if child.try_wait().map_err(io)?.is_some() {
-            return child.wait_with_output().map_err(io);
+        if let Some(status) = child.try_wait().map_err(io)? {
+            return Ok(Output {
+                status,
+                stdout: stdout.join().unwrap_or_default(),
+                stderr: stderr.join().unwrap_or_default(),
+            });
         }
         if Instant::now() >= deadline {
             let _ = child.kill();

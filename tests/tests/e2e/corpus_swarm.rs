@@ -1,8 +1,9 @@
 //! The corpus build on the swarm: a project with `[corpus]`, a real coordinator process and
 //! volunteer processes (and, in the second test, the in-test adversary) on loopback. The
 //! outputs must be byte-identical to a local `canopy-coordinator corpus build` of the same
-//! sources, every chunk must be computed by two distinct peers, and a peer that returns
-//! tampered signatures must be caught by the two-peer rule.
+//! sources, every chunk must be computed by two distinct peers, a peer that returns tampered
+//! signatures must be caught by the two-peer rule, and a coordinator killed mid-build must
+//! resume the build from its database without redoing or losing an agreed chunk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -11,19 +12,19 @@ use std::time::Duration;
 use canopy_tests::adversary::Adversary;
 use canopy_tests::processes::{
     Coordinator, Volunteer, coordinator_cli, coordinator_json, coordinator_output, dir_files,
-    free_port, small_project,
+    free_port, signal, small_project,
 };
 
-/// Sample sources cut into small chunks (about 15 for 30 documents per source), and the
-/// chunk count and kept-document count of their local build in `local`.
-fn sources_and_local_build(tmp: &Path) -> (PathBuf, PathBuf, u64, u64) {
+/// Sample sources of `documents` documents each cut into small chunks (about 15 for 30
+/// documents), and the chunk count and kept-document count of their local build in `local`.
+fn sources_and_local_build(tmp: &Path, documents: u32) -> (PathBuf, PathBuf, u64, u64) {
     let sources = tmp.join("sources");
     coordinator_cli(&[
         "corpus",
         "sample",
         &sources.to_string_lossy(),
         "--documents",
-        "30",
+        &documents.to_string(),
     ]);
     std::fs::write(sources.join("corpus.toml"), "chunk_bytes = 16384\n").expect("corpus.toml");
     let local = tmp.join("local");
@@ -108,7 +109,7 @@ fn wait_finished(coordinator: &mut Coordinator) -> serde_json::Value {
 #[test]
 fn the_swarm_builds_the_corpus_like_a_local_build_and_then_trains_on_it() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (sources, local, chunks, kept) = sources_and_local_build(tmp.path());
+    let (sources, local, chunks, kept) = sources_and_local_build(tmp.path(), 30);
     let project = tmp.path().join("project");
     let config = corpus_project(&project, &sources, "2");
     let mut coordinator = Coordinator::start(&config);
@@ -159,11 +160,83 @@ fn the_swarm_builds_the_corpus_like_a_local_build_and_then_trains_on_it() {
     assert!(build["datacard"]["sources"].is_array(), "{build}");
 }
 
+/// The corpus events named `event` printed so far.
+fn corpus_events(coordinator: &Coordinator, event: &str) -> Vec<serde_json::Value> {
+    coordinator
+        .events_named("corpus")
+        .into_iter()
+        .filter(|e| e["event"] == event)
+        .collect()
+}
+
+/// SIGKILL after the first chunks agree, restart on the same directory: the build resumes
+/// with those chunks done, the volunteers reconnect by themselves, every chunk is agreed
+/// exactly once across both runs, and the outputs are still the local build's.
+#[test]
+fn a_killed_coordinator_resumes_the_swarm_corpus_build() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Enough chunks (about 150) that the build is still running when the kill comes.
+    let (sources, local, chunks, kept) = sources_and_local_build(tmp.path(), 300);
+    let project = tmp.path().join("project");
+    let config = corpus_project(&project, &sources, "1");
+    let mut coordinator = Coordinator::start(&config);
+    let nodes: Vec<Volunteer> =
+        Volunteer::start_many(tmp.path(), "volunteer", 3, &coordinator.addr);
+    coordinator
+        .wait_for(Duration::from_secs(300), |e| {
+            e["corpus"]["event"] == "agreed"
+        })
+        .expect("a first chunk is agreed");
+    signal(&coordinator.child, "KILL");
+    let _ = coordinator.child.wait();
+    let agreed_before = corpus_events(&coordinator, "agreed").len();
+    assert!(
+        (agreed_before as u64) < chunks,
+        "the kill came before the build finished ({agreed_before} of {chunks} chunks)"
+    );
+    let ledger_before: Vec<serde_json::Value> = corpus_ledger(&config)
+        .into_iter()
+        .filter(|e| e["verified"] == "verified")
+        .collect();
+
+    let mut restarted = Coordinator::start(&config);
+    let planned = restarted
+        .wait_for(Duration::from_secs(60), |e| {
+            e["corpus"]["event"] == "planned"
+        })
+        .expect("the build is planned again");
+    let done = planned["corpus"]["done"].as_u64().expect("done");
+    assert!(
+        done >= agreed_before as u64,
+        "every chunk agreed before the kill is still agreed: {planned}"
+    );
+    let finished = wait_finished(&mut restarted);
+    assert_eq!(finished["corpus"]["kept_documents"].as_u64(), Some(kept));
+    let agreed_after = corpus_events(&restarted, "agreed").len() as u64;
+    assert_eq!(
+        done + agreed_after,
+        chunks,
+        "each chunk is agreed once across the two runs"
+    );
+    assert!(restarted.wait_exit(Duration::from_secs(600)).success());
+    drop(nodes);
+
+    let entries = corpus_ledger(&config);
+    for entry in &ledger_before {
+        assert!(entries.contains(entry), "{entry} survived the kill");
+    }
+    assert_eq!(verified_by_result(&entries).len() as u64, chunks);
+    assert!(
+        dir_files(&project.join("corpus-out")) == dir_files(&local),
+        "the outputs differ from the local build"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_volunteer_returning_tampered_signatures_is_caught_by_the_two_peer_rule() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (sources, local, chunks, _) =
-        tokio::task::block_in_place(|| sources_and_local_build(tmp.path()));
+        tokio::task::block_in_place(|| sources_and_local_build(tmp.path(), 30));
     let project = tmp.path().join("project");
     let config = corpus_project(&project, &sources, "1");
     let mut coordinator = tokio::task::block_in_place(|| Coordinator::start(&config));
