@@ -445,17 +445,7 @@ impl Project {
             values.push(update);
             used.push((r.lease, weight));
         }
-        let combine: Combine = self.config.aggregation.combine.parse()?;
-        let combine = match combine {
-            Combine::TrimmedMean { .. } => Combine::TrimmedMean {
-                trim: self.config.aggregation.trim,
-            },
-            other => other,
-        };
-        let agg_config = AggregateConfig {
-            combine,
-            clip_multiple: self.config.aggregation.clip_multiple,
-        };
+        let agg_config = aggregate_config(&self.config)?;
         let mut params = (*current.params).clone();
         let (clipped, momentum) = {
             let mut optimizer = self.optimizer.lock().unwrap_or_else(|e| e.into_inner());
@@ -588,6 +578,19 @@ pub fn load_params(state: &State, store: &ChunkStore, root: &Digest) -> Result<P
         ProjectError::Invalid(format!("object {root} is missing from the chunk store"))
     })?;
     Ok(objects::params_from_object(signed.manifest(), &bytes)?)
+}
+
+/// How the configuration's `[aggregation]` combines a round's updates.
+pub fn aggregate_config(config: &Config) -> Result<AggregateConfig> {
+    let a = &config.aggregation;
+    let combine = match a.combine.parse()? {
+        Combine::TrimmedMean { .. } => Combine::TrimmedMean { trim: a.trim },
+        other => other,
+    };
+    Ok(AggregateConfig {
+        combine,
+        clip_multiple: a.clip_multiple,
+    })
 }
 
 /// Held-out loss of `params` (8 batches of the training batch size).

@@ -173,6 +173,24 @@ pub fn update_object(
     Ok((manifest.sign(keys)?, bytes))
 }
 
+/// A training task's pseudo-gradient `before − after` (the model it started from minus the
+/// model its inner steps reached), compressed with `codec`.
+pub fn pseudo_gradient(
+    before: &Params,
+    after: &Params,
+    codec: CodecSpec,
+) -> Result<CompressedUpdate, NodeError> {
+    let delta: Vec<f32> = before
+        .values()
+        .iter()
+        .zip(after.values())
+        .map(|(b, a)| b - a)
+        .collect();
+    Compressor::new(codec, delta.len())
+        .and_then(|mut c| c.compress(&delta))
+        .map_err(|e| NodeError::BadObject(format!("compressing the update: {e}")))
+}
+
 /// Decodes an update's bytes into `len` values; the codec's own checks apply (length,
 /// finiteness of the scales).
 pub fn update_values(bytes: &[u8], len: usize) -> Result<Vec<f32>, NodeError> {

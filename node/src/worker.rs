@@ -22,7 +22,7 @@ use canopy_protocol::messages::{
     ManifestRequest, ModelDelta, ReleaseReason, TaskOutput, TaskResult, TaskSpec, TrainOutput,
     TrainSpec,
 };
-use canopy_protocol::{Compressor, Digest, Keypair, Message, ObjectKind, SignedManifest};
+use canopy_protocol::{Digest, Keypair, Message, ObjectKind, SignedManifest};
 use canopy_shaders::{AdamW, InnerSettings, LrSchedule, Params, Runtime, TrainConfig, train_inner};
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
@@ -511,15 +511,7 @@ impl Worker {
             return Ok(None);
         };
         self.shared.update(|s| s.state = "uploading".into());
-        let delta: Vec<f32> = params
-            .values()
-            .iter()
-            .zip(report.params.values())
-            .map(|(before, after)| before - after)
-            .collect();
-        let update = Compressor::new(spec.compression, delta.len())
-            .and_then(|mut c| c.compress(&delta))
-            .map_err(|e| NodeError::BadObject(format!("compressing the update: {e}")))?;
+        let update = objects::pseudo_gradient(&params, &report.params, spec.compression)?;
         let (signed, bytes) = objects::update_object(
             &self.keys,
             &update,

@@ -1,0 +1,190 @@
+//! The demo's DiLoCo rounds in one process, without the network, against centralized
+//! synchronous data parallelism on the same tokens, in the same run: a quicker loop than
+//! `swarm_compare` for studying what the loss ratio depends on.
+//!
+//! Every round uses the swarm's own pieces: each task's `train_spec` and inner settings, the
+//! CPU path's inner AdamW steps, the update codec, the configured robust aggregation and outer
+//! optimizer, and the int8 model step the coordinator publishes. Every task of a round is
+//! run and accepted; there is no verification, no churn and no staleness.
+//!
+//! The settings are those of `canopy-coordinator demo`, overridden by `ROUNDS_SIM_NODES`,
+//! `_DATACENTER`, `_ROUNDS`, `_INNER_STEPS`, `_BATCH`, `_SEQ`, `_LR`, `_TASK_LR_DECAY`,
+//! `_OUTER_LR`, `_OUTER_MOMENTUM` and `_COMBINE` (each prefixed with `ROUNDS_SIM`). It prints
+//! the held-out loss of every round, then the loss ratio (final over baseline) as a line and
+//! as one JSON object (`{"rounds_sim": …}`).
+//!
+//! ```text
+//! cargo bench -p canopy-benches --bench rounds_sim
+//! ROUNDS_SIM_DATACENTER=0 ROUNDS_SIM_INNER_STEPS=10 ROUNDS_SIM_ROUNDS=40 cargo bench -p canopy-benches --bench rounds_sim
+//! ```
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Instant;
+
+use canopy_coordinator::aggregate::{self, Candidate, OuterOptimizer};
+use canopy_coordinator::config::Preset;
+use canopy_coordinator::demo::{self, DemoSettings};
+use canopy_coordinator::project::{
+    aggregate_config, evaluate, preset_config, split_text, train_spec, training_text,
+};
+use canopy_node::objects::{pseudo_gradient, quantized_step, update_values};
+use canopy_protocol::compress::DEFAULT_INT8_BLOCK;
+use canopy_protocol::{CodecSpec, Digest};
+use canopy_shaders::{Cpu, Params};
+
+/// `ROUNDS_SIM_<name>` from the environment, or `default`.
+fn setting<T: FromStr>(name: &str, default: T) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    let key = format!("ROUNDS_SIM_{name}");
+    match std::env::var(&key) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{key}={v:?} does not parse: {e}")),
+        Err(_) => default,
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let settings = DemoSettings {
+        nodes: setting("NODES", 4),
+        datacenter: setting("DATACENTER", 1),
+        rounds: setting("ROUNDS", 8),
+        inner_steps: setting("INNER_STEPS", 50),
+        preset: Preset::Tiny,
+        corpus: None,
+        dir: std::env::temp_dir(),
+    };
+    let mut config = demo::demo_config(&settings);
+    let t = &mut config.training;
+    t.batch_size = setting("BATCH", t.batch_size);
+    t.seq_len = setting("SEQ", t.seq_len);
+    t.lr = setting("LR", t.lr);
+    t.task_lr_decay = setting("TASK_LR_DECAY", t.task_lr_decay);
+    let a = &mut config.aggregation;
+    a.outer_lr = setting("OUTER_LR", a.outer_lr);
+    a.outer_momentum = setting("OUTER_MOMENTUM", a.outer_momentum);
+    a.combine = setting("COMBINE", a.combine.clone());
+    config.validate().expect("the settings");
+    let t = config.training.clone();
+    println!(
+        "rounds_sim: {} tasks per round, {} rounds x {} inner steps, batch {} x {}, lr {}, outer lr {} momentum {}, {}",
+        t.tasks_per_round,
+        t.rounds,
+        t.inner_steps,
+        t.batch_size,
+        t.seq_len,
+        t.lr,
+        config.aggregation.outer_lr,
+        config.aggregation.outer_momentum,
+        config.aggregation.combine
+    );
+
+    let model = preset_config(config.model.preset);
+    let text = training_text(&config).expect("the training text");
+    let (shards, heldout) =
+        split_text(&text, config.data.holdout, config.data.shard_bytes as usize);
+    let digests: Vec<Digest> = shards.iter().map(|s| Digest::of(s)).collect();
+    let shard_of: HashMap<Digest, &[u8]> = digests.iter().copied().zip(shards).collect();
+    let agg_config = aggregate_config(&config).expect("the aggregation settings");
+    let mut params = Params::init(&model, config.project.seed).expect("the initial model");
+    let mut outer = OuterOptimizer::new(
+        params.values().len(),
+        config.aggregation.outer_lr,
+        config.aggregation.outer_momentum,
+    )
+    .expect("the outer optimizer");
+    let initial = evaluate(&config, &params, heldout).expect("evaluation");
+    println!("  initial held-out {initial:.4}");
+    let model_root = Digest::of(b"rounds_sim model");
+    let cpu = Cpu::new();
+    let t0 = Instant::now();
+    let mut evals = Vec::new();
+    for round in 0..u64::from(t.rounds) {
+        let updates: Vec<Vec<f32>> = (0..t.tasks_per_round)
+            .map(|index| {
+                let spec = train_spec(&config, &digests, round, index, &model_root, None);
+                let data: Vec<u8> = spec
+                    .data_shards
+                    .iter()
+                    .flat_map(|d| shard_of[d].iter().copied())
+                    .collect();
+                let inner = canopy_node::worker::inner_settings(&spec);
+                let report = canopy_shaders::train_inner(&cpu, &params, &data, &inner, |_, _| {
+                    std::ops::ControlFlow::Continue(())
+                })
+                .expect("the inner steps")
+                .expect("not stopped");
+                let frame = pseudo_gradient(&params, &report.params, spec.compression)
+                    .expect("compressing the update")
+                    .to_frame()
+                    .expect("framing the update");
+                update_values(&frame, params.values().len()).expect("decoding the update")
+            })
+            .collect();
+        let candidates: Vec<Candidate<'_>> = updates
+            .iter()
+            .map(|values| Candidate {
+                values,
+                weight: 1.0,
+            })
+            .collect();
+        let agg = aggregate::aggregate(&candidates, params.values().len(), &agg_config)
+            .expect("aggregation");
+        let mut next = params.clone();
+        outer
+            .step(next.values_mut(), &agg.delta)
+            .expect("the outer step");
+        params = quantized_step(
+            &params,
+            &next,
+            CodecSpec::Int8 {
+                block: DEFAULT_INT8_BLOCK,
+            },
+        )
+        .expect("the model step")
+        .1;
+        let eval = evaluate(&config, &params, heldout).expect("evaluation");
+        println!(
+            "  round {round:>3}: held-out {eval:.4} ({:.0}s)",
+            t0.elapsed().as_secs_f64()
+        );
+        evals.push(eval);
+    }
+    let decentralized_s = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let baseline = demo::baseline(&config, &model, heldout).expect("the baseline");
+    let baseline_s = t1.elapsed().as_secs_f64();
+    let last = evals.last().copied().unwrap_or(initial);
+    let ratio = last / baseline;
+    println!("  baseline held-out {baseline:.4} ({baseline_s:.0}s)");
+    println!("loss ratio (final / baseline): {ratio:.4}");
+    println!(
+        "{}",
+        serde_json::json!({
+            "rounds_sim": {
+                "tasks_per_round": t.tasks_per_round,
+                "rounds": t.rounds,
+                "inner_steps": t.inner_steps,
+                "batch_size": t.batch_size,
+                "seq_len": t.seq_len,
+                "lr": t.lr,
+                "task_lr_decay": t.task_lr_decay,
+                "outer_lr": config.aggregation.outer_lr,
+                "outer_momentum": config.aggregation.outer_momentum,
+                "combine": config.aggregation.combine,
+                "initial_eval_loss": initial,
+                "eval_loss": evals,
+                "final_eval_loss": last,
+                "baseline_eval_loss": baseline,
+                "loss_ratio": ratio,
+                "decentralized_s": decentralized_s,
+                "baseline_s": baseline_s,
+            }
+        })
+    );
+}
