@@ -84,15 +84,7 @@ pub fn quantized_step(
     new: &Params,
     codec: CodecSpec,
 ) -> Result<(CompressedUpdate, Params), NodeError> {
-    let step: Vec<f32> = new
-        .values()
-        .iter()
-        .zip(old.values())
-        .map(|(n, o)| n - o)
-        .collect();
-    let compressed = Compressor::new(codec, step.len())
-        .and_then(|mut c| c.compress(&step))
-        .map_err(|e| NodeError::BadObject(format!("compressing the model delta: {e}")))?;
+    let compressed = compressed_difference(new, old, codec, "the model delta")?;
     let bytes = compressed
         .to_frame()
         .map_err(|e| NodeError::BadObject(format!("encoding the model delta: {e}")))?;
@@ -180,15 +172,25 @@ pub fn pseudo_gradient(
     after: &Params,
     codec: CodecSpec,
 ) -> Result<CompressedUpdate, NodeError> {
-    let delta: Vec<f32> = before
+    compressed_difference(before, after, codec, "the update")
+}
+
+/// `a − b`, value by value, compressed with `codec`; `what` names it in the error.
+fn compressed_difference(
+    a: &Params,
+    b: &Params,
+    codec: CodecSpec,
+    what: &str,
+) -> Result<CompressedUpdate, NodeError> {
+    let difference: Vec<f32> = a
         .values()
         .iter()
-        .zip(after.values())
-        .map(|(b, a)| b - a)
+        .zip(b.values())
+        .map(|(x, y)| x - y)
         .collect();
-    Compressor::new(codec, delta.len())
-        .and_then(|mut c| c.compress(&delta))
-        .map_err(|e| NodeError::BadObject(format!("compressing the update: {e}")))
+    Compressor::new(codec, difference.len())
+        .and_then(|mut c| c.compress(&difference))
+        .map_err(|e| NodeError::BadObject(format!("compressing {what}: {e}")))
 }
 
 /// Decodes an update's bytes into `len` values; the codec's own checks apply (length,
