@@ -186,6 +186,16 @@ struct Refusal {
     penalise: bool,
 }
 
+/// What committing one run decided for its chunk.
+enum Decision {
+    /// This run completed the chunk's agreement.
+    Agreed,
+    /// The chunk is still open, or was agreed before this run (a late run).
+    Open,
+    /// The runs have no majority: the coordinator settles the chunk itself.
+    Local,
+}
+
 fn refuse(reason: impl Into<String>, penalise: bool) -> Refusal {
     Refusal {
         reason: reason.into(),
@@ -585,7 +595,7 @@ impl SwarmBuild {
                 return (ack(false, Some(refusal.reason)), None);
             }
         };
-        let needs_local = match self.commit(&checked, &key, result.compute_ms, now) {
+        let decision = match self.commit(&checked, &key, result.compute_ms, now) {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!("committing a corpus result: {e}");
@@ -598,9 +608,19 @@ impl SwarmBuild {
                 );
             }
         };
-        if needs_local && let Err(e) = self.settle_locally(checked.chunk).await {
-            tracing::warn!(chunk = %checked.chunk, "settling a chunk locally: {e}");
-        }
+        // Only the run whose commit decided the chunk reports its agreement: a concurrent
+        // run of the same chunk, or a late one, sees the agreement too but did not make it.
+        let decided = match decision {
+            Decision::Agreed => true,
+            Decision::Open => false,
+            Decision::Local => match self.settle_locally(checked.chunk).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(chunk = %checked.chunk, "settling a chunk locally: {e}");
+                    false
+                }
+            },
+        };
         self.store.pin(checked.signed.manifest());
         // This run's verdict, as committed.
         let (status, agreed) = {
@@ -620,7 +640,7 @@ impl SwarmBuild {
             (status, agreed.map(|root| (root, runs)))
         };
         let event = match agreed {
-            Some((root, runs)) if runs.iter().all(|r| r.status != "pending") => {
+            Some((root, runs)) if decided => {
                 let (done, total) = self.progress().unwrap_or((0, 0));
                 Some(CorpusEvent::Agreed {
                     chunk: checked.chunk.to_string(),
@@ -652,9 +672,8 @@ impl SwarmBuild {
         }
     }
 
-    /// Records a checked result and what it decides, in one transaction. Returns whether the
-    /// chunk must be settled locally.
-    fn commit(&self, c: &Checked, key: &str, compute_ms: u64, now: u64) -> Result<bool> {
+    /// Records a checked result and what it decides, in one transaction.
+    fn commit(&self, c: &Checked, key: &str, compute_ms: u64, now: u64) -> Result<Decision> {
         let build = self.build;
         let rep = &self.config.reputation;
         Ok(self.state().transaction(|tx| {
@@ -687,7 +706,7 @@ impl SwarmBuild {
             // A late run of a chunk already agreed is judged against the agreement.
             if let Some(root) = tx.corpus_agreed(build)?.get(&c.chunk).copied() {
                 apply_agreement(tx, build, &c.chunk, &root, rep)?;
-                return Ok(false);
+                return Ok(Decision::Open);
             }
             let runs = tx.corpus_runs(build, &c.chunk)?;
             let results: Vec<Digest> = runs.iter().map(|r| r.result).collect();
@@ -696,7 +715,7 @@ impl SwarmBuild {
                     apply_agreement(tx, build, &c.chunk, &root, rep)?;
                     let (done, _) = agreed_chunks(tx, build, &self.plan)?;
                     tx.corpus_build_progress(build, done as u64, self.documents_in(), 0)?;
-                    Ok(false)
+                    Ok(Decision::Agreed)
                 }
                 Verdict::NeedRuns(n) => {
                     let pending = chunk_tasks(tx, &c.chunk)?;
@@ -710,9 +729,9 @@ impl SwarmBuild {
                         }
                         tracing::info!(chunk = %c.chunk.fmt_short(), "corpus runs disagree: a further run is open");
                     }
-                    Ok(false)
+                    Ok(Decision::Open)
                 }
-                Verdict::Local => Ok(true),
+                Verdict::Local => Ok(Decision::Local),
             }
         })?)
     }
@@ -1105,4 +1124,115 @@ fn grant(
     let expires = now + scheduler::lease_ms(config, peer, task.tokens);
     let lease = tx.insert_lease(task.id, &peer.peer, now, expires)?;
     Ok(Ok((task, lease, expires)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::corpus::sample::{SampleOptions, write_sample};
+    use crate::state::PeerRecord;
+
+    /// A build of a small sample in `dir`, with `peers` joined as volunteers.
+    fn small_build(dir: &Path, peers: &[&str]) -> SwarmBuild {
+        let sources = dir.join("sources");
+        write_sample(&sources, &SampleOptions::small(7)).expect("sample");
+        let mut config = Config::from_toml(&Config::template(), "template").expect("config");
+        config.corpus = Some(CorpusSection {
+            sources,
+            out: "corpus-out".into(),
+            optout: None,
+            config: None,
+        });
+        let store = Arc::new(ChunkStore::open(&dir.join("store"), 1 << 30).expect("store"));
+        let build = SwarmBuild::open(dir, &config, store).expect("open");
+        build
+            .state()
+            .transaction(|tx| {
+                for peer in peers {
+                    tx.upsert_peer(&PeerRecord {
+                        peer: (*peer).into(),
+                        tier: "volunteer".into(),
+                        name: None,
+                        org: None,
+                        country: None,
+                        reputation: 0,
+                        banned: false,
+                        tokens_per_sec: None,
+                        slots: 1,
+                        joined_ms: 0,
+                        last_seen_ms: 0,
+                    })?;
+                }
+                Ok(())
+            })
+            .expect("peers");
+        build
+    }
+
+    /// A run of `task` by `peer` (on a fresh lease) that names `bytes` as its result.
+    fn run(build: &SwarmBuild, task: &TaskRecord, peer: &str, bytes: &[u8]) -> Checked {
+        let keys = Keypair::generate().expect("keys");
+        let manifest = Manifest::build(
+            ObjectKind::CorpusResult,
+            bytes,
+            DEFAULT_CHUNK_SIZE,
+            BTreeMap::new(),
+        )
+        .expect("manifest");
+        let lease = build
+            .state()
+            .transaction(|tx| tx.insert_lease(task.id, peer, 0, u64::MAX))
+            .expect("lease");
+        Checked {
+            lease,
+            task: task.id,
+            chunk: task_chunk(task).expect("a corpus task"),
+            result: manifest.root,
+            signed: manifest.sign(&keys).expect("sign"),
+            tokens: 1,
+        }
+    }
+
+    #[test]
+    fn only_the_run_that_completes_an_agreement_decides_it() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let build = small_build(tmp.path(), &["a", "b", "c"]);
+        let open = build
+            .state()
+            .read()
+            .tasks(Some(CORPUS_ROUND), "open")
+            .expect("tasks");
+        let chunk = task_chunk(&open[0]).expect("a corpus task");
+        let tasks: Vec<TaskRecord> = open
+            .into_iter()
+            .filter(|t| task_chunk(t) == Some(chunk))
+            .collect();
+        assert_eq!(tasks.len(), 2, "each chunk is planned with two runs");
+
+        let first = run(&build, &tasks[0], "a", b"result");
+        let second = run(&build, &tasks[1], "b", b"result");
+        // A run of the same chunk whose result is judged after the agreement (a lease that
+        // expired and was run again, or a result resent after a restart).
+        let late = run(&build, &tasks[1], "c", b"result");
+        assert!(matches!(
+            build.commit(&first, "a", 1, 1).expect("first"),
+            Decision::Open
+        ));
+        assert!(matches!(
+            build.commit(&second, "b", 1, 2).expect("second"),
+            Decision::Agreed
+        ));
+        assert!(matches!(
+            build.commit(&late, "c", 1, 3).expect("late"),
+            Decision::Open
+        ));
+        let (done, _) = build.progress().expect("progress");
+        assert_eq!(done, 1);
+        let runs = build
+            .state()
+            .read()
+            .corpus_runs(build.build, &chunk)
+            .expect("runs");
+        assert!(runs.iter().all(|r| r.status == "accepted"), "{runs:?}");
+    }
 }
