@@ -38,14 +38,7 @@ fn setting<T: FromStr>(name: &str, default: T) -> T
 where
     T::Err: std::fmt::Display,
 {
-    let key = format!("ROUNDS_SIM_{name}");
-    match std::env::var(&key) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{key}={v:?} does not parse: {e}")),
-        Err(_) => default,
-    }
+    canopy_benches::env_setting("ROUNDS_SIM", name, default)
 }
 
 fn main() {

@@ -27,3 +27,19 @@ pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     ChaCha8Rng::seed_from_u64(seed).fill(&mut data[..]);
     data
 }
+
+/// The environment variable `{prefix}_{name}` parsed, or `default` when it is unset; a value
+/// that does not parse stops the bench with a message naming it.
+pub fn env_setting<T: std::str::FromStr>(prefix: &str, name: &str, default: T) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    let key = format!("{prefix}_{name}");
+    match std::env::var(&key) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{key}={v:?} does not parse: {e}")),
+        Err(_) => default,
+    }
+}

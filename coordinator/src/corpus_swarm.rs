@@ -1130,7 +1130,6 @@ fn grant(
 mod tests {
     use super::*;
     use crate::corpus::sample::{SampleOptions, write_sample};
-    use crate::state::PeerRecord;
 
     /// A build of a small sample in `dir`, with `peers` joined as volunteers.
     fn small_build(dir: &Path, peers: &[&str]) -> SwarmBuild {
@@ -1149,19 +1148,7 @@ mod tests {
             .state()
             .transaction(|tx| {
                 for peer in peers {
-                    tx.upsert_peer(&PeerRecord {
-                        peer: (*peer).into(),
-                        tier: "volunteer".into(),
-                        name: None,
-                        org: None,
-                        country: None,
-                        reputation: 0,
-                        banned: false,
-                        tokens_per_sec: None,
-                        slots: 1,
-                        joined_ms: 0,
-                        last_seen_ms: 0,
-                    })?;
+                    tx.upsert_peer(&crate::service::unknown_peer(peer))?;
                 }
                 Ok(())
             })

@@ -494,7 +494,8 @@ pub(crate) fn answer_peer(
     Ok(Answered::Reply(reply, joined))
 }
 
-fn unknown_peer(key: &str) -> PeerRecord {
+/// The record of a peer seen for the first time: a volunteer with no reputation yet.
+pub(crate) fn unknown_peer(key: &str) -> PeerRecord {
     PeerRecord {
         peer: key.into(),
         tier: VOLUNTEER.into(),
