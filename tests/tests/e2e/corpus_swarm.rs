@@ -1,15 +1,18 @@
 //! The corpus build on the swarm: a project with `[corpus]`, a real coordinator process and
 //! volunteer processes (and, in the second test, the in-test adversary) on loopback. The
 //! outputs must be byte-identical to a local `canopy-coordinator corpus build` of the same
-//! sources, every chunk must be computed by two distinct peers, a peer that returns tampered
+//! sources, every chunk must be computed by two distinct peers, the dashboard's `/api/corpus`
+//! must show the build as `status --json` does, a peer that returns tampered
 //! signatures must be caught by the two-peer rule, and a coordinator killed mid-build must
 //! resume the build from its database without redoing or losing an agreed chunk.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use canopy_tests::adversary::Adversary;
+use canopy_tests::http::get;
 use canopy_tests::processes::{
     Coordinator, Volunteer, coordinator_cli, coordinator_json, coordinator_output, dir_files,
     free_port, signal, small_project,
@@ -57,12 +60,15 @@ fn sources_and_local_build(tmp: &Path, documents: u32) -> (PathBuf, PathBuf, u64
     (sources, local, chunks, kept)
 }
 
-fn corpus_project(dir: &Path, sources: &Path, rounds: &str) -> PathBuf {
+/// The project also serves its dashboard, on the returned address.
+fn corpus_project(dir: &Path, sources: &Path, rounds: &str) -> (PathBuf, SocketAddr) {
+    let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let extra = format!(
-        "[corpus]\nsources = {:?}\nout = \"corpus-out\"\n[verification]\nrerun_fraction = 0.0\n",
+        "[corpus]\nsources = {:?}\nout = \"corpus-out\"\n[verification]\nrerun_fraction = 0.0\n\
+         [dashboard]\nlisten = \"{http}\"\n",
         sources.to_string_lossy()
     );
-    small_project(
+    let config = small_project(
         dir,
         free_port(),
         &[
@@ -71,7 +77,8 @@ fn corpus_project(dir: &Path, sources: &Path, rounds: &str) -> PathBuf {
             ("min_updates", "2"),
         ],
         &extra,
-    )
+    );
+    (config, http)
 }
 
 /// The ledger's corpus entries.
@@ -111,7 +118,7 @@ fn the_swarm_builds_the_corpus_like_a_local_build_and_then_trains_on_it() {
     let tmp = tempfile::tempdir().expect("tmp");
     let (sources, local, chunks, kept) = sources_and_local_build(tmp.path(), 30);
     let project = tmp.path().join("project");
-    let config = corpus_project(&project, &sources, "2");
+    let (config, http) = corpus_project(&project, &sources, "2");
     let mut coordinator = Coordinator::start(&config);
     let nodes: Vec<Volunteer> =
         Volunteer::start_many(tmp.path(), "volunteer", 3, &coordinator.addr);
@@ -120,6 +127,8 @@ fn the_swarm_builds_the_corpus_like_a_local_build_and_then_trains_on_it() {
     let agreed = coordinator.events_named("corpus");
     let agreed: Vec<_> = agreed.iter().filter(|e| e["event"] == "agreed").collect();
     assert_eq!(agreed.len() as u64, chunks, "one agreement per chunk");
+    // The dashboard shows the finished build while the training rounds run.
+    let api = get(http, "/api/corpus").json();
 
     // Training runs on the kept text, then the coordinator exits.
     assert!(coordinator.wait_exit(Duration::from_secs(600)).success());
@@ -158,6 +167,10 @@ fn the_swarm_builds_the_corpus_like_a_local_build_and_then_trains_on_it() {
     assert_eq!(build["documents_kept"].as_u64(), Some(kept));
     assert!(build["finished_ms"].is_u64());
     assert!(build["datacard"]["sources"].is_array(), "{build}");
+    assert_eq!(
+        api["builds"], status["corpus_builds"],
+        "`/api/corpus` and `status --json` agree"
+    );
 }
 
 /// The corpus events named `event` printed so far.
@@ -178,7 +191,7 @@ fn a_killed_coordinator_resumes_the_swarm_corpus_build() {
     // Enough chunks (about 150) that the build is still running when the kill comes.
     let (sources, local, chunks, kept) = sources_and_local_build(tmp.path(), 300);
     let project = tmp.path().join("project");
-    let config = corpus_project(&project, &sources, "1");
+    let (config, _) = corpus_project(&project, &sources, "1");
     let mut coordinator = Coordinator::start(&config);
     let nodes: Vec<Volunteer> =
         Volunteer::start_many(tmp.path(), "volunteer", 3, &coordinator.addr);
@@ -238,7 +251,7 @@ async fn a_volunteer_returning_tampered_signatures_is_caught_by_the_two_peer_rul
     let (sources, local, chunks, _) =
         tokio::task::block_in_place(|| sources_and_local_build(tmp.path(), 30));
     let project = tmp.path().join("project");
-    let config = corpus_project(&project, &sources, "1");
+    let (config, _) = corpus_project(&project, &sources, "1");
     let mut coordinator = tokio::task::block_in_place(|| Coordinator::start(&config));
     // The adversary joins first, so it takes a run of many chunks.
     let mut adversary = Adversary::join(&tmp.path().join("mallory"), &coordinator.addr).await;
