@@ -614,7 +614,7 @@ impl SwarmBuild {
             Decision::Agreed => true,
             Decision::Open => false,
             Decision::Local => match self.settle_locally(checked.chunk).await {
-                Ok(()) => true,
+                Ok(settled) => settled,
                 Err(e) => {
                     tracing::warn!(chunk = %checked.chunk, "settling a chunk locally: {e}");
                     false
@@ -737,7 +737,8 @@ impl SwarmBuild {
     }
 
     /// Computes a chunk on the coordinator (CPU path) and makes its result the agreed one.
-    async fn settle_locally(&self, chunk: Digest) -> Result<()> {
+    /// Returns whether this call settled it (not a concurrent one).
+    async fn settle_locally(&self, chunk: Digest) -> Result<bool> {
         let Some(&index) = self.chunks.get(&chunk).and_then(|v| v.first()) else {
             return Err(CorpusSwarmError::Invalid(format!("no chunk {chunk}")));
         };
@@ -765,14 +766,21 @@ impl SwarmBuild {
         let build = self.build;
         let rep = &self.config.reputation;
         let now = now_ms();
-        self.state().transaction(|tx| {
+        let settled = self.state().transaction(|tx| {
+            // A concurrent settle of the same chunk may have come first.
+            if tx.corpus_agreed(build)?.contains_key(&chunk) {
+                return Ok(false);
+            }
             tx.put_manifest(&signed, now)?;
             apply_agreement(tx, build, &chunk, &root, rep)?;
             let (done, _) = agreed_chunks(tx, build, &self.plan)?;
-            tx.corpus_build_progress(build, done as u64, self.documents_in(), 0)
+            tx.corpus_build_progress(build, done as u64, self.documents_in(), 0)?;
+            Ok(true)
         })?;
-        tracing::info!(chunk = %chunk.fmt_short(), "no majority among the runs: settled by the coordinator's own run");
-        Ok(())
+        if settled {
+            tracing::info!(chunk = %chunk.fmt_short(), "no majority among the runs: settled by the coordinator's own run");
+        }
+        Ok(settled)
     }
 
     /// Checks a result: the lease, the sender, the output, the sender-signed manifest of the
@@ -1180,10 +1188,8 @@ mod tests {
         }
     }
 
-    #[test]
-    fn only_the_run_that_completes_an_agreement_decides_it() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let build = small_build(tmp.path(), &["a", "b", "c"]);
+    /// The first chunk of `build` and its two planned tasks.
+    fn first_chunk(build: &SwarmBuild) -> (Digest, Vec<TaskRecord>) {
         let open = build
             .state()
             .read()
@@ -1195,6 +1201,14 @@ mod tests {
             .filter(|t| task_chunk(t) == Some(chunk))
             .collect();
         assert_eq!(tasks.len(), 2, "each chunk is planned with two runs");
+        (chunk, tasks)
+    }
+
+    #[test]
+    fn only_the_run_that_completes_an_agreement_decides_it() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let build = small_build(tmp.path(), &["a", "b", "c"]);
+        let (chunk, tasks) = first_chunk(&build);
 
         let first = run(&build, &tasks[0], "a", b"result");
         let second = run(&build, &tasks[1], "b", b"result");
@@ -1221,5 +1235,47 @@ mod tests {
             .corpus_runs(build.build, &chunk)
             .expect("runs");
         assert!(runs.iter().all(|r| r.status == "accepted"), "{runs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_chunk_without_a_majority_is_settled_once_by_the_coordinator() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let peers = ["a", "b", "c", "d"];
+        let build = small_build(tmp.path(), &peers);
+        let (chunk, tasks) = first_chunk(&build);
+        let mut decisions = Vec::new();
+        for (i, peer) in peers.iter().enumerate() {
+            let run = run(&build, &tasks[i % 2], peer, peer.as_bytes());
+            decisions.push(build.commit(&run, peer, 1, i as u64).expect("commit"));
+        }
+        assert!(
+            matches!(
+                decisions.as_slice(),
+                [
+                    Decision::Open,
+                    Decision::Open,
+                    Decision::Open,
+                    Decision::Local
+                ]
+            ),
+            "four different results leave no majority"
+        );
+        assert!(build.settle_locally(chunk).await.expect("settle"));
+        assert!(
+            !build.settle_locally(chunk).await.expect("settle again"),
+            "a second settle of the same chunk decides nothing"
+        );
+        let agreed = build
+            .state()
+            .read()
+            .corpus_agreed(build.build)
+            .expect("agreed");
+        let runs = build
+            .state()
+            .read()
+            .corpus_runs(build.build, &chunk)
+            .expect("runs");
+        assert!(runs.iter().all(|r| r.status == "failed"), "{runs:?}");
+        assert!(runs.iter().all(|r| Some(&r.result) != agreed.get(&chunk)));
     }
 }
