@@ -60,6 +60,16 @@ enum Mode {
     Sign,
 }
 
+impl Mode {
+    /// Its `STEP_SIM_MODE` name.
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Grad => "grad",
+            Mode::Sign => "sign",
+        }
+    }
+}
+
 fn main() {
     let mode = match setting("MODE", "grad".to_string()).as_str() {
         "grad" => Mode::Grad,
@@ -91,7 +101,7 @@ fn main() {
     println!(
         "step_sync_sim: {nodes} volunteers, {steps} steps, batch {batch} x {seq}, lr {}, {} mode, density {density}",
         t.lr,
-        if mode == Mode::Grad { "grad" } else { "sign" },
+        mode.name(),
     );
 
     let model_config = preset_config(config.model.preset);
@@ -203,7 +213,11 @@ fn main() {
     let t1 = Instant::now();
     let baseline = demo::baseline(&config, &model_config, heldout).expect("the baseline");
     let baseline_s = t1.elapsed().as_secs_f64();
-    let last = evaluate(&config, &params, heldout).expect("evaluation");
+    // The last step always ends an evaluation interval (steps = rounds × inner steps).
+    let last = match evals.last() {
+        Some(&loss) => loss,
+        None => evaluate(&config, &params, heldout).expect("evaluation"),
+    };
     let ratio = last / baseline;
     let per_step = sent_entries as f64 * 6.0 / f64::from(steps) / nodes as f64;
     let ddp = 2.0 * (nodes as f64 - 1.0) / nodes as f64 * 4.0 * n as f64;
@@ -219,7 +233,7 @@ fn main() {
                 "batch_size": batch,
                 "seq_len": seq,
                 "lr": t.lr,
-                "mode": if mode == Mode::Grad { "grad" } else { "sign" },
+                "mode": mode.name(),
                 "density": density,
                 "eval_loss": evals,
                 "final_eval_loss": last,

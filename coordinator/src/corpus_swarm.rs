@@ -186,10 +186,18 @@ struct Refusal {
     penalise: bool,
 }
 
+/// A chunk's agreement, as the transaction that made it recorded it.
+struct Agreement {
+    /// The agreed result's root.
+    root: Digest,
+    /// Chunks of the plan agreed, this one included.
+    done: usize,
+}
+
 /// What committing one run decided for its chunk.
 enum Decision {
     /// This run completed the chunk's agreement.
-    Agreed,
+    Agreed(Agreement),
     /// The chunk is still open, or was agreed before this run (a late run).
     Open,
     /// The runs have no majority: the coordinator settles the chunk itself.
@@ -358,13 +366,7 @@ impl SwarmBuild {
     /// Chunks of the plan whose result is agreed, and the plan's chunk count.
     fn progress(&self) -> Result<(usize, usize)> {
         let agreed = self.state().read().corpus_agreed(self.build)?;
-        let done = self
-            .plan
-            .chunks
-            .iter()
-            .filter(|c| agreed.contains_key(&c.digest))
-            .count();
-        Ok((done, self.plan.chunks.len()))
+        Ok(plan_progress(&self.plan, &agreed))
     }
 
     fn documents_in(&self) -> u64 {
@@ -610,52 +612,39 @@ impl SwarmBuild {
         };
         // Only the run whose commit decided the chunk reports its agreement: a concurrent
         // run of the same chunk, or a late one, sees the agreement too but did not make it.
-        let decided = match decision {
-            Decision::Agreed => true,
-            Decision::Open => false,
+        let agreement = match decision {
+            Decision::Agreed(a) => Some(a),
+            Decision::Open => None,
             Decision::Local => match self.settle_locally(checked.chunk).await {
                 Ok(settled) => settled,
                 Err(e) => {
                     tracing::warn!(chunk = %checked.chunk, "settling a chunk locally: {e}");
-                    false
+                    None
                 }
             },
         };
         self.store.pin(checked.signed.manifest());
         // This run's verdict, as committed.
-        let (status, agreed) = {
-            let state = self.state();
-            let r = state.read();
-            let runs = r
-                .corpus_runs(self.build, &checked.chunk)
-                .unwrap_or_default();
-            let status = runs
+        let runs = self
+            .state()
+            .read()
+            .corpus_runs(self.build, &checked.chunk)
+            .unwrap_or_default();
+        let status = runs
+            .iter()
+            .find(|x| x.lease == checked.lease)
+            .map_or("pending", |x| x.status.as_str());
+        let event = agreement.map(|a| CorpusEvent::Agreed {
+            chunk: checked.chunk.to_string(),
+            result: a.root.to_string(),
+            done: a.done,
+            total: self.plan.chunks.len(),
+            failed: runs
                 .iter()
-                .find(|x| x.lease == checked.lease)
-                .map_or_else(|| "pending".to_string(), |x| x.status.clone());
-            let agreed = r
-                .corpus_agreed(self.build)
-                .ok()
-                .and_then(|a| a.get(&checked.chunk).copied());
-            (status, agreed.map(|root| (root, runs)))
-        };
-        let event = match agreed {
-            Some((root, runs)) if decided => {
-                let (done, total) = self.progress().unwrap_or((0, 0));
-                Some(CorpusEvent::Agreed {
-                    chunk: checked.chunk.to_string(),
-                    result: root.to_string(),
-                    done,
-                    total,
-                    failed: runs
-                        .iter()
-                        .filter(|r| r.status == "failed")
-                        .map(|r| r.peer.clone())
-                        .collect(),
-                })
-            }
-            _ => None,
-        };
+                .filter(|r| r.status == "failed")
+                .map(|r| r.peer.clone())
+                .collect(),
+        });
         if status == "failed" {
             (
                 ack(
@@ -712,10 +701,8 @@ impl SwarmBuild {
             let results: Vec<Digest> = runs.iter().map(|r| r.result).collect();
             match verdict::verdict(&results) {
                 Verdict::Agreed(root) => {
-                    apply_agreement(tx, build, &c.chunk, &root, rep)?;
-                    let (done, _) = agreed_chunks(tx, build, &self.plan)?;
-                    tx.corpus_build_progress(build, done as u64, self.documents_in(), 0)?;
-                    Ok(Decision::Agreed)
+                    let done = self.record_agreement(tx, &c.chunk, &root)?;
+                    Ok(Decision::Agreed(Agreement { root, done }))
                 }
                 Verdict::NeedRuns(n) => {
                     let pending = chunk_tasks(tx, &c.chunk)?;
@@ -736,9 +723,23 @@ impl SwarmBuild {
         })?)
     }
 
+    /// Makes `root` the agreed result of `chunk` and records the build's progress; returns
+    /// the chunks agreed.
+    fn record_agreement(
+        &self,
+        tx: &Tx<'_>,
+        chunk: &Digest,
+        root: &Digest,
+    ) -> Result<usize, StateError> {
+        apply_agreement(tx, self.build, chunk, root, &self.config.reputation)?;
+        let (done, _) = plan_progress(&self.plan, &tx.corpus_agreed(self.build)?);
+        tx.corpus_build_progress(self.build, done as u64, self.documents_in(), 0)?;
+        Ok(done)
+    }
+
     /// Computes a chunk on the coordinator (CPU path) and makes its result the agreed one.
-    /// Returns whether this call settled it (not a concurrent one).
-    async fn settle_locally(&self, chunk: Digest) -> Result<bool> {
+    /// Returns the agreement, or `None` where a concurrent settle made it first.
+    async fn settle_locally(&self, chunk: Digest) -> Result<Option<Agreement>> {
         let Some(&index) = self.chunks.get(&chunk).and_then(|v| v.first()) else {
             return Err(CorpusSwarmError::Invalid(format!("no chunk {chunk}")));
         };
@@ -763,21 +764,17 @@ impl SwarmBuild {
         let signed = manifest
             .sign(&self.keys)
             .map_err(canopy_node::NodeError::from)?;
-        let build = self.build;
-        let rep = &self.config.reputation;
         let now = now_ms();
         let settled = self.state().transaction(|tx| {
             // A concurrent settle of the same chunk may have come first.
-            if tx.corpus_agreed(build)?.contains_key(&chunk) {
-                return Ok(false);
+            if tx.corpus_agreed(self.build)?.contains_key(&chunk) {
+                return Ok(None);
             }
             tx.put_manifest(&signed, now)?;
-            apply_agreement(tx, build, &chunk, &root, rep)?;
-            let (done, _) = agreed_chunks(tx, build, &self.plan)?;
-            tx.corpus_build_progress(build, done as u64, self.documents_in(), 0)?;
-            Ok(true)
+            let done = self.record_agreement(tx, &chunk, &root)?;
+            Ok(Some(Agreement { root, done }))
         })?;
-        if settled {
+        if settled.is_some() {
             tracing::info!(chunk = %chunk.fmt_short(), "no majority among the runs: settled by the coordinator's own run");
         }
         Ok(settled)
@@ -1006,15 +1003,14 @@ fn no_work(retry_after_ms: u32, reason: &str) -> Message {
     })
 }
 
-/// Chunks of the plan with an agreed result, and the plan's chunk count.
-fn agreed_chunks(tx: &Tx<'_>, build: u64, plan: &Plan) -> Result<(usize, usize), StateError> {
-    let agreed = tx.corpus_agreed(build)?;
+/// Chunks of the plan with a result in `agreed`, and the plan's chunk count.
+fn plan_progress(plan: &Plan, agreed: &HashMap<Digest, Digest>) -> (usize, usize) {
     let done = plan
         .chunks
         .iter()
         .filter(|c| agreed.contains_key(&c.digest))
         .count();
-    Ok((done, plan.chunks.len()))
+    (done, plan.chunks.len())
 }
 
 /// The corpus tasks of `chunk` that are open or leased.
@@ -1221,7 +1217,7 @@ mod tests {
         ));
         assert!(matches!(
             build.commit(&second, "b", 1, 2).expect("second"),
-            Decision::Agreed
+            Decision::Agreed(_)
         ));
         assert!(matches!(
             build.commit(&late, "c", 1, 3).expect("late"),
@@ -1260,9 +1256,13 @@ mod tests {
             ),
             "four different results leave no majority"
         );
-        assert!(build.settle_locally(chunk).await.expect("settle"));
+        assert!(build.settle_locally(chunk).await.expect("settle").is_some());
         assert!(
-            !build.settle_locally(chunk).await.expect("settle again"),
+            build
+                .settle_locally(chunk)
+                .await
+                .expect("settle again")
+                .is_none(),
             "a second settle of the same chunk decides nothing"
         );
         let agreed = build

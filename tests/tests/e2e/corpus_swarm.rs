@@ -113,6 +113,15 @@ fn wait_finished(coordinator: &mut Coordinator) -> serde_json::Value {
         .expect("the swarm build finishes")
 }
 
+/// The corpus events named `event` printed so far.
+fn corpus_events(coordinator: &Coordinator, event: &str) -> Vec<serde_json::Value> {
+    coordinator
+        .events_named("corpus")
+        .into_iter()
+        .filter(|e| e["event"] == event)
+        .collect()
+}
+
 #[test]
 fn the_swarm_builds_the_corpus_like_a_local_build_and_then_trains_on_it() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -124,8 +133,7 @@ fn the_swarm_builds_the_corpus_like_a_local_build_and_then_trains_on_it() {
         Volunteer::start_many(tmp.path(), "volunteer", 3, &coordinator.addr);
     let finished = wait_finished(&mut coordinator);
     assert_eq!(finished["corpus"]["kept_documents"].as_u64(), Some(kept));
-    let agreed = coordinator.events_named("corpus");
-    let agreed: Vec<_> = agreed.iter().filter(|e| e["event"] == "agreed").collect();
+    let agreed = corpus_events(&coordinator, "agreed");
     assert_eq!(agreed.len() as u64, chunks, "one agreement per chunk");
     // The dashboard shows the finished build while the training rounds run.
     let api = get(http, "/api/corpus").json();
@@ -171,15 +179,6 @@ fn the_swarm_builds_the_corpus_like_a_local_build_and_then_trains_on_it() {
         api["builds"], status["corpus_builds"],
         "`/api/corpus` and `status --json` agree"
     );
-}
-
-/// The corpus events named `event` printed so far.
-fn corpus_events(coordinator: &Coordinator, event: &str) -> Vec<serde_json::Value> {
-    coordinator
-        .events_named("corpus")
-        .into_iter()
-        .filter(|e| e["event"] == event)
-        .collect()
 }
 
 /// SIGKILL after the first chunks agree, restart on the same directory: the build resumes
