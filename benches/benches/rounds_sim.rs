@@ -9,7 +9,8 @@
 //!
 //! The settings are those of `canopy-coordinator demo`, overridden by `ROUNDS_SIM_NODES`,
 //! `_DATACENTER`, `_ROUNDS`, `_INNER_STEPS`, `_BATCH`, `_SEQ`, `_LR`, `_TASK_LR_DECAY`,
-//! `_OUTER_LR`, `_OUTER_MOMENTUM` and `_COMBINE` (each prefixed with `ROUNDS_SIM`). It prints
+//! `_OUTER_LR`, `_OUTER_MOMENTUM`, `_COMBINE` and `_SEED` (the project seed: the generated
+//! text, the initial model and every task's windows; each prefixed with `ROUNDS_SIM`). It prints
 //! the held-out loss of every round, then the loss ratio (final over baseline) as a line and
 //! as one JSON object (`{"rounds_sim": …}`).
 //!
@@ -48,13 +49,14 @@ fn main() {
         datacenter: setting("DATACENTER", 1),
         rounds: setting("ROUNDS", 8),
         inner_steps: setting("INNER_STEPS", 50),
+        batch: setting("BATCH", demo::DEFAULT_BATCH),
         preset: Preset::Tiny,
         corpus: None,
         dir: std::env::temp_dir(),
     };
     let mut config = demo::demo_config(&settings);
+    config.project.seed = setting("SEED", config.project.seed);
     let t = &mut config.training;
-    t.batch_size = setting("BATCH", t.batch_size);
     t.seq_len = setting("SEQ", t.seq_len);
     t.lr = setting("LR", t.lr);
     t.task_lr_decay = setting("TASK_LR_DECAY", t.task_lr_decay);
@@ -166,6 +168,7 @@ fn main() {
                 "batch_size": t.batch_size,
                 "seq_len": t.seq_len,
                 "lr": t.lr,
+                "seed": config.project.seed,
                 "task_lr_decay": t.task_lr_decay,
                 "outer_lr": config.aggregation.outer_lr,
                 "outer_momentum": config.aggregation.outer_momentum,

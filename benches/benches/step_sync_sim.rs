@@ -86,13 +86,13 @@ fn main() {
         datacenter: 0,
         rounds: setting("ROUNDS", 8),
         inner_steps: setting("INNER_STEPS", 50),
+        batch: setting("BATCH", demo::DEFAULT_BATCH),
         preset: Preset::Tiny,
         corpus: None,
         dir: std::env::temp_dir(),
     };
     let mut config = demo::demo_config(&settings);
     config.training.lr = setting("LR", config.training.lr);
-    config.training.batch_size = setting("BATCH", config.training.batch_size);
     config.validate().expect("the settings");
     let t = config.training.clone();
     let nodes = t.tasks_per_round as usize;

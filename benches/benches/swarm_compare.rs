@@ -5,9 +5,10 @@
 //! datacenter-tier nodes, each its own libp2p peer on loopback, train the model with DiLoCo
 //! rounds; then the same model is trained centrally (one process taking as many steps as each
 //! node took, with the batch of all nodes together). The settings are those of
-//! `canopy-coordinator demo` (4 volunteers, 1 datacenter node, 8 rounds of 50 inner steps, the
-//! tiny model), or overridden with `SWARM_COMPARE_NODES`, `SWARM_COMPARE_DATACENTER`,
-//! `SWARM_COMPARE_ROUNDS` and `SWARM_COMPARE_INNER_STEPS`. The nodes compute on the adapter
+//! `canopy-coordinator demo` (4 volunteers, 1 datacenter node, 8 rounds of 50 inner steps of
+//! 8 windows per node, the tiny model), or overridden with `SWARM_COMPARE_NODES`,
+//! `SWARM_COMPARE_DATACENTER`, `SWARM_COMPARE_ROUNDS`, `SWARM_COMPARE_INNER_STEPS` and
+//! `SWARM_COMPARE_BATCH`. The nodes compute on the adapter
 //! `CANOPY_ADAPTER` picks (the CPU path where there is no GPU).
 //!
 //! Reports, as a table and as one JSON line (`{"swarm_compare": …}`):
@@ -46,6 +47,7 @@ fn main() {
         datacenter: setting("SWARM_COMPARE_DATACENTER", 1),
         rounds: setting("SWARM_COMPARE_ROUNDS", 8),
         inner_steps: setting("SWARM_COMPARE_INNER_STEPS", 50),
+        batch: setting("SWARM_COMPARE_BATCH", demo::DEFAULT_BATCH),
         preset: Preset::Tiny,
         corpus: None,
         dir: dir.path().to_path_buf(),
@@ -56,19 +58,21 @@ fn main() {
     );
     let runtime = Runtime::from_env().expect("choosing where kernels run (CANOPY_ADAPTER)");
     println!(
-        "swarm_compare: {} volunteers + {} datacenter node(s), {} rounds x {} inner steps, tiny model, on {}",
+        "swarm_compare: {} volunteers + {} datacenter node(s), {} rounds x {} inner steps of {} windows, tiny model, on {}",
         settings.nodes,
         settings.datacenter,
         settings.rounds,
         settings.inner_steps,
+        settings.batch,
         runtime.report().name
     );
     let rt = tokio::runtime::Runtime::new().expect("the async runtime");
-    let (nodes, datacenter, rounds, inner_steps) = (
+    let (nodes, datacenter, rounds, inner_steps, batch) = (
         settings.nodes,
         settings.datacenter,
         settings.rounds,
         settings.inner_steps,
+        settings.batch,
     );
     let summary = rt
         .block_on(demo::run(settings, Arc::new(runtime), None, |r| {
@@ -122,6 +126,7 @@ fn main() {
                 "datacenter": datacenter,
                 "rounds": rounds,
                 "inner_steps": inner_steps,
+                "batch": batch,
                 "adapter": summary.adapter,
                 "initial_eval_loss": summary.initial_eval_loss,
                 "final_eval_loss": summary.final_eval_loss,

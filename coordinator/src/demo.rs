@@ -22,6 +22,10 @@ use crate::config::{Config, Preset};
 use crate::project::{self, Project, ProjectError, RoundSummary, split_text, training_text};
 use crate::service::{Service, ServiceEvent};
 
+/// Token windows per inner step on each demo node unless told otherwise: small enough that a
+/// volunteer's laptop keeps up.
+pub const DEFAULT_BATCH: u32 = 8;
+
 /// Settings of a demo run.
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
@@ -33,6 +37,8 @@ pub struct DemoSettings {
     pub rounds: u32,
     /// Inner steps per round.
     pub inner_steps: u32,
+    /// Token windows per inner step on each node.
+    pub batch: u32,
     /// Model size.
     pub preset: Preset,
     /// A corpus directory instead of the generated text.
@@ -105,7 +111,7 @@ pub fn demo_config(settings: &DemoSettings) -> Config {
     let t = &mut config.training;
     t.rounds = settings.rounds;
     t.inner_steps = settings.inner_steps;
-    t.batch_size = 8;
+    t.batch_size = settings.batch;
     t.seq_len = 64;
     t.lr = 3e-3;
     t.warmup_steps = 5;

@@ -112,6 +112,10 @@ enum Command {
         /// Inner steps per round.
         #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100000))]
         inner_steps: u32,
+        /// Token windows (of 64 tokens) per inner step on each node; the baseline's batch is
+        /// that of all nodes together.
+        #[arg(long, default_value_t = demo::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..=4096))]
+        batch: u32,
         /// Model size.
         #[arg(long, value_enum, default_value_t = PresetArg::Tiny)]
         preset: PresetArg,
@@ -253,6 +257,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             datacenter,
             rounds,
             inner_steps,
+            batch,
             preset,
             corpus,
             dir,
@@ -267,6 +272,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 datacenter,
                 rounds,
                 inner_steps,
+                batch,
                 preset: match preset {
                     PresetArg::Tiny => Preset::Tiny,
                     PresetArg::Small => Preset::Small,

@@ -289,9 +289,8 @@ impl Project {
                 )
             }
             None => {
-                let params = Params::init(&model, config.project.seed)?;
-                let (signed, bytes) =
-                    objects::weights_object(&keys, ObjectKind::ModelWeights, &params, 0)?;
+                let (signed, bytes, params) =
+                    objects::initial_weights_object(&keys, &model, config.project.seed)?;
                 store.put_object(signed.manifest(), &bytes)?;
                 let root = signed.manifest().root;
                 let eval = evaluate(&config, &params, heldout)?;

@@ -4,7 +4,9 @@
 //!
 //! - Weights: the flat parameter vector as little-endian f32, in the order of
 //!   [`canopy_shaders::model::tensor_index`]; the manifest's metadata names the model size
-//!   (`vocab`, `hidden`, `layers`, `heads`, `seq_len`) and the `round`.
+//!   (`vocab`, `hidden`, `layers`, `heads`, `seq_len`) and the `round`. The initial model's
+//!   also names the seed it was drawn from (`init_seed`): a node draws it itself and checks it
+//!   against the root rather than downloading it ([`seeded_weights`]).
 //! - Updates: a [`CompressedUpdate`] frame; the metadata names the `task` and `round`.
 //! - Model deltas: a [`CompressedUpdate`] frame of the step from version `round - 1` to
 //!   `round`. The coordinator makes the new version exactly `old + decompress(step)`
@@ -16,11 +18,15 @@ use std::collections::BTreeMap;
 use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
 use canopy_protocol::messages::TaskId;
 use canopy_protocol::{
-    CodecSpec, CompressedUpdate, Compressor, Keypair, Manifest, ObjectKind, SignedManifest,
+    CodecSpec, CompressedUpdate, Compressor, Digest, Keypair, Manifest, ObjectKind, SignedManifest,
 };
 use canopy_shaders::{ModelConfig, Params};
 
 use crate::error::NodeError;
+
+/// The weights manifest's metadata key naming the seed an initial model was drawn from: a
+/// node that finds it builds the weights itself ([`seeded_weights`]) instead of fetching them.
+pub const INIT_SEED: &str = "init_seed";
 
 /// Builds the (unsigned) manifest and bytes of model weights for `round`. A node rebuilding
 /// a model version from a delta compares this manifest's root with the version's.
@@ -29,11 +35,7 @@ pub fn weights_manifest(
     params: &Params,
     round: u64,
 ) -> Result<(Manifest, Vec<u8>), NodeError> {
-    let bytes: Vec<u8> = params
-        .values()
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let bytes = weights_bytes(params);
     let c = params.config();
     let metadata: BTreeMap<String, String> = [
         ("vocab", c.vocab),
@@ -59,6 +61,54 @@ pub fn weights_object(
 ) -> Result<(SignedManifest, Vec<u8>), NodeError> {
     let (manifest, bytes) = weights_manifest(kind, params, round)?;
     Ok((manifest.sign(keys)?, bytes))
+}
+
+/// Builds the signed manifest and bytes of the initial model, drawn from `seed` (round 0),
+/// with the seed in its metadata so that nodes can draw it themselves.
+pub fn initial_weights_object(
+    keys: &Keypair,
+    config: &ModelConfig,
+    seed: u64,
+) -> Result<(SignedManifest, Vec<u8>, Params), NodeError> {
+    let params = Params::init(config, seed).map_err(|e| NodeError::BadObject(e.to_string()))?;
+    let (mut manifest, bytes) = weights_manifest(ObjectKind::ModelWeights, &params, 0)?;
+    manifest.metadata.insert(INIT_SEED.into(), seed.to_string());
+    manifest.validate_structure()?;
+    Ok((manifest.sign(keys)?, bytes, params))
+}
+
+/// The initial model a weights manifest names by its seed, drawn here and checked against the
+/// manifest's root, which spares the node downloading it. `Ok(None)`: the manifest names no
+/// seed; an error: the seed or the model size is invalid, or the weights drawn here differ
+/// from the published ones (the caller then fetches them).
+pub fn seeded_weights(manifest: &Manifest) -> Result<Option<Params>, NodeError> {
+    let Some(seed) = manifest.metadata.get(INIT_SEED) else {
+        return Ok(None);
+    };
+    let seed: u64 = seed.parse().map_err(|_| {
+        NodeError::BadObject(format!(
+            "the weights manifest's `{INIT_SEED}` {seed:?} is not a seed"
+        ))
+    })?;
+    let config = weights_config(manifest)?;
+    let params = Params::init(&config, seed).map_err(|e| NodeError::BadObject(e.to_string()))?;
+    let root = Digest::of(&weights_bytes(&params));
+    if root != manifest.root {
+        return Err(NodeError::BadObject(format!(
+            "the weights drawn from seed {seed} are {root}, not the published {}",
+            manifest.root
+        )));
+    }
+    Ok(Some(params))
+}
+
+/// Model weights as bytes: every value as little-endian f32, in the parameters' order.
+fn weights_bytes(params: &Params) -> Vec<u8> {
+    params
+        .values()
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
 }
 
 /// Builds the signed manifest and bytes of a model delta: the compressed step from the
@@ -215,6 +265,36 @@ mod tests {
             heads: 2,
             seq_len: 16,
         }
+    }
+
+    /// The initial model's manifest names its seed, and a node draws the same weights from
+    /// it; a manifest without a seed asks for a download, and a seed that does not give the
+    /// published weights (or is not a number) is refused rather than trusted.
+    #[test]
+    fn the_initial_model_is_drawn_from_its_seed_and_checked_against_its_root() {
+        let keys = Keypair::generate().unwrap();
+        let (signed, bytes, params) = initial_weights_object(&keys, &small(), 7).unwrap();
+        let manifest = signed.verify().unwrap();
+        assert_eq!(manifest.metadata[INIT_SEED], "7");
+        let drawn = seeded_weights(manifest)
+            .unwrap()
+            .expect("a seeded manifest");
+        assert_eq!(drawn.values(), params.values());
+        assert_eq!(
+            params_from_object(manifest, &bytes).unwrap().values(),
+            params.values()
+        );
+
+        let (later, _) = weights_manifest(ObjectKind::ModelWeights, &params, 1).unwrap();
+        assert!(seeded_weights(&later).unwrap().is_none());
+
+        let mut wrong = manifest.clone();
+        wrong.metadata.insert(INIT_SEED.into(), "8".into());
+        let err = seeded_weights(&wrong).unwrap_err().to_string();
+        assert!(err.contains("seed 8"), "{err}");
+        wrong.metadata.insert(INIT_SEED.into(), "seven".into());
+        let err = seeded_weights(&wrong).unwrap_err().to_string();
+        assert!(err.contains("not a seed"), "{err}");
     }
 
     /// A node holding version r rebuilds version r + 1 from the int8 delta bit for bit: the

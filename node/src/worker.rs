@@ -427,6 +427,25 @@ impl Worker {
         }
     }
 
+    /// The model version `root` in full: drawn here from its seed when it is the initial model
+    /// (and the draw matches its root), fetched otherwise.
+    async fn full_model(&self, root: Digest) -> Result<Params, NodeError> {
+        let signed = self.manifest(root, ObjectKind::ModelWeights).await?;
+        match objects::seeded_weights(signed.manifest()) {
+            Ok(Some(params)) => {
+                tracing::debug!(%root, "initial model drawn from its seed");
+                return Ok(params);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("fetching the initial model instead of drawing it: {e}"),
+        }
+        let fetched = self
+            .client
+            .fetch_from(signed.clone(), self.coordinator_hint())
+            .await?;
+        objects::params_from_object(signed.manifest(), &fetched.data)
+    }
+
     /// Runs a training task. `Ok(None)`: interrupted (stop, pause, or the lease was lost).
     async fn train(
         &mut self,
@@ -447,11 +466,7 @@ impl Worker {
                 };
                 let params = match rebuilt {
                     Some(params) => Arc::new(params),
-                    None => {
-                        let (signed, bytes) =
-                            self.object(spec.model, ObjectKind::ModelWeights).await?;
-                        Arc::new(objects::params_from_object(signed.manifest(), &bytes)?)
-                    }
+                    None => Arc::new(self.full_model(spec.model).await?),
                 };
                 self.model = Some((spec.model, params.clone()));
                 params
