@@ -347,6 +347,8 @@ pub struct SchedulingConfig {
     pub assumed_tokens_per_sec: f64,
     /// Seconds between heartbeats; at least 1.
     pub heartbeat_secs: u64,
+    /// How long a node with nothing to do waits before asking again, in ms; 50 to 60,000.
+    pub idle_retry_ms: u32,
 }
 
 impl Default for SchedulingConfig {
@@ -357,6 +359,7 @@ impl Default for SchedulingConfig {
             max_lease_secs: 3600,
             assumed_tokens_per_sec: 2000.0,
             heartbeat_secs: 10,
+            idle_retry_ms: 1000,
         }
     }
 }
@@ -447,11 +450,17 @@ pub fn token_ok(token: &str) -> bool {
 pub struct StoreConfig {
     /// Most disk space the store may use, in MiB; at least 1.
     pub cap_mib: u64,
+    /// Keep the model of every round that is a multiple of this on disk, for export; 0 keeps
+    /// only the current and previous versions (everything else a round leaves is deleted).
+    pub checkpoint_every: u32,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { cap_mib: 65_536 }
+        Self {
+            cap_mib: 65_536,
+            checkpoint_every: 0,
+        }
     }
 }
 
@@ -639,6 +648,11 @@ impl Config {
             s.assumed_tokens_per_sec,
         )?;
         v.at_least("scheduling.heartbeat_secs", s.heartbeat_secs, 1)?;
+        v.ensure(
+            (50..=60_000).contains(&s.idle_retry_ms),
+            "scheduling.idle_retry_ms",
+            format_args!("must be 50 to 60000 (got {})", s.idle_retry_ms),
+        )?;
 
         let ver = &self.verification;
         v.ensure(
@@ -931,6 +945,8 @@ max_lease_secs = 3600
 assumed_tokens_per_sec = 2000.0
 # Seconds between heartbeats; at least 1.
 heartbeat_secs = 10
+# How long a node with nothing to do waits before asking again, in milliseconds.
+idle_retry_ms = 1000
 
 # Checks applied to updates before they are accepted.
 [verification]
@@ -970,6 +986,9 @@ token = ""
 [store]
 # Most disk space the store may use, in MiB; at least 1.
 cap_mib = 65_536
+# Keep the model of every Nth round for export (0: only the current and previous model
+# versions stay; everything else a round leaves behind is deleted as the run goes on).
+checkpoint_every = 0
 
 # Build the training corpus on the swarm before training (left out, as here: no build).
 # Volunteers compute quality signals and MinHash signatures per chunk, two peers per

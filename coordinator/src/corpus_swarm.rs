@@ -51,7 +51,8 @@ use crate::project::{DB_FILE, decode_spec, encode_spec, now_ms};
 use crate::scheduler::{self, DATACENTER, NoTask};
 use crate::service::{Answered, answer_peer, datacenter_active};
 use crate::state::{
-    CORPUS, CORPUS_CHECK, CORPUS_ROUND, CorpusRun, PeerRecord, State, StateError, TaskRecord, Tx,
+    CORPUS, CORPUS_CHECK, CORPUS_ROUND, CorpusRun, LedgerClaim, PeerRecord, State, StateError,
+    TaskRecord, Tx,
 };
 use verdict::Verdict;
 
@@ -250,7 +251,7 @@ impl SwarmBuild {
                 )));
             }
             store.put_object(&manifest, &c.frame)?;
-            store.pin(&manifest);
+            store.hold(&manifest);
             let entry = chunks.entry(c.digest).or_default();
             if entry.is_empty() {
                 manifests.push((
@@ -320,7 +321,7 @@ impl SwarmBuild {
         // Agreed results stay in the store until the outputs are written.
         for root in state.read().corpus_agreed(build)?.values() {
             if let Some(m) = state.read().manifest(root)? {
-                store.pin(m.manifest());
+                store.hold(m.manifest());
             }
         }
         Ok(Self {
@@ -569,17 +570,22 @@ impl SwarmBuild {
                 let lease = result.lease.0;
                 let committed = self.state().transaction(|tx| {
                     let l = tx.lease(lease)?;
+                    // No entry for a sender that never joined; no tokens or compute time for
+                    // a refused result.
                     tx.ledger_entry(
-                        &key,
-                        0,
-                        task.0,
-                        CORPUS,
-                        0,
-                        result.compute_ms,
-                        false,
-                        "unchecked",
-                        None,
-                        Some(&refusal.reason),
+                        &LedgerClaim {
+                            peer: &key,
+                            round: 0,
+                            task: task.0,
+                            lease,
+                            kind: CORPUS,
+                            compute_ms: result.compute_ms,
+                            accepted: false,
+                            verified: "unchecked",
+                            result_hash: None,
+                            reason: Some(&refusal.reason),
+                            arrived_ms: now,
+                        },
                         now,
                     )?;
                     if let Some(l) = l.filter(|l| l.peer == key && l.status == "active") {
@@ -623,7 +629,7 @@ impl SwarmBuild {
                 }
             },
         };
-        self.store.pin(checked.signed.manifest());
+        self.store.hold(checked.signed.manifest());
         // This run's verdict, as committed.
         let runs = self
             .state()
@@ -679,17 +685,22 @@ impl SwarmBuild {
             })?;
             tx.set_lease_status(c.lease, "done")?;
             tx.set_task_status(c.task, "done")?;
+            // The ledger takes the task's tokens and bounds the compute time claimed by the
+            // lease's wall time (`now` is when the result arrived).
             tx.ledger_entry(
-                key,
-                0,
-                c.task,
-                CORPUS,
-                c.tokens,
-                compute_ms,
-                true,
-                "unchecked",
-                Some(&c.result),
-                None,
+                &LedgerClaim {
+                    peer: key,
+                    round: 0,
+                    task: c.task,
+                    lease: c.lease,
+                    kind: CORPUS,
+                    compute_ms,
+                    accepted: true,
+                    verified: "unchecked",
+                    result_hash: Some(&c.result),
+                    reason: None,
+                    arrived_ms: now,
+                },
                 now,
             )?;
             // A late run of a chunk already agreed is judged against the agreement.
@@ -759,7 +770,7 @@ impl SwarmBuild {
         )
         .map_err(canopy_node::NodeError::from)?;
         self.store.put_object(&manifest, &bytes)?;
-        self.store.pin(&manifest);
+        self.store.hold(&manifest);
         let root = manifest.root;
         let signed = manifest
             .sign(&self.keys)

@@ -24,6 +24,7 @@ pub mod corpus_swarm;
 pub mod dashboard;
 pub mod demo;
 pub mod project;
+mod retention;
 pub mod scheduler;
 pub mod service;
 pub mod state;

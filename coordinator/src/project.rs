@@ -54,6 +54,24 @@ pub enum ProjectError {
     Invalid(String),
 }
 
+impl ProjectError {
+    /// Whether trying again later may succeed: a busy or locked database, or an interrupted
+    /// or timed-out read or write. The coordinator retries these instead of stopping.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ProjectError::State(e) => e.is_transient(),
+            ProjectError::Node(canopy_node::NodeError::Io { source, .. })
+            | ProjectError::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted
+                    | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+}
+
 type Result<T> = std::result::Result<T, ProjectError>;
 
 /// The state database's file name inside a project directory.
@@ -245,7 +263,6 @@ impl Project {
             )
             .map_err(canopy_node::NodeError::from)?;
             store.put_object(&manifest, shard)?;
-            store.pin(&manifest);
             roots.push(manifest.root);
             manifests.push(manifest.sign(&keys).map_err(canopy_node::NodeError::from)?);
         }
@@ -320,15 +337,14 @@ impl Project {
                 )
             }
         };
-        if let Some(m) = state.read().manifest(&current.model_root)? {
-            store.pin(m.manifest());
-        }
-        for r in state.read().unaggregated()? {
-            if let Some(root) = r.update_root
-                && let Some(m) = state.read().manifest(&root)?
-            {
-                store.pin(m.manifest());
-            }
+        let freed = crate::retention::collect_on_start(
+            &mut state,
+            &store,
+            current.round,
+            config.store.checkpoint_every,
+        )?;
+        if freed > 0 {
+            tracing::info!(freed, "collected objects the run no longer needs");
         }
         Ok(Self {
             heldout: heldout.to_vec(),
@@ -488,10 +504,8 @@ impl Project {
         self.store
             .put_object(model_signed.manifest(), &model_bytes)?;
         self.store.put_object(mom_signed.manifest(), &mom_bytes)?;
-        self.store.pin(model_signed.manifest());
         self.store
             .put_object(delta_signed.manifest(), &delta_bytes)?;
-        self.store.pin(delta_signed.manifest());
         let model_root = model_signed.manifest().root;
         let delta = ModelDelta {
             base: current.model_root,
@@ -543,6 +557,14 @@ impl Project {
             params: Arc::new(params),
             model_root,
         };
+        // What the new round no longer needs leaves the disk (its provider records follow).
+        let freed = crate::retention::release_superseded(
+            &mut self.state(),
+            &self.store,
+            next,
+            self.config.store.checkpoint_every,
+        )?;
+        tracing::debug!(round = next, freed, "superseded objects released");
         let (accepted, rejected) = record.map_or((0, 0), |r| (r.accepted, r.rejected));
         Ok(RoundSummary {
             round,

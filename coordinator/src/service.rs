@@ -23,12 +23,19 @@ use tokio::sync::mpsc;
 use crate::aggregate;
 use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
 use crate::scheduler::{self, DATACENTER, NoTask, VOLUNTEER};
-use crate::state::{CORPUS, CORPUS_CHECK, PeerRecord, ResultRecord, TRAIN, VERIFY};
+use crate::state::{CORPUS, CORPUS_CHECK, LedgerClaim, PeerRecord, ResultRecord, TRAIN, VERIFY};
 
 /// A datacenter node counts as active this long after it was last heard from.
 const ACTIVE_MS: u64 = 60_000;
 /// How long the coordinator waits for an update's chunks.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
+/// Results being judged or waiting to be, at most; beyond it a result is answered "busy" at
+/// once (the node keeps its lease and sends it again) instead of piling up in memory.
+const MAX_JUDGING: usize = 256;
+/// Results whose updates are fetched and evaluated at the same time, at most.
+const MAX_JUDGING_AT_ONCE: usize = 4;
+/// Ticks in a row whose storage errors are all transient before the coordinator gives up.
+const MAX_TRANSIENT_TICKS: u32 = 120;
 
 /// What the service reports as it runs.
 #[derive(Debug, Clone)]
@@ -63,7 +70,16 @@ pub struct Service {
     report: mpsc::Sender<ServiceEvent>,
     task: tokio::task::JoinHandle<()>,
     bytes_mark: (u64, u64),
+    /// Admission to judging (see [`MAX_JUDGING`]).
+    judging: Arc<tokio::sync::Semaphore>,
+    /// The heavy part of judging (see [`MAX_JUDGING_AT_ONCE`]).
+    judging_at_once: Arc<tokio::sync::Semaphore>,
+    /// Whether a round is closing (in the background: requests are answered meanwhile).
+    closing: bool,
 }
+
+/// A round close running on a blocking thread.
+type Closing = tokio::task::JoinHandle<Result<RoundSummary, ProjectError>>;
 
 impl Service {
     /// Starts the swarm for `project` and publishes the current model version.
@@ -94,6 +110,9 @@ impl Service {
             report,
             task,
             bytes_mark: (0, 0),
+            judging: Arc::new(tokio::sync::Semaphore::new(MAX_JUDGING)),
+            judging_at_once: Arc::new(tokio::sync::Semaphore::new(MAX_JUDGING_AT_ONCE)),
+            closing: false,
         };
         for root in service.project.shards.clone() {
             service.provide(&root).await?;
@@ -143,7 +162,11 @@ impl Service {
         tokio::pin!(stop);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let (done_tx, mut done_rx) = mpsc::channel::<()>(64);
-        while !self.project.finished() {
+        // A round closes on a blocking thread while the loop goes on answering requests (it
+        // used to wait, and requests piled up unanswered for the whole close).
+        let mut closing: Option<Closing> = None;
+        let mut transient_ticks = 0;
+        while !self.project.finished() || closing.is_some() {
             tokio::select! {
                 _ = &mut stop => break,
                 event = self.events.recv() => match event {
@@ -153,8 +176,22 @@ impl Service {
                     Some(_) => {}
                     None => return Err(ProjectError::Invalid("the swarm stopped".into())),
                 },
-                _ = done_rx.recv() => {}
-                _ = tick.tick() => self.on_tick().await?,
+                // A result was judged: the round may be ready to close now.
+                _ = done_rx.recv() => self.advance(&mut closing, &mut transient_ticks).await?,
+                closed = async { closing.as_mut().expect("guarded").await }, if closing.is_some() => {
+                    closing = None;
+                    self.closing = false;
+                    let summary = closed
+                        .map_err(|e| ProjectError::Invalid(format!("closing the round: {e}")))?;
+                    match summary {
+                        Ok(summary) => self.round_closed(summary).await?,
+                        Err(e) if e.is_transient() => {
+                            tracing::warn!("closing the round failed; trying again: {e}");
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                _ = tick.tick() => self.advance(&mut closing, &mut transient_ticks).await?,
             }
         }
         let _ = self.client.shutdown().await;
@@ -162,7 +199,48 @@ impl Service {
         Ok(())
     }
 
-    async fn on_tick(&mut self) -> Result<(), ProjectError> {
+    /// One tick: see [`Service::on_tick`]. A busy database or a passing I/O error is retried
+    /// on the next tick; only a lasting or a non-transient one stops the coordinator.
+    async fn advance(
+        &mut self,
+        closing: &mut Option<Closing>,
+        transient_ticks: &mut u32,
+    ) -> Result<(), ProjectError> {
+        match self.on_tick().await {
+            Ok(started) => {
+                *transient_ticks = 0;
+                if let Some(started) = started {
+                    self.closing = true;
+                    *closing = Some(started);
+                }
+                Ok(())
+            }
+            Err(e) if e.is_transient() && *transient_ticks < MAX_TRANSIENT_TICKS => {
+                *transient_ticks += 1;
+                tracing::warn!(
+                    attempt = *transient_ticks,
+                    "a tick failed; trying again: {e}"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reports a closed round and publishes the new model version.
+    async fn round_closed(&mut self, summary: RoundSummary) -> Result<(), ProjectError> {
+        tracing::info!(
+            round = summary.round,
+            eval = summary.eval_loss,
+            "round closed"
+        );
+        let _ = self.report.send(ServiceEvent::RoundClosed(summary)).await;
+        self.publish_model().await
+    }
+
+    /// Expires leases, and starts closing the round when it is ready (returned: the close in
+    /// progress). Never starts a second close while one runs.
+    async fn on_tick(&mut self) -> Result<Option<Closing>, ProjectError> {
         let now = now_ms();
         let project = self.project.clone();
         let close = {
@@ -172,13 +250,16 @@ impl Service {
             for lease in expired {
                 tracing::info!(lease = lease.id, task = lease.task, peer = %lease.peer, "lease expired; task reopened");
             }
-            self.round_ready(&state, now)?
+            !self.closing && !project.finished() && self.round_ready(&state, now)?
         };
         let status = self.client.status().await.ok();
         if let Some(s) = &status {
-            project
-                .metrics
-                .observe_bytes(s.bytes_served, s.bytes_fetched);
+            let m = &project.metrics;
+            m.observe_bytes(s.bytes_served, s.bytes_fetched);
+            let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            m.store_bytes.set(gauge(project.store.stats().bytes));
+            m.provider_records.set(gauge(s.provider_records as u64));
+            m.pending_requests.set(gauge(s.pending_requests as u64));
         }
         if close {
             let (served, fetched) = status.map_or((0, 0), |s| (s.bytes_served, s.bytes_fetched));
@@ -192,18 +273,9 @@ impl Service {
                 .state()
                 .transaction(|tx| tx.count_round(round, 0, 0, inn, out))?;
             let p = project.clone();
-            let summary = tokio::task::spawn_blocking(move || p.close_round())
-                .await
-                .map_err(|e| ProjectError::Invalid(format!("closing the round: {e}")))??;
-            tracing::info!(
-                round = summary.round,
-                eval = summary.eval_loss,
-                "round closed"
-            );
-            let _ = self.report.send(ServiceEvent::RoundClosed(summary)).await;
-            self.publish_model().await?;
+            return Ok(Some(tokio::task::spawn_blocking(move || p.close_round())));
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Whether the round in progress should close now.
@@ -248,11 +320,27 @@ impl Service {
     ) {
         let answer = match message {
             Message::TaskResult(result) => {
+                // Bounded: a flood of results waits in a queue of fixed size, and beyond it
+                // is told to send again, never stored without limit.
+                let Ok(admitted) = self.judging.clone().try_acquire_owned() else {
+                    let busy = ResultAck {
+                        task: result.task,
+                        accepted: false,
+                        reason: Some(canopy_node::worker::RESULT_BUSY.into()),
+                    };
+                    self.respond(id, round, Message::ResultAck(busy)).await;
+                    return;
+                };
                 let project = self.project.clone();
                 let client = self.client.clone();
                 let report = self.report.clone();
                 let done = done.clone();
+                let at_once = self.judging_at_once.clone();
                 tokio::spawn(async move {
+                    let _admitted = admitted;
+                    let Ok(_running) = at_once.acquire_owned().await else {
+                        return;
+                    };
                     let ack = judge(&project, &client, peer, result).await;
                     if let Err(e) = client
                         .respond(id, round, Message::ResultAck(ack.clone()))
@@ -322,6 +410,13 @@ impl Service {
                 if project.finished() {
                     return Ok(no_work(10_000, "training has finished", false));
                 }
+                if self.closing {
+                    return Ok(no_work(
+                        500,
+                        "the round is closing; the next opens shortly",
+                        false,
+                    ));
+                }
                 if state.read().paused()? {
                     return Ok(no_work(
                         5_000,
@@ -354,7 +449,7 @@ impl Service {
                         false,
                     ),
                     Err(NoTask::Nothing) => no_work(
-                        1_000,
+                        project.config.scheduling.idle_retry_ms,
                         "no task open now; waiting for the round to close",
                         false,
                     ),
@@ -366,7 +461,7 @@ impl Service {
 }
 
 /// What [`answer_peer`] did with a request.
-pub(crate) enum Answered {
+pub enum Answered {
     /// Answered it, and for a join the tier granted.
     Reply(Message, Option<&'static str>),
     /// Not one of the requests it answers: handed back.
@@ -376,7 +471,7 @@ pub(crate) enum Answered {
 /// Answers the requests that the corpus build and training answer alike: joins, heartbeats,
 /// lease renewals and releases, manifest requests (notes the contact first). Any other
 /// message comes back as [`Answered::Other`].
-pub(crate) fn answer_peer(
+pub fn answer_peer(
     state: &mut crate::state::State,
     config: &crate::config::Config,
     key: &str,
@@ -553,6 +648,8 @@ async fn judge(
     result: TaskResult,
 ) -> ResultAck {
     let task = result.task;
+    // The end of the wall time that bounds the compute time the ledger records.
+    let arrived = now_ms();
     let verdict = check_result(project, client, peer, &result).await;
     let key = peer.to_string();
     let now = now_ms();
@@ -611,21 +708,25 @@ async fn judge(
                     tx.put_manifest(&output.update, now)?;
                 }
                 tx.insert_result(&record)?;
+                // The ledger takes the task's tokens and bounds the compute time claimed.
                 tx.ledger_entry(
-                    &key,
-                    record.round,
-                    record.task,
-                    kind,
-                    record.tokens,
-                    compute_ms,
-                    true,
-                    if verify.is_some() {
-                        "verifier"
-                    } else {
-                        "unchecked"
+                    &LedgerClaim {
+                        peer: &key,
+                        round: record.round,
+                        task: record.task,
+                        lease: record.lease,
+                        kind,
+                        compute_ms: result.compute_ms,
+                        accepted: true,
+                        verified: if verify.is_some() {
+                            "verifier"
+                        } else {
+                            "unchecked"
+                        },
+                        result_hash: update_root.as_ref(),
+                        reason: None,
+                        arrived_ms: arrived,
                     },
-                    update_root.as_ref(),
-                    None,
                     now,
                 )?;
                 tx.set_lease_status(record.lease, "done")?;
@@ -654,14 +755,24 @@ async fn judge(
                             project.metrics.verification_failures.inc();
                         }
                     }
+                    // A verifier's update has served its purpose once compared (unless it
+                    // is the original's, byte for byte, which aggregation still needs).
+                    let original_root = verify
+                        .as_ref()
+                        .and_then(|(o, _)| o.as_ref())
+                        .and_then(|o| o.update_root);
                     if let Some(root) = record.update_root
-                        && let Ok(Some(m)) = project.state().read().manifest(&root)
+                        && verify.is_some()
+                        && original_root != Some(root)
                     {
-                        project.store.pin(m.manifest());
+                        let _ = client.release(root).await;
                     }
                     ack(true, None)
                 }
                 Err(e) => {
+                    if let Some(root) = record.update_root {
+                        let _ = client.release(root).await;
+                    }
                     tracing::warn!("committing a result: {e}");
                     project.metrics.rejected("coordinator_error");
                     ack(
@@ -685,17 +796,22 @@ async fn judge(
                     Some(t) => t.round,
                     None => project.current().round,
                 };
+                // No entry for a sender that never joined; no tokens or compute time for a
+                // refused result.
                 tx.ledger_entry(
-                    &key,
-                    round,
-                    task.0,
-                    TRAIN,
-                    0,
-                    result.compute_ms,
-                    false,
-                    "unchecked",
-                    None,
-                    Some(&refusal.reason),
+                    &LedgerClaim {
+                        peer: &key,
+                        round,
+                        task: task.0,
+                        lease,
+                        kind: TRAIN,
+                        compute_ms: result.compute_ms,
+                        accepted: false,
+                        verified: "unchecked",
+                        result_hash: None,
+                        reason: Some(&refusal.reason),
+                        arrived_ms: arrived,
+                    },
                     now,
                 )?;
                 if owned
@@ -872,6 +988,15 @@ async fn check_result(
             false,
         ));
     }
+    // The coordinator keeps the current and previous model versions only (see `retention`):
+    // an update of an older one cannot be judged and is too stale to help anyway.
+    if spec.model_version.saturating_add(1) < current {
+        return Err(refuse(
+            "the model version of this task is more than a round old",
+            |s| s.stale_dropped += 1,
+            false,
+        ));
+    }
     // A verification re-run may reproduce the original bit for bit: that is not a replay.
     match project.state().read().update_seen(&manifest.root) {
         Ok(true) if task.kind == VERIFY => {}
@@ -885,6 +1010,18 @@ async fn check_result(
         Ok(false) => {}
         Err(e) => return Ok(Checked::Internal(e.to_string())),
     }
+    // Sizes before anything is fetched or allocated: no update is larger than the model's.
+    let len = project.model.num_params();
+    if manifest.total_len > objects::max_update_len(len) {
+        return Err(refuse(
+            format!(
+                "the update is {} bytes, more than any update of this model",
+                manifest.total_len
+            ),
+            |s| s.wrong_shape += 1,
+            true,
+        ));
+    }
     // Fetch the update from the sender (and anyone else providing it), chunk by chunk.
     let hint = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
     let fetched =
@@ -895,8 +1032,40 @@ async fn check_result(
             Ok(Err(e)) => return Err(refuse(format!("fetching the update: {e}"), |_| {}, false)),
             Err(_) => return Err(refuse("fetching the update timed out", |_| {}, false)),
         };
+    // From here the update is in the store: an update refused on its content leaves it again.
+    let root = manifest.root;
+    let checked = check_fetched(
+        project,
+        &sender,
+        &lease,
+        &task,
+        &spec,
+        output,
+        root,
+        &fetched.data,
+    )
+    .await;
+    if !matches!(checked, Ok(Checked::Accepted(..))) {
+        let _ = client.release(root).await;
+    }
+    checked
+}
+
+/// The checks of a fetched update: shape, finiteness, its effect on held-out loss, and for a
+/// verification run the comparison with the original.
+#[allow(clippy::too_many_arguments)]
+async fn check_fetched(
+    project: &Arc<Project>,
+    sender: &PeerRecord,
+    lease: &crate::state::LeaseRecord,
+    task: &crate::state::TaskRecord,
+    spec: &canopy_protocol::messages::TrainSpec,
+    output: &canopy_protocol::messages::TrainOutput,
+    root: Digest,
+    data: &[u8],
+) -> Result<Checked, Refusal> {
     let len = project.model.num_params();
-    let values = match objects::update_values(&fetched.data, len) {
+    let values = match objects::update_values(data, len) {
         Ok(v) => v,
         Err(e) => return Err(refuse(format!("{e}"), |s| s.wrong_shape += 1, true)),
     };
@@ -936,12 +1105,12 @@ async fn check_result(
     let record = ResultRecord {
         lease: lease.id,
         task: task.id,
-        peer: key,
+        peer: sender.peer.clone(),
         round: spec.model_version,
-        update_root: Some(manifest.root),
+        update_root: Some(root),
         norm: Some(norm),
         train_loss: Some(f64::from(output.train_loss)),
-        tokens: output.tokens,
+        tokens: task.tokens,
         status: "accepted".into(),
         reason: None,
         received_ms: now_ms(),
@@ -961,7 +1130,7 @@ async fn check_result(
             .verifies
             .and_then(|t| project.state().read().result_of_task(t).ok().flatten());
         let cosine = match original.as_ref().and_then(|o| o.update_root) {
-            Some(root) => match project.object(&root) {
+            Some(original_root) => match project.object(&original_root) {
                 Ok(Some((_, bytes))) => match objects::update_values(&bytes, len) {
                     Ok(orig) => aggregate::cosine(&orig, &values).unwrap_or(-1.0),
                     Err(_) => -1.0,

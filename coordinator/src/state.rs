@@ -13,7 +13,12 @@
 //! - `tasks` and `leases`: the work of each round and who holds it until when.
 //! - `results`: every update received, with its verdict; accepted ones feed aggregation.
 //! - `ledger`: the contribution ledger: who did what work, how much, verified or not, and the
-//!   hash of the signed result.
+//!   hash of the signed result. Only joined nodes get rows; the tokens of a row are those of
+//!   its task and its compute time is at most the wall time the coordinator saw its lease run
+//!   (see [`Tx::ledger_entry`]).
+//! - `contributor_totals`: the ledger summed per node, kept by triggers in the transaction of
+//!   each ledger change (saturating, so no figure can overflow): what the dashboard and
+//!   `ledger --totals` read, instead of scanning the ledger.
 //! - `peer_adapters`: the compute each node said it runs on when it last joined.
 //! - `corpus_builds`: progress and data-card figures of each corpus build.
 //! - `corpus_results`: every corpus result received on the swarm: the chunk, the sender, the
@@ -21,12 +26,20 @@
 //!   `failed`); `corpus_agreed`: the agreed result root of each chunk.
 //!
 //! Every change that a node is told about (a lease, an acknowledged result) is committed
-//! before the answer is sent.
+//! before the answer is sent. Write transactions begin `IMMEDIATE` (they take the write lock
+//! at once, waiting up to the busy timeout for it), so two writers never deadlock half-way;
+//! [`StateError::is_transient`] tells a lock timeout from a real failure.
+//!
+//! The schema version is SQLite's `user_version`: [`State::open`] migrates an older database
+//! in one transaction (version 1: `contributor_totals` and its triggers, filled from the
+//! ledger once).
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use canopy_protocol::{Digest, SignedManifest};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use serde::Serialize;
 
 /// What can go wrong with the state database.
@@ -46,8 +59,35 @@ pub enum StateError {
     },
 }
 
+impl StateError {
+    /// Whether the operation may succeed if tried again: the database was busy or locked by
+    /// another connection past the busy timeout (`SQLITE_BUSY`, `SQLITE_LOCKED`), a statement
+    /// was interrupted (`SQLITE_INTERRUPT`), or the WAL lock protocol lost a race
+    /// (`SQLITE_PROTOCOL`). Nothing was committed then. Any other error (a damaged value, a
+    /// full or failing disk, a constraint) is not transient.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StateError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => matches!(
+                e.code,
+                ErrorCode::DatabaseBusy
+                    | ErrorCode::DatabaseLocked
+                    | ErrorCode::OperationInterrupted
+                    | ErrorCode::FileLockingProtocolFailed
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// Results of state operations.
 pub type Result<T> = std::result::Result<T, StateError>;
+
+/// How long a connection waits for another one's lock before the operation fails with a
+/// transient error.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The schema version [`State::open`] migrates to (SQLite's `user_version`).
+const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -68,21 +108,27 @@ CREATE TABLE IF NOT EXISTS tasks (
     status TEXT NOT NULL, verifies INTEGER, reopened INTEGER NOT NULL DEFAULT 0,
     tokens INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
+CREATE INDEX IF NOT EXISTS tasks_round ON tasks(round, status);
 CREATE TABLE IF NOT EXISTS leases (
     id INTEGER PRIMARY KEY, task INTEGER NOT NULL, peer TEXT NOT NULL, granted_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL, status TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS leases_status ON leases(status);
+CREATE INDEX IF NOT EXISTS leases_task ON leases(task);
 CREATE TABLE IF NOT EXISTS results (
     lease INTEGER PRIMARY KEY, task INTEGER NOT NULL, peer TEXT NOT NULL, round INTEGER NOT NULL,
     update_root TEXT, norm REAL, train_loss REAL, tokens INTEGER NOT NULL, status TEXT NOT NULL,
     reason TEXT, received_ms INTEGER NOT NULL, weight REAL NOT NULL DEFAULT 1.0,
     aggregated_in INTEGER);
 CREATE UNIQUE INDEX IF NOT EXISTS results_update ON results(update_root);
+CREATE INDEX IF NOT EXISTS results_round ON results(round, status);
+CREATE INDEX IF NOT EXISTS results_task ON results(task);
 CREATE TABLE IF NOT EXISTS ledger (
     id INTEGER PRIMARY KEY, peer TEXT NOT NULL, round INTEGER NOT NULL, task INTEGER NOT NULL,
     kind TEXT NOT NULL, tokens INTEGER NOT NULL, compute_ms INTEGER NOT NULL,
     accepted INTEGER NOT NULL, verified TEXT NOT NULL, result_hash TEXT, reason TEXT,
     ts_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_task ON ledger(task, peer);
+CREATE INDEX IF NOT EXISTS ledger_round ON ledger(round, accepted);
 CREATE TABLE IF NOT EXISTS peer_adapters (peer TEXT PRIMARY KEY, adapter TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS corpus_builds (
     id INTEGER PRIMARY KEY, started_ms INTEGER NOT NULL, finished_ms INTEGER,
@@ -93,9 +139,105 @@ CREATE TABLE IF NOT EXISTS corpus_results (
     lease INTEGER PRIMARY KEY, task INTEGER NOT NULL, build INTEGER NOT NULL, chunk TEXT NOT NULL,
     peer TEXT NOT NULL, result TEXT NOT NULL, status TEXT NOT NULL, received_ms INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS corpus_results_chunk ON corpus_results(build, chunk);
+CREATE INDEX IF NOT EXISTS corpus_results_peer ON corpus_results(build, peer);
 CREATE TABLE IF NOT EXISTS corpus_agreed (
     build INTEGER NOT NULL, chunk TEXT NOT NULL, result TEXT NOT NULL, PRIMARY KEY (build, chunk));
 ";
+
+/// The figures one ledger row adds to its node's `contributor_totals` row, as SQL over the
+/// row named `{r}` (never negative, whatever the row holds).
+const TOTAL_COLUMNS: [(&str, &str); 8] = [
+    ("results", "1"),
+    ("accepted", "CASE WHEN {r}.accepted = 1 THEN 1 ELSE 0 END"),
+    ("rejected", "CASE WHEN {r}.accepted = 0 THEN 1 ELSE 0 END"),
+    (
+        "verified",
+        "CASE WHEN {r}.verified = 'verified' THEN 1 ELSE 0 END",
+    ),
+    (
+        "verifications",
+        "CASE WHEN {r}.verified = 'verifier' THEN 1 ELSE 0 END",
+    ),
+    (
+        "tokens",
+        "CASE WHEN {r}.accepted = 1 THEN MAX({r}.tokens, 0) ELSE 0 END",
+    ),
+    (
+        "tokens_verified",
+        "CASE WHEN {r}.verified = 'verified' THEN MAX({r}.tokens, 0) ELSE 0 END",
+    ),
+    ("compute_ms", "MAX({r}.compute_ms, 0)"),
+];
+
+/// SQL that adds the figures of the ledger rows `row` (selected by `from`, which may be
+/// empty for a trigger's `NEW`) to `contributor_totals`, saturating at `i64::MAX`. Rows are
+/// inserted one by one, so rows of one node in one statement add up too.
+fn totals_add_sql(row: &str, from: &str) -> String {
+    let columns: Vec<&str> = TOTAL_COLUMNS.iter().map(|(c, _)| *c).collect();
+    let values: Vec<String> = TOTAL_COLUMNS
+        .iter()
+        .map(|(_, e)| e.replace("{r}", row))
+        .collect();
+    let sets: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            format!(
+                "{c} = CASE WHEN {c} > {max} - excluded.{c} THEN {max} ELSE {c} + excluded.{c} END",
+                max = i64::MAX
+            )
+        })
+        .collect();
+    format!(
+        "INSERT INTO contributor_totals(peer, {}) SELECT {row}.peer, {} {from} WHERE true
+         ON CONFLICT(peer) DO UPDATE SET {}",
+        columns.join(", "),
+        values.join(", "),
+        sets.join(", ")
+    )
+}
+
+/// SQL that takes the figures of the trigger row `row` (`OLD`) off its node's totals.
+fn totals_sub_sql(row: &str) -> String {
+    let sets: Vec<String> = TOTAL_COLUMNS
+        .iter()
+        .map(|(c, e)| format!("{c} = MAX({c} - ({}), 0)", e.replace("{r}", row)))
+        .collect();
+    format!(
+        "UPDATE contributor_totals SET {} WHERE peer = {row}.peer",
+        sets.join(", ")
+    )
+}
+
+/// Schema version 1: per-node totals of the ledger, kept by triggers in the transaction of
+/// every ledger change, and filled from the ledger already there.
+fn migration_1() -> String {
+    let columns: Vec<String> = TOTAL_COLUMNS
+        .iter()
+        .map(|(c, _)| format!("{c} INTEGER NOT NULL DEFAULT 0"))
+        .collect();
+    format!(
+        "CREATE TABLE IF NOT EXISTS contributor_totals (peer TEXT PRIMARY KEY, {columns});
+         DROP TRIGGER IF EXISTS ledger_totals_insert;
+         DROP TRIGGER IF EXISTS ledger_totals_update;
+         DROP TRIGGER IF EXISTS ledger_totals_delete;
+         CREATE TRIGGER ledger_totals_insert AFTER INSERT ON ledger BEGIN {add_new}; END;
+         CREATE TRIGGER ledger_totals_update
+             AFTER UPDATE OF peer, accepted, verified, tokens, compute_ms ON ledger
+             BEGIN {sub_old}; {add_new}; END;
+         CREATE TRIGGER ledger_totals_delete AFTER DELETE ON ledger BEGIN {sub_old}; END;
+         DELETE FROM contributor_totals;
+         {fill};",
+        columns = columns.join(", "),
+        add_new = totals_add_sql("NEW", ""),
+        sub_old = totals_sub_sql("OLD"),
+        fill = totals_add_sql("l", "FROM ledger AS l"),
+    )
+}
+
+/// `v` as SQLite stores it: figures beyond `i64::MAX` are clamped, never wrapped negative.
+fn sql_u64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
 
 /// The `meta` key whose value `1` pauses the project: no new leases are granted.
 pub const PAUSED_KEY: &str = "paused";
@@ -272,9 +414,9 @@ pub struct LedgerEntry {
     pub task: u64,
     /// `train` or `verify`.
     pub kind: String,
-    /// Training tokens processed.
+    /// Tokens of its task (none for a refused result).
     pub tokens: u64,
-    /// Compute time reported.
+    /// Compute time reported, at most the wall time its lease ran (none when refused).
     pub compute_ms: u64,
     /// Whether the result was accepted.
     pub accepted: bool,
@@ -349,7 +491,7 @@ pub struct Contribution {
     pub tokens: u64,
     /// Training tokens in verified results.
     pub tokens_verified: u64,
-    /// Compute time reported in all results.
+    /// Compute time recorded for all results (each bounded by its lease's wall time).
     pub compute_ms: u64,
 }
 
@@ -365,6 +507,121 @@ pub struct Contributors {
     pub organisations: Vec<Contribution>,
     /// Per country, most tokens first.
     pub countries: Vec<Contribution>,
+}
+
+/// A result's entry for the ledger, as its sender's message and the coordinator's verdict
+/// give it. [`Tx::ledger_entry`] checks it against the coordinator's own records: the node
+/// must have joined, the tokens are those of the task, and the compute time is bounded by the
+/// lease's wall time.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerClaim<'a> {
+    /// The sender.
+    pub peer: &'a str,
+    /// The round it counts for.
+    pub round: u64,
+    /// The task the result is for.
+    pub task: u64,
+    /// The lease the result names.
+    pub lease: u64,
+    /// [`TRAIN`], [`VERIFY`] or [`CORPUS`].
+    pub kind: &'a str,
+    /// The compute time the node reports (a claim: bounded before it is recorded).
+    pub compute_ms: u64,
+    /// Whether the coordinator accepted the result.
+    pub accepted: bool,
+    /// `verified`, `failed`, `unchecked` or `verifier`.
+    pub verified: &'a str,
+    /// Root hash of the signed result.
+    pub result_hash: Option<&'a Digest>,
+    /// Why it was refused.
+    pub reason: Option<&'a str>,
+    /// When the result arrived (ms since the epoch): the end of the wall time that bounds
+    /// the compute time.
+    pub arrived_ms: u64,
+}
+
+/// One node's ledger totals (a `contributor_totals` row), with what it declared.
+#[derive(Debug, Clone, Default)]
+struct PeerTotals {
+    peer: String,
+    name: Option<String>,
+    org: Option<String>,
+    country: Option<String>,
+    tier: Option<String>,
+    /// In [`TOTAL_COLUMNS`] order.
+    figures: [u64; 8],
+}
+
+impl PeerTotals {
+    /// Adds `figures`, saturating at `cap`: `i64::MAX` for one node (as `contributor_totals`
+    /// keeps it), `u64::MAX` for a group of nodes.
+    fn add(&mut self, figures: &[u64; 8], cap: u64) {
+        for (total, v) in self.figures.iter_mut().zip(figures) {
+            *total = total.saturating_add(*v).min(cap);
+        }
+    }
+}
+
+/// Sums per-node totals by `group`, most tokens first (then by key, "not declared" first).
+fn group_contributions(rows: &[PeerTotals], group: ContributorGroup) -> Vec<Contribution> {
+    let mut groups: Vec<(Option<String>, Option<&PeerTotals>, u64, PeerTotals)> = Vec::new();
+    let mut index: HashMap<Option<String>, usize> = HashMap::new();
+    for row in rows {
+        let key = match group {
+            ContributorGroup::Peer => Some(row.peer.clone()),
+            ContributorGroup::Organisation => row.org.clone(),
+            ContributorGroup::Country => row.country.clone(),
+        };
+        let i = *index.entry(key.clone()).or_insert_with(|| {
+            groups.push((key, Some(row), 0, PeerTotals::default()));
+            groups.len() - 1
+        });
+        let (_, _, peers, totals) = &mut groups[i];
+        *peers += 1;
+        totals.add(&row.figures, u64::MAX);
+    }
+    let node = group == ContributorGroup::Peer;
+    let mut out: Vec<Contribution> = groups
+        .into_iter()
+        .map(|(key, first, peers, t)| {
+            let own = |f: fn(&PeerTotals) -> &Option<String>| {
+                first.filter(|_| node).and_then(|p| f(p).clone())
+            };
+            let [
+                results,
+                accepted,
+                rejected,
+                verified,
+                verifications,
+                tokens,
+                tokens_verified,
+                compute_ms,
+            ] = t.figures;
+            Contribution {
+                name: own(|p| &p.name),
+                org: own(|p| &p.org),
+                country: own(|p| &p.country),
+                tier: own(|p| &p.tier),
+                key,
+                peers,
+                results,
+                accepted,
+                rejected,
+                verified,
+                verifications,
+                tokens,
+                tokens_verified,
+                compute_ms,
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.tokens.cmp(&a.tokens).then_with(|| a.key.cmp(&b.key)));
+    out
+}
+
+/// The schema version of a database (SQLite's `user_version`).
+fn schema_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
 }
 
 fn digest(what: &'static str, text: String) -> Result<Digest> {
@@ -385,27 +642,60 @@ pub struct State {
 }
 
 impl State {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, migrating an older schema.
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        Ok(Self { conn })
+        let mut state = Self { conn };
+        state.migrate()?;
+        Ok(state)
+    }
+
+    /// Brings the schema to [`SCHEMA_VERSION`], in one transaction (so a second process
+    /// opening the database at the same time waits, then finds it done).
+    fn migrate(&mut self) -> Result<()> {
+        if schema_version(&self.conn)? >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version = schema_version(&tx)?;
+        if version < 1 {
+            tx.execute_batch(&migration_1())?;
+        }
+        if version < SCHEMA_VERSION {
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// Opens an existing database for reading (the `status` and `ledger` commands, which may
-    /// run beside a live coordinator).
+    /// run beside a live coordinator). A database not yet migrated is read as it is.
     pub fn open_read_only(path: &Path) -> Result<Self> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         Ok(Self { conn })
     }
 
-    /// Runs `f` in one transaction: all of it is committed, or none.
+    /// Sets how long this connection waits for another one's lock ([`BUSY_TIMEOUT`] unless
+    /// set) before failing with a [transient](StateError::is_transient) error.
+    pub fn set_busy_timeout(&self, timeout: Duration) -> Result<()> {
+        Ok(self.conn.busy_timeout(timeout)?)
+    }
+
+    /// Runs `f` in one transaction: all of it is committed, or none. The transaction takes
+    /// the write lock when it begins (`BEGIN IMMEDIATE`), waiting up to the busy timeout;
+    /// past that it fails with a [transient](StateError::is_transient) error, and nothing of
+    /// `f` ran.
     pub fn transaction<T>(&mut self, f: impl FnOnce(&Tx<'_>) -> Result<T>) -> Result<T> {
-        let tx = self.conn.transaction()?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let out = f(&Tx { tx: &tx })?;
         tx.commit()?;
         Ok(out)
@@ -641,59 +931,75 @@ impl $t {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// The ledger summed by `group`, most tokens first. One query serves every grouping, so
-    /// the ledger command and the dashboard agree on every figure.
+    /// Every node's ledger totals, with what it declared. Read from `contributor_totals`
+    /// (one row per node, whatever the ledger's length); a database not yet migrated (opened
+    /// read-only) is summed from the ledger instead. Neither can overflow: figures saturate.
+    fn peer_totals(&self) -> Result<Vec<PeerTotals>> {
+        let sql = if schema_version(self.c())? >= 1 {
+            let columns: Vec<String> =
+                TOTAL_COLUMNS.iter().map(|(c, _)| format!("t.{c}")).collect();
+            format!(
+                "SELECT t.peer, p.name, p.org, p.country, p.tier, {}
+                 FROM contributor_totals t LEFT JOIN peers p ON p.peer = t.peer
+                 WHERE t.results > 0",
+                columns.join(", ")
+            )
+        } else {
+            // Not migrated yet: the same figures, per ledger row, summed below.
+            let figures: Vec<String> = TOTAL_COLUMNS
+                .iter()
+                .map(|(_, e)| e.replace("{r}", "l"))
+                .collect();
+            format!(
+                "SELECT l.peer, p.name, p.org, p.country, p.tier, {}
+                 FROM ledger l LEFT JOIN peers p ON p.peer = l.peer",
+                figures.join(", ")
+            )
+        };
+        let mut stmt = self.c().prepare(&sql)?;
+        let mut by_peer: HashMap<String, PeerTotals> = HashMap::new();
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let peer: String = r.get(0)?;
+            let mut figures = [0u64; 8];
+            for (i, f) in figures.iter_mut().enumerate() {
+                *f = r.get::<_, Option<i64>>(5 + i)?.unwrap_or(0).max(0) as u64;
+            }
+            match by_peer.get_mut(&peer) {
+                Some(t) => t.add(&figures, i64::MAX as u64),
+                None => {
+                    let t = PeerTotals {
+                        peer: peer.clone(),
+                        name: r.get(1)?,
+                        org: r.get(2)?,
+                        country: r.get(3)?,
+                        tier: r.get(4)?,
+                        figures,
+                    };
+                    by_peer.insert(peer, t);
+                }
+            }
+        }
+        Ok(by_peer.into_values().collect())
+    }
+
+    /// The ledger summed by `group`, most tokens first. Every grouping comes from the same
+    /// per-node totals, so the ledger command and the dashboard agree on every figure; the
+    /// cost grows with the nodes, not with the ledger.
     pub fn contributions(&self, group: ContributorGroup) -> Result<Vec<Contribution>> {
-        let (key, node) = match group {
-            ContributorGroup::Peer => ("l.peer", true),
-            ContributorGroup::Organisation => ("p.org", false),
-            ContributorGroup::Country => ("p.country", false),
-        };
-        let mut stmt = self.c().prepare(&format!(
-            "SELECT {key}, MAX(p.name), MAX(p.org), MAX(p.country), MAX(p.tier),
-                    COUNT(DISTINCT l.peer), COUNT(*),
-                    SUM(CASE WHEN l.accepted = 1 THEN 1 ELSE 0 END),
-                    SUM(CASE WHEN l.accepted = 0 THEN 1 ELSE 0 END),
-                    SUM(CASE WHEN l.verified = 'verified' THEN 1 ELSE 0 END),
-                    SUM(CASE WHEN l.verified = 'verifier' THEN 1 ELSE 0 END),
-                    SUM(CASE WHEN l.accepted = 1 THEN l.tokens ELSE 0 END),
-                    SUM(CASE WHEN l.verified = 'verified' THEN l.tokens ELSE 0 END),
-                    SUM(l.compute_ms)
-             FROM ledger l LEFT JOIN peers p ON p.peer = l.peer
-             GROUP BY {key} ORDER BY 12 DESC, 1"
-        ))?;
-        let count = |r: &rusqlite::Row<'_>, i: usize| -> rusqlite::Result<u64> {
-            Ok(r.get::<_, Option<i64>>(i)?.unwrap_or(0).max(0) as u64)
-        };
-        let rows = stmt.query_map([], |r| {
-            Ok(Contribution {
-                key: r.get(0)?,
-                name: if node { r.get(1)? } else { None },
-                org: if node { r.get(2)? } else { None },
-                country: if node { r.get(3)? } else { None },
-                tier: if node { r.get(4)? } else { None },
-                peers: count(r, 5)?,
-                results: count(r, 6)?,
-                accepted: count(r, 7)?,
-                rejected: count(r, 8)?,
-                verified: count(r, 9)?,
-                verifications: count(r, 10)?,
-                tokens: count(r, 11)?,
-                tokens_verified: count(r, 12)?,
-                compute_ms: count(r, 13)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(group_contributions(&self.peer_totals()?, group))
     }
 
     /// The ledger summed per node, per organisation and per country.
     pub fn contributors(&self) -> Result<Contributors> {
-        let entries: i64 = self.c().query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))?;
+        let rows = self.peer_totals()?;
         Ok(Contributors {
-            entries: entries.max(0) as u64,
-            volunteers: self.contributions(ContributorGroup::Peer)?,
-            organisations: self.contributions(ContributorGroup::Organisation)?,
-            countries: self.contributions(ContributorGroup::Country)?,
+            entries: rows
+                .iter()
+                .fold(0u64, |n, r| n.saturating_add(r.figures[0])),
+            volunteers: group_contributions(&rows, ContributorGroup::Peer),
+            organisations: group_contributions(&rows, ContributorGroup::Organisation),
+            countries: group_contributions(&rows, ContributorGroup::Country),
         })
     }
 
@@ -1011,6 +1317,15 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Forgets the manifests of objects the run no longer keeps (their chunks were released).
+    pub fn forget_objects(&self, roots: &[Digest]) -> Result<()> {
+        let mut stmt = self.prepare_cached("DELETE FROM objects WHERE root = ?1")?;
+        for root in roots {
+            stmt.execute([root.to_string()])?;
+        }
+        Ok(())
+    }
+
     /// Records an object's signed manifest.
     pub fn put_manifest(&self, signed: &SignedManifest, now_ms: u64) -> Result<()> {
         let frame = signed.to_frame().map_err(|e| StateError::Corrupt {
@@ -1251,29 +1566,47 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Adds a ledger entry.
-    #[allow(clippy::too_many_arguments)]
-    pub fn ledger_entry(
-        &self,
-        peer: &str,
-        round: u64,
-        task: u64,
-        kind: &str,
-        tokens: u64,
-        compute_ms: u64,
-        accepted: bool,
-        verified: &str,
-        result_hash: Option<&Digest>,
-        reason: Option<&str>,
-        now_ms: u64,
-    ) -> Result<()> {
+    /// Adds the ledger entry of a result, checked against the coordinator's own records;
+    /// returns its id, or `None` when the sender never joined (no entry is written for it).
+    ///
+    /// The entry's figures are the coordinator's, not the node's: an accepted result gets
+    /// the tokens of its task (a refused one none), and the compute time claimed is bounded
+    /// by the wall time between the grant of the sender's lease on the task and the result's
+    /// arrival (a refused result, or one on a lease that is not the sender's, gets none).
+    pub fn ledger_entry(&self, claim: &LedgerClaim<'_>, now_ms: u64) -> Result<Option<u64>> {
+        let c = claim;
+        if self.peer(c.peer)?.is_none() {
+            return Ok(None);
+        }
+        let (tokens, compute_ms) = if c.accepted {
+            let tokens: Option<i64> = self
+                .tx
+                .query_row(
+                    "SELECT tokens FROM tasks WHERE id = ?1",
+                    [sql_u64(c.task)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let ran_ms = match self.lease(c.lease)? {
+                Some(l) if l.peer == c.peer && l.task == c.task => {
+                    c.arrived_ms.saturating_sub(l.granted_ms)
+                }
+                _ => 0,
+            };
+            (
+                tokens.unwrap_or(0).max(0),
+                sql_u64(c.compute_ms.min(ran_ms)),
+            )
+        } else {
+            (0, 0)
+        };
         self.tx.execute(
             "INSERT INTO ledger(peer, round, task, kind, tokens, compute_ms, accepted, verified, result_hash, reason, ts_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![peer, round as i64, task as i64, kind, tokens as i64, compute_ms as i64, accepted, verified,
-                result_hash.map(|d| d.to_string()), reason, now_ms as i64],
+            params![c.peer, sql_u64(c.round), sql_u64(c.task), c.kind, tokens, compute_ms, c.accepted,
+                c.verified, c.result_hash.map(|d| d.to_string()), c.reason, sql_u64(now_ms)],
         )?;
-        Ok(())
+        Ok(Some(self.tx.last_insert_rowid() as u64))
     }
 
     /// Records the compute a node said it runs on.
@@ -1399,5 +1732,466 @@ mod tests {
         assert_eq!(r.task(leases[0].task).unwrap().unwrap().status, "leased");
         let ro = State::open_read_only(&path).unwrap();
         assert_eq!(ro.read().rounds().unwrap().len(), 1);
+    }
+
+    /// The ledger summed per node as the code before `contributor_totals` summed it: the
+    /// reference the totals must equal.
+    const GROUP_BY_PEER: &str = "SELECT peer, COUNT(*),
+            SUM(CASE WHEN accepted = 1 THEN 1 ELSE 0 END),
+            SUM(CASE WHEN accepted = 0 THEN 1 ELSE 0 END),
+            SUM(CASE WHEN verified = 'verified' THEN 1 ELSE 0 END),
+            SUM(CASE WHEN verified = 'verifier' THEN 1 ELSE 0 END),
+            SUM(CASE WHEN accepted = 1 THEN tokens ELSE 0 END),
+            SUM(CASE WHEN verified = 'verified' THEN tokens ELSE 0 END),
+            SUM(compute_ms)
+        FROM ledger GROUP BY peer ORDER BY peer";
+
+    fn rows_of(conn: &Connection, sql: &str) -> Vec<(String, [i64; 8])> {
+        let mut stmt = conn.prepare(sql).unwrap();
+        stmt.query_map([], |r| {
+            let mut v = [0i64; 8];
+            for (i, x) in v.iter_mut().enumerate() {
+                *x = r.get(i + 1)?;
+            }
+            Ok((r.get(0)?, v))
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+    }
+
+    fn totals_table(conn: &Connection) -> Vec<(String, [i64; 8])> {
+        rows_of(
+            conn,
+            "SELECT peer, results, accepted, rejected, verified, verifications, tokens,
+                    tokens_verified, compute_ms
+             FROM contributor_totals WHERE results > 0 ORDER BY peer",
+        )
+    }
+
+    fn joined(tx: &Tx<'_>, peer: &str, org: Option<&str>, country: Option<&str>) -> Result<()> {
+        tx.upsert_peer(&PeerRecord {
+            peer: peer.into(),
+            tier: "volunteer".into(),
+            name: Some(format!("name of {peer}")),
+            org: org.map(Into::into),
+            country: country.map(Into::into),
+            reputation: 0,
+            banned: false,
+            tokens_per_sec: None,
+            slots: 1,
+            joined_ms: 0,
+            last_seen_ms: 0,
+        })
+    }
+
+    /// A claim of `compute_ms` on `lease` for `task` by `peer`, arriving at `arrived_ms`.
+    fn claim<'a>(
+        peer: &'a str,
+        task: u64,
+        lease: u64,
+        compute_ms: u64,
+        accepted: bool,
+        arrived_ms: u64,
+    ) -> LedgerClaim<'a> {
+        LedgerClaim {
+            peer,
+            round: 0,
+            task,
+            lease,
+            kind: TRAIN,
+            compute_ms,
+            accepted,
+            verified: "unchecked",
+            result_hash: None,
+            reason: (!accepted).then_some("refused"),
+            arrived_ms,
+        }
+    }
+
+    #[test]
+    fn a_refused_result_from_an_unknown_peer_writes_no_ledger_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("canopy.db")).unwrap();
+        let written = state
+            .transaction(|tx| {
+                let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                let refused =
+                    tx.ledger_entry(&claim("stranger", task, 999, 1 << 62, false, 5), 5)?;
+                let accepted =
+                    tx.ledger_entry(&claim("stranger", task, 999, 1 << 62, true, 5), 5)?;
+                Ok((refused, accepted))
+            })
+            .unwrap();
+        assert_eq!(written, (None, None));
+        let r = state.read();
+        assert!(r.ledger().unwrap().is_empty());
+        let totals = r.contributors().unwrap();
+        assert_eq!(totals.entries, 0);
+        assert!(totals.volunteers.is_empty());
+    }
+
+    #[test]
+    fn the_ledger_records_the_tasks_tokens_and_at_most_the_leases_wall_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("canopy.db")).unwrap();
+        state
+            .transaction(|tx| {
+                joined(tx, "ada", None, None)?;
+                joined(tx, "lin", None, None)?;
+                let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                let lease = tx.insert_lease(task, "ada", 1_000, 60_000)?;
+                // The node's result claims far more than the task's tokens (the claim has no
+                // say) and a compute time beyond the 4 s its lease ran.
+                let record = ResultRecord {
+                    lease,
+                    task,
+                    peer: "ada".into(),
+                    round: 0,
+                    update_root: None,
+                    norm: None,
+                    train_loss: None,
+                    tokens: u64::MAX,
+                    status: "accepted".into(),
+                    reason: None,
+                    received_ms: 5_000,
+                    weight: 1.0,
+                    aggregated_in: None,
+                };
+                tx.insert_result(&record)?;
+                tx.ledger_entry(&claim("ada", task, lease, u64::MAX, true, 5_000), 6_000)?;
+                // Within the bound, the claim stands.
+                tx.ledger_entry(&claim("ada", task, lease, 1_500, true, 5_000), 6_000)?;
+                // Refused: neither tokens nor compute time.
+                tx.ledger_entry(&claim("ada", task, lease, 3_000, false, 5_000), 6_000)?;
+                // Another node's lease bounds nothing for this one.
+                tx.ledger_entry(&claim("lin", task, lease, 3_000, true, 5_000), 6_000)?;
+                Ok(())
+            })
+            .unwrap();
+        let figures: Vec<(String, u64, u64)> = state
+            .read()
+            .ledger()
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.peer, e.tokens, e.compute_ms))
+            .collect();
+        assert_eq!(
+            figures,
+            [
+                ("ada".to_string(), 100, 4_000),
+                ("ada".to_string(), 100, 1_500),
+                ("ada".to_string(), 0, 0),
+                ("lin".to_string(), 100, 0),
+            ]
+        );
+        let ada = &state.read().contributions(ContributorGroup::Peer).unwrap()[0];
+        assert_eq!(ada.key.as_deref(), Some("ada"));
+        assert_eq!((ada.tokens, ada.compute_ms, ada.results), (200, 5_500, 3));
+    }
+
+    #[test]
+    fn compute_claims_near_2_pow_62_cannot_break_the_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("canopy.db")).unwrap();
+        state
+            .transaction(|tx| {
+                joined(tx, "mallory", Some("evil"), Some("XX"))?;
+                joined(tx, "eve", Some("evil"), Some("XX"))?;
+                let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                let lease = tx.insert_lease(task, "mallory", 0, 60_000)?;
+                for compute in [u64::MAX, 1 << 62, 1 << 62] {
+                    tx.ledger_entry(&claim("mallory", task, lease, compute, true, u64::MAX), 1)?;
+                    tx.ledger_entry(&claim("mallory", task, lease, compute, false, u64::MAX), 1)?;
+                }
+                // Rows that got in some other way (an older coordinator, a bug) cannot break
+                // the sums either: per node and per group the figures saturate.
+                for peer in ["mallory", "eve"] {
+                    for value in [1i64 << 62, 1 << 62, i64::MAX, -1] {
+                        tx.execute(
+                            "INSERT INTO ledger(peer, round, task, kind, tokens, compute_ms,
+                                 accepted, verified, ts_ms)
+                             VALUES (?1, 0, 1, 'train', ?2, ?2, 1, 'verified', 0)",
+                            params![peer, value],
+                        )?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        let r = state.read();
+        let totals = r.contributors().unwrap();
+        assert_eq!(totals.entries, 14);
+        let max = i64::MAX as u64;
+        let mallory = totals
+            .volunteers
+            .iter()
+            .find(|c| c.key.as_deref() == Some("mallory"))
+            .unwrap();
+        assert_eq!((mallory.compute_ms, mallory.tokens), (max, max));
+        assert_eq!(mallory.results, 10);
+        let evil = &totals.organisations[0];
+        assert_eq!(evil.key.as_deref(), Some("evil"));
+        assert_eq!(
+            (evil.peers, evil.compute_ms, evil.tokens),
+            (2, 2 * max, 2 * max)
+        );
+        assert_eq!(r.contributions(ContributorGroup::Country).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_old_database_migrates_once_and_its_totals_come_from_its_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canopy.db");
+        {
+            // The tables as the code before schema version 1 created them, and a ledger
+            // with a row from an unknown sender and two rows that overflow `SUM()`.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE peers (
+                    peer TEXT PRIMARY KEY, tier TEXT NOT NULL, name TEXT, org TEXT, country TEXT,
+                    reputation INTEGER NOT NULL, banned INTEGER NOT NULL DEFAULT 0,
+                    tokens_per_sec REAL, slots INTEGER NOT NULL DEFAULT 1,
+                    joined_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);
+                 CREATE TABLE ledger (
+                    id INTEGER PRIMARY KEY, peer TEXT NOT NULL, round INTEGER NOT NULL,
+                    task INTEGER NOT NULL, kind TEXT NOT NULL, tokens INTEGER NOT NULL,
+                    compute_ms INTEGER NOT NULL, accepted INTEGER NOT NULL,
+                    verified TEXT NOT NULL, result_hash TEXT, reason TEXT, ts_ms INTEGER NOT NULL);
+                 INSERT INTO peers VALUES ('ada', 'volunteer', 'Ada', 'Inria', 'FR', 3, 0, NULL, 1, 0, 0);
+                 INSERT INTO peers VALUES ('lin', 'volunteer', 'Lin', NULL, 'DE', 1, 0, NULL, 1, 0, 0);
+                 INSERT INTO ledger(peer, round, task, kind, tokens, compute_ms, accepted, verified, ts_ms)
+                 VALUES ('ada', 0, 1, 'train', 100, 2000, 1, 'verified', 1),
+                        ('ada', 0, 2, 'train', 100, 1000, 1, 'unchecked', 2),
+                        ('lin', 0, 3, 'train', 100, 500, 0, 'failed', 3),
+                        ('lin', 0, 4, 'verify', 100, 700, 1, 'verifier', 4),
+                        ('stranger', 0, 5, 'train', 0, 4611686018427387904, 0, 'unchecked', 5),
+                        ('stranger', 0, 5, 'train', 0, 4611686018427387904, 0, 'unchecked', 6);",
+            )
+            .unwrap();
+        }
+        let max = i64::MAX as u64;
+        let check = |r: &Reader<'_>| {
+            let totals = r.contributors().unwrap();
+            assert_eq!(totals.entries, 6);
+            let figures: Vec<_> = totals
+                .volunteers
+                .iter()
+                .map(|c| {
+                    (
+                        c.key.clone().unwrap(),
+                        c.tokens,
+                        c.tokens_verified,
+                        c.compute_ms,
+                    )
+                })
+                .collect();
+            assert_eq!(
+                figures,
+                [
+                    ("ada".to_string(), 200, 100, 3000),
+                    ("lin".to_string(), 100, 0, 1200),
+                    ("stranger".to_string(), 0, 0, max),
+                ]
+            );
+            let ada = &totals.volunteers[0];
+            assert_eq!(
+                (ada.name.as_deref(), ada.org.as_deref(), ada.tier.as_deref()),
+                (Some("Ada"), Some("Inria"), Some("volunteer"))
+            );
+            let orgs: Vec<_> = totals
+                .organisations
+                .iter()
+                .map(|c| (c.key.clone(), c.peers))
+                .collect();
+            assert_eq!(orgs, [(Some("Inria".to_string()), 1), (None, 2)]);
+        };
+        // Read-only (the `ledger --totals` command beside an old coordinator): summed from
+        // the ledger, without overflowing.
+        check(&State::open_read_only(&path).unwrap().read());
+        let state = State::open(&path).unwrap();
+        assert_eq!(schema_version(&state.conn).unwrap(), SCHEMA_VERSION);
+        check(&state.read());
+        // Filled once: opening again changes nothing, and later rows and verdicts add up.
+        drop(state);
+        let mut state = State::open(&path).unwrap();
+        check(&state.read());
+        state
+            .transaction(|tx| {
+                tx.execute_batch(
+                    "INSERT INTO ledger(peer, round, task, kind, tokens, compute_ms, accepted, verified, ts_ms)
+                     VALUES ('ada', 1, 6, 'train', 50, 10, 1, 'unchecked', 7)",
+                )?;
+                tx.set_ledger_verdict(2, "ada", "verified", true, None)?;
+                tx.set_ledger_verified(3, "lin", "verified", true)
+            })
+            .unwrap();
+        let r = state.read();
+        let reference = rows_of(
+            &state.conn,
+            &GROUP_BY_PEER.replace("FROM ledger", "FROM ledger WHERE peer <> 'stranger'"),
+        );
+        let kept: Vec<_> = totals_table(&state.conn)
+            .into_iter()
+            .filter(|(p, _)| p != "stranger")
+            .collect();
+        assert_eq!(kept, reference);
+        let ada = &r.contributions(ContributorGroup::Peer).unwrap()[0];
+        assert_eq!(
+            (ada.tokens, ada.tokens_verified, ada.verified),
+            (250, 200, 2)
+        );
+    }
+
+    #[test]
+    fn a_million_ledger_rows_keep_totals_equal_to_a_group_by() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("canopy.db")).unwrap();
+        state
+            .transaction(|tx| {
+                // 997 nodes; the last ten never joined (rows from before that rule).
+                for i in 0..987 {
+                    let org = ["Inria", "BigScience", "HF"];
+                    let country = ["FR", "DE", "US", "JP"];
+                    joined(
+                        tx,
+                        &format!("peer-{i}"),
+                        (i % 4 != 0).then(|| org[i % 3]),
+                        (i % 5 != 0).then(|| country[i % 4]),
+                    )?;
+                }
+                tx.execute_batch(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000000)
+                     INSERT INTO ledger(peer, round, task, kind, tokens, compute_ms, accepted,
+                                        verified, result_hash, reason, ts_ms)
+                     SELECT 'peer-' || (i % 997), i % 50, i / 2,
+                            CASE WHEN i % 5 = 0 THEN 'verify' ELSE 'train' END,
+                            (i % 13) * 1024, i % 7919, (i % 11) <> 0,
+                            CASE i % 5 WHEN 0 THEN 'verifier' WHEN 1 THEN 'verified'
+                                       ELSE 'unchecked' END,
+                            NULL, NULL, i
+                     FROM n;",
+                )?;
+                // Verdicts change after the fact, singly and in bulk; a few rows go.
+                for task in (0..500_000).step_by(4_999) {
+                    let peer = format!("peer-{}", (2 * task) % 997);
+                    tx.set_ledger_verdict(task, &peer, "failed", false, Some("re-run"))?;
+                    tx.set_ledger_verified(task, &peer, "verified", true)?;
+                }
+                tx.execute_batch(
+                    "UPDATE ledger SET verified = 'failed', accepted = 0 WHERE id % 101 = 0;
+                     DELETE FROM ledger WHERE id % 100003 = 0;",
+                )?;
+                Ok(())
+            })
+            .unwrap();
+        let reference = rows_of(&state.conn, GROUP_BY_PEER);
+        assert_eq!(reference.len(), 997);
+        assert_eq!(totals_table(&state.conn), reference);
+        let totals = state.read().contributors().unwrap();
+        let rows: i64 = state
+            .conn
+            .query_row("SELECT COUNT(*) FROM ledger", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(totals.entries, rows as u64);
+        // The groupings agree with the ledger summed through `peers` in SQL.
+        for (group, key) in [
+            (ContributorGroup::Country, "p.country"),
+            (ContributorGroup::Organisation, "p.org"),
+        ] {
+            let sql = format!(
+                "SELECT {key}, COUNT(DISTINCT l.peer),
+                        SUM(CASE WHEN l.accepted = 1 THEN l.tokens ELSE 0 END),
+                        SUM(CASE WHEN l.verified = 'verified' THEN l.tokens ELSE 0 END),
+                        SUM(l.compute_ms), COUNT(*)
+                 FROM ledger l LEFT JOIN peers p ON p.peer = l.peer
+                 GROUP BY {key} ORDER BY 3 DESC, 1"
+            );
+            let mut stmt = state.conn.prepare(&sql).unwrap();
+            let expected: Vec<(Option<String>, u64, u64, u64, u64, u64)> = stmt
+                .query_map([], |r| {
+                    let n = |i| r.get::<_, i64>(i).map(|v| v as u64);
+                    Ok((r.get(0)?, n(1)?, n(2)?, n(3)?, n(4)?, n(5)?))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let got: Vec<_> = state
+                .read()
+                .contributions(group)
+                .unwrap()
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.key,
+                        c.peers,
+                        c.tokens,
+                        c.tokens_verified,
+                        c.compute_ms,
+                        c.results,
+                    )
+                })
+                .collect();
+            assert_eq!(got, expected, "{group:?}");
+        }
+    }
+
+    #[test]
+    fn a_write_lock_held_elsewhere_is_a_transient_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canopy.db");
+        let mut state = State::open(&path).unwrap();
+        state.set_busy_timeout(Duration::from_millis(50)).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other
+            .execute_batch("BEGIN IMMEDIATE; INSERT INTO meta(key, value) VALUES ('other', '1');")
+            .unwrap();
+        let busy = state.transaction(|tx| tx.set_meta("k", "v")).unwrap_err();
+        assert!(busy.is_transient(), "{busy}");
+        assert!(state.read().meta("k").unwrap().is_none());
+        other.execute_batch("COMMIT").unwrap();
+        state.transaction(|tx| tx.set_meta("k", "v")).unwrap();
+        // Real failures are not transient: a constraint, a damaged value, a read-only file.
+        let duplicate = state
+            .transaction(|tx| {
+                tx.open_round(0, &Digest::of(b"m"), None, 0)?;
+                tx.open_round(0, &Digest::of(b"m"), None, 0)
+            })
+            .unwrap_err();
+        assert!(!duplicate.is_transient(), "{duplicate}");
+        let corrupt = StateError::Corrupt {
+            what: "test",
+            reason: "damaged".into(),
+        };
+        assert!(!corrupt.is_transient());
+        let mut ro = State::open_read_only(&path).unwrap();
+        let read_only = ro.transaction(|tx| tx.set_meta("k", "w")).unwrap_err();
+        assert!(!read_only.is_transient(), "{read_only}");
+    }
+
+    #[test]
+    fn write_transactions_take_the_write_lock_when_they_begin() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canopy.db");
+        let mut state = State::open(&path).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(Duration::from_millis(50)).unwrap();
+        state
+            .transaction(|tx| {
+                // A transaction that reads before it writes: another connection's write in
+                // between must wait (and here time out), not invalidate this transaction.
+                tx.meta("k")?;
+                let theirs =
+                    other.execute("INSERT INTO meta(key, value) VALUES ('other', '1')", []);
+                match theirs {
+                    Err(e) => assert!(StateError::from(e).is_transient()),
+                    Ok(_) => panic!("another connection wrote inside a write transaction"),
+                }
+                tx.set_meta("k", "v")
+            })
+            .unwrap();
+        assert_eq!(state.read().meta("k").unwrap().as_deref(), Some("v"));
+        assert!(state.read().meta("other").unwrap().is_none());
     }
 }

@@ -38,6 +38,18 @@ pub struct NodeStatus {
     pub paused: bool,
     /// The workers' shared state (task, progress, results).
     pub worker: serde_json::Value,
+    /// Bytes in the chunk store.
+    #[serde(default)]
+    pub store_bytes: u64,
+    /// Objects the chunk store holds.
+    #[serde(default)]
+    pub store_objects: usize,
+    /// Objects this node announces as their provider.
+    #[serde(default)]
+    pub provider_records: usize,
+    /// Other peers' provider records this node keeps for the DHT.
+    #[serde(default)]
+    pub remote_provider_records: usize,
 }
 
 fn io(path: &Path, source: std::io::Error) -> NodeError {
@@ -129,6 +141,10 @@ mod tests {
             adapters: vec!["cpu".into()],
             paused: false,
             worker: serde_json::json!({"state": "idle"}),
+            store_bytes: 6,
+            store_objects: 7,
+            provider_records: 8,
+            remote_provider_records: 9,
         };
         write_status(dir.path(), &status).unwrap();
         assert_eq!(read_status(dir.path()).unwrap(), Some(status));

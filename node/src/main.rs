@@ -388,9 +388,10 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
     let runtimes = worker_runtimes(&config.gpus)?;
     let store =
         Arc::new(ChunkStore::open(dir, config.store_cap).context("opening the chunk store")?);
-    let (client, mut events, task) = network::start(keys.clone(), store, config.network.clone())
-        .await
-        .context("starting the swarm")?;
+    let (client, mut events, task) =
+        network::start(keys.clone(), store.clone(), config.network.clone())
+            .await
+            .context("starting the swarm")?;
     let started = Instant::now();
     let say = |line: String| {
         if !config.json {
@@ -500,6 +501,10 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
                     adapters: adapter_names.clone(),
                     paused,
                     worker: serde_json::to_value(&w).unwrap_or_default(),
+                    store_bytes: store.stats().bytes,
+                    store_objects: store.stats().objects,
+                    provider_records: status.provider_records,
+                    remote_provider_records: status.remote_provider_records,
                 };
                 if let Err(e) = control::write_status(dir, &file) {
                     tracing::warn!("writing the status file: {e}");

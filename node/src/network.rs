@@ -11,6 +11,7 @@ pub mod codec;
 mod event_loop;
 mod fetch;
 pub use fetch::Fetched;
+pub mod providers;
 mod scores;
 
 use std::collections::HashMap;
@@ -22,7 +23,7 @@ pub use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
 pub use self::behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, MODELS_TOPIC, TASKS_TOPIC};
-pub use self::scores::{BAN_THRESHOLD, Offence};
+pub use self::scores::{BAN_DURATION, BAN_THRESHOLD, Offence};
 use crate::error::NodeError;
 use crate::store::ChunkStore;
 
@@ -50,6 +51,11 @@ pub struct NetworkConfig {
     pub max_in_flight_per_peer: usize,
     /// How long to wait for a response.
     pub request_timeout: Duration,
+    /// Established connections, at most (incoming and outgoing together).
+    pub max_connections: u32,
+    /// Events queued for the application, at most; a request that finds the queue full is
+    /// answered "busy" at once.
+    pub event_queue: usize,
 }
 
 impl Default for NetworkConfig {
@@ -69,6 +75,8 @@ impl Default for NetworkConfig {
             serve_rate_bytes_per_sec: 64 << 20,
             max_in_flight_per_peer: 4,
             request_timeout: Duration::from_secs(20),
+            max_connections: 2048,
+            event_queue: 256,
         }
     }
 }
@@ -140,6 +148,14 @@ pub struct NetworkStatus {
     pub bytes_served: u64,
     /// Chunk bytes received and verified.
     pub bytes_fetched: u64,
+    /// Objects this peer announces as their provider in the DHT.
+    pub provider_records: usize,
+    /// Provider records of other peers this peer keeps for the DHT.
+    pub remote_provider_records: usize,
+    /// Requests from others waiting for this peer's answer.
+    pub pending_requests: usize,
+    /// Requests answered "busy" because the application could not take them.
+    pub refused_busy: u64,
 }
 
 pub(crate) enum Command {
@@ -157,6 +173,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<Fetched, NodeError>>,
     },
     Providers(Digest, oneshot::Sender<Vec<PeerId>>),
+    Release(Digest, oneshot::Sender<u64>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     RoutingTable(oneshot::Sender<Vec<PeerId>>),
     Scores(oneshot::Sender<HashMap<PeerId, i64>>),
@@ -203,7 +220,7 @@ pub async fn start(
     NodeError,
 > {
     let (commands_tx, commands_rx) = mpsc::channel(64);
-    let (events_tx, events_rx) = mpsc::channel(256);
+    let (events_tx, events_rx) = mpsc::channel(config.event_queue.max(1));
     let peer_id = keys.peer_id();
     let event_loop =
         event_loop::EventLoop::new(keys, store, config, commands_rx, events_tx).await?;
@@ -282,6 +299,12 @@ impl Client {
             reply,
         })
         .await?
+    }
+
+    /// Lets object `root` go: the chunk store deletes its chunks (those no held object shares)
+    /// and this peer stops providing it. Returns the bytes freed.
+    pub async fn release(&self, root: Digest) -> Result<u64, NodeError> {
+        self.ask(|reply| Command::Release(root, reply)).await
     }
 
     /// Looks up the peers that provide object `root` in the DHT (the whole lookup).

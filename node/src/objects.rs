@@ -243,6 +243,13 @@ fn compressed_difference(
         .map_err(|e| NodeError::BadObject(format!("compressing {what}: {e}")))
 }
 
+/// The largest encoded update of a model with `len` parameters, in bytes (every codec stays
+/// below it: f32 takes 4 bytes a value, sparse codecs at most 8 with their indices): the
+/// coordinator refuses a bigger manifest before fetching or allocating anything for it.
+pub fn max_update_len(len: usize) -> u64 {
+    8 * len as u64 + (64 << 10)
+}
+
 /// Decodes an update's bytes into `len` values; the codec's own checks apply (length,
 /// finiteness of the scales).
 pub fn update_values(bytes: &[u8], len: usize) -> Result<Vec<f32>, NodeError> {

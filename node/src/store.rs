@@ -2,6 +2,13 @@
 //! eviction of the least recently used chunks that no one has pinned. Every read is re-hashed, so
 //! a chunk damaged on disk is dropped and reported missing rather than served.
 //!
+//! Objects are *held* by root: storing an object holds it (its chunks cannot be evicted), and
+//! [`ChunkStore::release`] lets it go, deleting at once every chunk no other held object uses.
+//! The owner of an object (the coordinator's round, a node's worker) releases it once the run no
+//! longer needs it, so a run of thousands of rounds keeps only what is live on disk;
+//! [`ChunkStore::collect`] deletes everything not held (after a restart, once the live objects
+//! are held again).
+//!
 //! Layout: `<dir>/chunks/<first two hex digits>/<digest hex>`, written to a temporary file and
 //! renamed into place, so a crash never leaves a partial chunk under a valid name.
 
@@ -22,6 +29,8 @@ pub struct StoreStats {
     pub bytes: u64,
     /// Bytes held by pinned chunks.
     pub pinned_bytes: u64,
+    /// Objects held.
+    pub objects: usize,
     /// The size cap.
     pub cap: u64,
 }
@@ -36,6 +45,8 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Index {
     entries: HashMap<Digest, Entry>,
+    /// Objects held, by root, with their chunks (each chunk pinned once per holding object).
+    held: HashMap<Digest, Vec<Digest>>,
     bytes: u64,
     clock: u64,
 }
@@ -235,40 +246,119 @@ impl ChunkStore {
         }
     }
 
-    /// Pins every chunk of `manifest` that the store holds, so eviction leaves them alone.
-    pub fn pin(&self, manifest: &Manifest) {
+    /// Holds the object of `manifest` (idempotent): its chunks are pinned until
+    /// [`ChunkStore::release`]. Returns false, holding nothing, unless every chunk is here.
+    pub fn hold(&self, manifest: &Manifest) -> bool {
         let mut index = self.lock();
+        if index.held.contains_key(&manifest.root) {
+            return true;
+        }
+        if !manifest
+            .chunks
+            .iter()
+            .all(|id| index.entries.contains_key(id))
+        {
+            return false;
+        }
         for id in &manifest.chunks {
             if let Some(e) = index.entries.get_mut(id) {
                 e.pins += 1;
             }
         }
+        index.held.insert(manifest.root, manifest.chunks.clone());
+        true
     }
 
-    /// Releases one pin on every chunk of `manifest`.
-    pub fn unpin(&self, manifest: &Manifest) {
+    /// Whether the object `root` is held.
+    pub fn holds(&self, root: &Digest) -> bool {
+        self.lock().held.contains_key(root)
+    }
+
+    /// Lets the object `root` go: its chunks that no other held object uses are deleted now.
+    /// Returns the bytes freed (0 when the object was not held).
+    pub fn release(&self, root: &Digest) -> u64 {
+        let doomed = {
+            let mut index = self.lock();
+            let Some(chunks) = index.held.remove(root) else {
+                return 0;
+            };
+            let mut doomed = Vec::new();
+            for id in chunks {
+                if let Some(e) = index.entries.get_mut(&id) {
+                    e.pins = e.pins.saturating_sub(1);
+                    if e.pins == 0 {
+                        doomed.push(id);
+                    }
+                }
+            }
+            doomed
+        };
+        self.delete(&doomed)
+    }
+
+    /// Deletes every chunk that no held object uses; returns the bytes freed.
+    pub fn collect(&self) -> u64 {
+        let doomed: Vec<Digest> = self
+            .lock()
+            .entries
+            .iter()
+            .filter(|(_, e)| e.pins == 0)
+            .map(|(id, _)| *id)
+            .collect();
+        self.delete(&doomed)
+    }
+
+    /// Removes `ids` (unless pinned meanwhile) from the index and the disk.
+    fn delete(&self, ids: &[Digest]) -> u64 {
+        let mut freed = 0;
+        let mut removed = Vec::with_capacity(ids.len());
+        {
+            let mut index = self.lock();
+            for id in ids {
+                if index.entries.get(id).is_some_and(|e| e.pins == 0)
+                    && let Some(e) = index.entries.remove(id)
+                {
+                    index.bytes -= e.size;
+                    freed += e.size;
+                    removed.push(*id);
+                }
+            }
+        }
+        for id in removed {
+            let _ = std::fs::remove_file(self.path(&id));
+        }
+        freed
+    }
+
+    /// Stores every chunk of an object and holds it (see [`ChunkStore::hold`]).
+    pub fn put_object(&self, manifest: &Manifest, data: &[u8]) -> Result<(), NodeError> {
+        // Chunks already written for this object: pinned as they go, so that later chunks of
+        // the same object cannot evict earlier ones, and unpinned once the object is held.
+        let mut written: Vec<Digest> = Vec::with_capacity(manifest.chunks.len());
+        let result = (|| {
+            for (index, id) in manifest.chunks.iter().enumerate() {
+                let start = index * manifest.chunk_size as usize;
+                let chunk = data
+                    .get(start..start + manifest.chunk_len(index)?)
+                    .ok_or(NodeError::ChunkMismatch(*id))?;
+                self.put_verified(id, chunk)?;
+                if let Some(e) = self.lock().entries.get_mut(id) {
+                    e.pins += 1;
+                    written.push(*id);
+                }
+            }
+            Ok(())
+        })();
+        if result.is_ok() {
+            self.hold(manifest);
+        }
         let mut index = self.lock();
-        for id in &manifest.chunks {
+        for id in &written {
             if let Some(e) = index.entries.get_mut(id) {
                 e.pins = e.pins.saturating_sub(1);
             }
         }
-    }
-
-    /// Stores every chunk of an object and pins them.
-    pub fn put_object(&self, manifest: &Manifest, data: &[u8]) -> Result<(), NodeError> {
-        for (index, id) in manifest.chunks.iter().enumerate() {
-            let start = index * manifest.chunk_size as usize;
-            let chunk = data
-                .get(start..start + manifest.chunk_len(index)?)
-                .ok_or(NodeError::ChunkMismatch(*id))?;
-            self.put_verified(id, chunk)?;
-            // Pin as we go, so later chunks of the same object cannot evict earlier ones.
-            if let Some(e) = self.lock().entries.get_mut(id) {
-                e.pins += 1;
-            }
-        }
-        Ok(())
+        result
     }
 
     /// Whether every chunk of `manifest` is here.
@@ -304,6 +394,7 @@ impl ChunkStore {
             chunks: index.entries.len(),
             bytes: index.bytes,
             pinned_bytes: index.pinned_bytes(),
+            objects: index.held.len(),
             cap: self.cap,
         }
     }
@@ -393,9 +484,61 @@ mod tests {
             "{err}"
         );
         assert_eq!(store.get_object(&m).unwrap().unwrap(), object);
-        store.unpin(&m);
+        assert_eq!(store.release(&m.root), 3000);
         store.put(&data(2000, 5)).unwrap();
         assert!(!store.has_object(&m));
+    }
+
+    /// Issue 17, "disks fill": every stored object used to stay pinned for the life of the
+    /// process, so a run of many rounds filled the disk. A released object's chunks leave the
+    /// disk at once, a chunk shared with a still-held object stays, and a store reopened after
+    /// a restart collects what nothing holds again.
+    #[test]
+    fn released_objects_leave_the_disk_and_shared_chunks_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ChunkStore::open(dir.path(), 1 << 30).unwrap();
+        let shared_part = data(1024, 7);
+        let mut first = shared_part.clone();
+        first.extend(data(1024, 8));
+        let mut second = shared_part.clone();
+        second.extend(data(1024, 9));
+        let m1 = Manifest::build(ObjectKind::Update, &first, 1024, BTreeMap::new()).unwrap();
+        let m2 = Manifest::build(ObjectKind::Update, &second, 1024, BTreeMap::new()).unwrap();
+        // Storing an object twice holds it once.
+        store.put_object(&m1, &first).unwrap();
+        store.put_object(&m1, &first).unwrap();
+        store.put_object(&m2, &second).unwrap();
+        assert_eq!(store.stats().objects, 2);
+        assert_eq!(store.stats().bytes, 3 * 1024);
+        assert_eq!(store.release(&m1.root), 1024, "only m1's own chunk goes");
+        assert_eq!(store.release(&m1.root), 0, "released once");
+        assert!(store.has_object(&m2));
+        assert!(!store.path(&m1.chunks[1]).exists());
+        assert_eq!(store.release(&m2.root), 2048);
+        assert_eq!(store.stats().bytes, 0);
+        assert_eq!(store.stats().chunks, 0);
+
+        // Growth stays flat over many "rounds" of put, hold and release.
+        for round in 0..200u8 {
+            let object = data(4096, round);
+            let m = Manifest::build(ObjectKind::Update, &object, 1024, BTreeMap::new()).unwrap();
+            store.put_object(&m, &object).unwrap();
+            assert!(store.stats().bytes <= 4096);
+            store.release(&m.root);
+        }
+        assert_eq!(store.stats().bytes, 0);
+
+        // After a restart nothing is held: what is held again stays, the rest is collected.
+        store.put_object(&m1, &first).unwrap();
+        store.put_object(&m2, &second).unwrap();
+        drop(store);
+        let store = ChunkStore::open(dir.path(), 1 << 30).unwrap();
+        assert!(store.hold(&m2));
+        assert_eq!(store.collect(), 1024);
+        assert!(store.has_object(&m2) && !store.has_object(&m1));
+        let absent =
+            Manifest::build(ObjectKind::Update, &data(10, 1), 1024, BTreeMap::new()).unwrap();
+        assert!(!store.hold(&absent), "an object not all here is not held");
     }
 
     #[test]

@@ -108,6 +108,17 @@ pub struct WorkerConfig {
     pub memory_limit: Option<u64>,
 }
 
+/// Objects of past tasks (model versions and steps, updates, corpus chunks and results) a
+/// node keeps providing to others, at most; older ones are released, so a node's store does
+/// not grow with the rounds it has worked. Training shards are kept: they are the run's data.
+pub const RETAINED_OBJECTS: usize = 8;
+
+/// The reason a coordinator gives for a result it is too busy to judge now: the node sends
+/// the same result again shortly (its lease is still valid).
+pub const RESULT_BUSY: &str = "the coordinator is busy; send the result again shortly";
+/// Times a node sends a result again to a busy coordinator before giving up on it.
+const BUSY_RETRIES: u32 = 30;
+
 /// One worker on one adapter.
 pub struct Worker {
     client: Client,
@@ -117,6 +128,8 @@ pub struct Worker {
     shared: Arc<Shared>,
     /// The last model version fetched, reused by the next task of the same round.
     model: Option<(Digest, Arc<Params>)>,
+    /// Objects of recent tasks still provided, oldest first (see [`RETAINED_OBJECTS`]).
+    retained: std::collections::VecDeque<Digest>,
 }
 
 /// Why the worker stopped for good.
@@ -147,6 +160,25 @@ impl Worker {
             config,
             shared,
             model: None,
+            retained: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Keeps providing `root` for a while, releasing the oldest objects beyond
+    /// [`RETAINED_OBJECTS`].
+    pub(crate) async fn retain(&mut self, root: Digest) {
+        if self.retained.contains(&root) {
+            return;
+        }
+        self.retained.push_back(root);
+        while self.retained.len() > RETAINED_OBJECTS {
+            let Some(old) = self.retained.pop_front() else {
+                break;
+            };
+            match self.client.release(old).await {
+                Ok(freed) => tracing::debug!(object = %old.fmt_short(), freed, "released"),
+                Err(e) => tracing::debug!("releasing an old object: {e}"),
+            }
         }
     }
 
@@ -313,7 +345,24 @@ impl Worker {
                     output,
                     compute_ms,
                 });
-                match self.ask(round, result).await {
+                let mut answer = self.ask(round, result.clone()).await;
+                // A coordinator (or its swarm) too busy to take the result says so at once:
+                // send it again rather than lose the work.
+                for _ in 0..BUSY_RETRIES {
+                    let busy = match &answer {
+                        Ok(Message::ResultAck(ack)) => {
+                            !ack.accepted && ack.reason.as_deref() == Some(RESULT_BUSY)
+                        }
+                        Ok(Message::NoWork(_)) => true,
+                        _ => false,
+                    };
+                    if !busy {
+                        break;
+                    }
+                    self.sleep_unless_stopped(Duration::from_secs(1)).await;
+                    answer = self.ask(round, result.clone()).await;
+                }
+                match answer {
                     Ok(Message::ResultAck(ack)) => {
                         tracing::info!(task = task.0, accepted = ack.accepted, reason = ?ack.reason, "result acknowledged");
                         self.shared.update(|s| {
@@ -469,6 +518,12 @@ impl Worker {
                     None => Arc::new(self.full_model(spec.model).await?),
                 };
                 self.model = Some((spec.model, params.clone()));
+                // What this node fetched of the version (its step, or its weights) stays
+                // provided for peers a while, then goes.
+                if let Some(delta) = spec.model_delta {
+                    self.retain(delta.delta).await;
+                }
+                self.retain(spec.model).await;
                 params
             }
         };
@@ -534,6 +589,7 @@ impl Worker {
             spec.model_version,
         )?;
         self.client.provide(signed.clone(), bytes).await?;
+        self.retain(signed.manifest().root).await;
         Ok(Some((
             TrainOutput {
                 update: signed,

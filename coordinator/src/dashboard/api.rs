@@ -286,7 +286,9 @@ fn read_status(r: &Reader<'_>, info: &ProjectInfo) -> Result<Status, ApiError> {
         train_loss: last.and_then(|x| x.train_loss),
         eval_loss: last.and_then(|x| x.eval_loss),
         tokens_per_sec: active.iter().filter_map(|p| p.tokens_per_sec).sum(),
-        tokens_total: contributors.iter().map(|c| c.tokens).sum(),
+        tokens_total: contributors
+            .iter()
+            .fold(0u64, |n, c| n.saturating_add(c.tokens)),
         peers: peers.len() as u64,
         peers_active: active.len() as u64,
         bytes_in: rounds.iter().map(|x| x.bytes_in).sum(),

@@ -42,6 +42,12 @@ pub struct Metrics {
     banned_peers: Gauge,
     active_leases: Gauge,
     paused: Gauge,
+    /// Bytes in the coordinator's chunk store.
+    pub store_bytes: Gauge,
+    /// Objects the coordinator announces as their provider in the DHT.
+    pub provider_records: Gauge,
+    /// Requests from peers waiting for an answer.
+    pub pending_requests: Gauge,
     marks: (AtomicU64, AtomicU64),
 }
 
@@ -92,6 +98,9 @@ impl Metrics {
             banned_peers: Gauge::default(),
             active_leases: Gauge::default(),
             paused: Gauge::default(),
+            store_bytes: Gauge::default(),
+            provider_records: Gauge::default(),
+            pending_requests: Gauge::default(),
             marks: (AtomicU64::new(0), AtomicU64::new(0)),
         };
         registry.register(
@@ -148,6 +157,21 @@ impl Metrics {
         registry.register("banned_peers", "Banned peers", m.banned_peers.clone());
         registry.register("active_leases", "Leases held now", m.active_leases.clone());
         registry.register("paused", "1 while the project is paused", m.paused.clone());
+        registry.register(
+            "store_bytes",
+            "Bytes in the coordinator's chunk store",
+            m.store_bytes.clone(),
+        );
+        registry.register(
+            "provider_records",
+            "Objects the coordinator provides in the DHT",
+            m.provider_records.clone(),
+        );
+        registry.register(
+            "pending_requests",
+            "Requests from peers waiting for an answer",
+            m.pending_requests.clone(),
+        );
         Self { registry, ..m }
     }
 

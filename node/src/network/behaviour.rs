@@ -5,12 +5,18 @@ use std::time::Duration;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
-    StreamProtocol, allow_block_list, autonat, dcutr, gossipsub, identify, identity, kad, mdns,
-    ping, relay, request_response,
+    StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify,
+    identity, kad, mdns, ping, relay, request_response,
 };
 
 use super::NetworkConfig;
 use super::codec::{CanopyCodec, PROTOCOL};
+use super::providers::{ProviderLimits, ProviderStore};
+
+/// Connections one peer may hold with this one, at most.
+const MAX_CONNECTIONS_PER_PEER: u32 = 4;
+/// Connections being set up (handshakes in progress), at most, each way.
+const MAX_PENDING_CONNECTIONS: u32 = 256;
 
 /// Kademlia protocol of the Canopy DHT (separate from the public IPFS DHT).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/canopy/kad/1.0.0");
@@ -25,10 +31,11 @@ pub const TASKS_TOPIC: &str = "canopy/tasks/1";
 /// libp2p protocols, so any libp2p implementation can identify and ping a Canopy node.
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    pub(crate) limits: connection_limits::Behaviour,
     pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) identify: identify::Behaviour,
     pub(crate) ping: ping::Behaviour,
-    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) kad: kad::Behaviour<ProviderStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) canopy: request_response::Behaviour<CanopyCodec>,
     pub(crate) relay_client: relay::client::Behaviour,
@@ -51,8 +58,8 @@ impl Behaviour {
         );
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config.set_query_timeout(Duration::from_secs(30));
-        let mut kad =
-            kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        let store = ProviderStore::new(peer_id, ProviderLimits::default());
+        let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
         if config.kad_server {
             kad.set_mode(Some(kad::Mode::Server));
         }
@@ -84,7 +91,13 @@ impl Behaviour {
         } else {
             None
         };
+        let limits = connection_limits::ConnectionLimits::default()
+            .with_max_established(Some(config.max_connections))
+            .with_max_established_per_peer(Some(MAX_CONNECTIONS_PER_PEER))
+            .with_max_pending_incoming(Some(MAX_PENDING_CONNECTIONS))
+            .with_max_pending_outgoing(Some(MAX_PENDING_CONNECTIONS));
         Ok(Self {
+            limits: connection_limits::Behaviour::new(limits),
             blocked: allow_block_list::Behaviour::default(),
             identify,
             ping: ping::Behaviour::default(),

@@ -16,6 +16,9 @@ pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/canopy/1");
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CanopyCodec;
 
+/// What a frame's buffer starts with before its bytes arrive.
+const INITIAL_FRAME_CAPACITY: usize = 64 << 10;
+
 /// Reads one length-prefixed frame of at most `max` bytes.
 pub async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
@@ -27,8 +30,16 @@ pub async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Res
             format!("frame of {len} bytes exceeds the limit of {max}"),
         ));
     }
-    let mut frame = vec![0u8; len];
-    io.read_exact(&mut frame).await?;
+    // Grow with what arrives rather than allocating what the prefix claims: a peer that
+    // announces 17 MiB and sends nothing costs nothing.
+    let mut frame = Vec::with_capacity(len.min(INITIAL_FRAME_CAPACITY));
+    io.take(len as u64).read_to_end(&mut frame).await?;
+    if frame.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame ended after {} of {len} bytes", frame.len()),
+        ));
+    }
     Ok(frame)
 }
 
@@ -119,5 +130,17 @@ mod tests {
                 b"hello"
             );
         }
+    }
+
+    /// Issue 17: a frame used to allocate the full length its prefix claimed before a byte of
+    /// it arrived; now it grows with what arrives, and a short frame is an error.
+    #[tokio::test]
+    async fn a_claimed_length_is_not_allocated_before_the_bytes_arrive() {
+        let mut frame = (MAX_FRAME_LEN as u32).to_le_bytes().to_vec();
+        frame.extend([7u8; 100]);
+        let mut reader = Cursor::new(frame);
+        let err = read_frame(&mut reader, MAX_FRAME_LEN).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
+        assert!(err.to_string().contains("after 100 of"), "{err}");
     }
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use canopy_protocol::messages::{ChunkRequest, ChunkResponse, ManifestResponse};
+use canopy_protocol::messages::{ChunkRequest, ChunkResponse, ManifestResponse, NoWork};
 use canopy_protocol::{Digest, Envelope, Keypair, Message};
 use futures::StreamExt;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
@@ -24,6 +24,8 @@ use crate::store::ChunkStore;
 
 /// Requests from others waiting for the application's answer, at most.
 const MAX_PENDING_INBOUND: usize = 1024;
+/// How often the event loop withdraws the provider records of objects the store let go.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
 /// Peers whose serving rate is tracked, at most.
 const MAX_RATE_BUCKETS: usize = 4096;
 /// Manifests of provided objects kept to answer manifest requests, at most (oldest go first).
@@ -69,6 +71,10 @@ pub(crate) struct EventLoop {
     bytes_served: u64,
     bytes_fetched: u64,
     dropped_events: u64,
+    /// Requests answered "busy" because the application's queue was full.
+    refused_busy: u64,
+    /// When provider records of released objects were last withdrawn.
+    swept_at: Instant,
     /// Bootstrap peers, by id, to redial when none of them is connected.
     bootstrap_peers: Vec<PeerId>,
     /// When the bootstrap peers may be dialled again, and the wait after that (doubling up to
@@ -182,6 +188,8 @@ impl EventLoop {
             bytes_served: 0,
             bytes_fetched: 0,
             dropped_events: 0,
+            refused_busy: 0,
+            swept_at: Instant::now(),
             bootstrap_peers: Vec::new(),
             redial_at: Instant::now() + REDIAL_MIN,
             redial_backoff: REDIAL_MIN,
@@ -194,6 +202,10 @@ impl EventLoop {
             .iter()
             .filter_map(|a| split_peer(a).map(|(p, _)| p))
             .collect();
+        // A node never bans the coordinator (or other bootstrap peer) it joined through.
+        for peer in this.bootstrap_peers.clone() {
+            this.scores.protect(peer);
+        }
         for addr in this.config.bootstrap.clone() {
             if let Err(e) = this.dial(addr.clone()) {
                 tracing::warn!(%addr, "bootstrap peer: {e}");
@@ -265,7 +277,8 @@ impl EventLoop {
         }
     }
 
-    fn emit(&mut self, event: NetworkEvent) {
+    /// Queues `event` for the application; false (and counted) when its queue is full.
+    fn emit(&mut self, event: NetworkEvent) -> bool {
         if self.events.try_send(event).is_err() {
             self.dropped_events += 1;
             if self.dropped_events.is_power_of_two() {
@@ -274,11 +287,13 @@ impl EventLoop {
                     "event queue full; events dropped"
                 );
             }
+            return false;
         }
+        true
     }
 
     fn penalise(&mut self, peer: PeerId, offence: Offence) {
-        if self.scores.penalise(peer, offence) {
+        if self.scores.penalise(peer, offence, Instant::now()) {
             tracing::warn!(%peer, "peer banned");
             self.swarm.behaviour_mut().blocked.block_peer(peer);
             self.swarm.behaviour_mut().kad.remove_peer(&peer);
@@ -333,6 +348,17 @@ impl EventLoop {
                 self.queries
                     .insert(id, QueryPurpose::FindProviders(Vec::new(), reply));
             }
+            Command::Release(root, reply) => {
+                let freed = self.store.release(&root);
+                self.swarm
+                    .behaviour_mut()
+                    .kad
+                    .stop_providing(&provider_key(&root));
+                if self.provided.remove(&root).is_some() {
+                    self.provided_order.retain(|r| *r != root);
+                }
+                let _ = reply.send(freed);
+            }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
             }
@@ -356,7 +382,14 @@ impl EventLoop {
                     .kbuckets()
                     .map(|b| b.num_entries())
                     .sum();
+                let records = self.swarm.behaviour_mut().kad.store_mut();
+                let (provider_records, remote_provider_records) =
+                    (records.local_count(), records.remote_count());
                 let _ = reply.send(NetworkStatus {
+                    provider_records,
+                    remote_provider_records,
+                    pending_requests: self.inbound.len(),
+                    refused_busy: self.refused_busy,
                     peer_id: self.swarm.local_peer_id().to_string(),
                     listen_addrs: self.listen_addrs().iter().map(|a| a.to_string()).collect(),
                     connected: self.swarm.connected_peers().count(),
@@ -483,6 +516,7 @@ impl EventLoop {
         if self.store.has_object(&manifest)
             && let Ok(Some(data)) = self.store.get_object(&manifest)
         {
+            self.store.hold(&manifest);
             let _ = reply.send(Ok(Fetched {
                 data,
                 sources: HashMap::new(),
@@ -630,6 +664,16 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         self.redial_bootstrap();
+        // Requests whose peer gave up (its stream timed out or closed) free their slot.
+        self.inbound.retain(|_, channel| channel.is_open());
+        for peer in self.scores.recover(Instant::now()) {
+            tracing::info!(%peer, "ban lifted");
+            self.swarm.behaviour_mut().blocked.unblock_peer(peer);
+        }
+        if self.swept_at.elapsed() >= SWEEP_EVERY {
+            self.swept_at = Instant::now();
+            self.withdraw_released();
+        }
         let waiting: Vec<u64> = self
             .fetches
             .iter()
@@ -657,6 +701,38 @@ impl EventLoop {
                     ),
                 );
             }
+        }
+    }
+
+    /// Stops providing the objects the chunk store no longer holds (released as superseded,
+    /// or never fully stored), so provider records and kept manifests follow what is live.
+    fn withdraw_released(&mut self) {
+        let gone: Vec<kad::RecordKey> = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .local_keys()
+            .filter(|key| {
+                <[u8; 32]>::try_from(key.as_ref())
+                    .map(Digest::from_bytes)
+                    .is_ok_and(|root| !self.store.holds(&root))
+            })
+            .cloned()
+            .collect();
+        for key in &gone {
+            self.swarm.behaviour_mut().kad.stop_providing(key);
+        }
+        let store = &self.store;
+        self.provided.retain(|root, _| store.holds(root));
+        let provided = &self.provided;
+        self.provided_order
+            .retain(|root| provided.contains_key(root));
+        if !gone.is_empty() {
+            tracing::debug!(
+                withdrawn = gone.len(),
+                "provider records of released objects withdrawn"
+            );
         }
     }
 
@@ -689,7 +765,9 @@ impl EventLoop {
                 peer_id,
                 num_established: 0,
                 ..
-            } => self.emit(NetworkEvent::PeerDisconnected(peer_id)),
+            } => {
+                self.emit(NetworkEvent::PeerDisconnected(peer_id));
+            }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             other => tracing::trace!(?other, "swarm event"),
         }
@@ -830,12 +908,14 @@ impl EventLoop {
                 Ok((round, msg))
             });
         match verdict {
-            Ok((round, msg)) => self.emit(NetworkEvent::Gossip {
-                sender: source,
-                topic,
-                message: msg,
-                round,
-            }),
+            Ok((round, msg)) => {
+                self.emit(NetworkEvent::Gossip {
+                    sender: source,
+                    topic,
+                    message: msg,
+                    round,
+                });
+            }
             Err(offence) => self.penalise(source, offence),
         }
     }
@@ -927,12 +1007,24 @@ impl EventLoop {
                 let id = self.next_inbound;
                 self.next_inbound += 1;
                 self.inbound.insert(id, channel);
-                self.emit(NetworkEvent::Request {
+                let queued = self.emit(NetworkEvent::Request {
                     peer,
                     id,
                     round,
                     message,
                 });
+                // A request the application will never see must not stay stored (a full
+                // queue used to leak its slot until, 1,024 drops later, nothing was answered):
+                // it is answered at once with "busy, ask again".
+                if !queued && let Some(channel) = self.inbound.remove(&id) {
+                    self.refused_busy += 1;
+                    let busy = Message::NoWork(NoWork {
+                        retry_after_ms: 1000,
+                        reason: "the peer is busy; ask again shortly".into(),
+                        join_first: false,
+                    });
+                    self.send_sealed(channel, round, &busy, "a request while busy");
+                }
             }
         }
     }

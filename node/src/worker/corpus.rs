@@ -71,6 +71,8 @@ impl Worker {
         let root = manifest.root;
         let signed = manifest.sign(&self.keys)?;
         self.client.provide(signed, bytes).await?;
+        self.retain(spec.chunk).await;
+        self.retain(root).await;
         tracing::info!(
             task,
             chunk = %spec.chunk.fmt_short(),

@@ -9,5 +9,6 @@ mod corpus_swarm;
 mod dashboard;
 mod demo;
 mod interop;
+mod limits;
 mod node_cli;
 mod swarm;
