@@ -521,7 +521,7 @@ impl SwarmBuild {
                 if state.read().paused()? {
                     return Ok(no_work(5_000, "the project is paused by its coordinator"));
                 }
-                let active = datacenter_active(&state.read().peers()?, now);
+                let active = datacenter_active(&state.read(), now)?;
                 let build = self.build;
                 let config = &self.config.scheduling;
                 match state.transaction(|tx| grant(tx, config, build, &p, now, active))? {

@@ -69,31 +69,31 @@ pub fn grant(
     if tx.active_leases(Some(&peer.peer))?.len() >= peer.slots.max(1) as usize {
         return Ok(Err(NoTask::Busy));
     }
-    let datacenter = peer.tier == DATACENTER;
-    // Open tasks come reopened first, then by id.
+    if peer.tier != DATACENTER {
+        // A volunteer takes the first task in grant order it may take: one indexed lookup,
+        // however many tasks are open.
+        let Some(task) = tx.first_open_task(round, datacenter_active)? else {
+            return Ok(Err(NoTask::Nothing));
+        };
+        return granted(tx, config, peer, task, now_ms);
+    }
+    // A datacenter node takes the highest-ranked task (reopened ones, then re-run checks),
+    // never a check of its own work. Open tasks come reopened first, then by id.
     let open = tx.tasks(Some(round), "open")?;
     let mut best: Option<&TaskRecord> = None;
     for task in &open {
-        if task.kind == VERIFY {
-            if !datacenter {
-                continue;
-            }
-            // Never verify one's own work.
-            if let Some(original) = task.verifies
-                && tx
-                    .leases_of_task(original)?
-                    .iter()
-                    .any(|l| l.peer == peer.peer)
-            {
-                continue;
-            }
-        }
-        if !datacenter && task.reopened && datacenter_active {
+        if task.kind == VERIFY
+            && let Some(original) = task.verifies
+            && tx
+                .leases_of_task(original)?
+                .iter()
+                .any(|l| l.peer == peer.peer)
+        {
             continue;
         }
         let rank = |t: &TaskRecord| (t.reopened, t.kind == VERIFY);
         best = match best {
-            Some(b) if datacenter && rank(task) > rank(b) => Some(task),
+            Some(b) if rank(task) > rank(b) => Some(task),
             Some(b) => Some(b),
             None => Some(task),
         };
@@ -101,6 +101,17 @@ pub fn grant(
     let Some(task) = best.cloned() else {
         return Ok(Err(NoTask::Nothing));
     };
+    granted(tx, config, peer, task, now_ms)
+}
+
+/// Records `peer`'s lease on `task`.
+fn granted(
+    tx: &Tx<'_>,
+    config: &SchedulingConfig,
+    peer: &PeerRecord,
+    task: TaskRecord,
+    now_ms: u64,
+) -> Result<std::result::Result<Granted, NoTask>> {
     let expires_ms = now_ms + lease_ms(config, peer, task.tokens);
     let lease = tx.insert_lease(task.id, &peer.peer, now_ms, expires_ms)?;
     Ok(Ok(Granted {

@@ -27,6 +27,13 @@ use crate::state::{CORPUS, CORPUS_CHECK, LedgerClaim, PeerRecord, ResultRecord, 
 
 /// A datacenter node counts as active this long after it was last heard from.
 const ACTIVE_MS: u64 = 60_000;
+/// How often a peer asks again while a round closes, when few peers are about.
+const CLOSING_RETRY_MS: u64 = 500;
+/// Requests a second the coordinator aims to get from peers that are only waiting, however
+/// many there are (see [`waiting_retry_ms`]).
+const WAITING_REQUESTS_PER_SEC: u64 = 100;
+/// How stale a peer's recorded last contact may get before a request of its updates it.
+const LAST_SEEN_STEP_MS: u64 = 10_000;
 /// How long the coordinator waits for an update's chunks.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
 /// Results being judged or waiting to be, at most; beyond it a result is answered "busy" at
@@ -76,6 +83,9 @@ pub struct Service {
     judging_at_once: Arc<tokio::sync::Semaphore>,
     /// Whether a round is closing (in the background: requests are answered meanwhile).
     closing: bool,
+    /// Peers heard from in the last minute, as of the last tick: how many may be waiting
+    /// together (see [`waiting_retry_ms`]).
+    active_peers: u64,
 }
 
 /// A round close running on a blocking thread.
@@ -113,6 +123,7 @@ impl Service {
             judging: Arc::new(tokio::sync::Semaphore::new(MAX_JUDGING)),
             judging_at_once: Arc::new(tokio::sync::Semaphore::new(MAX_JUDGING_AT_ONCE)),
             closing: false,
+            active_peers: 0,
         };
         for root in service.project.shards.clone() {
             service.provide(&root).await?;
@@ -247,6 +258,9 @@ impl Service {
             let mut state = project.state();
             let expired = state.transaction(|tx| scheduler::expire(tx, now))?;
             project.metrics.lease_expiries.inc_by(expired.len() as u64);
+            self.active_peers = state
+                .read()
+                .peers_seen_since(None, (now + 1).saturating_sub(ACTIVE_MS))?;
             for lease in expired {
                 tracing::info!(lease = lease.id, task = lease.task, peer = %lease.peer, "lease expired; task reopened");
             }
@@ -293,7 +307,7 @@ impl Service {
             return Ok(true);
         }
         // Open verification tasks hold the round only while a datacenter node can run them.
-        let verifiers = datacenter_active(&r.peers()?, now);
+        let verifiers = datacenter_active(&r, now)?;
         let mut busy = false;
         for status in ["open", "leased"] {
             busy |= r
@@ -412,7 +426,7 @@ impl Service {
                 }
                 if self.closing {
                     return Ok(no_work(
-                        500,
+                        waiting_retry_ms(CLOSING_RETRY_MS, self.active_peers),
                         "the round is closing; the next opens shortly",
                         false,
                     ));
@@ -424,7 +438,7 @@ impl Service {
                         false,
                     ));
                 }
-                let active = datacenter_active(&state.read().peers()?, now);
+                let active = datacenter_active(&state.read(), now)?;
                 let granted = state.transaction(|tx| {
                     scheduler::grant(
                         tx,
@@ -449,7 +463,10 @@ impl Service {
                         false,
                     ),
                     Err(NoTask::Nothing) => no_work(
-                        project.config.scheduling.idle_retry_ms,
+                        waiting_retry_ms(
+                            u64::from(project.config.scheduling.idle_retry_ms),
+                            self.active_peers,
+                        ),
                         "no task open now; waiting for the round to close",
                         false,
                     ),
@@ -480,8 +497,16 @@ pub fn answer_peer(
     message: Message,
 ) -> Result<Answered, crate::state::StateError> {
     let key = key.to_string();
-    state.transaction(|tx| tx.touch_peer(&key, now))?;
-    let known = state.read().peer(&key)?;
+    let mut known = state.read().peer(&key)?;
+    // Noting every contact would write (and sync) the database on every request; a peer's
+    // last contact is kept to within LAST_SEEN_STEP_MS, far finer than what reads it (a
+    // peer is active when heard from in the last minute).
+    if let Some(p) = known.as_mut()
+        && now.saturating_sub(p.last_seen_ms) >= LAST_SEEN_STEP_MS
+    {
+        state.transaction(|tx| tx.touch_peer(&key, now))?;
+        p.last_seen_ms = now;
+    }
     let mut joined = None;
     let reply = match message {
         Message::Join(join) => {
@@ -606,6 +631,24 @@ pub(crate) fn unknown_peer(key: &str) -> PeerRecord {
     }
 }
 
+/// How long a peer that is only waiting (for a task to open, for the round to close) is asked
+/// to wait before it asks again: `base_ms`, stretched when `active` peers are about so that
+/// together they send about [`WAITING_REQUESTS_PER_SEC`] such requests a second, and jittered
+/// by ±25 % so that peers turned away together do not come back together. At most a minute.
+pub fn waiting_retry_ms(base_ms: u64, active: u64) -> u32 {
+    use rand::{Rng, SeedableRng};
+    // Jitter needs no secrecy: a generator seeded from a counter and the clock.
+    static DRAWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let draw = DRAWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(draw ^ now_ms().rotate_left(32));
+    let spread = active.saturating_mul(1000) / WAITING_REQUESTS_PER_SEC;
+    let ms = base_ms
+        .max(spread)
+        .saturating_mul(rng.random_range(75..=125))
+        / 100;
+    ms.min(60_000) as u32
+}
+
 fn no_work(retry_after_ms: u32, reason: &str, join_first: bool) -> Message {
     Message::NoWork(NoWork {
         retry_after_ms,
@@ -614,11 +657,13 @@ fn no_work(retry_after_ms: u32, reason: &str, join_first: bool) -> Message {
     })
 }
 
-/// Whether a datacenter node was heard from in the last minute.
-pub fn datacenter_active(peers: &[PeerRecord], now: u64) -> bool {
-    peers.iter().any(|p| {
-        p.tier == DATACENTER && !p.banned && now.saturating_sub(p.last_seen_ms) < ACTIVE_MS
-    })
+/// Whether a datacenter node that is not banned was heard from in the last minute (one
+/// indexed count, however many peers the project has).
+pub fn datacenter_active(
+    r: &crate::state::Reader<'_>,
+    now: u64,
+) -> Result<bool, crate::state::StateError> {
+    Ok(r.peers_seen_since(Some(DATACENTER), (now + 1).saturating_sub(ACTIVE_MS))? > 0)
 }
 
 /// A refusal, with the reputation counter it feeds.
@@ -1145,4 +1190,26 @@ async fn check_fetched(
         ));
     }
     Ok(Checked::Accepted(Box::new(record), None))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thousand waiting peers polling every second would swamp the coordinator: the retry
+    /// interval stretches with the peers about, and stays jittered and bounded.
+    #[test]
+    fn waiting_peers_are_spread_out_as_their_number_grows() {
+        for _ in 0..200 {
+            let few = u64::from(waiting_retry_ms(1000, 4));
+            assert!((750..=1250).contains(&few), "{few}");
+            let many = u64::from(waiting_retry_ms(1000, 1000));
+            let spread = 1000 * 1000 / WAITING_REQUESTS_PER_SEC;
+            assert!((spread * 3 / 4..=spread * 5 / 4).contains(&many), "{many}");
+            assert!(waiting_retry_ms(1000, u64::MAX) <= 60_000);
+        }
+        let draws: std::collections::BTreeSet<u32> =
+            (0..50).map(|_| waiting_retry_ms(1000, 0)).collect();
+        assert!(draws.len() > 10, "not jittered: {draws:?}");
+    }
 }

@@ -102,6 +102,7 @@ CREATE TABLE IF NOT EXISTS peers (
     peer TEXT PRIMARY KEY, tier TEXT NOT NULL, name TEXT, org TEXT, country TEXT,
     reputation INTEGER NOT NULL, banned INTEGER NOT NULL DEFAULT 0, tokens_per_sec REAL,
     slots INTEGER NOT NULL DEFAULT 1, joined_ms INTEGER NOT NULL, last_seen_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS peers_seen ON peers(tier, last_seen_ms);
 CREATE TABLE IF NOT EXISTS allowlist (peer TEXT PRIMARY KEY, tier TEXT NOT NULL, added_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
     id INTEGER PRIMARY KEY, round INTEGER NOT NULL, kind TEXT NOT NULL, spec BLOB NOT NULL,
@@ -109,11 +110,13 @@ CREATE TABLE IF NOT EXISTS tasks (
     tokens INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS tasks_status ON tasks(status);
 CREATE INDEX IF NOT EXISTS tasks_round ON tasks(round, status);
+CREATE INDEX IF NOT EXISTS tasks_grant ON tasks(round, status, reopened DESC, id);
 CREATE TABLE IF NOT EXISTS leases (
     id INTEGER PRIMARY KEY, task INTEGER NOT NULL, peer TEXT NOT NULL, granted_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL, status TEXT NOT NULL, progress INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS leases_status ON leases(status);
 CREATE INDEX IF NOT EXISTS leases_task ON leases(task);
+CREATE INDEX IF NOT EXISTS leases_peer ON leases(peer, status);
 CREATE TABLE IF NOT EXISTS results (
     lease INTEGER PRIMARY KEY, task INTEGER NOT NULL, peer TEXT NOT NULL, round INTEGER NOT NULL,
     update_root TEXT, norm REAL, train_loss REAL, tokens INTEGER NOT NULL, status TEXT NOT NULL,
@@ -780,6 +783,24 @@ impl $t {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Peers of `tier` (any tier when `None`) that are not banned and were heard from at or
+    /// after `since_ms`: one indexed count, not a scan of every peer.
+    pub fn peers_seen_since(&self, tier: Option<&str>, since_ms: u64) -> Result<u64> {
+        let n: i64 = match tier {
+            Some(tier) => self.c().query_row(
+                "SELECT COUNT(*) FROM peers WHERE tier = ?1 AND last_seen_ms >= ?2 AND banned = 0",
+                params![tier, since_ms as i64],
+                |r| r.get(0),
+            )?,
+            None => self.c().query_row(
+                "SELECT COUNT(*) FROM peers WHERE last_seen_ms >= ?1 AND banned = 0",
+                [since_ms as i64],
+                |r| r.get(0),
+            )?,
+        };
+        Ok(n.max(0) as u64)
+    }
+
     /// The tier `peer` is allowlisted for.
     pub fn allowlisted(&self, peer: &str) -> Result<Option<String>> {
         Ok(self
@@ -828,6 +849,23 @@ impl $t {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The first open task of `round` in grant order (reopened first, then by id) that is not
+    /// a re-run check, and not a reopened task when `skip_reopened`: what a volunteer is
+    /// granted, found through an index without loading the other open tasks.
+    pub fn first_open_task(&self, round: u64, skip_reopened: bool) -> Result<Option<TaskRecord>> {
+        Ok(self
+            .c()
+            .query_row(
+                &format!(
+                    "{TASK_SELECT} WHERE round = ?1 AND status = 'open' AND kind != ?2
+                     AND (?3 = 0 OR reopened = 0) ORDER BY reopened DESC, id LIMIT 1"
+                ),
+                params![round as i64, VERIFY, skip_reopened],
+                task_row,
+            )
+            .optional()?)
+    }
+
     /// A lease.
     pub fn lease(&self, id: u64) -> Result<Option<LeaseRecord>> {
         Ok(self
@@ -838,9 +876,15 @@ impl $t {
 
     /// Active leases (of `peer`, when given).
     pub fn active_leases(&self, peer: Option<&str>) -> Result<Vec<LeaseRecord>> {
-        let mut stmt = self.c().prepare(&format!(
-            "{LEASE_SELECT} WHERE status = 'active' AND (?1 IS NULL OR peer = ?1) ORDER BY id"
-        ))?;
+        // Two statements, so that a peer's leases are found through its index.
+        let mut stmt = match peer {
+            Some(_) => self.c().prepare_cached(&format!(
+                "{LEASE_SELECT} WHERE peer = ?1 AND status = 'active' ORDER BY id"
+            ))?,
+            None => self.c().prepare_cached(&format!(
+                "{LEASE_SELECT} WHERE status = 'active' AND ?1 IS NULL ORDER BY id"
+            ))?,
+        };
         let rows = stmt.query_map(params![peer], lease_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

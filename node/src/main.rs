@@ -388,6 +388,16 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
     let runtimes = worker_runtimes(&config.gpus)?;
     let store =
         Arc::new(ChunkStore::open(dir, config.store_cap).context("opening the chunk store")?);
+    // Nothing is held yet: what an earlier run of this node kept (its last tasks' objects,
+    // shards) is not known to be needed, and would otherwise stay until the cap forced it out.
+    // Shards come back on demand.
+    let freed = store.collect();
+    if freed > 0 {
+        tracing::info!(
+            bytes = freed,
+            "deleted what an earlier run left in the chunk store"
+        );
+    }
     let (client, mut events, task) =
         network::start(keys.clone(), store.clone(), config.network.clone())
             .await

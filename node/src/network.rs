@@ -27,6 +27,15 @@ pub use self::scores::{BAN_DURATION, BAN_THRESHOLD, Offence};
 use crate::error::NodeError;
 use crate::store::ChunkStore;
 
+/// The reason a peer gives, in a `NoWork`, for a request its application had no room for: the
+/// request was not seen, and may be sent again shortly.
+pub const PEER_BUSY: &str = "the peer is busy; ask again shortly";
+
+/// Whether `message` is a peer's "busy, ask again" answer ([`PEER_BUSY`]).
+pub fn is_busy(message: &Message) -> bool {
+    matches!(message, Message::NoWork(none) if none.reason == PEER_BUSY)
+}
+
 /// How a peer's swarm is set up.
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {

@@ -41,11 +41,20 @@ pub enum HarnessError {
     },
 }
 
-static BUILD_LOCK: Mutex<()> = Mutex::new(());
+/// The binaries built so far by this test process, by package and name: a binary is built
+/// once per run, so that restarting a process mid-test neither waits for cargo's lock nor
+/// picks up sources edited since the test started.
+static BUILT: Mutex<Vec<(String, String, PathBuf)>> = Mutex::new(Vec::new());
 
 /// The path of workspace binary `bin` of package `package`, built in the profile of the
-/// running test (so `cargo test --release` tests release binaries).
+/// running test (so `cargo test --release` tests release binaries). Built on the first call
+/// for each binary; later calls return the same path.
 pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
+    // Held across the build: two tests asking for the same binary build it once.
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, path)) = built.iter().find(|(p, b, _)| p == package && b == bin) {
+        return Ok(path.clone());
+    }
     let exe = std::env::current_exe().map_err(|source| HarnessError::Io {
         program: "current_exe".into(),
         source,
@@ -64,7 +73,6 @@ pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
     let target_dir = profile_dir
         .parent()
         .ok_or_else(|| HarnessError::TargetDir(exe.clone()))?;
-    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .args([
@@ -92,7 +100,9 @@ pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    Ok(profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX)))
+    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    built.push((package.to_owned(), bin.to_owned(), path.clone()));
+    Ok(path)
 }
 
 /// Runs `command` to completion, killing it after `timeout`.

@@ -1,5 +1,6 @@
 //! A minimal HTTP/1.1 client over `std::net::TcpStream` for talking to the coordinator's
-//! dashboard in tests (one request per connection; `Content-Length` and chunked bodies).
+//! dashboard in tests (one request per connection; `Content-Length` and chunked bodies), and a
+//! strict reader of the OpenMetrics text its `/metrics` serves.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -79,6 +80,62 @@ pub fn post(addr: SocketAddr, path: &str, token: Option<&str>, body: &str) -> Re
         .map(|a| vec![("Authorization", a)])
         .unwrap_or_default();
     request(addr, "POST", path, &headers, Some(body)).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+/// Parses the OpenMetrics text: `# HELP`/`# TYPE`/`# EOF` comments and `name{labels} value`
+/// samples; panics on anything else. Returns the samples.
+pub fn parse_metrics(text: &str) -> Vec<(String, f64)> {
+    let mut samples = Vec::new();
+    let mut eof = false;
+    for line in text.lines() {
+        assert!(!eof, "a line after # EOF: {line:?}");
+        if line == "# EOF" {
+            eof = true;
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix("# ") {
+            let kind = comment.split(' ').next().unwrap_or("");
+            assert!(
+                matches!(kind, "HELP" | "TYPE" | "UNIT"),
+                "unknown comment {line:?}"
+            );
+            continue;
+        }
+        let (name, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
+        let metric = name.split('{').next().unwrap_or("");
+        assert!(
+            !metric.is_empty()
+                && metric
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line:?}"
+        );
+        if name.contains('{') {
+            assert!(name.ends_with('}'), "bad labels in {line:?}");
+        }
+        let value: f64 = match value {
+            "NaN" => f64::NAN,
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v
+                .parse()
+                .unwrap_or_else(|e| panic!("bad value in {line:?}: {e}")),
+        };
+        samples.push((name.to_string(), value));
+    }
+    assert!(eof, "no # EOF at the end");
+    samples
+}
+
+/// The value of sample `name` (with its labels, as printed) in `samples`; panics when absent.
+pub fn metric(samples: &[(String, f64)], name: &str) -> f64 {
+    samples
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("no sample {name} in {samples:?}"))
+        .1
 }
 
 fn parse(raw: &[u8]) -> Option<Response> {

@@ -145,7 +145,7 @@ impl Coordinator {
     pub fn wait_for_count(&mut self, key: &str, n: usize, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.events_named(key).len() >= n {
+            if self.count_named(key) >= n {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -166,6 +166,16 @@ impl Coordinator {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// How many events named `key` have arrived (without copying them).
+    pub fn count_named(&self, key: &str) -> usize {
+        self.events
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|e| e.get(key).is_some())
+            .count()
     }
 
     /// Events whose top-level key is `key`.
@@ -198,7 +208,12 @@ impl Volunteer {
     /// Starts a node on data directory `dir` joining `addr`, with extra flags.
     pub fn start(dir: &Path, addr: &str, flags: &[&str]) -> Self {
         let bin = binary("canopy-node", "canopy-node").expect("build node");
-        let log = std::fs::File::create(dir.with_extension("log")).expect("log file");
+        // Appended to: a node restarted on the same directory keeps the log of its last run.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("log"))
+            .expect("log file");
         let child = Command::new(bin)
             .arg("--data-dir")
             .arg(dir)
@@ -270,6 +285,111 @@ pub fn coordinator_json(command: &str, config: &Path) -> serde_json::Value {
     let config = config.to_string_lossy();
     let out = coordinator_cli(&[command, "--json", "--config", &config]);
     serde_json::from_str(&out).expect("JSON output")
+}
+
+/// `canopy-coordinator status --json --history --config <config>`: rounds, peers, every lease
+/// and every result.
+pub fn history(config: &Path) -> serde_json::Value {
+    let config = config.to_string_lossy();
+    let out = coordinator_cli(&["status", "--json", "--history", "--config", &config]);
+    serde_json::from_str(&out).expect("status JSON")
+}
+
+/// The array `v[key]` (panics naming `key` and `v` when it is not one).
+pub fn array<'a>(v: &'a serde_json::Value, key: &str) -> &'a [serde_json::Value] {
+    v[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("no {key} array in {v}"))
+}
+
+/// The number `v[key]` (panics naming `key` and `v` when it is not one).
+pub fn u64_of(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {key} number in {v}"))
+}
+
+/// The string `v[key]` (panics naming `key` and `v` when it is not one).
+pub fn str_of<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {key} string in {v}"))
+}
+
+/// The seed of a randomised test: `env` when set to a number (to replay a run), else one drawn
+/// from the clock. Tests print it, so that a failure can be replayed.
+pub fn seed_from_env(env: &str) -> u64 {
+    std::env::var(env)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        })
+}
+
+/// Calls `f` every `every` until it returns true or `timeout` passes; returns whether it did.
+pub fn poll_until(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(every.min(deadline.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// What the kernel says a running process holds (Linux: read from `/proc/<pid>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStats {
+    /// Resident memory in bytes (`VmRSS`).
+    pub rss_bytes: u64,
+    /// Open file descriptors (entries of `/proc/<pid>/fd`).
+    pub fds: u64,
+}
+
+/// The resident memory and open file descriptors of process `pid`; `None` when it is gone
+/// (or this is not Linux).
+pub fn proc_stats(pid: u32) -> Option<ProcStats> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
+    Some(ProcStats {
+        rss_bytes: kib * 1024,
+        fds,
+    })
+}
+
+/// Bytes the files at or under `path` take on disk (allocated blocks, so sparse files count for
+/// what they use). Files that vanish during the walk (a store deleting as it goes) are skipped.
+pub fn disk_usage(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&p) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else {
+            total += meta.blocks() * 512;
+        }
+    }
+    total
 }
 
 /// Runs `canopy-coordinator` with `args` and environment changes (`(key, Some(value))` sets,

@@ -1020,7 +1020,7 @@ impl EventLoop {
                     self.refused_busy += 1;
                     let busy = Message::NoWork(NoWork {
                         retry_after_ms: 1000,
-                        reason: "the peer is busy; ask again shortly".into(),
+                        reason: super::PEER_BUSY.into(),
                         join_first: false,
                     });
                     self.send_sealed(channel, round, &busy, "a request while busy");

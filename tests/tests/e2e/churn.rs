@@ -6,10 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use canopy_tests::processes::{
-    Coordinator, Volunteer, coordinator_json, free_port, node_peer_id, signal, small_project,
+    Coordinator, Volunteer, array, coordinator_json, free_port, history, node_peer_id,
+    seed_from_env, signal, small_project, str_of, u64_of,
 };
 use rand::seq::index::sample;
 use rand::{Rng, SeedableRng};
@@ -71,37 +72,6 @@ fn schedule(seed: u64) -> Vec<Step> {
     steps
 }
 
-/// `status --json --history`: rounds, peers, every lease and every result.
-fn history(config: &Path) -> serde_json::Value {
-    let config = config.to_string_lossy();
-    let out = canopy_tests::processes::coordinator_cli(&[
-        "status",
-        "--json",
-        "--history",
-        "--config",
-        &config,
-    ]);
-    serde_json::from_str(&out).expect("status JSON")
-}
-
-fn array<'a>(v: &'a serde_json::Value, key: &str) -> &'a [serde_json::Value] {
-    v[key]
-        .as_array()
-        .unwrap_or_else(|| panic!("no {key} array in {v}"))
-}
-
-fn u64_of(v: &serde_json::Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {key} number in {v}"))
-}
-
-fn str_of<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
-    v[key]
-        .as_str()
-        .unwrap_or_else(|| panic!("no {key} string in {v}"))
-}
-
 /// The active lease of `peer`, if it holds one now.
 fn active_lease(config: &Path, peer: &str) -> Option<u64> {
     array(&history(config), "leases")
@@ -115,14 +85,7 @@ fn active_lease(config: &Path, peer: &str) -> Option<u64> {
 /// every accepted update is in the ledger and was aggregated.
 #[test]
 fn training_survives_killed_volunteers_and_a_newcomer() {
-    let seed = std::env::var(SEED_ENV)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
+    let seed = seed_from_env(SEED_ENV);
     let steps = schedule(seed);
     eprintln!("churn seed {seed} ({SEED_ENV}={seed} replays it): {steps:?}");
 

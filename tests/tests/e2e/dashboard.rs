@@ -6,83 +6,20 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use canopy_tests::browser;
 use canopy_tests::harness::binary;
-use canopy_tests::http::{get, post};
+use canopy_tests::http::{get, metric, parse_metrics, post};
 use canopy_tests::processes::{
-    Coordinator, Volunteer, coordinator_cli, coordinator_json, free_port, node_peer_id, signal,
-    small_project,
+    Coordinator, Volunteer, coordinator_cli, coordinator_json, free_port, node_peer_id, poll_until,
+    signal, small_project,
 };
 
 const TOKEN: &str = "e2e-dashboard-token-0123456789";
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
-}
-
-/// Parses the OpenMetrics text: `# HELP`/`# TYPE`/`# EOF` comments and `name{labels} value`
-/// samples; panics on anything else. Returns the samples.
-fn parse_metrics(text: &str) -> Vec<(String, f64)> {
-    let mut samples = Vec::new();
-    let mut eof = false;
-    for line in text.lines() {
-        assert!(!eof, "a line after # EOF: {line:?}");
-        if line == "# EOF" {
-            eof = true;
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix("# ") {
-            let kind = comment.split(' ').next().unwrap_or("");
-            assert!(
-                matches!(kind, "HELP" | "TYPE" | "UNIT"),
-                "unknown comment {line:?}"
-            );
-            continue;
-        }
-        let (name, value) = line
-            .rsplit_once(' ')
-            .unwrap_or_else(|| panic!("not a sample: {line:?}"));
-        let metric = name.split('{').next().unwrap_or("");
-        assert!(
-            !metric.is_empty()
-                && metric
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "bad metric name in {line:?}"
-        );
-        if name.contains('{') {
-            assert!(name.ends_with('}'), "bad labels in {line:?}");
-        }
-        let value: f64 = match value {
-            "NaN" => f64::NAN,
-            "+Inf" => f64::INFINITY,
-            "-Inf" => f64::NEG_INFINITY,
-            v => v
-                .parse()
-                .unwrap_or_else(|e| panic!("bad value in {line:?}: {e}")),
-        };
-        samples.push((name.to_string(), value));
-    }
-    assert!(eof, "no # EOF at the end");
-    samples
-}
-
-fn sample(samples: &[(String, f64)], name: &str) -> f64 {
-    samples
-        .iter()
-        .find(|(n, _)| n == name)
-        .unwrap_or_else(|| panic!("no sample {name} in {samples:?}"))
-        .1
-}
+/// How often the waits below look again.
+const POLL: Duration = Duration::from_millis(250);
 
 fn ledger_entries_of(ledger: &serde_json::Value, peer: &str) -> Vec<serde_json::Value> {
     ledger
@@ -201,7 +138,7 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
     assert_eq!(get(http, "/api/status").json()["paused"], true);
 
     // Paused: leases in progress finish, no new ones are granted, the state settles.
-    let settled = wait_until(Duration::from_secs(300), || {
+    let settled = poll_until(Duration::from_secs(300), POLL, || {
         get(http, "/api/status").json()["leases_active"] == 0
     });
     assert!(settled, "the leases in progress finish while paused");
@@ -289,8 +226,8 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
         .filter(|e| e["accepted"] == true)
         .count() as f64;
     assert_eq!(
-        sample(&samples, "canopy_results_accepted_total")
-            - sample(&samples, "canopy_verification_failures_total"),
+        metric(&samples, "canopy_results_accepted_total")
+            - metric(&samples, "canopy_verification_failures_total"),
         accepted_in_ledger,
         "{}",
         metrics.body
@@ -303,18 +240,18 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
         .filter(|r| r["closed_ms"].is_u64())
         .collect();
     assert_eq!(
-        sample(&samples, "canopy_rounds_completed"),
+        metric(&samples, "canopy_rounds_completed"),
         closed.len() as f64
     );
     let last_eval = closed
         .last()
         .and_then(|r| r["eval_loss"].as_f64())
         .expect("loss");
-    assert!((sample(&samples, "canopy_eval_loss") - last_eval).abs() < 1e-9);
-    assert_eq!(sample(&samples, "canopy_peers{tier=\"volunteer\"}"), 2.0);
-    assert_eq!(sample(&samples, "canopy_paused"), 1.0);
-    assert!(sample(&samples, "canopy_bytes_out_total") > 0.0);
-    assert!(sample(&samples, "canopy_bytes_in_total") > 0.0);
+    assert!((metric(&samples, "canopy_eval_loss") - last_eval).abs() < 1e-9);
+    assert_eq!(metric(&samples, "canopy_peers{tier=\"volunteer\"}"), 2.0);
+    assert_eq!(metric(&samples, "canopy_paused"), 1.0);
+    assert!(metric(&samples, "canopy_bytes_out_total") > 0.0);
+    assert!(metric(&samples, "canopy_bytes_in_total") > 0.0);
 
     // Ban: 401 without the token, 400 for a malformed id, 404 for a node never seen.
     let ban_path = format!("/api/peers/{p1}/ban");
@@ -366,7 +303,7 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
     assert_eq!(post(http, "/api/resume", Some(TOKEN), "").status, 200);
     assert_eq!(get(http, "/api/status").json()["paused"], false);
     let before = ledger_entries_of(&coordinator_json("ledger", &config), &p2).len();
-    let worked = wait_until(Duration::from_secs(300), || {
+    let worked = poll_until(Duration::from_secs(300), POLL, || {
         ledger_entries_of(&coordinator_json("ledger", &config), &p2).len() >= before + 2
     });
     assert!(worked, "the node that is not banned works on after resume");
@@ -474,7 +411,7 @@ fn the_dashboard_page_renders_a_demo_run_in_headless_chromium() {
             .iter()
             .find_map(|l| l.get(key).cloned())
     };
-    let finished = wait_until(Duration::from_secs(600), || {
+    let finished = poll_until(Duration::from_secs(600), POLL, || {
         assert!(
             child.try_wait().expect("wait").is_none(),
             "the demo exited before its dashboard was read"

@@ -11,4 +11,5 @@ mod demo;
 mod interop;
 mod limits;
 mod node_cli;
+mod soak;
 mod swarm;
