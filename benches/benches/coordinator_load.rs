@@ -1108,7 +1108,17 @@ struct LeaseSpans {
     reads: Vec<f64>,
     peers_scan: Vec<f64>,
     grant_tx: Vec<f64>,
+    /// The baseline, on every [`BASELINE_EVERY`]th request of the same run: what a lease
+    /// request did before it used indexes and noted contacts at most every 10 s (a synced
+    /// write noting the contact, a load of every peer, a load of every open task).
+    old_touch: Vec<f64>,
+    old_peers_scan: Vec<f64>,
+    old_open_tasks: Vec<f64>,
 }
+
+/// How often the core part also times the work a lease request did before (see
+/// [`LeaseSpans`]), so that both are measured in one run.
+const BASELINE_EVERY: usize = 20;
 
 fn core_part() -> (Value, Vec<String>) {
     let peers: usize = setting("CORE_PEERS", 10_000usize).max(1);
@@ -1206,6 +1216,22 @@ fn core_part() -> (Value, Vec<String>) {
         spans.reads.push(ms(s2 - s1));
         spans.peers_scan.push(ms(s3 - s2));
         spans.grant_tx.push(ms(s4 - s3));
+        if i % BASELINE_EVERY == 0 {
+            let mut state = project.state();
+            let b0 = Instant::now();
+            state
+                .transaction(|tx| tx.touch_peer(key, now))
+                .expect("touch");
+            let b1 = Instant::now();
+            let all = state.read().peers().expect("peers");
+            let b2 = Instant::now();
+            let open = state.read().tasks(Some(round), "open").expect("tasks");
+            let b3 = Instant::now();
+            assert!(!all.is_empty() && open.len() < tasks as usize);
+            spans.old_touch.push(ms(b1 - b0));
+            spans.old_peers_scan.push(ms(b2 - b1));
+            spans.old_open_tasks.push(ms(b3 - b2));
+        }
         grants.push((i, g));
     }
     println!(
@@ -1376,10 +1402,16 @@ fn core_part() -> (Value, Vec<String>) {
         "renew_ms": latency_json(&r),
         "result_ms": latency_json(&c),
         "grant_spans_ms": {
-            "touch_peer": span(&mut spans.touch),
+            "answer_peer_note_contact": span(&mut spans.touch),
             "peer_and_pause_reads": span(&mut spans.reads),
             "datacenter_active": span(&mut spans.peers_scan),
             "grant_transaction": span(&mut spans.grant_tx),
+        },
+        "grant_baseline_ms": {
+            "every": BASELINE_EVERY,
+            "touch_peer_synced": span(&mut spans.old_touch),
+            "load_every_peer": span(&mut spans.old_peers_scan),
+            "load_every_open_task": span(&mut spans.old_open_tasks),
         },
         "judge_decode_ms": latency_json(&Latency::of(&mut decode)),
         "judge_heldout_ms": latency_json(&Latency::of(&mut heldout)),
