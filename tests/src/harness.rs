@@ -41,20 +41,19 @@ pub enum HarnessError {
     },
 }
 
-/// The binaries built so far by this test process, by package and name: a binary is built
-/// once per run, so that restarting a process mid-test neither waits for cargo's lock nor
-/// picks up sources edited since the test started.
-static BUILT: Mutex<Vec<(String, String, PathBuf)>> = Mutex::new(Vec::new());
+/// Whether this test process has built the workspace's binaries: they are built once per
+/// run, so that restarting a process mid-test neither waits for cargo's lock nor picks up
+/// sources edited since the test started.
+static BUILT: Mutex<bool> = Mutex::new(false);
 
 /// The path of workspace binary `bin` of package `package`, built in the profile of the
-/// running test (so `cargo test --release` tests release binaries). Built on the first call
-/// for each binary; later calls return the same path.
+/// running test (so `cargo test --release` tests release binaries). The first call builds
+/// every binary of the workspace, with its tests (`--workspace --bins --tests`): the same
+/// features as `cargo test --workspace`, so after that command nothing is rebuilt (one
+/// package alone would resolve its dependencies' features differently and rebuild them).
 pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
-    // Held across the build: two tests asking for the same binary build it once.
+    // Held across the build: tests asking at once build once.
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, _, path)) = built.iter().find(|(p, b, _)| p == package && b == bin) {
-        return Ok(path.clone());
-    }
     let exe = std::env::current_exe().map_err(|source| HarnessError::Io {
         program: "current_exe".into(),
         source,
@@ -73,6 +72,10 @@ pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
     let target_dir = profile_dir
         .parent()
         .ok_or_else(|| HarnessError::TargetDir(exe.clone()))?;
+    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
+    if *built {
+        return Ok(path);
+    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .args([
@@ -80,10 +83,9 @@ pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
             "--quiet",
             "--profile",
             cargo_profile,
-            "-p",
-            package,
-            "--bin",
-            bin,
+            "--workspace",
+            "--bins",
+            "--tests",
         ])
         .arg("--target-dir")
         .arg(target_dir)
@@ -100,8 +102,13 @@ pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         });
     }
-    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
-    built.push((package.to_owned(), bin.to_owned(), path.clone()));
+    *built = true;
+    if !path.is_file() {
+        return Err(HarnessError::Build {
+            bin: bin.into(),
+            stderr: format!("package {package} built no binary at {}", path.display()),
+        });
+    }
     Ok(path)
 }
 
