@@ -27,7 +27,9 @@
 //!
 //! Coordinates are processed in parallel blocks of [`BLOCK_LEN`] with rayon,
 //! each worker using a scratch buffer of `n` values; the result does not
-//! depend on the number of threads.
+//! depend on the number of threads. [`aggregate_held`] gives the same result
+//! from updates [held](Held) sparsely, as top-k updates are: a round of a
+//! thousand of them then takes megabytes, not gigabytes.
 //!
 //! The outer step is Nesterov SGD as in DiLoCo (PyTorch
 //! `SGD(nesterov=True)`), see [`OuterOptimizer`], with DiLoCo's defaults
@@ -37,6 +39,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use rayon::prelude::*;
+
+mod held;
+pub use held::{Held, aggregate_held};
 
 /// DiLoCo's outer learning rate (Douillard et al., 2023).
 pub const DILOCO_OUTER_LR: f32 = 0.7;
@@ -364,6 +369,50 @@ fn combine_values(combine: Combine, values: &mut [f64]) -> f64 {
     }
 }
 
+/// Checks that every staleness weight is in `(0, 1]`.
+fn check_weights(weights: impl Iterator<Item = f32>) -> Result<(), AggregateError> {
+    for (index, weight) in weights.enumerate() {
+        if !(weight > 0.0 && weight <= 1.0) {
+            return Err(AggregateError::BadWeight { index, weight });
+        }
+    }
+    Ok(())
+}
+
+/// The updates' norms, or the first screening failure.
+fn norms(checked: Vec<Result<f64, Rejection>>) -> Result<Vec<f64>, AggregateError> {
+    checked
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| r.map_err(|reason| AggregateError::BadUpdate { index, reason }))
+        .collect()
+}
+
+/// Each update's scale (its staleness weight, times its clipping factor when its norm is over
+/// the bound), how many were clipped, and the median norm.
+fn clip_scales(
+    weights: impl Iterator<Item = f32>,
+    norms: &[f64],
+    config: &AggregateConfig,
+) -> (Vec<f64>, usize, f64) {
+    let median_norm = median_in_place(&mut norms.to_vec());
+    let bound = f64::from(config.clip_multiple) * median_norm;
+    let clip = config.clip_multiple > 0.0;
+    let mut clipped = 0;
+    let scales = weights
+        .zip(norms)
+        .map(|(weight, &norm)| {
+            let mut s = f64::from(weight);
+            if clip && norm > bound {
+                clipped += 1;
+                s *= bound / norm;
+            }
+            s
+        })
+        .collect();
+    (scales, clipped, median_norm)
+}
+
 /// Robustly combines a round's updates into one outer gradient of length `len`.
 ///
 /// Each candidate is validated (length, finiteness, weight), clipped to
@@ -378,39 +427,14 @@ pub fn aggregate(
     if updates.is_empty() {
         return Err(AggregateError::NoUpdates);
     }
-    for (index, c) in updates.iter().enumerate() {
-        if !(c.weight > 0.0 && c.weight <= 1.0) {
-            return Err(AggregateError::BadWeight {
-                index,
-                weight: c.weight,
-            });
-        }
-    }
+    check_weights(updates.iter().map(|c| c.weight))?;
     let checked: Vec<Result<f64, Rejection>> = updates
         .par_iter()
         .map(|c| check_update(c.values, len))
         .collect();
-    let mut norms = Vec::with_capacity(updates.len());
-    for (index, r) in checked.into_iter().enumerate() {
-        norms.push(r.map_err(|reason| AggregateError::BadUpdate { index, reason })?);
-    }
-
-    let median_norm = median_in_place(&mut norms.clone());
-    let bound = f64::from(config.clip_multiple) * median_norm;
-    let clip = config.clip_multiple > 0.0;
-    let mut clipped = 0;
-    let scales: Vec<f64> = updates
-        .iter()
-        .zip(&norms)
-        .map(|(c, &norm)| {
-            let mut s = f64::from(c.weight);
-            if clip && norm > bound {
-                clipped += 1;
-                s *= bound / norm;
-            }
-            s
-        })
-        .collect();
+    let norms = norms(checked)?;
+    let (scales, clipped, median_norm) =
+        clip_scales(updates.iter().map(|c| c.weight), &norms, config);
 
     let n = updates.len();
     let combine = config.combine;

@@ -348,6 +348,8 @@ pub struct SchedulingConfig {
     /// Seconds between heartbeats; at least 1.
     pub heartbeat_secs: u64,
     /// How long a node with nothing to do waits before asking again, in ms; 50 to 60,000.
+    /// The coordinator stretches it when many peers are about (so that waiting peers send
+    /// about 100 requests a second in all) and jitters it by ±25 %.
     pub idle_retry_ms: u32,
 }
 

@@ -17,7 +17,7 @@ use canopy_protocol::messages::{AdamWParams, ModelDelta, TaskSpec, TrainSpec};
 use canopy_protocol::{Digest, Keypair, Manifest, ObjectKind, SignedManifest};
 use canopy_shaders::{Cpu, ModelConfig, Params};
 
-use crate::aggregate::{self, AggregateConfig, Candidate, Combine, OuterOptimizer, RejectionStats};
+use crate::aggregate::{self, AggregateConfig, Combine, Held, OuterOptimizer, RejectionStats};
 use crate::config::{Compression, Config, Preset};
 use crate::state::{self, ResultRecord, State, StateError, TRAIN};
 
@@ -457,7 +457,9 @@ impl Project {
             }
             let age = round.saturating_sub(r.round);
             let weight = f64::from(t.staleness_decay).powi(age as i32);
-            values.push(update);
+            // Held sparsely when mostly zero (top-k updates are): a round of a thousand
+            // updates takes megabytes while it closes, not gigabytes.
+            values.push((Held::new(update), weight as f32));
             used.push((r.lease, weight));
         }
         let agg_config = aggregate_config(&self.config)?;
@@ -467,15 +469,7 @@ impl Project {
             let clipped = if values.is_empty() {
                 0
             } else {
-                let candidates: Vec<Candidate<'_>> = values
-                    .iter()
-                    .zip(&used)
-                    .map(|(v, (_, w))| Candidate {
-                        values: v,
-                        weight: *w as f32,
-                    })
-                    .collect();
-                let agg = aggregate::aggregate(&candidates, len, &agg_config)?;
+                let agg = aggregate::aggregate_held(&values, len, &agg_config)?;
                 optimizer.step(params.values_mut(), &agg.delta)?;
                 agg.clipped
             };

@@ -112,6 +112,17 @@ pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
     Ok(path)
 }
 
+/// Held by the tests that need the machine's cores to themselves to keep their own time
+/// limits (the 1,000-round soak, the parity demo): with two of them at once on two cores,
+/// each ran at half speed. Other tests go on beside the holder.
+static EXCLUSIVE: Mutex<()> = Mutex::new(());
+
+/// Waits until no other heavy test of this test process runs, and holds that until the guard
+/// drops (see [`EXCLUSIVE`]).
+pub fn heavy_test() -> std::sync::MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Runs `command` to completion, killing it after `timeout`.
 pub fn run_with_timeout(mut command: Command, timeout: Duration) -> Result<Output, HarnessError> {
     let program = format!("{:?}", command.get_program());

@@ -197,6 +197,7 @@ fn the_swarm_demo_trains_through_wgsl_on_a_software_adapter() {
 /// sending at least 100× less than that run's per-step f32 all-reduce would have.
 #[test]
 fn four_volunteers_reach_data_parallel_loss_with_100x_less_traffic() {
+    let _heavy = canopy_tests::harness::heavy_test();
     let dir = tempfile::tempdir().expect("tmp");
     let (rounds, s) = cpu_demo(
         dir.path(),

@@ -14,7 +14,8 @@
 //! model for stores, a few for records and descriptors, half again plus 16 MiB for memory, and
 //! a few KiB a round for the coordinator's database.
 //!
-//! `CANOPY_SOAK_SEED=<seed>` replays a churn schedule.
+//! `CANOPY_SOAK_SEED=<seed>` replays a churn schedule. The test first waits for any other
+//! heavy test of the suite to finish (`harness::heavy_test`): its time limit is for two cores.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -385,6 +386,7 @@ fn rss_limit(warm: u64) -> u64 {
 /// within fixed bounds after warm-up.
 #[test]
 fn a_thousand_rounds_with_churn_grow_nothing_without_bound() {
+    let _heavy = canopy_tests::harness::heavy_test();
     let test_started = Instant::now();
     let seed = seed_from_env(SEED_ENV);
     let kills = schedule(seed);
