@@ -369,6 +369,26 @@ fn combine_values(combine: Combine, values: &mut [f64]) -> f64 {
     }
 }
 
+/// What [`aggregate`] and [`aggregate_held`] do before the combine: checks the configuration,
+/// that there are updates and that every weight is in `(0, 1]`, screens update `i` with
+/// `check(i)` (in parallel), and returns each update's scale, how many were clipped, and the
+/// median norm.
+fn prepare(
+    config: &AggregateConfig,
+    weights: &[f32],
+    check: impl Fn(usize) -> Result<f64, Rejection> + Send + Sync,
+) -> Result<(Vec<f64>, usize, f64), AggregateError> {
+    config.validate()?;
+    if weights.is_empty() {
+        return Err(AggregateError::NoUpdates);
+    }
+    check_weights(weights.iter().copied())?;
+    let checked: Vec<Result<f64, Rejection>> =
+        (0..weights.len()).into_par_iter().map(check).collect();
+    let norms = norms(checked)?;
+    Ok(clip_scales(weights.iter().copied(), &norms, config))
+}
+
 /// Checks that every staleness weight is in `(0, 1]`.
 fn check_weights(weights: impl Iterator<Item = f32>) -> Result<(), AggregateError> {
     for (index, weight) in weights.enumerate() {
@@ -423,18 +443,9 @@ pub fn aggregate(
     len: usize,
     config: &AggregateConfig,
 ) -> Result<Aggregate, AggregateError> {
-    config.validate()?;
-    if updates.is_empty() {
-        return Err(AggregateError::NoUpdates);
-    }
-    check_weights(updates.iter().map(|c| c.weight))?;
-    let checked: Vec<Result<f64, Rejection>> = updates
-        .par_iter()
-        .map(|c| check_update(c.values, len))
-        .collect();
-    let norms = norms(checked)?;
+    let weights: Vec<f32> = updates.iter().map(|c| c.weight).collect();
     let (scales, clipped, median_norm) =
-        clip_scales(updates.iter().map(|c| c.weight), &norms, config);
+        prepare(config, &weights, |i| check_update(updates[i].values, len))?;
 
     let n = updates.len();
     let combine = config.combine;

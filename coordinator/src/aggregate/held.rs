@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use super::{
     Aggregate, AggregateConfig, AggregateError, BLOCK_LEN, Combine, Rejection, check_update,
-    check_weights, clip_scales, combine_values, l2_norm, norms, trim_count,
+    combine_values, l2_norm, prepare, trim_count,
 };
 
 /// One update held for aggregation: dense, or, when at most half of its coordinates are
@@ -96,16 +96,8 @@ pub fn aggregate_held(
     len: usize,
     config: &AggregateConfig,
 ) -> Result<Aggregate, AggregateError> {
-    config.validate()?;
-    if updates.is_empty() {
-        return Err(AggregateError::NoUpdates);
-    }
-    check_weights(updates.iter().map(|(_, w)| *w))?;
-    let checked: Vec<Result<f64, Rejection>> =
-        updates.par_iter().map(|(h, _)| h.check(len)).collect();
-    let norms = norms(checked)?;
-    let (scales, clipped, median_norm) =
-        clip_scales(updates.iter().map(|(_, w)| *w), &norms, config);
+    let weights: Vec<f32> = updates.iter().map(|(_, w)| *w).collect();
+    let (scales, clipped, median_norm) = prepare(config, &weights, |i| updates[i].0.check(len))?;
 
     let n = updates.len();
     let combine = config.combine;
