@@ -8,3 +8,4 @@ pub mod browser;
 pub mod harness;
 pub mod http;
 pub mod processes;
+pub mod report;
