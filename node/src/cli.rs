@@ -99,6 +99,18 @@ pub struct JoinArgs {
     /// Most upload rate for serving chunks to one peer, in MiB/s.
     #[arg(long, default_value_t = 64)]
     pub max_upload_mib: u64,
+    /// Most upload rate to every peer together, in MiB/s (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub upload_limit_mib: u64,
+    /// Most download rate from every peer together, in MiB/s (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub download_limit_mib: u64,
+    /// Serve as a relay for volunteers behind NAT (for hosts with a public address).
+    #[arg(long)]
+    pub relay: bool,
+    /// Do not ask the router to forward a port with UPnP.
+    #[arg(long)]
+    pub no_upnp: bool,
     /// GPUs to run workers on, one worker each: `all`, or adapter numbers such as `0,1`
     /// (`canopy-node info` lists them). Default: one worker on the best adapter, or the CPU.
     #[arg(long)]
@@ -297,6 +309,10 @@ impl JoinConfig {
             mdns: args.mdns,
             advertise_listen_addrs: args.public,
             serve_rate_bytes_per_sec: args.max_upload_mib << 20,
+            max_upload_bytes_per_sec: args.upload_limit_mib << 20,
+            max_download_bytes_per_sec: args.download_limit_mib << 20,
+            relay_server: args.relay,
+            upnp: !args.no_upnp,
             ..NetworkConfig::default()
         };
         if !args.listen.is_empty() {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::NodeError;
+use crate::network::{PathCounters, Reachability};
 
 /// The status file's name in the data directory.
 pub const STATUS_FILE: &str = "status.json";
@@ -50,6 +51,21 @@ pub struct NodeStatus {
     /// Other peers' provider records this node keeps for the DHT.
     #[serde(default)]
     pub remote_provider_records: usize,
+    /// Whether and how other peers reach this node.
+    #[serde(default)]
+    pub reachability: Option<Reachability>,
+    /// Relays holding a slot for this node.
+    #[serde(default)]
+    pub relays: Vec<String>,
+    /// Bytes and hole punches by kind of path.
+    #[serde(default)]
+    pub paths: PathCounters,
+    /// The total upload and download limits, bytes a second (0: none).
+    #[serde(default)]
+    pub upload_limit: u64,
+    /// See `upload_limit`.
+    #[serde(default)]
+    pub download_limit: u64,
 }
 
 fn io(path: &Path, source: std::io::Error) -> NodeError {
@@ -143,6 +159,14 @@ mod tests {
             worker: serde_json::json!({"state": "idle"}),
             store_bytes: 6,
             store_objects: 7,
+            reachability: Some(Reachability::Relayed),
+            relays: vec!["r".into()],
+            paths: PathCounters {
+                hole_punches: 1,
+                ..PathCounters::default()
+            },
+            upload_limit: 8,
+            download_limit: 9,
             provider_records: 8,
             remote_provider_records: 9,
         };

@@ -471,6 +471,7 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut banned = 0u64;
     let mut ticks = 0u64;
+    let mut reachability = None;
     let mut failure = None;
     loop {
         tokio::select! {
@@ -515,7 +516,16 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
                     store_objects: store.stats().objects,
                     provider_records: status.provider_records,
                     remote_provider_records: status.remote_provider_records,
+                    reachability: Some(status.reachability),
+                    relays: status.relays.clone(),
+                    paths: status.paths,
+                    upload_limit: status.max_upload_bytes_per_sec,
+                    download_limit: status.max_download_bytes_per_sec,
                 };
+                if reachability != Some(status.reachability) {
+                    reachability = Some(status.reachability);
+                    say(format!("\nnetwork: {}", reachability_words(&file)));
+                }
                 if let Err(e) = control::write_status(dir, &file) {
                     tracing::warn!("writing the status file: {e}");
                 }
@@ -626,6 +636,8 @@ fn node_status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
             if let Some(e) = &w.last_error {
                 println!("last problem: {e}");
             }
+            println!("network: {}", reachability_words(&s));
+            println!("{}", paths_line(&s));
         }
         _ => println!("no node is running on {}", dir.display()),
     }
@@ -633,6 +645,42 @@ fn node_status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         println!("paused (`canopy-node resume` to go on)");
     }
     Ok(())
+}
+
+/// The node's reachability in a volunteer's words, with what to do about it if anything.
+fn reachability_words(file: &control::NodeStatus) -> String {
+    let Some(r) = file.reachability else {
+        return "unknown".into();
+    };
+    let mut words = r.describe().to_owned();
+    if !file.relays.is_empty() {
+        words.push_str(&format!(" (relays: {})", file.relays.join(", ")));
+    }
+    if let Some(advice) = r.advice() {
+        words.push_str(&format!("; {advice}"));
+    }
+    words
+}
+
+/// Where the node's data came from and went, and its limits.
+fn paths_line(file: &control::NodeStatus) -> String {
+    let p = &file.paths;
+    let limit = |n: u64| match n {
+        0 => "no limit".to_owned(),
+        n => format!("{}/s", human_bytes(n)),
+    };
+    format!(
+        "traffic: fetched {} directly, {} through relays ({} from the coordinator); served {} ({} through relays); {} hole punch(es), {} failed; upload {}, download {}",
+        human_bytes(p.fetched_direct),
+        human_bytes(p.fetched_relayed),
+        human_bytes(p.fetched_from_bootstrap),
+        human_bytes(file.bytes_served),
+        human_bytes(p.served_relayed),
+        p.hole_punches,
+        p.hole_punch_failures,
+        limit(file.upload_limit),
+        limit(file.download_limit),
+    )
 }
 
 fn human_bytes(n: u64) -> String {

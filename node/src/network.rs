@@ -12,6 +12,8 @@ mod event_loop;
 mod fetch;
 pub use fetch::Fetched;
 pub mod providers;
+mod rate;
+mod reachability;
 mod scores;
 
 use std::collections::HashMap;
@@ -22,7 +24,10 @@ use canopy_protocol::{Digest, Keypair, Message, SignedManifest};
 pub use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot};
 
-pub use self::behaviour::{IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, MODELS_TOPIC, TASKS_TOPIC};
+pub use self::behaviour::{
+    IDENTIFY_PROTOCOL_VERSION, KAD_PROTOCOL, MODELS_TOPIC, RELAY_HOP_PROTOCOL, TASKS_TOPIC,
+};
+pub use self::reachability::{PathCounters, Reachability};
 pub use self::scores::{BAN_DURATION, BAN_THRESHOLD, Offence};
 use crate::error::NodeError;
 use crate::store::ChunkStore;
@@ -48,14 +53,21 @@ pub struct NetworkConfig {
     /// Answer DHT queries as a server even before AutoNAT confirms a public address (bootstrap
     /// peers, the coordinator, and peers on a LAN or loopback).
     pub kad_server: bool,
-    /// Act as a circuit relay for peers behind NAT (the coordinator does).
+    /// Act as a circuit relay for peers behind NAT (the coordinator does), and answer AutoNAT
+    /// dial-back requests.
     pub relay_server: bool,
+    /// Ask the router to forward a port with UPnP where it offers that.
+    pub upnp: bool,
     /// Treat listen addresses as reachable by others and advertise them (in identify and in
     /// DHT provider records). Right on loopback, a LAN or a host with a public address; behind
     /// NAT, AutoNAT and identify find the external address instead.
     pub advertise_listen_addrs: bool,
     /// Most chunk bytes served to one peer per second.
     pub serve_rate_bytes_per_sec: u64,
+    /// Most chunk bytes served to every peer together per second (0: no limit).
+    pub max_upload_bytes_per_sec: u64,
+    /// Most chunk bytes fetched from every peer together per second (0: no limit).
+    pub max_download_bytes_per_sec: u64,
     /// Most chunk requests in flight to one peer.
     pub max_in_flight_per_peer: usize,
     /// How long to wait for a response.
@@ -80,8 +92,11 @@ impl Default for NetworkConfig {
             mdns: false,
             kad_server: false,
             relay_server: false,
+            upnp: true,
             advertise_listen_addrs: false,
             serve_rate_bytes_per_sec: 64 << 20,
+            max_upload_bytes_per_sec: 0,
+            max_download_bytes_per_sec: 0,
             max_in_flight_per_peer: 4,
             request_timeout: Duration::from_secs(20),
             max_connections: 2048,
@@ -102,6 +117,7 @@ impl NetworkConfig {
             ],
             kad_server: true,
             advertise_listen_addrs: true,
+            upnp: false,
             ..Self::default()
         }
     }
@@ -165,6 +181,20 @@ pub struct NetworkStatus {
     pub pending_requests: usize,
     /// Requests answered "busy" because the application could not take them.
     pub refused_busy: u64,
+    /// Whether and how other peers reach this node.
+    pub reachability: Reachability,
+    /// Addresses other peers confirmed this node is reachable at.
+    pub public_addrs: Vec<String>,
+    /// Relays holding a slot for this node (peer ids).
+    pub relays: Vec<String>,
+    /// Bytes and hole punches by kind of path.
+    pub paths: PathCounters,
+    /// Connections through a relay open now.
+    pub relayed_open: usize,
+    /// The total upload limit, bytes a second (0: none).
+    pub max_upload_bytes_per_sec: u64,
+    /// The total download limit, bytes a second (0: none).
+    pub max_download_bytes_per_sec: u64,
 }
 
 pub(crate) enum Command {

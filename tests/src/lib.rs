@@ -7,5 +7,6 @@ pub mod adversary;
 pub mod browser;
 pub mod harness;
 pub mod http;
+pub mod netns;
 pub mod processes;
 pub mod report;

@@ -78,7 +78,13 @@ impl Coordinator {
     /// Starts the coordinator on `config` and waits for its listen address.
     pub fn start(config: &Path) -> Self {
         let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
-        let mut child = Command::new(bin)
+        Self::start_as(Command::new(bin), config)
+    }
+
+    /// [`Coordinator::start`] through `command`, the coordinator's binary or a wrapper that
+    /// runs it (inside a network namespace, say).
+    pub fn start_as(mut command: Command, config: &Path) -> Self {
+        let mut child = command
             .args(["run", "--json", "--config"])
             .arg(config)
             .env("RUST_LOG", "info")

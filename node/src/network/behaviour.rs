@@ -6,7 +6,7 @@ use libp2p::swarm::NetworkBehaviour;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::{
     StreamProtocol, allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify,
-    identity, kad, mdns, ping, relay, request_response,
+    identity, kad, mdns, ping, relay, request_response, upnp,
 };
 
 use super::NetworkConfig;
@@ -17,6 +17,21 @@ use super::providers::{ProviderLimits, ProviderStore};
 const MAX_CONNECTIONS_PER_PEER: u32 = 4;
 /// Connections being set up (handshakes in progress), at most, each way.
 const MAX_PENDING_CONNECTIONS: u32 = 256;
+
+/// Reservations a relay holds for peers behind NAT, at most.
+const RELAY_MAX_RESERVATIONS: usize = 256;
+/// Relayed connections a relay carries at once, at most, and per peer.
+const RELAY_MAX_CIRCUITS: usize = 64;
+const RELAY_MAX_CIRCUITS_PER_PEER: usize = 8;
+/// How long one relayed connection may last before the relay closes it (a peer that still
+/// needs it dials again; most are upgraded to direct connections well before).
+const RELAY_MAX_CIRCUIT_DURATION: Duration = Duration::from_secs(10 * 60);
+/// Bytes one relayed connection may carry, each way, before the relay closes it.
+const RELAY_MAX_CIRCUIT_BYTES: u64 = 256 << 20;
+
+/// The relay protocol a peer lists in identify when it serves as a relay.
+pub const RELAY_HOP_PROTOCOL: StreamProtocol =
+    StreamProtocol::new("/libp2p/circuit/relay/0.2.0/hop");
 
 /// Kademlia protocol of the Canopy DHT (separate from the public IPFS DHT).
 pub const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/canopy/kad/1.0.0");
@@ -41,7 +56,9 @@ pub(crate) struct Behaviour {
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) relay_server: Toggle<relay::Behaviour>,
     pub(crate) dcutr: dcutr::Behaviour,
-    pub(crate) autonat: autonat::Behaviour,
+    pub(crate) autonat: autonat::v2::client::Behaviour,
+    pub(crate) autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    pub(crate) upnp: Toggle<upnp::tokio::Behaviour>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
 }
 
@@ -80,9 +97,19 @@ impl Behaviour {
                 .with_request_timeout(config.request_timeout)
                 .with_max_concurrent_streams(256),
         );
-        let relay_server = config
-            .relay_server
-            .then(|| relay::Behaviour::new(peer_id, relay::Config::default()));
+        let relay_server = config.relay_server.then(|| {
+            relay::Behaviour::new(
+                peer_id,
+                relay::Config {
+                    max_reservations: RELAY_MAX_RESERVATIONS,
+                    max_circuits: RELAY_MAX_CIRCUITS,
+                    max_circuits_per_peer: RELAY_MAX_CIRCUITS_PER_PEER,
+                    max_circuit_duration: RELAY_MAX_CIRCUIT_DURATION,
+                    max_circuit_bytes: RELAY_MAX_CIRCUIT_BYTES,
+                    ..relay::Config::default()
+                },
+            )
+        });
         let mdns = if config.mdns {
             Some(
                 mdns::tokio::Behaviour::new(mdns::Config::default(), peer_id)
@@ -107,7 +134,14 @@ impl Behaviour {
             relay_client,
             relay_server: relay_server.into(),
             dcutr: dcutr::Behaviour::new(peer_id),
-            autonat: autonat::Behaviour::new(peer_id, autonat::Config::default()),
+            autonat: autonat::v2::client::Behaviour::default(),
+            // A relay is publicly reachable by definition: it also dials peers back to tell
+            // them whether they are.
+            autonat_server: config
+                .relay_server
+                .then(autonat::v2::server::Behaviour::default)
+                .into(),
+            upnp: config.upnp.then(upnp::tokio::Behaviour::default).into(),
             mdns: mdns.into(),
         })
     }

@@ -11,12 +11,19 @@ use futures::StreamExt;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
 use libp2p::multiaddr::Protocol;
 use libp2p::request_response::{self, OutboundFailure, OutboundRequestId, ResponseChannel};
-use libp2p::swarm::SwarmEvent;
-use libp2p::{Multiaddr, PeerId, Swarm, gossipsub, identify, mdns, noise, tcp, yamux};
+use libp2p::swarm::{ConnectionId, SwarmEvent};
+use libp2p::{
+    Multiaddr, PeerId, Swarm, autonat, dcutr, gossipsub, identify, mdns, noise, relay, tcp, upnp,
+    yamux,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use super::behaviour::{Behaviour, BehaviourEvent, KAD_PROTOCOL, MODELS_TOPIC, TASKS_TOPIC};
+use super::behaviour::{
+    Behaviour, BehaviourEvent, KAD_PROTOCOL, MODELS_TOPIC, RELAY_HOP_PROTOCOL, TASKS_TOPIC,
+};
 use super::fetch::{Fetch, Fetched, MAX_PROVIDER_QUERIES};
+use super::rate::TokenBucket;
+use super::reachability::Paths;
 use super::scores::{Offence, Scores};
 use super::{Command, NetworkConfig, NetworkEvent, NetworkStatus, provider_key};
 use crate::error::NodeError;
@@ -45,11 +52,6 @@ enum QueryPurpose {
     Providers(u64),
     FindProviders(Vec<PeerId>, oneshot::Sender<Vec<PeerId>>),
     Bootstrap(Option<oneshot::Sender<Result<(), NodeError>>>),
-}
-
-struct TokenBucket {
-    tokens: f64,
-    last: Instant,
 }
 
 pub(crate) struct EventLoop {
@@ -81,10 +83,17 @@ pub(crate) struct EventLoop {
     /// a minute, back to a second once one is connected).
     redial_at: Instant,
     redial_backoff: Duration,
+    /// Where each bootstrap peer was reached (to use it as a relay if it serves as one).
+    bootstrap_addrs: HashMap<PeerId, Multiaddr>,
     /// The signed manifests of the objects this peer provided, so that a peer holding only a
     /// root (a corpus result named in a task output) can ask for the manifest; bounded.
     provided: HashMap<Digest, canopy_protocol::SignedManifest>,
     provided_order: std::collections::VecDeque<Digest>,
+    /// Connections by path, relays, reachability.
+    paths: Paths,
+    /// The total upload and download limits, when set.
+    upload: Option<TokenBucket>,
+    download: Option<TokenBucket>,
 }
 
 const REDIAL_MIN: Duration = Duration::from_secs(1);
@@ -169,6 +178,11 @@ impl EventLoop {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
+        let paths = Paths::new(config.advertise_listen_addrs, config.relay_server);
+        let upload = (config.max_upload_bytes_per_sec > 0)
+            .then(|| TokenBucket::new(config.max_upload_bytes_per_sec, Instant::now()));
+        let download = (config.max_download_bytes_per_sec > 0)
+            .then(|| TokenBucket::new(config.max_download_bytes_per_sec, Instant::now()));
         let mut this = Self {
             swarm,
             keys,
@@ -193,8 +207,12 @@ impl EventLoop {
             bootstrap_peers: Vec::new(),
             redial_at: Instant::now() + REDIAL_MIN,
             redial_backoff: REDIAL_MIN,
+            bootstrap_addrs: HashMap::new(),
             provided: HashMap::new(),
             provided_order: std::collections::VecDeque::new(),
+            paths,
+            upload,
+            download,
         };
         this.bootstrap_peers = this
             .config
@@ -396,6 +414,13 @@ impl EventLoop {
                     routing_table,
                     bytes_served: self.bytes_served,
                     bytes_fetched: self.bytes_fetched,
+                    reachability: self.paths.reachability(),
+                    public_addrs: self.paths.confirmed(),
+                    relays: self.paths.reserved_on(),
+                    paths: self.paths.counters,
+                    relayed_open: self.paths.relayed_open(),
+                    max_upload_bytes_per_sec: self.config.max_upload_bytes_per_sec,
+                    max_download_bytes_per_sec: self.config.max_download_bytes_per_sec,
                 });
             }
             Command::Publish {
@@ -520,6 +545,8 @@ impl EventLoop {
             let _ = reply.send(Ok(Fetched {
                 data,
                 sources: HashMap::new(),
+                direct_bytes: 0,
+                relayed_bytes: 0,
             }));
             return;
         }
@@ -577,10 +604,29 @@ impl EventLoop {
             let Some((index, id, peer)) = fetch.next_request(max) else {
                 break;
             };
+            // Over the total download limit, requests wait for the next response or tick.
+            let chunk = fetch.reassembler.manifest().chunk_len(index).unwrap_or(0);
+            if let Some(bucket) = &mut self.download
+                && !bucket.spend(chunk, Instant::now())
+            {
+                fetch.finished(peer, index, true);
+                break;
+            }
             let message = Message::ChunkRequest(ChunkRequest { id });
+            // A provider not connected yet may be behind NAT: it is also tried through each
+            // known relay, where it may hold a slot.
+            let routes = if self.swarm.is_connected(&peer) {
+                Vec::new()
+            } else {
+                self.paths.routes_to(peer)
+            };
             match self.seal(0, &message) {
                 Ok(env) => {
-                    let rid = self.swarm.behaviour_mut().canopy.send_request(&peer, env);
+                    let rid = self
+                        .swarm
+                        .behaviour_mut()
+                        .canopy
+                        .send_request_with_addresses(&peer, env, routes);
                     self.requests.insert(
                         rid,
                         Pending::Chunk {
@@ -611,12 +657,18 @@ impl EventLoop {
         let reply = fetch.reply.take();
         let manifest = fetch.reassembler.manifest().clone();
         let sources = std::mem::take(&mut fetch.sources);
+        let (direct_bytes, relayed_bytes) = (fetch.direct_bytes, fetch.relayed_bytes);
         let result = fetch
             .reassembler
             .finish()
             .map_err(NodeError::from)
             .and_then(|data| self.store.put_object(&manifest, &data).map(|()| data))
-            .map(|data| Fetched { data, sources });
+            .map(|data| Fetched {
+                data,
+                sources,
+                direct_bytes,
+                relayed_bytes,
+            });
         if result.is_ok() {
             // Every peer that holds an object serves it.
             self.announce(manifest.root, None);
@@ -664,6 +716,10 @@ impl EventLoop {
 
     fn on_tick(&mut self) {
         self.redial_bootstrap();
+        self.manage_relays();
+        for id in self.paths.relayed_to_close(Instant::now()) {
+            self.swarm.close_connection(id);
+        }
         // Requests whose peer gave up (its stream timed out or closed) free their slot.
         self.inbound.retain(|_, channel| channel.is_open());
         for peer in self.scores.recover(Instant::now()) {
@@ -674,12 +730,8 @@ impl EventLoop {
             self.swept_at = Instant::now();
             self.withdraw_released();
         }
-        let waiting: Vec<u64> = self
-            .fetches
-            .iter()
-            .filter(|(_, f)| !f.started)
-            .map(|(id, _)| *id)
-            .collect();
+        // Fetches waiting to start, or for the download limit, go on.
+        let waiting: Vec<u64> = self.fetches.keys().copied().collect();
         for id in waiting {
             self.pump(id);
         }
@@ -746,9 +798,23 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
                 num_established,
+                endpoint,
                 ..
             } => {
+                let relayed = endpoint.is_relayed();
+                self.paths.opened(connection_id, peer_id, relayed);
+                // Direct paths win: relayed connections to a peer also reached directly
+                // (punched from either side, or dialled) close after a grace period.
+                if self.paths.has_direct(peer_id) && !self.paths.relayed_to(peer_id).is_empty() {
+                    self.paths.retire_relayed(peer_id, Instant::now());
+                }
+                if !relayed && self.bootstrap_peers.contains(&peer_id) && endpoint.is_dialer() {
+                    // Remember how the bootstrap peer was reached, should it serve as a relay.
+                    self.bootstrap_addrs
+                        .insert(peer_id, endpoint.get_remote_address().clone());
+                }
                 if self.scores.is_banned(&peer_id) {
                     let _ = self.swarm.disconnect_peer_id(peer_id);
                 } else if num_established.get() == 1 {
@@ -763,10 +829,29 @@ impl EventLoop {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 ..
             } => {
-                self.emit(NetworkEvent::PeerDisconnected(peer_id));
+                self.paths.closed(connection_id);
+                if num_established == 0 {
+                    self.emit(NetworkEvent::PeerDisconnected(peer_id));
+                }
+            }
+            SwarmEvent::ExternalAddrConfirmed { address } => {
+                tracing::info!(%address, "reachable at");
+                self.paths.address_confirmed(address);
+            }
+            SwarmEvent::ExternalAddrExpired { address } => {
+                self.paths.address_expired(&address);
+            }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                tracing::debug!(?reason, "listener closed");
+                self.paths.listener_closed(listener_id);
             }
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             other => tracing::trace!(?other, "swarm event"),
@@ -776,29 +861,67 @@ impl EventLoop {
     fn on_behaviour_event(&mut self, event: BehaviourEvent) {
         match event {
             BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if info.protocols.contains(&RELAY_HOP_PROTOCOL)
+                    && let Some(addr) = self.bootstrap_addrs.get(&peer_id)
+                {
+                    // The dialled address may end in the peer id already.
+                    let base = split_peer(addr).map_or_else(|| addr.clone(), |(_, base)| base);
+                    self.paths
+                        .add_relay(peer_id, base.with(Protocol::P2p(peer_id)));
+                }
                 if info.protocols.contains(&KAD_PROTOCOL) {
                     for addr in info.listen_addrs {
                         self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
                     }
                 }
             }
+            BehaviourEvent::Autonat(autonat::v2::client::Event {
+                tested_addr,
+                server,
+                result,
+                ..
+            }) => match result {
+                Ok(()) => tracing::info!(%tested_addr, %server, "a peer reached this node"),
+                Err(e) => {
+                    tracing::info!(%tested_addr, %server, "a peer could not reach this node: {e}");
+                    self.paths.probe_failed();
+                }
+            },
+            BehaviourEvent::RelayClient(event) => self.on_relay_client(event),
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => self.on_hole_punch(remote_peer_id, result),
+            BehaviourEvent::Upnp(event) => match event {
+                upnp::Event::NewExternalAddr { external_addr, .. } => {
+                    tracing::info!(%external_addr, "the router forwards a port (UPnP)");
+                }
+                upnp::Event::ExpiredExternalAddr { external_addr, .. } => {
+                    tracing::info!(%external_addr, "the router's port forward expired (UPnP)");
+                }
+                upnp::Event::GatewayNotFound | upnp::Event::NonRoutableGateway => {
+                    tracing::debug!(?event, "no UPnP port forward");
+                }
+            },
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
                 id, result, step, ..
             }) => self.on_query(id, result, step.last),
             BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. }) => {
                 self.on_gossip(message)
             }
-            BehaviourEvent::Canopy(request_response::Event::Message { peer, message, .. }) => {
-                match message {
-                    request_response::Message::Request {
-                        request, channel, ..
-                    } => self.on_request(peer, request, channel),
-                    request_response::Message::Response {
-                        request_id,
-                        response,
-                    } => self.on_response(peer, request_id, response),
-                }
-            }
+            BehaviourEvent::Canopy(request_response::Event::Message {
+                peer,
+                connection_id,
+                message,
+            }) => match message {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => self.on_request(peer, connection_id, request, channel),
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                } => self.on_response(peer, connection_id, request_id, response),
+            },
             BehaviourEvent::Canopy(request_response::Event::OutboundFailure {
                 peer,
                 request_id,
@@ -825,6 +948,56 @@ impl EventLoop {
                 }
             }
             other => tracing::trace!(?other, "behaviour event"),
+        }
+    }
+
+    fn on_relay_client(&mut self, event: relay::client::Event) {
+        match event {
+            relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                renewal,
+                ..
+            } => {
+                if self.paths.reservation_accepted(relay_peer_id) || !renewal {
+                    tracing::info!(relay = %relay_peer_id, "reachable through a relay");
+                }
+            }
+            other => tracing::debug!(?other, "relay client"),
+        }
+    }
+
+    /// A hole punch to `peer` ended: on success the direct connection replaces the relayed
+    /// ones, which close once the requests already on them had time to finish, so that every
+    /// later request takes the direct path.
+    fn on_hole_punch(&mut self, peer: PeerId, result: Result<ConnectionId, dcutr::Error>) {
+        match result {
+            Ok(_) => {
+                self.paths.counters.hole_punches += 1;
+                tracing::info!(%peer, "direct connection by hole punching");
+            }
+            Err(e) => {
+                self.paths.counters.hole_punch_failures += 1;
+                tracing::info!(%peer, "hole punching failed, staying relayed: {e}");
+            }
+        }
+    }
+
+    /// Takes or drops relay slots as this node's reachability requires.
+    fn manage_relays(&mut self) {
+        for id in self.paths.surplus_listeners() {
+            self.swarm.remove_listener(id);
+        }
+        for (relay, addr) in self.paths.to_reserve(Instant::now()) {
+            match self.swarm.listen_on(addr.clone()) {
+                Ok(id) => {
+                    tracing::info!(%addr, "not reachable directly; asking a relay for a slot");
+                    self.paths.listening_via(id, relay);
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, "cannot listen through the relay: {e:?}");
+                    self.paths.reserve_failed();
+                }
+            }
         }
     }
 
@@ -942,30 +1115,33 @@ impl EventLoop {
         }
     }
 
+    /// Whether `bytes` more may be served to `peer` now, under its own limit and the total.
     fn allow_serving(&mut self, peer: PeerId, bytes: usize) -> bool {
-        let rate = self.config.serve_rate_bytes_per_sec as f64;
+        let now = Instant::now();
         if self.rate.len() >= MAX_RATE_BUCKETS && !self.rate.contains_key(&peer) {
-            let now = Instant::now();
             self.rate
                 .retain(|_, b| now.duration_since(b.last) < Duration::from_secs(10));
         }
-        let bucket = self.rate.entry(peer).or_insert(TokenBucket {
-            tokens: rate,
-            last: Instant::now(),
-        });
-        let now = Instant::now();
-        bucket.tokens =
-            (bucket.tokens + now.duration_since(bucket.last).as_secs_f64() * rate).min(rate);
-        bucket.last = now;
-        if bucket.tokens >= bytes as f64 {
-            bucket.tokens -= bytes as f64;
-            true
-        } else {
-            false
+        let rate = self.config.serve_rate_bytes_per_sec;
+        let per_peer = self
+            .rate
+            .entry(peer)
+            .or_insert_with(|| TokenBucket::new(rate, now));
+        if !per_peer.take(bytes, now) {
+            return false;
         }
+        self.upload
+            .as_mut()
+            .is_none_or(|total| total.spend(bytes, now))
     }
 
-    fn on_request(&mut self, peer: PeerId, envelope: Envelope, channel: ResponseChannel<Envelope>) {
+    fn on_request(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        envelope: Envelope,
+        channel: ResponseChannel<Envelope>,
+    ) {
         if self.scores.is_banned(&peer) {
             return;
         }
@@ -987,6 +1163,9 @@ impl EventLoop {
                 let response = Message::ChunkResponse(ChunkResponse { id, data });
                 if self.send_sealed(channel, round, &response, "chunk request") {
                     self.bytes_served += served as u64;
+                    if self.paths.is_relayed(connection) {
+                        self.paths.counters.served_relayed += served as u64;
+                    }
                 }
             }
             // A manifest request for an object this peer provides is answered here (the
@@ -1029,7 +1208,13 @@ impl EventLoop {
         }
     }
 
-    fn on_response(&mut self, peer: PeerId, request_id: OutboundRequestId, envelope: Envelope) {
+    fn on_response(
+        &mut self,
+        peer: PeerId,
+        connection: ConnectionId,
+        request_id: OutboundRequestId,
+        envelope: Envelope,
+    ) {
         let Some(pending) = self.requests.remove(&request_id) else {
             return;
         };
@@ -1044,7 +1229,7 @@ impl EventLoop {
             Pending::Chunk { fetch, index, id } => {
                 let retry = match opened {
                     Some((_, Message::ChunkResponse(resp))) if resp.id == id => match resp.data {
-                        Some(data) => self.place_chunk(fetch, peer, &id, &data),
+                        Some(data) => self.place_chunk(fetch, peer, connection, &id, &data),
                         None => {
                             if let Some(f) = self.fetches.get_mut(&fetch) {
                                 f.exclude(peer);
@@ -1075,14 +1260,34 @@ impl EventLoop {
     }
 
     /// Places a received chunk; returns whether it must be fetched again.
-    fn place_chunk(&mut self, fetch_id: u64, peer: PeerId, id: &Digest, data: &[u8]) -> bool {
+    fn place_chunk(
+        &mut self,
+        fetch_id: u64,
+        peer: PeerId,
+        connection: ConnectionId,
+        id: &Digest,
+        data: &[u8],
+    ) -> bool {
         let Some(fetch) = self.fetches.get_mut(&fetch_id) else {
             return false;
         };
         match fetch.reassembler.insert(id, data) {
             Ok(_) => {
-                self.bytes_fetched += data.len() as u64;
+                let len = data.len() as u64;
+                self.bytes_fetched += len;
                 *fetch.sources.entry(peer).or_default() += 1;
+                let relayed = self.paths.is_relayed(connection);
+                let counters = &mut self.paths.counters;
+                if relayed {
+                    fetch.relayed_bytes += len;
+                    counters.fetched_relayed += len;
+                } else {
+                    fetch.direct_bytes += len;
+                    counters.fetched_direct += len;
+                }
+                if self.bootstrap_peers.contains(&peer) {
+                    counters.fetched_from_bootstrap += len;
+                }
                 false
             }
             Err(e) => {
@@ -1116,8 +1321,14 @@ impl EventLoop {
                 let _ = reply.send(Err(network_error(error)));
             }
             Pending::Chunk { fetch, index, .. } => {
+                // A connection closed under the request (a relayed one replaced by a direct
+                // one, say) while the peer stays connected: ask it again, over what is left.
+                let path_closed = matches!(error, OutboundFailure::ConnectionClosed)
+                    && self.swarm.is_connected(&peer);
                 if let Some(f) = self.fetches.get_mut(&fetch) {
-                    f.exclude(peer);
+                    if !path_closed {
+                        f.exclude(peer);
+                    }
                     f.finished(peer, index, true);
                 }
                 self.pump(fetch);

@@ -18,6 +18,10 @@ pub struct Fetched {
     pub data: Vec<u8>,
     /// Chunks served, by peer (empty when the object was already stored locally).
     pub sources: HashMap<PeerId, usize>,
+    /// Bytes that came over direct connections.
+    pub direct_bytes: u64,
+    /// Bytes that came through a relay.
+    pub relayed_bytes: u64,
 }
 
 /// Largest object a node fetches into memory.
@@ -36,6 +40,9 @@ pub(crate) struct Fetch {
     in_flight: HashMap<PeerId, usize>,
     /// Chunks placed, by the peer that served them.
     pub(crate) sources: HashMap<PeerId, usize>,
+    /// Bytes placed, by kind of path: direct, relayed.
+    pub(crate) direct_bytes: u64,
+    pub(crate) relayed_bytes: u64,
     next: usize,
     /// Whether chunk requests have started: they wait for the first provider lookup to end (or
     /// for enough providers, or a short while) so the load spreads over every provider.
@@ -65,6 +72,8 @@ impl Fetch {
             excluded: HashSet::new(),
             in_flight: HashMap::new(),
             sources: HashMap::new(),
+            direct_bytes: 0,
+            relayed_bytes: 0,
             next: 0,
             started: false,
             first_provider_at: None,

@@ -10,6 +10,7 @@ mod dashboard;
 mod demo;
 mod interop;
 mod limits;
+mod nat;
 mod node_cli;
 mod soak;
 mod swarm;
