@@ -85,6 +85,11 @@ pub struct DemoSummary {
     pub ddp_bytes_equivalent: f64,
     /// `ddp_bytes_equivalent` over the bytes the decentralized run sent.
     pub comm_reduction: f64,
+    /// Chunk bytes the coordinator served (models, data, steps).
+    pub coordinator_served_bytes: u64,
+    /// Chunk bytes the nodes served each other and the coordinator (updates, and models and
+    /// data passed on).
+    pub peers_served_bytes: u64,
     /// Rounds run.
     pub rounds: u64,
     /// Updates accepted in all.
@@ -182,7 +187,11 @@ pub async fn run(
         );
     }
     let (tx, mut rx) = mpsc::channel(256);
-    let service = Service::start(project.clone(), NetworkConfig::loopback(), tx).await?;
+    let network = NetworkConfig {
+        sync_fetched: true,
+        ..NetworkConfig::loopback()
+    };
+    let service = Service::start(project.clone(), network, tx).await?;
     let addr = service
         .client()
         .listen_addrs()
@@ -252,13 +261,15 @@ pub async fn run(
     let mut rounds: Vec<RoundSummary> = Vec::new();
     let mut last_bytes = 0u64;
     let mut bytes_total = 0u64;
+    let mut coordinator_served = 0u64;
     let mut printed = Vec::new();
     while let Some(event) = rx.recv().await {
         if let ServiceEvent::RoundClosed(summary) = event {
-            let mut sent = coordinator_client
+            coordinator_served = coordinator_client
                 .status()
                 .await
                 .map_or(0, |s| s.bytes_served);
+            let mut sent = coordinator_served;
             for (client, _, _) in &peers {
                 sent += client.status().await.map_or(0, |s| s.bytes_served);
             }
@@ -329,6 +340,8 @@ pub async fn run(
         bytes_per_node_per_round: bytes_total as f64 / n / f64::from(settings.rounds),
         ddp_bytes_equivalent: ddp,
         comm_reduction: ddp / (bytes_total.max(1) as f64),
+        coordinator_served_bytes: coordinator_served,
+        peers_served_bytes: bytes_total.saturating_sub(coordinator_served),
         rounds: rounds.len() as u64,
         accepted: rounds.iter().map(|r| r.accepted).sum(),
         rejected: rounds.iter().map(|r| r.rejected).sum(),

@@ -367,6 +367,7 @@ async fn run_project(config_path: &Path, json: bool, http: &HttpArgs) -> anyhow:
         mdns: config.network.mdns,
         kad_server: true,
         relay_server: true,
+        sync_fetched: true,
         advertise_listen_addrs: config.network.public,
         ..NetworkConfig::default()
     };
@@ -853,6 +854,14 @@ fn print_demo_summary(summary: &demo::DemoSummary) {
         "communication: {:.1} MB per node per round; data-parallel would send {:.0}x as much",
         summary.bytes_per_node_per_round / 1e6,
         summary.comm_reduction
+    );
+    let served = (summary.coordinator_served_bytes + summary.peers_served_bytes).max(1) as f64;
+    println!(
+        "traffic served: {:.0}% by the coordinator ({:.1} MB), {:.0}% by the nodes ({:.1} MB)",
+        100.0 * summary.coordinator_served_bytes as f64 / served,
+        summary.coordinator_served_bytes as f64 / 1e6,
+        100.0 * summary.peers_served_bytes as f64 / served,
+        summary.peers_served_bytes as f64 / 1e6,
     );
     println!(
         "time: decentralized {:.0}s, centralized {:.0}s; {} updates accepted, {} rejected",

@@ -15,6 +15,8 @@ pub mod providers;
 mod rate;
 mod reachability;
 mod scores;
+mod serve;
+mod writer;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -74,6 +76,10 @@ pub struct NetworkConfig {
     pub request_timeout: Duration,
     /// Established connections, at most (incoming and outgoing together).
     pub max_connections: u32,
+    /// Wait until fetched objects are on disk before handing them over (`fsync`): the
+    /// coordinator does, as it acknowledges results once stored; a node need not, as what it
+    /// fetched is checked again when read and can be fetched again.
+    pub sync_fetched: bool,
     /// Events queued for the application, at most; a request that finds the queue full is
     /// answered "busy" at once.
     pub event_queue: usize,
@@ -100,6 +106,7 @@ impl Default for NetworkConfig {
             max_in_flight_per_peer: 4,
             request_timeout: Duration::from_secs(20),
             max_connections: 2048,
+            sync_fetched: false,
             event_queue: 256,
         }
     }

@@ -142,6 +142,10 @@ impl ChunkStore {
     }
 
     fn put_checked(&self, id: &Digest, data: &[u8]) -> Result<(), NodeError> {
+        self.put_named(id, data, Durability::Synced)
+    }
+
+    fn put_named(&self, id: &Digest, data: &[u8], sync: Durability) -> Result<(), NodeError> {
         let size = data.len() as u64;
         let victims = {
             let mut index = self.lock();
@@ -173,7 +177,7 @@ impl ChunkStore {
             let _ = std::fs::remove_file(self.path(&v));
         }
         let path = self.path(id);
-        let result = write_atomically(&path, data);
+        let result = write_atomically(&path, data, sync);
         if result.is_err() {
             let mut index = self.lock();
             if let Some(e) = index.entries.remove(id) {
@@ -332,6 +336,40 @@ impl ChunkStore {
 
     /// Stores every chunk of an object and holds it (see [`ChunkStore::hold`]).
     pub fn put_object(&self, manifest: &Manifest, data: &[u8]) -> Result<(), NodeError> {
+        self.put_object_as(manifest, data, true, Durability::Synced)
+    }
+
+    /// [`ChunkStore::put_object`] for an object whose chunks were each checked against the
+    /// manifest as they arrived: they are not hashed again, and reach the disk with an
+    /// `fsync` only when `sync` says so (a chunk a crash damaged fails its check when read,
+    /// and is fetched again).
+    pub fn put_fetched(
+        &self,
+        manifest: &Manifest,
+        data: &[u8],
+        sync: Durability,
+    ) -> Result<(), NodeError> {
+        self.put_object_as(manifest, data, false, sync)
+    }
+
+    /// Stores one chunk of an object being fetched, already checked against its manifest
+    /// (not hashed again); see [`ChunkStore::put_fetched`].
+    pub fn put_fetched_chunk(
+        &self,
+        id: &Digest,
+        data: &[u8],
+        sync: Durability,
+    ) -> Result<(), NodeError> {
+        self.put_named(id, data, sync)
+    }
+
+    fn put_object_as(
+        &self,
+        manifest: &Manifest,
+        data: &[u8],
+        check: bool,
+        sync: Durability,
+    ) -> Result<(), NodeError> {
         // Chunks already written for this object: pinned as they go, so that later chunks of
         // the same object cannot evict earlier ones, and unpinned once the object is held.
         let mut written: Vec<Digest> = Vec::with_capacity(manifest.chunks.len());
@@ -341,7 +379,10 @@ impl ChunkStore {
                 let chunk = data
                     .get(start..start + manifest.chunk_len(index)?)
                     .ok_or(NodeError::ChunkMismatch(*id))?;
-                self.put_verified(id, chunk)?;
+                if check && Digest::of(chunk) != *id {
+                    return Err(NodeError::ChunkMismatch(*id));
+                }
+                self.put_named(id, chunk, sync)?;
                 if let Some(e) = self.lock().entries.get_mut(id) {
                     e.pins += 1;
                     written.push(*id);
@@ -407,15 +448,26 @@ fn io(path: &Path, source: std::io::Error) -> NodeError {
     }
 }
 
-fn write_atomically(path: &Path, data: &[u8]) -> Result<(), NodeError> {
+/// Whether a write waits until its data is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `fsync` before the file is named: the coordinator acknowledges results only once
+    /// they are on disk.
+    Synced,
+    /// Leave it to the page cache: for data that can be fetched again.
+    Cached,
+}
+
+fn write_atomically(path: &Path, data: &[u8], sync: Durability) -> Result<(), NodeError> {
     use std::io::Write;
     let parent = path.parent().unwrap_or(path);
     std::fs::create_dir_all(parent).map_err(|source| io(parent, source))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut file = std::fs::File::create(&tmp).map_err(|source| io(&tmp, source))?;
     file.write_all(data).map_err(|source| io(&tmp, source))?;
-    // On disk before it is named: the coordinator acknowledges results only once they are.
-    file.sync_all().map_err(|source| io(&tmp, source))?;
+    if sync == Durability::Synced {
+        file.sync_all().map_err(|source| io(&tmp, source))?;
+    }
     drop(file);
     std::fs::rename(&tmp, path).map_err(|source| io(path, source))
 }

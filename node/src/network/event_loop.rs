@@ -25,16 +25,18 @@ use super::fetch::{Fetch, Fetched, MAX_PROVIDER_QUERIES};
 use super::rate::TokenBucket;
 use super::reachability::Paths;
 use super::scores::{Offence, Scores};
+use super::serve::{Delayed, UploadLimits};
+use super::writer::{Finish, WriteJob, spawn_writer};
 use super::{Command, NetworkConfig, NetworkEvent, NetworkStatus, provider_key};
 use crate::error::NodeError;
-use crate::store::ChunkStore;
+use crate::store::{ChunkStore, Durability};
 
 /// Requests from others waiting for the application's answer, at most.
 const MAX_PENDING_INBOUND: usize = 1024;
+/// How often answers and requests held back by a bandwidth limit are looked at again.
+const PACE_EVERY: Duration = Duration::from_millis(50);
 /// How often the event loop withdraws the provider records of objects the store let go.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
-/// Peers whose serving rate is tracked, at most.
-const MAX_RATE_BUCKETS: usize = 4096;
 /// Manifests of provided objects kept to answer manifest requests, at most (oldest go first).
 const MAX_PROVIDED_MANIFESTS: usize = 4096;
 
@@ -69,7 +71,8 @@ pub(crate) struct EventLoop {
     inbound: HashMap<u64, ResponseChannel<Envelope>>,
     next_inbound: u64,
     nonce: u64,
-    rate: HashMap<PeerId, TokenBucket>,
+    /// Upload pacing: per peer and in total, with the answers that wait for it.
+    upload: UploadLimits,
     bytes_served: u64,
     bytes_fetched: u64,
     dropped_events: u64,
@@ -91,9 +94,11 @@ pub(crate) struct EventLoop {
     provided_order: std::collections::VecDeque<Digest>,
     /// Connections by path, relays, reachability.
     paths: Paths,
-    /// The total upload and download limits, when set.
-    upload: Option<TokenBucket>,
+    /// The total download limit, when set.
     download: Option<TokenBucket>,
+    /// Objects fetched and now stored (by a blocking task), to announce.
+    stored_tx: mpsc::Sender<Digest>,
+    stored_rx: mpsc::Receiver<Digest>,
 }
 
 const REDIAL_MIN: Duration = Duration::from_secs(1);
@@ -179,10 +184,13 @@ impl EventLoop {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         let paths = Paths::new(config.advertise_listen_addrs, config.relay_server);
-        let upload = (config.max_upload_bytes_per_sec > 0)
-            .then(|| TokenBucket::new(config.max_upload_bytes_per_sec, Instant::now()));
+        let upload = UploadLimits::new(
+            config.serve_rate_bytes_per_sec,
+            config.max_upload_bytes_per_sec,
+        );
         let download = (config.max_download_bytes_per_sec > 0)
             .then(|| TokenBucket::new(config.max_download_bytes_per_sec, Instant::now()));
+        let (stored_tx, stored_rx) = mpsc::channel(256);
         let mut this = Self {
             swarm,
             keys,
@@ -198,7 +206,7 @@ impl EventLoop {
             inbound: HashMap::new(),
             next_inbound: 0,
             nonce,
-            rate: HashMap::new(),
+            upload,
             bytes_served: 0,
             bytes_fetched: 0,
             dropped_events: 0,
@@ -211,8 +219,9 @@ impl EventLoop {
             provided: HashMap::new(),
             provided_order: std::collections::VecDeque::new(),
             paths,
-            upload,
             download,
+            stored_tx,
+            stored_rx,
         };
         this.bootstrap_peers = this
             .config
@@ -240,6 +249,9 @@ impl EventLoop {
     pub(crate) async fn run(mut self) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Paced uploads and downloads under a limit go on every 50 ms.
+        let mut pace = tokio::time::interval(PACE_EVERY);
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -252,6 +264,11 @@ impl EventLoop {
                     None => break,
                 },
                 _ = tick.tick() => self.on_tick(),
+                // Every peer that holds an object serves it.
+                Some(root) = self.stored_rx.recv() => self.announce(root, None),
+                _ = pace.tick(), if self.upload.is_pacing() || self.download.is_some() => {
+                    self.on_pace()
+                }
             }
         }
         for (_, fetch) in self.fetches.drain() {
@@ -655,26 +672,49 @@ impl EventLoop {
             return;
         };
         let reply = fetch.reply.take();
-        let manifest = fetch.reassembler.manifest().clone();
         let sources = std::mem::take(&mut fetch.sources);
-        let (direct_bytes, relayed_bytes) = (fetch.direct_bytes, fetch.relayed_bytes);
-        let result = fetch
-            .reassembler
-            .finish()
-            .map_err(NodeError::from)
-            .and_then(|data| self.store.put_object(&manifest, &data).map(|()| data))
-            .map(|data| Fetched {
-                data,
-                sources,
-                direct_bytes,
-                relayed_bytes,
-            });
-        if result.is_ok() {
-            // Every peer that holds an object serves it.
-            self.announce(manifest.root, None);
+        // Assembling and writing the object is disk work: its writer does it after the
+        // chunks it is still writing, off the swarm's task, which goes on serving and
+        // fetching meanwhile; the object is announced once it is stored.
+        let finish = Finish {
+            reassembler: fetch.reassembler,
+            reply,
+            sources,
+            direct_bytes: fetch.direct_bytes,
+            relayed_bytes: fetch.relayed_bytes,
+            stored: self.stored_tx.clone(),
+        };
+        let writer = fetch
+            .writer
+            .take()
+            .unwrap_or_else(|| spawn_writer(self.store.clone(), self.durability()));
+        match writer.try_send(WriteJob::Finish(Box::new(finish))) {
+            Ok(()) => {}
+            // Its queue is full: wait for room off the swarm's task.
+            Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                tokio::task::spawn_blocking(move || {
+                    if let Err(std::sync::mpsc::SendError(WriteJob::Finish(f))) = writer.send(job)
+                        && let Some(reply) = f.reply
+                    {
+                        let _ = reply.send(Err(NodeError::NetworkStopped));
+                    }
+                });
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(WriteJob::Finish(f))) => {
+                if let Some(reply) = f.reply {
+                    let _ = reply.send(Err(NodeError::NetworkStopped));
+                }
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(WriteJob::Chunk(..))) => {}
         }
-        if let Some(reply) = reply {
-            let _ = reply.send(result);
+    }
+
+    /// How fetched objects reach the disk.
+    fn durability(&self) -> Durability {
+        if self.config.sync_fetched {
+            Durability::Synced
+        } else {
+            Durability::Cached
         }
     }
 
@@ -712,6 +752,16 @@ impl EventLoop {
         }
         self.redial_at = Instant::now() + self.redial_backoff;
         self.redial_backoff = (self.redial_backoff * 2).min(REDIAL_MAX);
+    }
+
+    fn on_pace(&mut self) {
+        self.send_paced();
+        if self.download.is_some() {
+            let ids: Vec<u64> = self.fetches.keys().copied().collect();
+            for id in ids {
+                self.pump(id);
+            }
+        }
     }
 
     fn on_tick(&mut self) {
@@ -1115,24 +1165,31 @@ impl EventLoop {
         }
     }
 
-    /// Whether `bytes` more may be served to `peer` now, under its own limit and the total.
-    fn allow_serving(&mut self, peer: PeerId, bytes: usize) -> bool {
-        let now = Instant::now();
-        if self.rate.len() >= MAX_RATE_BUCKETS && !self.rate.contains_key(&peer) {
-            self.rate
-                .retain(|_, b| now.duration_since(b.last) < Duration::from_secs(10));
+    /// Answers a chunk request with `data` (or "absent"), counting the bytes by path.
+    fn serve_chunk(
+        &mut self,
+        connection: ConnectionId,
+        channel: ResponseChannel<Envelope>,
+        round: u64,
+        id: Digest,
+        data: Option<Vec<u8>>,
+    ) {
+        let served = data.as_ref().map_or(0, Vec::len) as u64;
+        let response = Message::ChunkResponse(ChunkResponse { id, data });
+        if self.send_sealed(channel, round, &response, "chunk request") {
+            self.bytes_served += served;
+            if self.paths.is_relayed(connection) {
+                self.paths.counters.served_relayed += served;
+            }
         }
-        let rate = self.config.serve_rate_bytes_per_sec;
-        let per_peer = self
-            .rate
-            .entry(peer)
-            .or_insert_with(|| TokenBucket::new(rate, now));
-        if !per_peer.take(bytes, now) {
-            return false;
+    }
+
+    /// Sends the chunk answers the upload limits now allow.
+    fn send_paced(&mut self) {
+        while let Some(d) = self.upload.next_due(Instant::now()) {
+            let data = self.store.get(&d.id).ok().flatten();
+            self.serve_chunk(d.connection, d.channel, d.round, d.id, data);
         }
-        self.upload
-            .as_mut()
-            .is_none_or(|total| total.spend(bytes, now))
     }
 
     fn on_request(
@@ -1157,16 +1214,24 @@ impl EventLoop {
                         None
                     }
                 };
-                // Over the peer's rate, the chunk is refused as if absent: it asks elsewhere.
-                let data = data.filter(|d| self.allow_serving(peer, d.len()));
-                let served = data.as_ref().map_or(0, Vec::len);
-                let response = Message::ChunkResponse(ChunkResponse { id, data });
-                if self.send_sealed(channel, round, &response, "chunk request") {
-                    self.bytes_served += served as u64;
-                    if self.paths.is_relayed(connection) {
-                        self.paths.counters.served_relayed += served as u64;
+                // Over an upload limit, the answer waits its turn (or, when too many wait,
+                // the chunk is answered absent and the peer asks elsewhere).
+                let len = data.as_ref().map_or(0, Vec::len);
+                if data.is_some() && !self.upload.admit(peer, len, Instant::now()) {
+                    let delayed = Delayed {
+                        peer,
+                        connection,
+                        channel,
+                        round,
+                        id,
+                        len,
+                    };
+                    if let Some(d) = self.upload.defer(delayed) {
+                        self.serve_chunk(d.connection, d.channel, d.round, d.id, None);
                     }
+                    return;
                 }
+                self.serve_chunk(connection, channel, round, id, data);
             }
             // A manifest request for an object this peer provides is answered here (the
             // coordinator asks a volunteer for the manifest of the corpus result it names);
@@ -1229,7 +1294,7 @@ impl EventLoop {
             Pending::Chunk { fetch, index, id } => {
                 let retry = match opened {
                     Some((_, Message::ChunkResponse(resp))) if resp.id == id => match resp.data {
-                        Some(data) => self.place_chunk(fetch, peer, connection, &id, &data),
+                        Some(data) => self.place_chunk(fetch, peer, connection, &id, data),
                         None => {
                             if let Some(f) = self.fetches.get_mut(&fetch) {
                                 f.exclude(peer);
@@ -1266,12 +1331,13 @@ impl EventLoop {
         peer: PeerId,
         connection: ConnectionId,
         id: &Digest,
-        data: &[u8],
+        data: Vec<u8>,
     ) -> bool {
+        let durability = self.durability();
         let Some(fetch) = self.fetches.get_mut(&fetch_id) else {
             return false;
         };
-        match fetch.reassembler.insert(id, data) {
+        match fetch.reassembler.insert(id, &data) {
             Ok(_) => {
                 let len = data.len() as u64;
                 self.bytes_fetched += len;
@@ -1288,6 +1354,12 @@ impl EventLoop {
                 if self.bootstrap_peers.contains(&peer) {
                     counters.fetched_from_bootstrap += len;
                 }
+                let store = &self.store;
+                let writer = fetch
+                    .writer
+                    .get_or_insert_with(|| spawn_writer(store.clone(), durability));
+                // A writer behind the network skips the chunk: it is stored at the end.
+                let _ = writer.try_send(WriteJob::Chunk(*id, data));
                 false
             }
             Err(e) => {

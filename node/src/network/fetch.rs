@@ -52,6 +52,8 @@ pub(crate) struct Fetch {
     pub(crate) provider_queries: u32,
     pub(crate) query_running: bool,
     pub(crate) reply: Option<oneshot::Sender<Result<Fetched, NodeError>>>,
+    /// Stores chunks as they arrive (started with the first one).
+    pub(crate) writer: Option<std::sync::mpsc::SyncSender<super::writer::WriteJob>>,
 }
 
 impl Fetch {
@@ -80,6 +82,7 @@ impl Fetch {
             provider_queries: 0,
             query_running: false,
             reply: Some(reply),
+            writer: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Token buckets for the upload and download limits: per peer when serving, and in total for
-//! every peer together.
+//! every peer together. A bucket may go into debt by one chunk, so limits below a chunk a
+//! second still pass chunks, one at a time.
 
 use std::time::Instant;
 
@@ -26,15 +27,10 @@ impl TokenBucket {
         self.last = now;
     }
 
-    /// Takes `bytes` if the bucket holds them.
-    pub(crate) fn take(&mut self, bytes: usize, now: Instant) -> bool {
+    /// Whether the bucket is out of debt (holds any tokens).
+    pub(crate) fn ready(&mut self, now: Instant) -> bool {
         self.refill(now);
-        if self.tokens >= bytes as f64 {
-            self.tokens -= bytes as f64;
-            true
-        } else {
-            false
-        }
+        self.tokens > 0.0
     }
 
     /// Spends `bytes` whenever the bucket is not in debt, going into debt if they are more
@@ -58,14 +54,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn take_needs_the_whole_amount_and_refills_with_time() {
+    fn a_bucket_refills_with_time_up_to_one_second() {
         let t0 = Instant::now();
         let mut bucket = TokenBucket::new(1000, t0);
-        assert!(bucket.take(600, t0));
-        assert!(!bucket.take(600, t0));
-        assert!(bucket.take(600, t0 + Duration::from_millis(200)));
-        // Never more than one second's worth.
-        assert!(!bucket.take(1001, t0 + Duration::from_secs(60)));
+        assert!(bucket.spend(1000, t0));
+        assert!(!bucket.ready(t0));
+        assert!(bucket.ready(t0 + Duration::from_millis(10)));
+        // Never more than one second's worth: a minute idle still leaves a debt after 2,001.
+        assert!(bucket.spend(2001, t0 + Duration::from_secs(60)));
+        assert!(!bucket.ready(t0 + Duration::from_secs(60)));
     }
 
     #[test]

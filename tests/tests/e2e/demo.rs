@@ -130,6 +130,15 @@ fn the_swarm_demo_trains_and_reports_a_summary() {
     assert!(last < initial - 0.5, "held-out loss {initial} -> {last}");
     assert!(s["baseline_eval_loss"].as_f64().unwrap() < initial);
     assert!(s["comm_reduction"].as_f64().unwrap() > 1.0);
+    // Who served the traffic: the coordinator (models, data) and the nodes (their updates).
+    let by_coordinator = s["coordinator_served_bytes"].as_u64().unwrap();
+    let by_peers = s["peers_served_bytes"].as_u64().unwrap();
+    assert!(by_coordinator > 0 && by_peers > 0, "{s}");
+    let per_round: u64 = rounds
+        .iter()
+        .map(|r| r["bytes_sent"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_coordinator + by_peers, per_round);
     assert_eq!(s["rounds"], 2);
     assert!(dir.path().join("model").join("model.safetensors").exists());
 }

@@ -175,3 +175,91 @@ async fn provider_records_stay_bounded_and_follow_what_is_held() {
     let status = flooder.client.status().await.expect("status");
     assert_eq!(status.provider_records, 100, "{status:?}");
 }
+
+/// The total upload and download limits a volunteer sets hold across every peer at once, and
+/// what they hold back is paced, not lost: every fetch completes, and the node's status shows
+/// the limits. (A bound checked, not a speed measured: a slower machine only stays further
+/// under it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn total_upload_and_download_limits_hold_across_peers_and_lose_nothing() {
+    const LIMIT: u64 = 1 << 20;
+    const CHUNK: u32 = 64 << 10;
+    const LEN: usize = 3 << 20;
+    let bound = |elapsed: Duration| {
+        // One second's burst, one chunk of debt, and the rate since.
+        (LIMIT as f64 * (elapsed.as_secs_f64() + 1.0)) as u64 + u64::from(CHUNK)
+    };
+
+    // Uploads: one provider with a total limit, two fetchers at once.
+    let provider = spawn_node_with(
+        &[],
+        NetworkConfig {
+            max_upload_bytes_per_sec: LIMIT,
+            ..NetworkConfig::loopback()
+        },
+    )
+    .await;
+    let (manifest, data) = signed_object(&provider.keys, LEN, CHUNK, 7);
+    provider
+        .client
+        .provide(manifest.clone(), data)
+        .await
+        .expect("provide");
+    let fetchers = [
+        spawn_node(&provider.addrs).await,
+        spawn_node(&provider.addrs).await,
+    ];
+    let started = std::time::Instant::now();
+    let fetched = join_all(fetchers.iter().map(|f| {
+        f.client
+            .fetch_from(manifest.clone(), provider.addrs.clone())
+    }))
+    .await;
+    let elapsed = started.elapsed();
+    for f in fetched {
+        assert_eq!(f.expect("fetched under the upload limit").data.len(), LEN);
+    }
+    let status = provider.client.status().await.expect("status");
+    assert_eq!(status.max_upload_bytes_per_sec, LIMIT);
+    assert_eq!(status.bytes_served, 2 * LEN as u64);
+    assert!(
+        status.bytes_served <= bound(elapsed),
+        "served {} B in {elapsed:?} under a limit of {LIMIT} B/s",
+        status.bytes_served
+    );
+
+    // Downloads: one fetcher with a total limit, from two providers.
+    let second = spawn_node(&provider.addrs).await;
+    let (manifest, data) = signed_object(&second.keys, LEN, CHUNK, 8);
+    for node in [&provider, &second] {
+        node.client
+            .provide(manifest.clone(), data.clone())
+            .await
+            .expect("provide");
+    }
+    let fetcher = spawn_node_with(
+        &provider.addrs,
+        NetworkConfig {
+            max_download_bytes_per_sec: LIMIT,
+            ..NetworkConfig::loopback()
+        },
+    )
+    .await;
+    let mut hints = provider.addrs.clone();
+    hints.extend(second.addrs.iter().cloned());
+    let started = std::time::Instant::now();
+    let got = fetcher
+        .client
+        .fetch_from(manifest, hints)
+        .await
+        .expect("fetched under the download limit");
+    let elapsed = started.elapsed();
+    assert_eq!(got.data.len(), LEN);
+    let status = fetcher.client.status().await.expect("status");
+    assert_eq!(status.max_download_bytes_per_sec, LIMIT);
+    assert!(
+        status.bytes_fetched <= bound(elapsed),
+        "fetched {} B in {elapsed:?} under a limit of {LIMIT} B/s",
+        status.bytes_fetched
+    );
+}
