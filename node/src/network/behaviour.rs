@@ -77,9 +77,14 @@ impl Behaviour {
         kad_config.set_query_timeout(Duration::from_secs(30));
         let store = ProviderStore::new(peer_id, ProviderLimits::default());
         let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
-        if config.kad_server {
-            kad.set_mode(Some(kad::Mode::Server));
-        }
+        // Never left to libp2p's automatic choice, which would make a node behind NAT a DHT
+        // server as soon as its relayed address is confirmed: the event loop switches a node
+        // to server once it is reachable directly.
+        kad.set_mode(Some(if config.kad_server {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
         let gossip_config = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)
             .max_transmit_size(1 << 20)

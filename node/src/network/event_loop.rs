@@ -229,6 +229,7 @@ impl EventLoop {
             .iter()
             .filter_map(|a| split_peer(a).map(|(p, _)| p))
             .collect();
+        this.update_kad_mode();
         // A node never bans the coordinator (or other bootstrap peer) it joined through.
         for peer in this.bootstrap_peers.clone() {
             this.scores.protect(peer);
@@ -891,9 +892,11 @@ impl EventLoop {
             SwarmEvent::ExternalAddrConfirmed { address } => {
                 tracing::info!(%address, "reachable at");
                 self.paths.address_confirmed(address);
+                self.update_kad_mode();
             }
             SwarmEvent::ExternalAddrExpired { address } => {
                 self.paths.address_expired(&address);
+                self.update_kad_mode();
             }
             SwarmEvent::ListenerClosed {
                 listener_id,
@@ -1030,6 +1033,19 @@ impl EventLoop {
                 tracing::info!(%peer, "hole punching failed, staying relayed: {e}");
             }
         }
+    }
+
+    /// Answers DHT queries (server mode) when configured to, or once reachable directly; a
+    /// node reached only through a relay stays a client, so the relay does not carry the
+    /// DHT's traffic and the node does not collect others' provider records.
+    fn update_kad_mode(&mut self) {
+        let server = self.config.kad_server
+            || self.paths.reachability() == super::reachability::Reachability::Public;
+        self.swarm.behaviour_mut().kad.set_mode(Some(if server {
+            kad::Mode::Server
+        } else {
+            kad::Mode::Client
+        }));
     }
 
     /// Takes or drops relay slots as this node's reachability requires.
