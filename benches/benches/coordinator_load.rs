@@ -88,12 +88,12 @@ use canopy_coordinator::project::{self, Project, decode_spec, now_ms, preset_con
 use canopy_coordinator::scheduler;
 use canopy_coordinator::service::{Answered, answer_peer, datacenter_active};
 use canopy_coordinator::state::{LedgerClaim, ResultRecord, TRAIN};
-use canopy_node::network::codec::{CanopyCodec, PROTOCOL};
+use canopy_node::network::codec::{CanopyCodec, PROTOCOL, RawChunk, Response};
 use canopy_node::objects;
 use canopy_protocol::messages::{
-    AdapterInfo, AdapterKind, Capabilities, ChunkRequest, ChunkResponse, Join, LeaseGrant,
-    LeaseRelease, LeaseRenew, LeaseRequest, ManifestResponse, ReleaseReason, TaskId, TaskOutput,
-    TaskResult, TaskSpec, Tier, TrainOutput,
+    AdapterInfo, AdapterKind, Capabilities, ChunkRequest, Join, LeaseGrant, LeaseRelease,
+    LeaseRenew, LeaseRequest, ManifestResponse, ReleaseReason, TaskId, TaskOutput, TaskResult,
+    TaskSpec, Tier, TrainOutput,
 };
 use canopy_protocol::{CodecSpec, CompressedUpdate, Digest, Envelope, Keypair, Message};
 use canopy_shaders::Params;
@@ -382,7 +382,7 @@ impl SimPeer {
 
     /// Handles anything but the answer awaited: the coordinator's chunk and manifest requests
     /// for this peer's updates, and the connection's fate.
-    fn on_event(&mut self, event: SwarmEvent<request_response::Event<Envelope, Envelope>>) {
+    fn on_event(&mut self, event: SwarmEvent<request_response::Event<Envelope, Response>>) {
         match event {
             SwarmEvent::Behaviour(request_response::Event::Message {
                 peer,
@@ -400,6 +400,7 @@ impl SimPeer {
                 }
                 let round = verified.header().round;
                 let reply = match verified.message() {
+                    // Chunks are answered raw, as nodes do.
                     Ok(Message::ChunkRequest(ChunkRequest { id })) => {
                         self.stats.chunks_served += 1;
                         let pending = self.serving.last().map(|(s, _)| s.manifest());
@@ -410,10 +411,15 @@ impl SimPeer {
                         {
                             self.chunk_asked_at = Some(Instant::now());
                         }
-                        Message::ChunkResponse(ChunkResponse {
+                        let chunk = RawChunk {
                             id,
                             data: self.chunk(&id),
-                        })
+                        };
+                        let _ = self
+                            .swarm
+                            .behaviour_mut()
+                            .send_response(channel, Response::Chunk(chunk));
+                        return;
                     }
                     Ok(Message::ManifestRequest(req)) => {
                         self.stats.manifests_served += 1;
@@ -430,7 +436,10 @@ impl SimPeer {
                     _ => return,
                 };
                 let envelope = self.seal(round, &reply);
-                let _ = self.swarm.behaviour_mut().send_response(channel, envelope);
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .send_response(channel, Response::Signed(Box::new(envelope)));
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
@@ -474,6 +483,9 @@ impl SimPeer {
                     ..
                 }) if request_id == id => {
                     let elapsed = ms(sent.elapsed());
+                    let Response::Signed(response) = response else {
+                        return self.lost(kind, "invalid_response");
+                    };
                     let opened = response
                         .verify()
                         .ok()

@@ -13,6 +13,7 @@
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
+use canopy_node::network::{MAX_PROVIDER_TTL_SECS, MIN_PROVIDER_TTL_SECS};
 use serde::{Deserialize, Serialize};
 
 /// The configuration file's usual name; also the file named by errors from
@@ -149,6 +150,9 @@ pub struct NetworkConfig {
     pub public: bool,
     /// Discover peers on the local network with mDNS.
     pub mdns: bool,
+    /// How long the DHT keeps a provider record, in seconds; nodes should use the same value
+    /// (`canopy-node join --provider-ttl-secs`).
+    pub provider_ttl_secs: u64,
 }
 
 impl Default for NetworkConfig {
@@ -160,6 +164,7 @@ impl Default for NetworkConfig {
             ],
             public: false,
             mdns: false,
+            provider_ttl_secs: canopy_node::network::DEFAULT_PROVIDER_TTL.as_secs(),
         }
     }
 }
@@ -549,6 +554,15 @@ impl Config {
             )?;
         }
 
+        v.ensure(
+            (MIN_PROVIDER_TTL_SECS..=MAX_PROVIDER_TTL_SECS).contains(&n.provider_ttl_secs),
+            "network.provider_ttl_secs",
+            format_args!(
+                "must be {MIN_PROVIDER_TTL_SECS} to {MAX_PROVIDER_TTL_SECS} (got {})",
+                n.provider_ttl_secs
+            ),
+        )?;
+
         let d = &self.data;
         if let Some(corpus) = &d.corpus {
             v.ensure(
@@ -853,6 +867,10 @@ listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
 public = false
 # Discover peers on the local network with mDNS; true or false.
 mdns = false
+# How long the DHT keeps a record of who holds an object, in seconds (3 to
+# 172800); holders announce again every third of it. Volunteers should pass
+# the same value to `canopy-node join --provider-ttl-secs`.
+provider_ttl_secs = 3600
 
 # Which model is trained.
 [model]

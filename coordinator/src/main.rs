@@ -369,6 +369,7 @@ async fn run_project(config_path: &Path, json: bool, http: &HttpArgs) -> anyhow:
         relay_server: true,
         sync_fetched: true,
         advertise_listen_addrs: config.network.public,
+        provider_ttl: std::time::Duration::from_secs(config.network.provider_ttl_secs),
         ..NetworkConfig::default()
     };
     let store = Arc::new(

@@ -273,6 +273,8 @@ impl Service {
             let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
             m.store_bytes.set(gauge(project.store.stats().bytes));
             m.provider_records.set(gauge(s.provider_records as u64));
+            m.remote_provider_records
+                .set(gauge(s.remote_provider_records as u64));
             m.pending_requests.set(gauge(s.pending_requests as u64));
         }
         if close {

@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
-use crate::network::NetworkConfig;
+use crate::network::{
+    DEFAULT_PROVIDER_TTL, MAX_PROVIDER_TTL_SECS, MIN_PROVIDER_TTL_SECS, NetworkConfig,
+};
 
 /// A Canopy peer: contributes this machine's GPU or CPU to an open language model.
 #[derive(Debug, Parser)]
@@ -111,6 +113,11 @@ pub struct JoinArgs {
     /// Do not ask the router to forward a port with UPnP.
     #[arg(long)]
     pub no_upnp: bool,
+    /// How long this node keeps other peers' DHT provider records, in seconds (it announces
+    /// its own again every third of it); use the project's `network.provider_ttl_secs`.
+    #[arg(long, default_value_t = DEFAULT_PROVIDER_TTL.as_secs(),
+          value_parser = clap::value_parser!(u64).range(MIN_PROVIDER_TTL_SECS..=MAX_PROVIDER_TTL_SECS))]
+    pub provider_ttl_secs: u64,
     /// GPUs to run workers on, one worker each: `all`, or adapter numbers such as `0,1`
     /// (`canopy-node info` lists them). Default: one worker on the best adapter, or the CPU.
     #[arg(long)]
@@ -313,6 +320,7 @@ impl JoinConfig {
             max_download_bytes_per_sec: args.download_limit_mib << 20,
             relay_server: args.relay,
             upnp: !args.no_upnp,
+            provider_ttl: std::time::Duration::from_secs(args.provider_ttl_secs),
             ..NetworkConfig::default()
         };
         if !args.listen.is_empty() {

@@ -43,6 +43,14 @@ pub fn is_busy(message: &Message) -> bool {
     matches!(message, Message::NoWork(none) if none.reason == PEER_BUSY)
 }
 
+/// How long provider records live by default: objects are kept for a few rounds, and a
+/// record of one released long ago only sends fetchers to a peer that no longer has it.
+pub const DEFAULT_PROVIDER_TTL: Duration = Duration::from_secs(60 * 60);
+/// The shortest provider record time to live accepted, in seconds (tests compress time).
+pub const MIN_PROVIDER_TTL_SECS: u64 = 3;
+/// The longest provider record time to live accepted, in seconds (libp2p's default).
+pub const MAX_PROVIDER_TTL_SECS: u64 = 48 * 60 * 60;
+
 /// How a peer's swarm is set up.
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
@@ -83,6 +91,9 @@ pub struct NetworkConfig {
     /// Events queued for the application, at most; a request that finds the queue full is
     /// answered "busy" at once.
     pub event_queue: usize,
+    /// How long other peers' provider records are kept here; this peer announces its own
+    /// again every third of it. Peers of one project should agree on it.
+    pub provider_ttl: Duration,
 }
 
 impl Default for NetworkConfig {
@@ -108,6 +119,7 @@ impl Default for NetworkConfig {
             max_connections: 2048,
             sync_fetched: false,
             event_queue: 256,
+            provider_ttl: DEFAULT_PROVIDER_TTL,
         }
     }
 }

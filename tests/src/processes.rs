@@ -45,6 +45,13 @@ pub fn small_project(dir: &Path, port: u16, training: &[(&str, &str)], extra: &s
     path
 }
 
+/// Adds `key = value` to the `[network]` section of a config written by [`small_project`].
+pub fn set_network_key(config: &Path, key: &str, value: &str) {
+    let text = std::fs::read_to_string(config).expect("read config");
+    let text = text.replacen("[network]\n", &format!("[network]\n{key} = {value}\n"), 1);
+    std::fs::write(config, text).expect("write config");
+}
+
 /// A free TCP port on loopback (for a coordinator that must come back on the same address).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

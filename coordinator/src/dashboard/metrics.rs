@@ -46,6 +46,8 @@ pub struct Metrics {
     pub store_bytes: Gauge,
     /// Objects the coordinator announces as their provider in the DHT.
     pub provider_records: Gauge,
+    /// Other peers' provider records the coordinator keeps as a DHT server.
+    pub remote_provider_records: Gauge,
     /// Requests from peers waiting for an answer.
     pub pending_requests: Gauge,
     marks: (AtomicU64, AtomicU64),
@@ -100,6 +102,7 @@ impl Metrics {
             paused: Gauge::default(),
             store_bytes: Gauge::default(),
             provider_records: Gauge::default(),
+            remote_provider_records: Gauge::default(),
             pending_requests: Gauge::default(),
             marks: (AtomicU64::new(0), AtomicU64::new(0)),
         };
@@ -166,6 +169,11 @@ impl Metrics {
             "provider_records",
             "Objects the coordinator provides in the DHT",
             m.provider_records.clone(),
+        );
+        registry.register(
+            "remote_provider_records",
+            "Other peers' provider records the coordinator keeps for the DHT",
+            m.remote_provider_records.clone(),
         );
         registry.register(
             "pending_requests",

@@ -75,6 +75,8 @@ impl Behaviour {
         );
         let mut kad_config = kad::Config::new(KAD_PROTOCOL);
         kad_config.set_query_timeout(Duration::from_secs(30));
+        kad_config.set_provider_record_ttl(Some(config.provider_ttl));
+        kad_config.set_provider_publication_interval(Some(config.provider_ttl / 3));
         let store = ProviderStore::new(peer_id, ProviderLimits::default());
         let mut kad = kad::Behaviour::with_config(peer_id, store, kad_config);
         // Never left to libp2p's automatic choice, which would make a node behind NAT a DHT

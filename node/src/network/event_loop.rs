@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use canopy_protocol::messages::{ChunkRequest, ChunkResponse, ManifestResponse, NoWork};
+use canopy_protocol::messages::{ChunkRequest, ManifestResponse, NoWork};
 use canopy_protocol::{Digest, Envelope, Keypair, Message};
 use futures::StreamExt;
 use libp2p::kad::{self, GetProvidersOk, QueryId, QueryResult};
@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::behaviour::{
     Behaviour, BehaviourEvent, KAD_PROTOCOL, MODELS_TOPIC, RELAY_HOP_PROTOCOL, TASKS_TOPIC,
 };
+use super::codec::{RawChunk, Response};
 use super::fetch::{Fetch, Fetched, MAX_PROVIDER_QUERIES};
 use super::rate::TokenBucket;
 use super::reachability::Paths;
@@ -68,7 +69,7 @@ pub(crate) struct EventLoop {
     next_fetch: u64,
     requests: HashMap<OutboundRequestId, Pending>,
     queries: HashMap<QueryId, QueryPurpose>,
-    inbound: HashMap<u64, ResponseChannel<Envelope>>,
+    inbound: HashMap<u64, ResponseChannel<Response>>,
     next_inbound: u64,
     nonce: u64,
     /// Upload pacing: per peer and in total, with the answers that wait for it.
@@ -294,7 +295,7 @@ impl EventLoop {
     /// to seal is logged, naming `what` was being answered).
     fn send_sealed(
         &mut self,
-        channel: ResponseChannel<Envelope>,
+        channel: ResponseChannel<Response>,
         round: u64,
         message: &Message,
         what: &str,
@@ -304,7 +305,7 @@ impl EventLoop {
                 .swarm
                 .behaviour_mut()
                 .canopy
-                .send_response(channel, env)
+                .send_response(channel, Response::Signed(Box::new(env)))
                 .is_ok(),
             Err(e) => {
                 tracing::warn!("cannot answer {what}: {e}");
@@ -773,6 +774,15 @@ impl EventLoop {
         }
         // Requests whose peer gave up (its stream timed out or closed) free their slot.
         self.inbound.retain(|_, channel| channel.is_open());
+        let expired = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .purge_expired(Instant::now());
+        if expired > 0 {
+            tracing::debug!(expired, "expired provider records dropped");
+        }
         for peer in self.scores.recover(Instant::now()) {
             tracing::info!(%peer, "ban lifted");
             self.swarm.behaviour_mut().blocked.unblock_peer(peer);
@@ -1181,18 +1191,24 @@ impl EventLoop {
         }
     }
 
-    /// Answers a chunk request with `data` (or "absent"), counting the bytes by path.
+    /// Answers a chunk request with `data` (or "absent") as a raw chunk, counting the bytes by
+    /// path.
     fn serve_chunk(
         &mut self,
         connection: ConnectionId,
-        channel: ResponseChannel<Envelope>,
-        round: u64,
+        channel: ResponseChannel<Response>,
         id: Digest,
         data: Option<Vec<u8>>,
     ) {
         let served = data.as_ref().map_or(0, Vec::len) as u64;
-        let response = Message::ChunkResponse(ChunkResponse { id, data });
-        if self.send_sealed(channel, round, &response, "chunk request") {
+        let response = Response::Chunk(RawChunk { id, data });
+        if self
+            .swarm
+            .behaviour_mut()
+            .canopy
+            .send_response(channel, response)
+            .is_ok()
+        {
             self.bytes_served += served;
             if self.paths.is_relayed(connection) {
                 self.paths.counters.served_relayed += served;
@@ -1204,7 +1220,7 @@ impl EventLoop {
     fn send_paced(&mut self) {
         while let Some(d) = self.upload.next_due(Instant::now()) {
             let data = self.store.get(&d.id).ok().flatten();
-            self.serve_chunk(d.connection, d.channel, d.round, d.id, data);
+            self.serve_chunk(d.connection, d.channel, d.id, data);
         }
     }
 
@@ -1213,7 +1229,7 @@ impl EventLoop {
         peer: PeerId,
         connection: ConnectionId,
         envelope: Envelope,
-        channel: ResponseChannel<Envelope>,
+        channel: ResponseChannel<Response>,
     ) {
         if self.scores.is_banned(&peer) {
             return;
@@ -1238,16 +1254,15 @@ impl EventLoop {
                         peer,
                         connection,
                         channel,
-                        round,
                         id,
                         len,
                     };
                     if let Some(d) = self.upload.defer(delayed) {
-                        self.serve_chunk(d.connection, d.channel, d.round, d.id, None);
+                        self.serve_chunk(d.connection, d.channel, d.id, None);
                     }
                     return;
                 }
-                self.serve_chunk(connection, channel, round, id, data);
+                self.serve_chunk(connection, channel, id, data);
             }
             // A manifest request for an object this peer provides is answered here (the
             // coordinator asks a volunteer for the manifest of the corpus result it names);
@@ -1294,22 +1309,43 @@ impl EventLoop {
         peer: PeerId,
         connection: ConnectionId,
         request_id: OutboundRequestId,
-        envelope: Envelope,
+        response: Response,
     ) {
         let Some(pending) = self.requests.remove(&request_id) else {
             return;
         };
-        let opened = self.open(peer, &envelope);
         match pending {
             Pending::Request(reply) => {
+                let opened = match &response {
+                    Response::Signed(envelope) => self.open(peer, envelope),
+                    Response::Chunk(_) => {
+                        self.penalise(peer, Offence::InvalidMessage);
+                        None
+                    }
+                };
                 let _ =
                     reply.send(opened.map(|(_, m)| m).ok_or_else(|| {
                         NodeError::Network(format!("invalid response from {peer}"))
                     }));
             }
             Pending::Chunk { fetch, index, id } => {
-                let retry = match opened {
-                    Some((_, Message::ChunkResponse(resp))) if resp.id == id => match resp.data {
+                // A raw chunk, as peers answer; a signed chunk response is taken too.
+                let answer = match response {
+                    Response::Chunk(raw) => Some(raw),
+                    Response::Signed(envelope) => match self.open(peer, &envelope) {
+                        Some((_, Message::ChunkResponse(resp))) => Some(RawChunk {
+                            id: resp.id,
+                            data: resp.data,
+                        }),
+                        Some(_) => {
+                            self.penalise(peer, Offence::InvalidMessage);
+                            None
+                        }
+                        None => None,
+                    },
+                };
+                let retry = match answer {
+                    Some(raw) if raw.id == id => match raw.data {
                         Some(data) => self.place_chunk(fetch, peer, connection, &id, data),
                         None => {
                             if let Some(f) = self.fetches.get_mut(&fetch) {
@@ -1318,14 +1354,10 @@ impl EventLoop {
                             true
                         }
                     },
-                    Some(_) => {
-                        self.penalise(peer, Offence::InvalidMessage);
-                        if let Some(f) = self.fetches.get_mut(&fetch) {
-                            f.exclude(peer);
+                    answer => {
+                        if answer.is_some() {
+                            self.penalise(peer, Offence::InvalidMessage);
                         }
-                        true
-                    }
-                    None => {
                         if let Some(f) = self.fetches.get_mut(&fetch) {
                             f.exclude(peer);
                         }

@@ -5,11 +5,15 @@
 //! run (or one hostile peer) stopped the coordinator from publishing. This store keeps the two
 //! apart: this peer's own records are bounded by what its chunk store holds (the event loop
 //! withdraws records of released objects), and remote records are capped in total and per
-//! remote peer, the oldest making room for new ones. Canopy uses no value records; the few a
-//! peer may put are capped tightly.
+//! remote peer, the oldest making room for new ones. Remote records also expire: libp2p drops
+//! an expired record only when someone asks for its key, so records of objects their
+//! providers released long ago (a round's updates, checkpoints) would otherwise stay until
+//! the cap pushed them out. Canopy uses no value records; the few a peer may put are capped
+//! tightly.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
 
 use libp2p::PeerId;
 use libp2p::kad::store::{Error, MemoryStore, MemoryStoreConfig, RecordStore, Result};
@@ -40,6 +44,16 @@ impl Default for ProviderLimits {
     }
 }
 
+/// One remote record in the arrival queue: its key, its provider and the number it was given
+/// when it arrived or was last refreshed.
+type Arrival = (RecordKey, PeerId, u64);
+
+/// A remote record and the number of its latest arrival.
+struct Held {
+    record: ProviderRecord,
+    arrival: u64,
+}
+
 /// A Kademlia record store with bounded provider records (see the module docs).
 pub struct ProviderStore {
     local_peer: PeerId,
@@ -47,11 +61,15 @@ pub struct ProviderStore {
     /// Value records, which Canopy does not use: a small memory store.
     values: MemoryStore,
     local: HashMap<RecordKey, ProviderRecord>,
-    remote: HashMap<RecordKey, Vec<ProviderRecord>>,
+    remote: HashMap<RecordKey, Vec<Held>>,
     remote_count: usize,
     per_peer: HashMap<PeerId, usize>,
-    /// Remote records in the order they arrived; entries already removed are skipped.
-    order: VecDeque<(RecordKey, PeerId)>,
+    /// Remote records in the order they arrived or were last refreshed; entries of records
+    /// since removed or refreshed are skipped. Every remote record gets the same time to live,
+    /// so the front is also the first to expire.
+    order: VecDeque<Arrival>,
+    /// The number the next arrival gets.
+    arrivals: u64,
 }
 
 impl ProviderStore {
@@ -74,6 +92,7 @@ impl ProviderStore {
             remote_count: 0,
             per_peer: HashMap::new(),
             order: VecDeque::new(),
+            arrivals: 0,
         }
     }
 
@@ -92,11 +111,51 @@ impl ProviderStore {
         self.local.keys()
     }
 
+    /// Drops the remote records whose time to live ran out by `now`; returns how many.
+    pub fn purge_expired(&mut self, now: Instant) -> usize {
+        let mut dropped = 0;
+        while let Some(front) = self.order.front() {
+            match self.current(front) {
+                Some(held) => match held.record.expires {
+                    Some(expires) if expires <= now => {
+                        if let Some((key, provider, _)) = self.order.pop_front() {
+                            self.remove_remote(&key, &provider);
+                            dropped += 1;
+                        }
+                    }
+                    _ => break,
+                },
+                _ => {
+                    self.order.pop_front();
+                }
+            }
+        }
+        dropped
+    }
+
+    /// The record an arrival entry stands for: `None` if the record is gone or was refreshed
+    /// since (a later entry stands for it).
+    fn current(&self, (key, provider, arrival): &Arrival) -> Option<&Held> {
+        self.remote
+            .get(key)?
+            .iter()
+            .find(|h| h.record.provider == *provider && h.arrival == *arrival)
+    }
+
+    /// Queues an arrival of `record`; returns its number.
+    fn arrive(&mut self, record: &ProviderRecord) -> u64 {
+        let arrival = self.arrivals;
+        self.arrivals += 1;
+        self.order
+            .push_back((record.key.clone(), record.provider, arrival));
+        arrival
+    }
+
     fn remove_remote(&mut self, key: &RecordKey, provider: &PeerId) -> bool {
         let Some(records) = self.remote.get_mut(key) else {
             return false;
         };
-        let Some(i) = records.iter().position(|r| r.provider == *provider) else {
+        let Some(i) = records.iter().position(|h| h.record.provider == *provider) else {
             return false;
         };
         records.swap_remove(i);
@@ -110,24 +169,27 @@ impl ProviderStore {
                 self.per_peer.remove(provider);
             }
         }
-        // Keep the arrival queue from growing with stale entries.
-        if self.order.len() > 2 * self.remote_count + 64 {
-            let remote = &self.remote;
-            self.order.retain(|(k, p)| {
-                remote
-                    .get(k)
-                    .is_some_and(|rs| rs.iter().any(|r| r.provider == *p))
-            });
-        }
+        self.compact_order();
         true
     }
 
-    fn evict_oldest_remote(&mut self) {
-        while let Some((key, provider)) = self.order.pop_front() {
-            if self.remove_remote(&key, &provider) {
-                return;
+    /// Keeps the arrival queue from growing with entries of removed or refreshed records.
+    fn compact_order(&mut self) {
+        if self.order.len() > 2 * self.remote_count + 64 {
+            let mut order = std::mem::take(&mut self.order);
+            order.retain(|entry| self.current(entry).is_some());
+            self.order = order;
+        }
+    }
+
+    /// Drops the oldest remote record; false if there was none.
+    fn evict_oldest_remote(&mut self) -> bool {
+        while let Some(entry) = self.order.pop_front() {
+            if self.current(&entry).is_some() {
+                return self.remove_remote(&entry.0, &entry.1);
             }
         }
+        false
     }
 }
 
@@ -162,13 +224,21 @@ impl RecordStore for ProviderStore {
             self.local.insert(record.key.clone(), record);
             return Ok(());
         }
-        if let Some(existing) = self
+        let refreshed = self
             .remote
-            .get_mut(&record.key)
-            .and_then(|rs| rs.iter_mut().find(|r| r.provider == record.provider))
-        {
-            // A refresh of a record already here.
-            *existing = record;
+            .get(&record.key)
+            .is_some_and(|rs| rs.iter().any(|h| h.record.provider == record.provider));
+        if refreshed {
+            // A refresh of a record already here: it moves to the back of the queue.
+            let arrival = self.arrive(&record);
+            if let Some(held) = self
+                .remote
+                .get_mut(&record.key)
+                .and_then(|rs| rs.iter_mut().find(|h| h.record.provider == record.provider))
+            {
+                *held = Held { record, arrival };
+            }
+            self.compact_order();
             return Ok(());
         }
         if self.per_peer.get(&record.provider).copied().unwrap_or(0) >= self.limits.per_peer {
@@ -182,15 +252,18 @@ impl RecordStore for ProviderStore {
             // Enough providers of this key already: ignore, as libp2p's store does.
             return Ok(());
         }
+        self.purge_expired(Instant::now());
         while self.remote_count >= self.limits.remote {
-            self.evict_oldest_remote();
+            if !self.evict_oldest_remote() {
+                break;
+            }
         }
         *self.per_peer.entry(record.provider).or_default() += 1;
-        self.order.push_back((record.key.clone(), record.provider));
+        let arrival = self.arrive(&record);
         self.remote
             .entry(record.key.clone())
             .or_default()
-            .push(record);
+            .push(Held { record, arrival });
         self.remote_count += 1;
         Ok(())
     }
@@ -198,7 +271,7 @@ impl RecordStore for ProviderStore {
     fn providers(&self, key: &RecordKey) -> Vec<ProviderRecord> {
         let mut out: Vec<ProviderRecord> = self.local.get(key).cloned().into_iter().collect();
         if let Some(rs) = self.remote.get(key) {
-            out.extend(rs.iter().cloned());
+            out.extend(rs.iter().map(|h| h.record.clone()));
         }
         out
     }
@@ -293,6 +366,51 @@ mod tests {
         store.remove_provider(&key, &peers[0]);
         assert_eq!(store.remote_count(), 2);
         assert_eq!(store.providers(&key).len(), 3);
+    }
+
+    fn expiring(key: u32, provider: PeerId, expires: Instant) -> ProviderRecord {
+        ProviderRecord {
+            expires: Some(expires),
+            ..record(key, provider)
+        }
+    }
+
+    /// Issue 17's soak: records of objects their providers released long ago stayed until the
+    /// cap pushed them out, as libp2p drops an expired record only when its key is asked for.
+    #[test]
+    fn expired_remote_records_go_and_refreshed_ones_stay() {
+        let me = PeerId::random();
+        let mut store = ProviderStore::new(me, limits());
+        let t0 = Instant::now();
+        let ttl = std::time::Duration::from_secs(60);
+        let (a, b) = (PeerId::random(), PeerId::random());
+        for k in 0..5u32 {
+            store.add_provider(expiring(k, a, t0 + ttl)).unwrap();
+        }
+        store.add_provider(expiring(9, b, t0 + ttl)).unwrap();
+        // Key 0 is announced again later: its record now lives longer.
+        let later = t0 + ttl / 2;
+        store.add_provider(expiring(0, a, later + ttl)).unwrap();
+        store.add_provider(expiring(10, b, later + ttl)).unwrap();
+        assert_eq!(store.remote_count(), 7);
+        assert_eq!(store.purge_expired(t0 + ttl / 4), 0, "nothing expired yet");
+        assert_eq!(store.purge_expired(t0 + ttl), 5, "keys 1-4 and 9 ran out");
+        assert_eq!(store.remote_count(), 2);
+        assert_eq!(store.providers(&record(0, me).key).len(), 1, "refreshed");
+        assert!(store.providers(&record(3, me).key).is_empty());
+        assert_eq!(store.per_peer.get(&a), Some(&1));
+        assert_eq!(store.purge_expired(later + ttl), 2);
+        assert_eq!(store.remote_count(), 0);
+        assert!(store.order.is_empty() && store.per_peer.is_empty());
+        // A refresh does not let the queue grow without bound.
+        for _ in 0..1000 {
+            store.add_provider(expiring(1, a, later + ttl)).unwrap();
+        }
+        assert!(store.order.len() <= 2 + 64 + 1, "{}", store.order.len());
+        // This peer's own records never expire here (libp2p republishes them).
+        store.add_provider(record(5, me)).unwrap();
+        store.purge_expired(later + 10 * ttl);
+        assert_eq!(store.local_count(), 1);
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use canopy_protocol::{Digest, Envelope};
+use canopy_protocol::Digest;
+
+use super::codec::Response;
 use libp2p::PeerId;
 use libp2p::request_response::ResponseChannel;
 use libp2p::swarm::ConnectionId;
@@ -22,8 +24,7 @@ pub(crate) const MAX_DELAYED: usize = 256;
 pub(crate) struct Delayed {
     pub(crate) peer: PeerId,
     pub(crate) connection: ConnectionId,
-    pub(crate) channel: ResponseChannel<Envelope>,
-    pub(crate) round: u64,
+    pub(crate) channel: ResponseChannel<Response>,
     pub(crate) id: Digest,
     pub(crate) len: usize,
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canopy_node::network::NetworkConfig;
-use canopy_node::network::codec::{PROTOCOL, read_frame, write_frame};
+use canopy_node::network::codec::{CHUNK_FRAME, PROTOCOL, read_frame, write_frame};
 use canopy_protocol::codec::MAX_FRAME_LEN;
 use canopy_protocol::messages::{ChunkRequest, ChunkResponse};
 use canopy_protocol::{Digest, Envelope, Keypair, Message, SignedManifest};
@@ -163,6 +163,10 @@ async fn fetch_completes_when_a_provider_is_killed_mid_transfer() {
 /// How the malicious provider answers requests for one object's chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Mischief {
+    /// A raw chunk answer (as nodes send) carrying damaged bytes.
+    RawCorruptChunk,
+    /// A raw chunk answer naming another chunk than the one asked for.
+    RawWrongName,
     /// A well-signed response carrying damaged chunk bytes.
     CorruptChunk,
     /// A length prefix followed by random bytes.
@@ -404,7 +408,21 @@ async fn run_evil_provider(
                     out.extend(env);
                     out
                 };
+                let raw = |name: Digest, data: Vec<u8>| {
+                    let mut out = ((1 + 32 + 1 + data.len()) as u32).to_le_bytes().to_vec();
+                    out.push(CHUNK_FRAME);
+                    out.extend(name.as_bytes());
+                    out.push(1);
+                    out.extend(data);
+                    out
+                };
                 let bytes = match mischief {
+                    Mischief::RawCorruptChunk => {
+                        let mut bad = chunk;
+                        bad[0] ^= 0xff;
+                        raw(id, bad)
+                    }
+                    Mischief::RawWrongName => raw(Digest::of(b"another chunk"), chunk),
                     Mischief::CorruptChunk => {
                         let mut bad = chunk;
                         bad[0] ^= 0xff;
@@ -431,14 +449,17 @@ async fn run_evil_provider(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malicious_provider_is_detected_penalised_and_banned() {
-    let (boot, nodes) = swarm(5).await;
-    let honest = &nodes[0];
     let modes = [
+        Mischief::RawCorruptChunk,
+        Mischief::RawWrongName,
         Mischief::CorruptChunk,
         Mischief::Garbage,
         Mischief::Oversized,
         Mischief::WrongKey,
     ];
+    // The source, and one fetcher per kind of mischief.
+    let (boot, nodes) = swarm(1 + modes.len()).await;
+    let honest = &nodes[0];
     let objects: Vec<(SignedManifest, Vec<u8>, Mischief)> = modes
         .iter()
         .enumerate()
@@ -471,7 +492,7 @@ async fn malicious_provider_is_detected_penalised_and_banned() {
         panic!("address without peer id");
     };
 
-    // Nodes 1–4 each fetch one object, meeting one kind of mischief each.
+    // Nodes 1 on each fetch one object, meeting one kind of mischief each.
     for (node, (manifest, data, mischief)) in nodes[1..].iter().zip(&objects) {
         // Both providers are named up front (as the coordinator names a result's sender), so
         // the malicious one is certainly asked; the DHT may list either, too.
