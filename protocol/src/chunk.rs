@@ -254,6 +254,11 @@ pub struct Reassembler {
     positions: HashMap<Digest, Vec<usize>>,
     chunks_done: usize,
     bytes_done: u64,
+    /// The object's hash over the chunks in place from the start on, so the root is known as
+    /// soon as the last chunk lands instead of taking one more pass over the whole object.
+    root: blake3::Hasher,
+    /// Chunks from the start that `root` covers.
+    hashed: usize,
 }
 
 impl Reassembler {
@@ -276,6 +281,8 @@ impl Reassembler {
             positions,
             chunks_done: 0,
             bytes_done: 0,
+            root: blake3::Hasher::new(),
+            hashed: 0,
             manifest,
         })
     }
@@ -290,8 +297,7 @@ impl Reassembler {
     /// nothing.
     pub fn insert(&mut self, id: &Digest, data: &[u8]) -> Result<Inserted, ChunkError> {
         let positions = self.positions.get(id).ok_or(ChunkError::UnknownChunk)?;
-        let first = positions[0];
-        self.manifest.verify_chunk(first, data)?;
+        self.manifest.verify_chunk(positions[0], data)?;
         let mut placed = 0;
         for &index in positions {
             if self.filled[index] {
@@ -304,11 +310,23 @@ impl Reassembler {
             self.bytes_done += data.len() as u64;
             placed += 1;
         }
+        self.hash_in_order();
         Ok(if placed == 0 {
             Inserted::Duplicate
         } else {
             Inserted::New(placed)
         })
+    }
+
+    /// Feeds the root hash the chunks now in place right after those it covers.
+    fn hash_in_order(&mut self) {
+        let size = self.manifest.chunk_size as usize;
+        while self.filled.get(self.hashed).copied().unwrap_or(false) {
+            let start = self.hashed * size;
+            let end = (start + size).min(self.buffer.len());
+            self.root.update(&self.buffer[start..end]);
+            self.hashed += 1;
+        }
     }
 
     /// How far the reassembly has come.
@@ -336,7 +354,7 @@ impl Reassembler {
         if missing > 0 {
             return Err(ChunkError::Incomplete { missing });
         }
-        if Digest::of(&self.buffer) != self.manifest.root {
+        if Digest::from_bytes(*self.root.finalize().as_bytes()) != self.manifest.root {
             return Err(ChunkError::RootMismatch);
         }
         Ok(self.buffer)
@@ -391,6 +409,31 @@ mod tests {
                 expected: 3
             })
         ));
+    }
+
+    /// The root is hashed as chunks land in order; whatever the order of arrival (a repeated
+    /// chunk included), it is the whole object's, and a manifest whose root is not is refused.
+    #[test]
+    fn the_root_is_checked_whatever_the_order_of_arrival() {
+        let mut data = object(10_000, 3);
+        data.copy_within(..1024, 3072);
+        let m = Manifest::build(ObjectKind::ModelWeights, &data, 1024, meta()).unwrap();
+        let mut order: Vec<usize> = (0..m.chunks.len()).collect();
+        order.reverse();
+        order.swap(2, 7);
+        let place = |m: &Manifest| {
+            let mut r = Reassembler::new(m.clone(), 1 << 20).unwrap();
+            for &i in &order {
+                let start = i * 1024;
+                let end = (start + 1024).min(data.len());
+                r.insert(&m.chunks[i], &data[start..end]).unwrap();
+            }
+            r.finish()
+        };
+        assert_eq!(place(&m).unwrap(), data);
+        let mut lying = m.clone();
+        lying.root = Digest::of(b"another object");
+        assert!(matches!(place(&lying), Err(ChunkError::RootMismatch)));
     }
 
     #[test]

@@ -40,7 +40,9 @@ pub enum Response {
     Chunk(RawChunk),
 }
 
-/// A chunk as it travels in a response: its name, and its bytes if the peer has it.
+/// A chunk as it travels in a response: the name asked for, and the bytes if the peer has
+/// them. The receiver hashes the bytes on its swarm task, not while reading them: the
+/// connection's task, which also decrypts, is what limits a transfer's speed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawChunk {
     /// The name the request asked for.

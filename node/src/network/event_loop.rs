@@ -1372,7 +1372,8 @@ impl EventLoop {
         }
     }
 
-    /// Places a received chunk; returns whether it must be fetched again.
+    /// Places a received chunk that should be `id` (hashing it); returns whether it must be
+    /// fetched again.
     fn place_chunk(
         &mut self,
         fetch_id: u64,
