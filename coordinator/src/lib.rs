@@ -25,6 +25,7 @@ pub mod dashboard;
 pub mod demo;
 pub mod project;
 mod retention;
+pub mod sampling;
 pub mod scheduler;
 pub mod service;
 pub mod state;

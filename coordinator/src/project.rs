@@ -19,6 +19,7 @@ use canopy_shaders::{Cpu, ModelConfig, Params};
 
 use crate::aggregate::{self, AggregateConfig, Combine, Held, OuterOptimizer, RejectionStats};
 use crate::config::{Compression, Config, Preset};
+use crate::sampling::{self, Sampler};
 use crate::state::{self, ResultRecord, State, StateError, TRAIN};
 
 /// What can go wrong running a project.
@@ -189,6 +190,8 @@ pub struct Project {
     pub metrics: Arc<crate::dashboard::Metrics>,
     /// The held-out loss of the last model version an update was checked against.
     check_base: Mutex<Option<(u64, f32)>>,
+    /// The secret re-runs are drawn with (never sent).
+    sampler: Sampler,
 }
 
 impl std::fmt::Debug for Project {
@@ -346,7 +349,9 @@ impl Project {
         if freed > 0 {
             tracing::info!(freed, "collected objects the run no longer needs");
         }
+        let sampler = load_or_create_sampler(&mut state)?;
         Ok(Self {
+            sampler,
             heldout: heldout.to_vec(),
             shards: roots,
             current: Mutex::new(current),
@@ -361,6 +366,13 @@ impl Project {
             dir: dir.to_path_buf(),
             config,
         })
+    }
+
+    /// Whether the result of `task` is re-run by the datacenter tier, drawn with the run's
+    /// secret at `verification.rerun_fraction`.
+    pub fn rerun_sampled(&self, task: u64) -> bool {
+        self.sampler
+            .rerun(task, self.config.verification.rerun_fraction)
     }
 
     /// The state database, locked.
@@ -582,6 +594,21 @@ impl Project {
             .get_object(signed.manifest())?
             .map(|bytes| (signed, bytes)))
     }
+}
+
+/// The run's re-run secret from `meta`, made and stored on a run's first start (or when what
+/// is stored cannot be read).
+fn load_or_create_sampler(state: &mut State) -> Result<Sampler> {
+    if let Some(text) = state.read().meta(sampling::META_KEY)? {
+        match Sampler::from_hex(&text) {
+            Some(sampler) => return Ok(sampler),
+            None => tracing::warn!("the stored re-run secret is unreadable; drawing a new one"),
+        }
+    }
+    let sampler = Sampler::generate()
+        .map_err(|e| ProjectError::Invalid(format!("no randomness for the re-run secret: {e}")))?;
+    state.transaction(|tx| tx.set_meta(sampling::META_KEY, &sampler.to_hex()))?;
+    Ok(sampler)
 }
 
 /// Reads model weights (or a momentum buffer) from the store.

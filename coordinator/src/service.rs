@@ -784,7 +784,7 @@ async fn judge(
                     // Sample volunteer work for a datacenter re-run.
                     let volunteer = tx.peer(&key)?.is_none_or(|p| p.tier != DATACENTER);
                     if volunteer
-                        && sampled(record.task, project.config.verification.rerun_fraction)
+                        && project.rerun_sampled(record.task)
                         && let Some(t) = tx.task(record.task)?
                     {
                         tx.insert_task(t.round, VERIFY, &t.spec, Some(t.id), t.tokens)?;
@@ -883,13 +883,6 @@ async fn judge(
             ack(false, Some(refusal.reason))
         }
     }
-}
-
-/// Deterministic sampling of tasks for re-runs.
-fn sampled(task: u64, fraction: f64) -> bool {
-    let h = Digest::of(&task.to_le_bytes());
-    let x = u64::from_le_bytes(*h.as_bytes().first_chunk::<8>().unwrap_or(&[0; 8]));
-    (x as f64 / u64::MAX as f64) < fraction
 }
 
 enum Checked {
