@@ -48,6 +48,7 @@ use crate::corpus::build::load_config;
 use crate::corpus::plan::Plan;
 use crate::corpus::{CorpusBuildError, compute, decide, output, plan};
 use crate::project::{DB_FILE, decode_spec, encode_spec, now_ms};
+use crate::sampling::Sampler;
 use crate::scheduler::{self, DATACENTER, NoTask};
 use crate::service::{Answered, answer_peer, datacenter_active};
 use crate::state::{
@@ -89,6 +90,9 @@ pub enum CorpusSwarmError {
     /// The build cannot go on as configured.
     #[error("{0}")]
     Invalid(String),
+    /// The run's sampling secret could not be had.
+    #[error(transparent)]
+    Sampling(#[from] crate::sampling::SamplingError),
 }
 
 type Result<T, E = CorpusSwarmError> = std::result::Result<T, E>;
@@ -160,6 +164,8 @@ pub struct SwarmBuild {
     /// The plan's chunk indices by chunk root (identical chunks share one root and one
     /// result).
     chunks: HashMap<Digest, Vec<usize>>,
+    /// The secret each volunteer's order of tasks is drawn with (never sent).
+    sampler: Sampler,
 }
 
 impl std::fmt::Debug for SwarmBuild {
@@ -324,6 +330,7 @@ impl SwarmBuild {
                 store.hold(m.manifest());
             }
         }
+        let sampler = crate::sampling::load_or_create(&mut state)?;
         Ok(Self {
             config: config.clone(),
             out,
@@ -333,6 +340,7 @@ impl SwarmBuild {
             state: Mutex::new(state),
             build,
             chunks,
+            sampler,
         })
     }
 
@@ -524,7 +532,8 @@ impl SwarmBuild {
                 let active = datacenter_active(&state.read(), now)?;
                 let build = self.build;
                 let config = &self.config.scheduling;
-                match state.transaction(|tx| grant(tx, config, build, &p, now, active))? {
+                let order = &self.sampler;
+                match state.transaction(|tx| grant(tx, config, order, build, &p, now, active))? {
                     Ok((task, lease, expires)) => Message::LeaseGrant(LeaseGrant {
                         lease: LeaseId(lease),
                         task: TaskId(task.id),
@@ -1085,10 +1094,13 @@ fn apply_agreement(
 
 /// Grants `peer` a lease on a corpus task of `build` it may run: never a chunk it already
 /// ran or holds; further runs ([`CORPUS_CHECK`]) go to the datacenter tier while one is
-/// active, and datacenter nodes take them first.
+/// active, and datacenter nodes take them first. Among the tasks a volunteer may run, it gets
+/// the first in its own secret order ([`Sampler::order`]), not the first by id: a chunk's two
+/// runs are side by side in id order, and two identities asking one after the other got both.
 fn grant(
     tx: &Tx<'_>,
     config: &crate::config::SchedulingConfig,
+    order: &Sampler,
     build: u64,
     peer: &PeerRecord,
     now: u64,
@@ -1123,15 +1135,20 @@ fn grant(
         if task_chunk(&task).is_none_or(|c| ran.contains(&c)) {
             continue;
         }
-        let rank = |t: &TaskRecord| (t.kind == CORPUS_CHECK, t.reopened);
+        // Datacenter nodes take further runs and reopened tasks first; among equals, and
+        // for volunteers, the peer's own secret order decides.
+        let rank = |t: &TaskRecord| {
+            (
+                std::cmp::Reverse(datacenter && t.kind == CORPUS_CHECK),
+                std::cmp::Reverse(datacenter && t.reopened),
+                order.order(&peer.peer, t.id),
+            )
+        };
         best = match best {
-            Some(b) if datacenter && rank(&task) > rank(&b) => Some(task),
+            Some(b) if rank(&task) < rank(&b) => Some(task),
             Some(b) => Some(b),
             None => Some(task),
         };
-        if !datacenter {
-            break;
-        }
     }
     let Some(task) = best else {
         return Ok(Err(NoTask::Nothing));
@@ -1148,8 +1165,17 @@ mod tests {
 
     /// A build of a small sample in `dir`, with `peers` joined as volunteers.
     fn small_build(dir: &Path, peers: &[&str]) -> SwarmBuild {
+        sample_build(dir, peers, None)
+    }
+
+    /// [`small_build`], with the sources' `corpus.toml` set to `corpus_toml`.
+    fn sample_build(dir: &Path, peers: &[&str], corpus_toml: Option<&str>) -> SwarmBuild {
         let sources = dir.join("sources");
         write_sample(&sources, &SampleOptions::small(7)).expect("sample");
+        if let Some(text) = corpus_toml {
+            std::fs::write(sources.join(crate::corpus::CorpusConfig::FILE_NAME), text)
+                .expect("corpus.toml");
+        }
         let mut config = Config::from_toml(&Config::template(), "template").expect("config");
         config.corpus = Some(CorpusSection {
             sources,
@@ -1288,5 +1314,54 @@ mod tests {
             .expect("runs");
         assert!(runs.iter().all(|r| r.status == "failed"), "{runs:?}");
         assert!(runs.iter().all(|r| Some(&r.result) != agreed.get(&chunk)));
+    }
+
+    /// Issue 19, "two identities decide a corpus chunk": tasks went out in id order, a chunk's
+    /// two runs side by side, so two identities asking one after the other got both runs of
+    /// one chunk, every time. Each volunteer's order is now its own secret draw.
+    #[test]
+    fn two_identities_asking_one_after_the_other_seldom_share_a_chunk() {
+        const PAIRS: usize = 8;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let names: Vec<String> = (0..2 * PAIRS).map(|i| format!("sybil-{i}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Small chunks: many of them.
+        let build = sample_build(tmp.path(), &refs, Some("chunk_bytes = 2048\n"));
+        let chunks = build.chunks.len();
+        assert!(chunks >= 4 * PAIRS, "{chunks} chunks are too few to tell");
+        let mut shared = 0;
+        for pair in names.chunks(2) {
+            let got: Vec<Option<Digest>> = pair
+                .iter()
+                .map(|name| {
+                    let (task, _, _) = build
+                        .state()
+                        .transaction(|tx| {
+                            let peer = tx.peer(name)?.expect("joined");
+                            grant(
+                                tx,
+                                &build.config.scheduling,
+                                &build.sampler,
+                                build.build,
+                                &peer,
+                                now_ms(),
+                                false,
+                            )
+                        })
+                        .expect("grant")
+                        .expect("a task");
+                    task_chunk(&task)
+                })
+                .collect();
+            if got[0] == got[1] {
+                shared += 1;
+            }
+        }
+        // By chance, a pair shares a chunk about once in `chunks` (at least 32): four pairs
+        // or more out of eight would come once in tens of thousands of runs.
+        assert!(
+            shared <= PAIRS / 2,
+            "{shared} of {PAIRS} pairs got both runs of a chunk"
+        );
     }
 }

@@ -53,6 +53,9 @@ pub enum ProjectError {
     /// The project's data or directory is not usable.
     #[error("{0}")]
     Invalid(String),
+    /// The run's sampling secret could not be had.
+    #[error(transparent)]
+    Sampling(#[from] sampling::SamplingError),
 }
 
 impl ProjectError {
@@ -349,7 +352,7 @@ impl Project {
         if freed > 0 {
             tracing::info!(freed, "collected objects the run no longer needs");
         }
-        let sampler = load_or_create_sampler(&mut state)?;
+        let sampler = sampling::load_or_create(&mut state)?;
         Ok(Self {
             sampler,
             heldout: heldout.to_vec(),
@@ -594,21 +597,6 @@ impl Project {
             .get_object(signed.manifest())?
             .map(|bytes| (signed, bytes)))
     }
-}
-
-/// The run's re-run secret from `meta`, made and stored on a run's first start (or when what
-/// is stored cannot be read).
-fn load_or_create_sampler(state: &mut State) -> Result<Sampler> {
-    if let Some(text) = state.read().meta(sampling::META_KEY)? {
-        match Sampler::from_hex(&text) {
-            Some(sampler) => return Ok(sampler),
-            None => tracing::warn!("the stored re-run secret is unreadable; drawing a new one"),
-        }
-    }
-    let sampler = Sampler::generate()
-        .map_err(|e| ProjectError::Invalid(format!("no randomness for the re-run secret: {e}")))?;
-    state.transaction(|tx| tx.set_meta(sampling::META_KEY, &sampler.to_hex()))?;
-    Ok(sampler)
 }
 
 /// Reads model weights (or a momentum buffer) from the store.

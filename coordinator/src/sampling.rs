@@ -1,18 +1,50 @@
-//! Which results are re-run for verification. The draw is keyed with a per-run secret the
-//! coordinator keeps in its state database and never sends, so nothing a node receives (its
-//! lease, the task id, the round) tells it whether its work will be checked. An unkeyed draw
-//! over the task id, as before, let a cheater know which tasks would never be re-run.
+//! Draws a node cannot predict: which results are re-run for verification, and which corpus
+//! task a volunteer is handed. Both are keyed with a per-run secret the coordinator keeps in
+//! its state database and never sends, so nothing a node receives (its lease, the task id, the
+//! round) tells it whether its work will be checked, or lets two identities that ask one
+//! after the other land on the two runs of one corpus chunk. Before, re-runs were a hash of
+//! the task id in the lease, and corpus tasks went out in order, a chunk's two runs side by
+//! side.
 
 use std::fmt;
 use std::str::FromStr;
 
 use canopy_protocol::Digest;
 
+use crate::state::{State, StateError};
+
 /// The `meta` key the secret is kept under.
 pub const META_KEY: &str = "sampling_secret";
 
 /// Domain tag in front of a re-run draw.
 const RERUN_DOMAIN: &[u8] = b"canopy/v1/rerun";
+/// Domain tag in front of a task-order draw.
+const ORDER_DOMAIN: &[u8] = b"canopy/v1/order";
+
+/// Why the run's secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplingError {
+    /// The state database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The operating system gave no randomness.
+    #[error("no randomness for the run's secret: {0}")]
+    Entropy(getrandom::Error),
+}
+
+/// The run's secret from `meta`, made and stored on the run's first start (or when what is
+/// stored cannot be read).
+pub fn load_or_create(state: &mut State) -> Result<Sampler, SamplingError> {
+    if let Some(text) = state.read().meta(META_KEY)? {
+        match Sampler::from_hex(&text) {
+            Some(sampler) => return Ok(sampler),
+            None => tracing::warn!("the stored sampling secret is unreadable; drawing a new one"),
+        }
+    }
+    let sampler = Sampler::generate().map_err(SamplingError::Entropy)?;
+    state.transaction(|tx| tx.set_meta(META_KEY, &sampler.to_hex()))?;
+    Ok(sampler)
+}
 
 /// The per-run secret verification work is drawn with.
 #[derive(Clone, PartialEq, Eq)]
@@ -49,6 +81,18 @@ impl Sampler {
     /// The secret as hex, for the state database only.
     pub fn to_hex(&self) -> String {
         Digest::from_bytes(self.key).to_string()
+    }
+
+    /// Where task `task` stands in `peer`'s own order of tasks: each peer's order is its own
+    /// draw, so two peers asking at once seldom pick the same chunk.
+    pub fn order(&self, peer: &str, task: u64) -> u64 {
+        let mut hasher = blake3::Hasher::new_keyed(&self.key);
+        hasher.update(ORDER_DOMAIN);
+        hasher.update(&(peer.len() as u64).to_le_bytes());
+        hasher.update(peer.as_bytes());
+        hasher.update(&task.to_le_bytes());
+        let h = hasher.finalize();
+        u64::from_le_bytes(*h.as_bytes().first_chunk::<8>().unwrap_or(&[0; 8]))
     }
 
     /// Whether task `task` is re-run: true for about `fraction` of tasks.
