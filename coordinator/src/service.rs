@@ -723,14 +723,24 @@ async fn judge(
             let committed = project.state().transaction(|tx| {
                 let mut record = (*record).clone();
                 let mut verified_original = None;
-                if let Some((original, cosine)) = &verify {
+                if let Some(compared) = &verify {
+                    let (original, cosine) = &**compared;
                     // A verification run: judge the original, keep this one out of aggregation
                     // (its update may be the original's, byte for byte: the ledger keeps its
                     // hash, the results table does not).
                     record.status = "verifier".into();
                     record.update_root = None;
-                    let ok = *cosine >= project.config.verification.min_cosine;
-                    if let Some(orig) = original {
+                    let verdict = RerunVerdict::of(*cosine, project.config.verification.min_cosine);
+                    if let Some(orig) = original
+                        && verdict == RerunVerdict::Unverifiable
+                    {
+                        tracing::warn!(
+                            task = orig.task,
+                            "the original update of a re-run could not be loaded; left unverified"
+                        );
+                        tx.set_ledger_verified(orig.task, &orig.peer, "unverifiable", true)?;
+                    } else if let Some(orig) = original {
+                        let ok = verdict == RerunVerdict::Agrees;
                         let (status, verdict) = if ok {
                             ("accepted", "verified")
                         } else {
@@ -806,7 +816,7 @@ async fn judge(
                     // is the original's, byte for byte, which aggregation still needs).
                     let original_root = verify
                         .as_ref()
-                        .and_then(|(o, _)| o.as_ref())
+                        .and_then(|c| c.0.as_ref())
                         .and_then(|o| o.update_root);
                     if let Some(root) = record.update_root
                         && verify.is_some()
@@ -885,10 +895,37 @@ async fn judge(
     }
 }
 
+/// What a re-run says of the original result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RerunVerdict {
+    /// The updates agree: the original is verified.
+    Agrees,
+    /// They disagree: the original fails verification.
+    Disagrees,
+    /// The original could not be compared: it is neither verified nor failed, and its sender
+    /// gains no reputation from it.
+    Unverifiable,
+}
+
+impl RerunVerdict {
+    /// The verdict for a cosine similarity (`None`: not compared) against `min_cosine`.
+    fn of(cosine: Option<f64>, min_cosine: f64) -> Self {
+        match cosine {
+            Some(c) if c >= min_cosine => Self::Agrees,
+            Some(_) => Self::Disagrees,
+            None => Self::Unverifiable,
+        }
+    }
+}
+
 enum Checked {
     /// The result record to commit, and for a verification run the original's result (if
-    /// still on record) and the cosine similarity with it.
-    Accepted(Box<ResultRecord>, Option<(Option<ResultRecord>, f64)>),
+    /// still on record) and the cosine similarity with it (`None` when the original's update
+    /// could not be loaded to compare).
+    Accepted(
+        Box<ResultRecord>,
+        Option<Box<(Option<ResultRecord>, Option<f64>)>>,
+    ),
     /// The coordinator failed, not the node.
     Internal(String),
 }
@@ -1169,19 +1206,21 @@ async fn check_fetched(
         let original = task
             .verifies
             .and_then(|t| project.state().read().result_of_task(t).ok().flatten());
+        // An original that cannot be loaded is not compared: the check did not happen, and it
+        // must not count as passed (it did, as a cosine of 1, before).
         let cosine = match original.as_ref().and_then(|o| o.update_root) {
             Some(original_root) => match project.object(&original_root) {
-                Ok(Some((_, bytes))) => match objects::update_values(&bytes, len) {
+                Ok(Some((_, bytes))) => Some(match objects::update_values(&bytes, len) {
                     Ok(orig) => aggregate::cosine(&orig, &values).unwrap_or(-1.0),
                     Err(_) => -1.0,
-                },
-                _ => 1.0,
+                }),
+                _ => None,
             },
-            None => 1.0,
+            None => None,
         };
         return Ok(Checked::Accepted(
             Box::new(record),
-            Some((original, cosine)),
+            Some(Box::new((original, cosine))),
         ));
     }
     Ok(Checked::Accepted(Box::new(record), None))
@@ -1190,6 +1229,17 @@ async fn check_fetched(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 19, "verification fails open": an original whose update could not be loaded was
+    /// compared as a cosine of 1 and passed. Not compared now means not verified.
+    #[test]
+    fn a_rerun_that_cannot_compare_verifies_nothing() {
+        assert_eq!(RerunVerdict::of(None, 0.8), RerunVerdict::Unverifiable);
+        assert_eq!(RerunVerdict::of(Some(0.9), 0.8), RerunVerdict::Agrees);
+        assert_eq!(RerunVerdict::of(Some(0.8), 0.8), RerunVerdict::Agrees);
+        assert_eq!(RerunVerdict::of(Some(0.5), 0.8), RerunVerdict::Disagrees);
+        assert_eq!(RerunVerdict::of(Some(-1.0), -1.0), RerunVerdict::Agrees);
+    }
 
     /// A thousand waiting peers polling every second would swamp the coordinator: the retry
     /// interval stretches with the peers about, and stays jittered and bounded.

@@ -423,7 +423,7 @@ pub struct LedgerEntry {
     pub compute_ms: u64,
     /// Whether the result was accepted.
     pub accepted: bool,
-    /// `verified`, `failed`, `unchecked` or `verifier`.
+    /// `verified`, `failed`, `unverifiable`, `unchecked` or `verifier`.
     pub verified: String,
     /// Root hash of the signed result.
     pub result_hash: Option<String>,
@@ -532,7 +532,7 @@ pub struct LedgerClaim<'a> {
     pub compute_ms: u64,
     /// Whether the coordinator accepted the result.
     pub accepted: bool,
-    /// `verified`, `failed`, `unchecked` or `verifier`.
+    /// `verified`, `failed`, `unverifiable`, `unchecked` or `verifier`.
     pub verified: &'a str,
     /// Root hash of the signed result.
     pub result_hash: Option<&'a Digest>,
