@@ -70,27 +70,17 @@ const STALL_LIMIT: Duration = Duration::from_secs(60);
 const MIB: u64 = 1 << 20;
 /// How far the floor of chunk-store bytes and data-directory bytes may rise from the warm-up
 /// window to the final one (see [`WINDOW`]): a little more than one model of the tiny preset
-/// (about 3.2 MiB; between rounds a node holds one or two models, the shards and its updates).
-/// A node's store holds a fixed number of objects of very different sizes, so its bytes sit at
-/// one of a few levels (4.3 to 12.2 MiB) depending on the moment, and eight samples may or may
-/// not catch the lowest: a node's final floor is held to its warm-up median plus this slack.
-/// (One warm-up sample at 4.3 MiB, with the final window at 9 to 12 MiB as in the warm-up,
-/// failed a run that grew nothing.)
+/// (3.2 MiB). A node's store holds a fixed number of objects of very different sizes, so its
+/// bytes sit at one of a few levels and eight samples may miss the lowest: a node's final
+/// floor is held to its warm-up median plus this slack (one low warm-up sample failed a run).
 const STORE_SLACK: u64 = 4 * MIB;
 /// How far provider records and stored objects may grow: a round's objects, twice over.
+/// Other peers' records follow the round rate (those announced within one time to live), so
+/// their final floor is held to the warm-up window's highest figure plus this slack.
 const RECORDS_SLACK: u64 = 10;
-/// How long the DHT keeps provider records in the soak, in seconds: about 35 rounds here, as
-/// an hour (the default) is a few dozen rounds of a real run.
+/// The DHT's provider record time to live here, in seconds (about 35 rounds, as an hour is a
+/// few dozen rounds of a real run).
 const PROVIDER_TTL_SECS: &str = "10";
-
-/// The bound on the final floor of other peers' provider records kept: the highest figure of
-/// the warm-up window, plus [`RECORDS_SLACK`]. They are the records announced within one time
-/// to live, so they follow the round rate, and a stall of a few seconds (a killed node's lease)
-/// lowers a floor by a third; a leak, as when they never expired, soon passes any figure of
-/// the warm-up.
-fn remote_records_limit(warm_max: u64) -> u64 {
-    warm_max + RECORDS_SLACK
-}
 /// What the coordinator's state database may add per round (leases, results, ledger entries,
 /// the round's row and its objects' manifests: a few KiB; its write-ahead log comes and goes
 /// within [`STORE_SLACK`]). Before the retention fix the directory grew about 10 MB a round.
@@ -642,7 +632,7 @@ fn a_thousand_rounds_with_churn_grow_nothing_without_bound() {
             "fds": series(who, "fds", &c(|c| c.proc.fds), &|w, _, _, _| w + FDS_SLACK),
             "store_bytes": series(who, "store bytes", &c(|c| c.store_bytes), &|w, _, _, _| w + STORE_SLACK),
             "provider_records": series(who, "provider records", &c(|c| c.provider_records), &|w, _, _, _| w + RECORDS_SLACK),
-            "remote_provider_records": series(who, "remote provider records", &c(|c| c.remote_provider_records), &|_, _, warm_max, _| remote_records_limit(warm_max)),
+            "remote_provider_records": series(who, "remote provider records", &c(|c| c.remote_provider_records), &|_, _, warm_max, _| warm_max + RECORDS_SLACK),
             "dir_bytes": series(who, "project directory bytes", &c(|c| c.dir_bytes), &|w, rounds, _, _| {
                 w + STORE_SLACK + DB_BYTES_PER_ROUND * rounds
             }),
@@ -658,7 +648,7 @@ fn a_thousand_rounds_with_churn_grow_nothing_without_bound() {
                 "store_bytes": series(&who, "store bytes", &n(|n| n.store_bytes), &|_, _, _, median| median + STORE_SLACK),
                 "store_objects": series(&who, "store objects", &n(|n| n.store_objects), &|w, _, _, _| w + RECORDS_SLACK),
                 "provider_records": series(&who, "provider records", &n(|n| n.provider_records), &|w, _, _, _| w + RECORDS_SLACK),
-                "remote_provider_records": series(&who, "remote provider records", &n(|n| n.remote_provider_records), &|_, _, warm_max, _| remote_records_limit(warm_max)),
+                "remote_provider_records": series(&who, "remote provider records", &n(|n| n.remote_provider_records), &|_, _, warm_max, _| warm_max + RECORDS_SLACK),
                 "dir_bytes": series(&who, "data directory bytes", &n(|n| n.dir_bytes), &|_, _, _, median| median + STORE_SLACK),
             }));
         }
