@@ -1331,6 +1331,7 @@ fn core_part() -> (Value, Vec<String>) {
             received_ms: now_ms(),
             weight: 1.0,
             aggregated_in: None,
+            loss_change: None,
         };
         let now = now_ms();
         let tps = record.tokens as f64 / (compute_ms as f64 / 1000.0);

@@ -597,6 +597,8 @@ pub struct RejectionStats {
     pub bad_signature: u64,
     /// Updates that failed spot-check verification.
     pub failed_verification: u64,
+    /// Updates left out of their round as outliers of held-out loss (no reputation cost).
+    pub outliers: u64,
     /// Updates dropped for being too stale.
     pub stale_dropped: u64,
     /// Updates from banned senders.
@@ -624,6 +626,7 @@ impl RejectionStats {
             self.replay,
             self.bad_signature,
             self.failed_verification,
+            self.outliers,
             self.stale_dropped,
             self.banned_sender,
         ]

@@ -379,8 +379,15 @@ pub struct VerificationConfig {
     pub rerun_fraction: f64,
     /// Least cosine similarity between an update and its re-run, in [-1, 1].
     pub min_cosine: f64,
-    /// Most an update alone may raise held-out loss, in nats; at least 0.
+    /// Raises of held-out loss, in nats, that an update alone may always cause; beyond,
+    /// it is judged against the spread of recent accepted updates (see `judge`); at least 0.
     pub max_loss_increase: f64,
+    /// Spreads above the typical update beyond which an update is an outlier: left out of
+    /// its round without costing reputation (only a repeated pattern does); at least 1.
+    pub outlier_spreads: f64,
+    /// Whether a round aggregates an update whose scheduled re-run has not happened by the
+    /// time it closes (`true`), or keeps it out (`false`, the default: checks fail closed).
+    pub aggregate_unchecked: bool,
     /// Nodes that hold each corpus shard; at least 1.
     pub corpus_replicas: u32,
 }
@@ -391,6 +398,8 @@ impl Default for VerificationConfig {
             rerun_fraction: 0.25,
             min_cosine: 0.8,
             max_loss_increase: 0.5,
+            outlier_spreads: 4.0,
+            aggregate_unchecked: false,
             corpus_replicas: 2,
         }
     }
@@ -682,6 +691,14 @@ impl Config {
             format_args!("must be between -1 and 1 (got {})", ver.min_cosine),
         )?;
         v.non_negative("verification.max_loss_increase", ver.max_loss_increase)?;
+        v.ensure(
+            ver.outlier_spreads.is_finite() && ver.outlier_spreads >= 1.0,
+            "verification.outlier_spreads",
+            format_args!(
+                "must be a finite number of at least 1 (got {})",
+                ver.outlier_spreads
+            ),
+        )?;
         v.at_least("verification.corpus_replicas", ver.corpus_replicas, 1)?;
 
         let r = &self.reputation;
@@ -975,9 +992,23 @@ idle_retry_ms = 1000
 rerun_fraction = 0.25
 # Least cosine similarity between an update and its re-run; from -1 to 1.
 min_cosine = 0.8
-# Reject an update whose application alone raises the loss on a held-out
-# text by more than this many nats; a finite number of at least 0.
+# An update whose application alone raises the loss on a held-out text by
+# up to this many nats is always fine; a finite number of at least 0. Beyond
+# it, the update is compared with the spread of recent accepted updates (small
+# tasks are noisy: one inner step of a few tokens can honestly raise the loss
+# by most of a nat).
 max_loss_increase = 0.5
+# An update more than this many spreads above the typical one is an outlier:
+# left out of its round, at no cost to its sender's reputation unless it
+# happens again and again. One far beyond any noise (25 spreads, and 4 times
+# max_loss_increase) is refused as evidence. A finite number of at least 1.
+outlier_spreads = 4.0
+# Whether a round aggregates an update whose scheduled re-run by the
+# datacenter tier has not happened when the round closes. false keeps it out
+# (checks fail closed); true takes it in unchecked, and the ledger and the
+# dashboard count it. Updates are scheduled for re-runs only while a
+# datacenter node is active.
+aggregate_unchecked = false
 # Number of nodes that hold a copy of each corpus shard; at least 1.
 corpus_replicas = 2
 

@@ -23,6 +23,7 @@ pub mod corpus;
 pub mod corpus_swarm;
 pub mod dashboard;
 pub mod demo;
+pub mod judge;
 pub mod project;
 mod retention;
 pub mod sampling;

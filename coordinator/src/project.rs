@@ -19,6 +19,7 @@ use canopy_shaders::{Cpu, ModelConfig, Params};
 
 use crate::aggregate::{self, AggregateConfig, Combine, Held, OuterOptimizer, RejectionStats};
 use crate::config::{Compression, Config, Preset};
+use crate::judge::{LossSpread, LossVerdict, quality_weight};
 use crate::sampling::{self, Sampler};
 use crate::state::{self, ResultRecord, State, StateError, TRAIN};
 
@@ -195,6 +196,8 @@ pub struct Project {
     check_base: Mutex<Option<(u64, f32)>>,
     /// The secret re-runs are drawn with (never sent).
     sampler: Sampler,
+    /// The loss changes of recently accepted updates, which the next are judged against.
+    loss_spread: Mutex<LossSpread>,
 }
 
 impl std::fmt::Debug for Project {
@@ -353,8 +356,11 @@ impl Project {
             tracing::info!(freed, "collected objects the run no longer needs");
         }
         let sampler = sampling::load_or_create(&mut state)?;
+        let ver = &config.verification;
+        let loss_spread = Mutex::new(LossSpread::new(ver.max_loss_increase, ver.outlier_spreads));
         Ok(Self {
             sampler,
+            loss_spread,
             heldout: heldout.to_vec(),
             shards: roots,
             current: Mutex::new(current),
@@ -376,6 +382,22 @@ impl Project {
     pub fn rerun_sampled(&self, task: u64) -> bool {
         self.sampler
             .rerun(task, self.config.verification.rerun_fraction)
+    }
+
+    /// Judges an update's change of held-out loss against recent accepted ones.
+    pub fn judge_loss_change(&self, change: f64) -> LossVerdict {
+        self.loss_spread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .judge(change)
+    }
+
+    /// Remembers an accepted update's change of held-out loss.
+    pub fn record_loss_change(&self, change: f64) {
+        self.loss_spread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(change);
     }
 
     /// The state database, locked.
@@ -450,7 +472,33 @@ impl Project {
         // Every accepted update not yet aggregated: this round's, and any accepted while the
         // previous close was computing (weighted by staleness). Late results of closed rounds
         // are refused on arrival under the `drop` rule, so nothing accepted is dropped here.
+        // Checks fail closed: an update still waiting for its re-run is kept out unless the
+        // project takes unchecked updates in.
+        let take_unchecked = self.config.verification.aggregate_unchecked;
+        let unchecked = self
+            .state()
+            .transaction(|tx| tx.settle_unchecked(take_unchecked))?;
+        if unchecked > 0 {
+            tracing::info!(
+                round,
+                unchecked,
+                aggregated = take_unchecked,
+                "updates whose re-run had not happened when the round closed"
+            );
+            let counter = if take_unchecked {
+                &self.metrics.unchecked_aggregated
+            } else {
+                &self.metrics.unchecked_held
+            };
+            counter.inc_by(unchecked as u64);
+        }
         let inputs: Vec<ResultRecord> = self.state().read().unaggregated()?;
+        // Each peer's updates weigh by its loss score: a peer whose updates keep sitting at
+        // the top of the spread loses influence round after round.
+        let scores = self
+            .state()
+            .read()
+            .loss_scores(inputs.iter().map(|r| r.peer.as_str()))?;
         let len = self.model.num_params();
         let mut values = Vec::with_capacity(inputs.len());
         let mut used = Vec::with_capacity(inputs.len());
@@ -471,7 +519,8 @@ impl Project {
                 continue;
             }
             let age = round.saturating_sub(r.round);
-            let weight = f64::from(t.staleness_decay).powi(age as i32);
+            let quality = quality_weight(scores.get(&r.peer).copied().unwrap_or(0.0));
+            let weight = f64::from(t.staleness_decay).powi(age as i32) * quality;
             // Held sparsely when mostly zero (top-k updates are): a round of a thousand
             // updates takes megabytes while it closes, not gigabytes.
             values.push((Held::new(update), weight as f32));

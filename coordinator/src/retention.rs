@@ -160,6 +160,7 @@ mod tests {
             received_ms: n,
             weight: 1.0,
             aggregated_in: None,
+            loss_change: None,
         };
         project
             .state()

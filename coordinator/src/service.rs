@@ -21,9 +21,12 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 use crate::aggregate;
+use crate::judge::LossVerdict;
 use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
 use crate::scheduler::{self, DATACENTER, NoTask, VOLUNTEER};
-use crate::state::{CORPUS, CORPUS_CHECK, LedgerClaim, PeerRecord, ResultRecord, TRAIN, VERIFY};
+use crate::state::{
+    CORPUS, CORPUS_CHECK, LedgerClaim, OUTLIER, PeerRecord, ResultRecord, TRAIN, VERIFY,
+};
 
 /// A datacenter node counts as active this long after it was last heard from.
 const ACTIVE_MS: u64 = 60_000;
@@ -302,8 +305,11 @@ impl Service {
             return Ok(false);
         };
         let t = &self.project.config.training;
+        // Outliers count as in: their tasks are done, and a round of nothing but outliers
+        // closes (with no step) rather than waiting for ever.
         let accepted = r.results(Some(round.round), Some("accepted"))?.len()
-            + r.results(Some(round.round), Some("pending"))?.len();
+            + r.results(Some(round.round), Some("pending"))?.len()
+            + r.results(Some(round.round), Some(OUTLIER))?.len();
         let deadline = round.opened_ms + t.round_deadline_secs * 1000;
         if now >= deadline && accepted >= 1 {
             return Ok(true);
@@ -673,6 +679,15 @@ struct Refusal {
     reason: String,
     count: fn(&mut aggregate::RejectionStats),
     penalise: bool,
+    /// The loss judge's verdict, for a refusal on the update's effect on held-out loss.
+    judged: Option<LossVerdict>,
+}
+
+/// An accepted update's change of held-out loss and the judge's verdict on it.
+#[derive(Debug, Clone, Copy)]
+struct Judged {
+    change: f64,
+    verdict: LossVerdict,
 }
 
 fn refuse(
@@ -684,6 +699,7 @@ fn refuse(
         reason: reason.into(),
         count,
         penalise,
+        judged: None,
     }
 }
 
@@ -715,7 +731,8 @@ async fn judge(
                 Some("the coordinator could not judge this result; it will be re-run".into()),
             )
         }
-        Ok(Checked::Accepted(record, verify)) => {
+        Ok(Checked::Accepted(record, verify, judged)) => {
+            let outlier = record.status == OUTLIER;
             let compute_ms = result.compute_ms.max(1);
             let tps = record.tokens as f64 / (compute_ms as f64 / 1000.0);
             let kind = if verify.is_some() { VERIFY } else { TRAIN };
@@ -752,6 +769,9 @@ async fn judge(
                             (!ok).then_some("failed verification by re-run"),
                         )?;
                         tx.set_ledger_verified(orig.task, &orig.peer, verdict, ok)?;
+                        let mut quality = tx.peer_quality(&orig.peer)?;
+                        quality.observe_rerun(ok);
+                        tx.set_peer_quality(&orig.peer, &quality)?;
                         let delta = if ok {
                             rep.accepted
                         } else {
@@ -764,7 +784,36 @@ async fn judge(
                 if let TaskOutput::Train(output) = &result.output {
                     tx.put_manifest(&output.update, now)?;
                 }
+                // Volunteer work is sampled for a datacenter re-run while one is active to
+                // run it; a sampled update waits for its verdict (`pending`) before any round
+                // aggregates it.
+                let rerun = verify.is_none()
+                    && !outlier
+                    && tx.peer(&key)?.is_none_or(|p| p.tier != DATACENTER)
+                    && project.rerun_sampled(record.task)
+                    && tx
+                        .peers_seen_since(Some(DATACENTER), (now + 1).saturating_sub(ACTIVE_MS))?
+                        > 0;
+                if rerun {
+                    record.status = "pending".into();
+                }
                 tx.insert_result(&record)?;
+                let mut quality = tx.peer_quality(&key)?;
+                let pattern = quality.observe(&judged.verdict);
+                tx.set_peer_quality(&key, &quality)?;
+                // An outlier costs nothing by itself (nor earns anything); a repeated pattern
+                // of them does.
+                let delta = match (outlier, pattern) {
+                    (false, _) => rep.accepted,
+                    (true, false) => 0,
+                    (true, true) => rep.failed_verification,
+                };
+                if pattern {
+                    tracing::info!(%peer, "outliers again and again: penalised");
+                }
+                if delta != 0 {
+                    tx.adjust_reputation(&key, delta, rep.ban_below)?;
+                }
                 // The ledger takes the task's tokens and bounds the compute time claimed.
                 tx.ledger_entry(
                     &LedgerClaim {
@@ -774,37 +823,42 @@ async fn judge(
                         lease: record.lease,
                         kind,
                         compute_ms: result.compute_ms,
-                        accepted: true,
+                        accepted: !outlier,
                         verified: if verify.is_some() {
                             "verifier"
                         } else {
                             "unchecked"
                         },
                         result_hash: update_root.as_ref(),
-                        reason: None,
+                        reason: record.reason.as_deref(),
                         arrived_ms: arrived,
                     },
                     now,
                 )?;
                 tx.set_lease_status(record.lease, "done")?;
                 tx.set_task_status(record.task, "done")?;
-                tx.adjust_reputation(&key, rep.accepted, rep.ban_below)?;
                 tx.record_throughput(&key, tps)?;
-                if verify.is_none() {
-                    // Sample volunteer work for a datacenter re-run.
-                    let volunteer = tx.peer(&key)?.is_none_or(|p| p.tier != DATACENTER);
-                    if volunteer
-                        && project.rerun_sampled(record.task)
-                        && let Some(t) = tx.task(record.task)?
-                    {
-                        tx.insert_task(t.round, VERIFY, &t.spec, Some(t.id), t.tokens)?;
-                    }
+                if rerun && let Some(t) = tx.task(record.task)? {
+                    tx.insert_task(t.round, VERIFY, &t.spec, Some(t.id), t.tokens)?;
                 }
                 Ok(verified_original)
             });
             match committed {
+                Ok(_) if outlier => {
+                    let reason = record.reason.clone();
+                    tracing::info!(%peer, task = task.0, "result left out: {reason:?}");
+                    project.count_rejection(|s| s.outliers += 1);
+                    project.metrics.rejected("outlier");
+                    if let Some(root) = record.update_root {
+                        let _ = client.release(root).await;
+                    }
+                    ack(false, reason)
+                }
                 Ok(verified) => {
                     project.metrics.results_accepted.inc();
+                    if verify.is_none() {
+                        project.record_loss_change(judged.change);
+                    }
                     if let Some((orig, ok)) = verified {
                         tracing::info!(original = %orig, passed = ok, "verification re-run compared");
                         if !ok {
@@ -878,11 +932,32 @@ async fn judge(
                     tx.set_lease_status(l.id, "done")?;
                     crate::scheduler::reopen(tx, l.task)?;
                 }
-                if refusal.penalise && tx.peer(&key)?.is_some() {
-                    let (score, banned) =
-                        tx.adjust_reputation(&key, rep.rejected, rep.ban_below)?;
-                    if banned {
-                        tracing::warn!(%peer, score, "peer banned");
+                if tx.peer(&key)?.is_some() {
+                    // A gross update also counts as a strike and weighs on the peer's score.
+                    let mut pattern = false;
+                    if let Some(verdict) = &refusal.judged {
+                        let mut quality = tx.peer_quality(&key)?;
+                        pattern = quality.observe(verdict);
+                        tx.set_peer_quality(&key, &quality)?;
+                    }
+                    // A gross effect on held-out loss is evidence of tampering, as a failed
+                    // re-run is; other penalised refusals cost a rejection.
+                    let mut delta = 0;
+                    if refusal.penalise {
+                        delta += match refusal.judged {
+                            Some(LossVerdict::Gross { .. }) => rep.failed_verification,
+                            _ => rep.rejected,
+                        };
+                    }
+                    if pattern {
+                        tracing::info!(%peer, "outliers again and again: penalised");
+                        delta += rep.failed_verification;
+                    }
+                    if delta != 0 {
+                        let (score, banned) = tx.adjust_reputation(&key, delta, rep.ban_below)?;
+                        if banned {
+                            tracing::warn!(%peer, score, "peer banned");
+                        }
                     }
                 }
                 Ok(())
@@ -925,6 +1000,7 @@ enum Checked {
     Accepted(
         Box<ResultRecord>,
         Option<Box<(Option<ResultRecord>, Option<f64>)>>,
+        Judged,
     ),
     /// The coordinator failed, not the node.
     Internal(String),
@@ -1171,14 +1247,39 @@ async fn check_fetched(
         Ok(Err(e)) => return Ok(Checked::Internal(e)),
         Err(e) => return Ok(Checked::Internal(e.to_string())),
     };
+    // Judged against the spread of recent accepted updates, not a fixed bound: one noisy
+    // update is left out at no cost, a repeated pattern or a gross one is evidence.
     let increase = f64::from(after) - f64::from(before);
-    if !increase.is_finite() || increase > project.config.verification.max_loss_increase {
-        return Err(refuse(
-            format!("the update raises the held-out loss by {increase:.3} nats"),
-            |s| s.failed_verification += 1,
-            true,
-        ));
+    let verdict = project.judge_loss_change(increase);
+    let mut outlier = None;
+    match verdict {
+        LossVerdict::Fine { .. } => {}
+        // Recorded, left out of aggregation, and the task done: re-running the same task
+        // elsewhere would only strike every node that ran it.
+        LossVerdict::Outlier { standing } => {
+            outlier = Some(format!(
+                "the update raises the held-out loss by {increase:.3} nats, {standing:.1} \
+                 spreads above the typical update: left out of this round"
+            ));
+        }
+        LossVerdict::Gross { .. } => {
+            return Err(Refusal {
+                judged: Some(verdict),
+                ..refuse(
+                    format!(
+                        "the update raises the held-out loss by {increase:.3} nats, \
+                         far beyond the spread of honest updates"
+                    ),
+                    |s| s.failed_verification += 1,
+                    true,
+                )
+            });
+        }
     }
+    let judged = Judged {
+        change: increase,
+        verdict,
+    };
     let record = ResultRecord {
         lease: lease.id,
         task: task.id,
@@ -1188,11 +1289,17 @@ async fn check_fetched(
         norm: Some(norm),
         train_loss: Some(f64::from(output.train_loss)),
         tokens: task.tokens,
-        status: "accepted".into(),
-        reason: None,
+        status: if outlier.is_some() {
+            OUTLIER
+        } else {
+            "accepted"
+        }
+        .into(),
+        weight: if outlier.is_some() { 0.0 } else { 1.0 },
+        reason: outlier,
         received_ms: now_ms(),
-        weight: 1.0,
         aggregated_in: None,
+        loss_change: Some(increase),
     };
     // A verification run: compare with the original's update.
     if task.kind == VERIFY {
@@ -1221,9 +1328,10 @@ async fn check_fetched(
         return Ok(Checked::Accepted(
             Box::new(record),
             Some(Box::new((original, cosine))),
+            judged,
         ));
     }
-    Ok(Checked::Accepted(Box::new(record), None))
+    Ok(Checked::Accepted(Box::new(record), None, judged))
 }
 
 #[cfg(test)]

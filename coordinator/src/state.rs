@@ -32,7 +32,9 @@
 //!
 //! The schema version is SQLite's `user_version`: [`State::open`] migrates an older database
 //! in one transaction (version 1: `contributor_totals` and its triggers, filled from the
-//! ledger once).
+//! ledger once; version 2: each peer's loss score and strikes, in [`judging`]).
+
+mod judging;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -87,7 +89,7 @@ pub type Result<T> = std::result::Result<T, StateError>;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version [`State::open`] migrates to (SQLite's `user_version`).
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -303,6 +305,8 @@ pub struct RoundRecord {
 pub const TRAIN: &str = "train";
 /// A datacenter re-run of a volunteer's training task.
 pub const VERIFY: &str = "verify";
+/// The status of a result left out of aggregation as an outlier of held-out loss.
+pub const OUTLIER: &str = "outlier";
 /// One of the two runs of a corpus chunk (also the ledger kind of every corpus result).
 pub const CORPUS: &str = "corpus";
 /// A further run of a corpus chunk whose first runs disagree (datacenter tier first).
@@ -388,7 +392,9 @@ pub struct ResultRecord {
     pub train_loss: Option<f64>,
     /// Tokens processed.
     pub tokens: u64,
-    /// `accepted`, `pending` (awaiting verification), `rejected`.
+    /// `accepted`, `pending` (awaiting its re-run), `rejected`, `unverified` (its re-run had
+    /// not happened when its round closed; kept out), `outlier` (see [`OUTLIER`]) or
+    /// `verifier`.
     pub status: String,
     /// Why rejected.
     pub reason: Option<String>,
@@ -398,6 +404,9 @@ pub struct ResultRecord {
     pub weight: f64,
     /// The round whose aggregation used it.
     pub aggregated_in: Option<u64>,
+    /// The change of held-out loss the update alone causes, as the coordinator measured it
+    /// (nats; `None` where not measured).
+    pub loss_change: Option<f64>,
 }
 
 /// One ledger entry.
@@ -669,6 +678,9 @@ impl State {
         let version = schema_version(&tx)?;
         if version < 1 {
             tx.execute_batch(&migration_1())?;
+        }
+        if version < 2 {
+            tx.execute_batch(judging::MIGRATION_2)?;
         }
         if version < SCHEMA_VERSION {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -1242,7 +1254,7 @@ fn lease_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LeaseRecord> {
     })
 }
 
-const RESULT_SELECT: &str = "SELECT lease, task, peer, round, update_root, norm, train_loss, tokens, status, reason, received_ms, weight, aggregated_in FROM results";
+const RESULT_SELECT: &str = "SELECT lease, task, peer, round, update_root, norm, train_loss, tokens, status, reason, received_ms, weight, aggregated_in, loss_change FROM results";
 
 fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ResultRecord>> {
     let root: Option<String> = r.get(4)?;
@@ -1260,6 +1272,7 @@ fn result_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<ResultRecord>> {
         received_ms: r.get::<_, i64>(10)? as u64,
         weight: r.get(11)?,
         aggregated_in: r.get::<_, Option<i64>>(12)?.map(|v| v as u64),
+        loss_change: r.get(13)?,
     };
     Ok(opt_digest("update root", root).map(|root| {
         rec.update_root = root;
@@ -1582,10 +1595,10 @@ impl Tx<'_> {
     /// Records a received result.
     pub fn insert_result(&self, r: &ResultRecord) -> Result<()> {
         self.tx.execute(
-            "INSERT INTO results(lease, task, peer, round, update_root, norm, train_loss, tokens, status, reason, received_ms, weight)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO results(lease, task, peer, round, update_root, norm, train_loss, tokens, status, reason, received_ms, weight, loss_change)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![r.lease as i64, r.task as i64, r.peer, r.round as i64, r.update_root.map(|d| d.to_string()),
-                r.norm, r.train_loss, r.tokens as i64, r.status, r.reason, r.received_ms as i64, r.weight],
+                r.norm, r.train_loss, r.tokens as i64, r.status, r.reason, r.received_ms as i64, r.weight, r.loss_change],
         )?;
         Ok(())
     }
@@ -1813,7 +1826,12 @@ mod tests {
         )
     }
 
-    fn joined(tx: &Tx<'_>, peer: &str, org: Option<&str>, country: Option<&str>) -> Result<()> {
+    pub(super) fn joined(
+        tx: &Tx<'_>,
+        peer: &str,
+        org: Option<&str>,
+        country: Option<&str>,
+    ) -> Result<()> {
         tx.upsert_peer(&PeerRecord {
             peer: peer.into(),
             tier: "volunteer".into(),
@@ -1830,7 +1848,7 @@ mod tests {
     }
 
     /// A claim of `compute_ms` on `lease` for `task` by `peer`, arriving at `arrived_ms`.
-    fn claim<'a>(
+    pub(super) fn claim<'a>(
         peer: &'a str,
         task: u64,
         lease: u64,
@@ -1901,6 +1919,7 @@ mod tests {
                     received_ms: 5_000,
                     weight: 1.0,
                     aggregated_in: None,
+                    loss_change: None,
                 };
                 tx.insert_result(&record)?;
                 tx.ledger_entry(&claim("ada", task, lease, u64::MAX, true, 5_000), 6_000)?;

@@ -34,6 +34,12 @@ pub struct Metrics {
     pub lease_expiries: Counter,
     /// Results found wrong by a datacenter re-run.
     pub verification_failures: Counter,
+    /// Updates scheduled for a re-run that had not happened when their round closed, kept
+    /// out of aggregation (checks fail closed).
+    pub unchecked_held: Counter,
+    /// Updates scheduled for a re-run that had not happened when their round closed,
+    /// aggregated all the same (`verification.aggregate_unchecked`).
+    pub unchecked_aggregated: Counter,
     rounds_completed: Gauge,
     current_round: Gauge,
     train_loss: Gauge<f64, AtomicU64>,
@@ -92,6 +98,8 @@ impl Metrics {
             bytes_out: Counter::default(),
             lease_expiries: Counter::default(),
             verification_failures: Counter::default(),
+            unchecked_held: Counter::default(),
+            unchecked_aggregated: Counter::default(),
             rounds_completed: Gauge::default(),
             current_round: Gauge::default(),
             train_loss: Gauge::default(),
@@ -135,6 +143,16 @@ impl Metrics {
             "verification_failures",
             "Accepted results that a datacenter re-run found wrong",
             m.verification_failures.clone(),
+        );
+        registry.register(
+            "updates_unchecked_held",
+            "Updates whose scheduled re-run had not happened when their round closed, kept out",
+            m.unchecked_held.clone(),
+        );
+        registry.register(
+            "updates_unchecked_aggregated",
+            "Updates whose scheduled re-run had not happened when their round closed, aggregated",
+            m.unchecked_aggregated.clone(),
         );
         registry.register(
             "rounds_completed",
@@ -225,13 +243,14 @@ impl Metrics {
 pub fn rejection_reason(count: fn(&mut RejectionStats)) -> &'static str {
     let mut s = RejectionStats::default();
     count(&mut s);
-    let fields: [(&'static str, u64); 8] = [
+    let fields: [(&'static str, u64); 9] = [
         ("non_finite", s.non_finite),
         ("wrong_shape", s.wrong_shape),
         ("wrong_version", s.wrong_version),
         ("replay", s.replay),
         ("bad_signature", s.bad_signature),
         ("failed_verification", s.failed_verification),
+        ("outlier", s.outliers),
         ("stale_dropped", s.stale_dropped),
         ("banned_sender", s.banned_sender),
     ];

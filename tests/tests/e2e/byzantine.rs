@@ -1,7 +1,8 @@
 //! Byzantine volunteers: one of four volunteers returns adversarial updates (scaled,
 //! sign-flipped, NaN, replayed from an earlier round, for the wrong model version, signed by
 //! another key). Every attack is refused or neutralised, the attacker's reputation falls until
-//! it is banned, and the final model is as good as that of an all-honest run.
+//! it is banned (possibly before its script ends: a grossly harmful update costs as much as a
+//! failed re-run), and the final model is as good as that of an all-honest run.
 
 use std::time::Duration;
 
@@ -68,14 +69,19 @@ async fn adversarial_updates_are_refused_and_training_survives() {
         Attack::WrongKey,
     ];
     let mut outcomes: Vec<Outcome> = Vec::new();
+    let mallory = adversary.peer_id().to_string();
     for attack in script {
+        // A banned attacker gets no more leases: the rest of the script cannot run.
+        if peer(&coordinator_json("status", &attacked), &mallory)["banned"] == true {
+            eprintln!("banned before {attack:?}");
+            break;
+        }
         let outcome = adversary
             .attack(attack, Duration::from_secs(300))
             .await
             .unwrap_or_else(|| panic!("no lease for {attack:?} after {outcomes:?}"));
         outcomes.push(outcome);
     }
-    let mallory = adversary.peer_id().to_string();
     adversary.shutdown().await;
     tokio::task::block_in_place(|| {
         assert!(coordinator.wait_exit(Duration::from_secs(600)).success());

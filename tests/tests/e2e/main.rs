@@ -14,3 +14,4 @@ mod nat;
 mod node_cli;
 mod soak;
 mod swarm;
+mod sybil;

@@ -1,0 +1,201 @@
+//! What the judging of updates keeps: each peer's standing (its loss score and strikes, see
+//! [`crate::judge`]), kept with the peer so it survives a restart, and the settling of
+//! updates still waiting for their re-run when a round closes.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Reader, Result, Tx};
+use crate::judge::PeerQuality;
+
+/// Schema version 2: the peers' loss scores and strikes, and each result's measured change
+/// of held-out loss.
+pub(super) const MIGRATION_2: &str = "
+ALTER TABLE peers ADD COLUMN loss_score REAL NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN strikes REAL NOT NULL DEFAULT 0;
+ALTER TABLE results ADD COLUMN loss_change REAL;";
+
+fn quality_of(c: &Connection, peer: &str) -> Result<PeerQuality> {
+    Ok(c.query_row(
+        "SELECT loss_score, strikes FROM peers WHERE peer = ?1",
+        [peer],
+        |r| {
+            Ok(PeerQuality {
+                score: r.get(0)?,
+                strikes: r.get(1)?,
+            })
+        },
+    )
+    .optional()?
+    .unwrap_or_default())
+}
+
+impl Reader<'_> {
+    /// A peer's standing (the default for a peer not known).
+    pub fn peer_quality(&self, peer: &str) -> Result<PeerQuality> {
+        quality_of(self.conn, peer)
+    }
+
+    /// The loss scores of `peers` (those known).
+    pub fn loss_scores<'p>(
+        &self,
+        peers: impl IntoIterator<Item = &'p str>,
+    ) -> Result<HashMap<String, f64>> {
+        let mut out = HashMap::new();
+        for peer in peers {
+            if !out.contains_key(peer) {
+                out.insert(peer.to_string(), quality_of(self.conn, peer)?.score);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Tx<'_> {
+    /// A peer's standing (the default for a peer not known).
+    pub fn peer_quality(&self, peer: &str) -> Result<PeerQuality> {
+        quality_of(self.tx, peer)
+    }
+
+    /// Stores a peer's standing (a peer not known is left alone).
+    pub fn set_peer_quality(&self, peer: &str, quality: &PeerQuality) -> Result<()> {
+        self.tx.execute(
+            "UPDATE peers SET loss_score = ?2, strikes = ?3 WHERE peer = ?1",
+            params![peer, quality.score, quality.strikes],
+        )?;
+        Ok(())
+    }
+}
+
+/// Why an update waiting for its re-run was kept out when its round closed.
+const UNCHECKED_REASON: &str = "its scheduled re-run had not happened when its round closed";
+
+impl Tx<'_> {
+    /// Settles the updates still waiting for their re-run (`pending`) as a round closes:
+    /// with `aggregate`, they are accepted unchecked (the ledger keeps them `unchecked`);
+    /// without, they are kept out (`unverified`, no credit). Returns how many.
+    pub fn settle_unchecked(&self, aggregate: bool) -> Result<usize> {
+        let waiting: Vec<(i64, String)> = {
+            let mut stmt = self
+                .tx
+                .prepare("SELECT task, peer FROM results WHERE status = 'pending'")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        if aggregate {
+            self.tx.execute(
+                "UPDATE results SET status = 'accepted' WHERE status = 'pending'",
+                [],
+            )?;
+            return Ok(waiting.len());
+        }
+        self.tx.execute(
+            "UPDATE results SET status = 'unverified', reason = ?1 WHERE status = 'pending'",
+            [UNCHECKED_REASON],
+        )?;
+        for (task, peer) in &waiting {
+            self.set_ledger_verified(*task as u64, peer, "unchecked", false)?;
+        }
+        Ok(waiting.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{claim, joined};
+    use super::super::{ResultRecord, State, TRAIN};
+    use super::*;
+
+    fn result(lease: u64, task: u64, peer: &str, status: &str) -> ResultRecord {
+        ResultRecord {
+            lease,
+            task,
+            peer: peer.into(),
+            round: 0,
+            update_root: None,
+            norm: None,
+            train_loss: None,
+            tokens: 100,
+            status: status.into(),
+            reason: None,
+            received_ms: 1_000,
+            weight: 1.0,
+            aggregated_in: None,
+            loss_change: None,
+        }
+    }
+
+    /// Issue 19, "verification fails open": an update scheduled for a re-run that had not
+    /// happened when its round closed was aggregated unchecked. Now it waits (`pending`),
+    /// and a round closing without its verdict keeps it out, with no credit, unless the
+    /// project takes unchecked updates in.
+    #[test]
+    fn updates_waiting_for_their_rerun_are_kept_out_unless_the_project_says_so() {
+        for aggregate in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut state = State::open(&dir.path().join("canopy.db")).unwrap();
+            let settled = state
+                .transaction(|tx| {
+                    joined(tx, "ada", None, None)?;
+                    for (i, status) in ["accepted", "pending"].into_iter().enumerate() {
+                        let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                        let lease = tx.insert_lease(task, "ada", 0, 60_000)?;
+                        tx.insert_result(&result(lease, task, "ada", status))?;
+                        tx.ledger_entry(&claim("ada", task, lease, 10 + i as u64, true, 1), 1)?;
+                    }
+                    tx.settle_unchecked(aggregate)
+                })
+                .unwrap();
+            assert_eq!(settled, 1);
+            let r = state.read();
+            let taken: Vec<u64> = r.unaggregated().unwrap().iter().map(|r| r.task).collect();
+            let credited = r.ledger().unwrap().iter().filter(|e| e.accepted).count();
+            if aggregate {
+                assert_eq!(taken.len(), 2);
+                assert_eq!(credited, 2);
+            } else {
+                assert_eq!(taken.len(), 1, "the unchecked update is kept out");
+                assert_eq!(credited, 1, "and earns no credit");
+                let ledger = r.ledger().unwrap();
+                assert!(
+                    ledger
+                        .iter()
+                        .any(|e| !e.accepted && e.verified == "unchecked")
+                );
+            }
+            assert_eq!(r.results(None, Some("pending")).unwrap().len(), 0);
+        }
+    }
+
+    /// A peer's standing survives a restart and a fresh join (rejoining does not wash it).
+    #[test]
+    fn a_peers_standing_is_kept_across_restarts_and_joins() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("canopy.db");
+        let bad = PeerQuality {
+            score: 4.5,
+            strikes: 1.7,
+        };
+        {
+            let mut state = State::open(&path).unwrap();
+            state
+                .transaction(|tx| {
+                    joined(tx, "mallory", None, None)?;
+                    tx.set_peer_quality("mallory", &bad)?;
+                    tx.set_peer_quality("nobody", &bad)
+                })
+                .unwrap();
+        }
+        let mut state = State::open(&path).unwrap();
+        state
+            .transaction(|tx| joined(tx, "mallory", Some("new org"), None))
+            .unwrap();
+        let r = state.read();
+        assert_eq!(r.peer_quality("mallory").unwrap(), bad);
+        assert_eq!(r.peer_quality("nobody").unwrap(), PeerQuality::default());
+        let scores = r.loss_scores(["mallory", "nobody", "mallory"]).unwrap();
+        assert_eq!(scores.len(), 2);
+        assert_eq!(scores["mallory"], 4.5);
+    }
+}
