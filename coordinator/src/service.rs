@@ -733,8 +733,6 @@ async fn judge(
         }
         Ok(Checked::Accepted(record, verify, judged)) => {
             let outlier = record.status == OUTLIER;
-            let compute_ms = result.compute_ms.max(1);
-            let tps = record.tokens as f64 / (compute_ms as f64 / 1000.0);
             let kind = if verify.is_some() { VERIFY } else { TRAIN };
             let update_root = record.update_root;
             let committed = project.state().transaction(|tx| {
@@ -837,7 +835,16 @@ async fn judge(
                 )?;
                 tx.set_lease_status(record.lease, "done")?;
                 tx.set_task_status(record.task, "done")?;
-                tx.record_throughput(&key, tps)?;
+                // The throughput estimate (which sizes this peer's leases) takes the compute
+                // time claimed only up to the lease's wall time, as the coordinator saw it: a
+                // node cannot claim to be slower than it is to hold its tasks longer.
+                let ran_ms = tx
+                    .lease(record.lease)?
+                    .map_or(0, |l| arrived.saturating_sub(l.granted_ms));
+                tx.record_throughput(
+                    &key,
+                    measured_throughput(record.tokens, result.compute_ms, ran_ms),
+                )?;
                 if rerun && let Some(t) = tx.task(record.task)? {
                     tx.insert_task(t.round, VERIFY, &t.spec, Some(t.id), t.tokens)?;
                 }
@@ -968,6 +975,13 @@ async fn judge(
             ack(false, Some(refusal.reason))
         }
     }
+}
+
+/// Tokens a second from a task's `tokens`, the compute time a node claimed and the wall time
+/// its lease ran: the claim counts only up to the wall time (and at least a millisecond).
+fn measured_throughput(tokens: u64, claimed_ms: u64, ran_ms: u64) -> f64 {
+    let ms = claimed_ms.min(ran_ms).max(1);
+    tokens as f64 / (ms as f64 / 1000.0)
 }
 
 /// What a re-run says of the original result.
@@ -1347,6 +1361,19 @@ mod tests {
         assert_eq!(RerunVerdict::of(Some(0.8), 0.8), RerunVerdict::Agrees);
         assert_eq!(RerunVerdict::of(Some(0.5), 0.8), RerunVerdict::Disagrees);
         assert_eq!(RerunVerdict::of(Some(-1.0), -1.0), RerunVerdict::Agrees);
+    }
+
+    /// Issue 19, "nothing a peer says about itself is trusted": the throughput that sizes a
+    /// peer's leases came from the compute time it claimed, so a node claiming to be slow got
+    /// long leases to sit on. The claim now counts only up to the lease's wall time.
+    #[test]
+    fn a_claimed_compute_time_counts_only_up_to_the_leases_wall_time() {
+        // Honest: 1,000 tokens in 2 s of a lease that ran 2.5 s.
+        assert_eq!(measured_throughput(1000, 2000, 2500), 500.0);
+        // Claims an hour for a lease that ran 2 s.
+        assert_eq!(measured_throughput(1000, 3_600_000, 2000), 500.0);
+        // Nothing claimed, nothing measured: bounded, not infinite.
+        assert_eq!(measured_throughput(1000, 0, 0), 1_000_000.0);
     }
 
     /// A thousand waiting peers polling every second would swamp the coordinator: the retry
