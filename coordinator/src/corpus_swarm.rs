@@ -1110,7 +1110,7 @@ fn grant(
         return Ok(Err(NoTask::Banned));
     }
     let held = tx.active_leases(Some(&peer.peer))?;
-    if held.len() >= peer.slots.max(1) as usize {
+    if held.len() >= crate::scheduler::usable_slots(tx, peer)? {
         return Ok(Err(NoTask::Busy));
     }
     let mut ran: HashSet<Digest> = tx

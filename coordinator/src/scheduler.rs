@@ -52,6 +52,22 @@ pub fn lease_ms(config: &SchedulingConfig, peer: &PeerRecord, tokens: u64) -> u6
     (secs * 1000.0) as u64
 }
 
+/// Accepted results a volunteer shows for each lease it may hold beyond its first.
+pub const RESULTS_PER_SLOT: u64 = 4;
+
+/// The leases `peer` may hold at once. The slots a node claims (one per adapter it lists) are
+/// not taken on its word: a volunteer starts with one and earns each further one, up to its
+/// claim, with [`RESULTS_PER_SLOT`] accepted results, so listing sixteen adapters wins a new
+/// identity nothing. Datacenter nodes are allowlisted by the operator and get their claim.
+pub fn usable_slots(tx: &Tx<'_>, peer: &PeerRecord) -> Result<usize> {
+    let claimed = u64::from(peer.slots.max(1));
+    if peer.tier == DATACENTER {
+        return Ok(claimed as usize);
+    }
+    let earned = 1 + tx.accepted_results(&peer.peer)? / RESULTS_PER_SLOT;
+    Ok(claimed.min(earned) as usize)
+}
+
 /// Grants `peer` a lease on the best open task of `round`, if any suits it.
 /// `datacenter_active`: whether a datacenter node has been heard from recently (then
 /// reopened tasks wait for one).
@@ -66,7 +82,7 @@ pub fn grant(
     if peer.banned {
         return Ok(Err(NoTask::Banned));
     }
-    if tx.active_leases(Some(&peer.peer))?.len() >= peer.slots.max(1) as usize {
+    if tx.active_leases(Some(&peer.peer))?.len() >= usable_slots(tx, peer)? {
         return Ok(Err(NoTask::Busy));
     }
     if peer.tier != DATACENTER {
@@ -256,6 +272,59 @@ mod tests {
                 tx.set_task_status(g2.task.id, "done")?;
                 // Only the verification task is left: not for a volunteer.
                 assert_eq!(grant(tx, &config, &vol, 0, 0, false)?, Err(NoTask::Nothing));
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// Issue 19, "each may claim up to 16 slots by listing adapters": a new identity that
+    /// lists sixteen adapters got sixteen tasks at once. Slots are earned with accepted work.
+    #[test]
+    fn a_volunteer_earns_its_slots_with_accepted_results() {
+        let (_dir, mut state) = setup();
+        let config = SchedulingConfig::default();
+        let mut vol = peer("vol", VOLUNTEER);
+        vol.slots = 16;
+        let mut dc = peer("dc", DATACENTER);
+        dc.slots = 3;
+        state
+            .transaction(|tx| {
+                tx.upsert_peer(&vol)?;
+                tx.upsert_peer(&dc)?;
+                for _ in 0..40 {
+                    tx.insert_task(0, TRAIN, b"t", None, 1000)?;
+                }
+                let granted = |tx: &Tx<'_>, p: &PeerRecord| -> Result<usize> {
+                    let mut n = 0;
+                    while grant(tx, &config, p, 0, 0, false)?.is_ok() {
+                        n += 1;
+                    }
+                    Ok(n)
+                };
+                assert_eq!(granted(tx, &vol)?, 1, "a new identity holds one lease");
+                assert_eq!(granted(tx, &dc)?, 3, "the datacenter tier gets its claim");
+                // Eight accepted results later, two more slots.
+                let lease = tx.active_leases(Some("vol"))?[0].id;
+                for task in 0..8 {
+                    tx.ledger_entry(
+                        &crate::state::LedgerClaim {
+                            peer: "vol",
+                            round: 0,
+                            task,
+                            lease,
+                            kind: TRAIN,
+                            compute_ms: 1,
+                            accepted: true,
+                            verified: "unchecked",
+                            result_hash: None,
+                            reason: None,
+                            arrived_ms: 1,
+                        },
+                        1,
+                    )?;
+                }
+                assert_eq!(usable_slots(tx, &vol)?, 3);
+                assert_eq!(granted(tx, &vol)?, 2);
                 Ok(())
             })
             .unwrap();

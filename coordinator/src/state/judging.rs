@@ -53,6 +53,19 @@ impl Reader<'_> {
 }
 
 impl Tx<'_> {
+    /// How many of a peer's results the ledger counts as accepted.
+    pub fn accepted_results(&self, peer: &str) -> Result<u64> {
+        let n: Option<i64> = self
+            .tx
+            .query_row(
+                "SELECT accepted FROM contributor_totals WHERE peer = ?1",
+                [peer],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(n.unwrap_or(0).max(0) as u64)
+    }
+
     /// A peer's standing (the default for a peer not known).
     pub fn peer_quality(&self, peer: &str) -> Result<PeerQuality> {
         quality_of(self.tx, peer)
