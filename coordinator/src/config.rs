@@ -79,6 +79,8 @@ pub struct Config {
     pub verification: VerificationConfig,
     /// `[reputation]`: per-node score changes and banning.
     pub reputation: ReputationConfig,
+    /// `[admission]`: who may join.
+    pub admission: AdmissionConfig,
     /// `[dashboard]`: the local web dashboard.
     pub dashboard: DashboardConfig,
     /// `[store]`: the coordinator's content store.
@@ -228,6 +230,25 @@ pub enum Compression {
     Int8,
     /// Only the largest-magnitude entries (see `topk_density`); `"topk"`.
     TopK,
+}
+
+/// Who may join a project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdmissionPolicy {
+    /// Any key may join as a volunteer.
+    #[default]
+    Open,
+    /// Only keys the operator allowlisted (`canopy-coordinator allow`) may join.
+    Allowlist,
+}
+
+/// `[admission]`: who may join.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// `open` or `allowlist`.
+    pub policy: AdmissionPolicy,
 }
 
 /// What happens to an update that arrives after its round has closed.
@@ -1024,6 +1045,13 @@ rejected = -10
 failed_verification = -25
 # Ban threshold; below start.
 ban_below = -50
+
+# Who may join. "open": any key joins as a volunteer (anyone may also run
+# many identities; see the README's threat model). "allowlist": only keys added
+# with `canopy-coordinator allow <peer id>` (as volunteer or datacenter) join;
+# others are told so and stop.
+[admission]
+policy = "open"
 
 # The local web dashboard.
 [dashboard]

@@ -21,6 +21,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 use crate::aggregate;
+use crate::config::AdmissionPolicy;
 use crate::judge::LossVerdict;
 use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
 use crate::scheduler::{self, DATACENTER, NoTask, VOLUNTEER};
@@ -517,6 +518,23 @@ pub fn answer_peer(
     }
     let mut joined = None;
     let reply = match message {
+        Message::Join(_)
+            if config.admission.policy == AdmissionPolicy::Allowlist
+                && state.read().allowlisted(&key)?.is_none() =>
+        {
+            // Not recorded: a refused key leaves no trace but the log line.
+            tracing::info!(peer = %key, "join refused: not on the allowlist");
+            Message::JoinAck(JoinAck {
+                accepted: false,
+                tier: Tier::Volunteer,
+                round,
+                message: format!(
+                    "project {} admits allowlisted nodes only: ask its operator to run \
+                     `canopy-coordinator allow {key}`",
+                    config.project.name
+                ),
+            })
+        }
         Message::Join(join) => {
             let allowed = state.read().allowlisted(&key)?;
             let tier = match (join.capabilities.tier, allowed.as_deref()) {

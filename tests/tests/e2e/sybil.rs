@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use canopy_tests::processes::{
-    Coordinator, Volunteer, array, coordinator_json, free_port, history, small_project, str_of,
+    Coordinator, Volunteer, array, coordinator_cli, coordinator_json, free_port, history,
+    node_peer_id, poll_until, small_project, str_of,
 };
 
 /// Rounds of the noisy run.
@@ -117,5 +118,66 @@ fn honest_volunteers_with_tiny_noisy_tasks_run_to_the_end_and_none_is_banned() {
     assert!(
         outliers as u64 <= ROUNDS / 10,
         "{outliers} outliers in {ROUNDS} rounds: {refusals:?}"
+    );
+}
+
+/// Admission `allowlist`: a key the operator allowlisted joins and works; any other key is
+/// told why it cannot join, stops, and leaves no trace in the project's state.
+#[test]
+fn under_the_allowlist_policy_only_allowlisted_keys_join() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = small_project(
+        &tmp.path().join("project"),
+        free_port(),
+        &[
+            ("rounds", "2"),
+            ("tasks_per_round", "2"),
+            ("min_updates", "2"),
+        ],
+        "[admission]\npolicy = \"allowlist\"\n",
+    );
+    let (member, stranger) = (tmp.path().join("member"), tmp.path().join("stranger"));
+    let member_id = node_peer_id(&member);
+    let stranger_id = node_peer_id(&stranger);
+    let config_s = config.to_string_lossy().to_string();
+    coordinator_cli(&[
+        "allow",
+        &member_id,
+        "--tier",
+        "volunteer",
+        "--config",
+        &config_s,
+    ]);
+    let mut coordinator = Coordinator::start(&config);
+    let _member = Volunteer::start(&member, &coordinator.addr, &["--name", "member"]);
+    let mut outsider = Volunteer::start(&stranger, &coordinator.addr, &["--name", "stranger"]);
+    let stopped = poll_until(Duration::from_secs(120), Duration::from_millis(200), || {
+        matches!(outsider.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(stopped, "a key not on the allowlist stops");
+    let exit = outsider.child.wait().expect("exit status");
+    assert!(!exit.success(), "and says it failed: {exit}");
+    let log = std::fs::read_to_string(stranger.with_extension("log")).expect("node log");
+    assert!(
+        log.contains("admits allowlisted nodes only") && log.contains(&stranger_id),
+        "the node says why and names its key: {log}"
+    );
+    let status = coordinator.wait_exit(Duration::from_secs(300));
+    assert!(
+        status.success(),
+        "the allowlisted node ran the project: {status}"
+    );
+    let peers = array(&coordinator_json("status", &config), "peers")
+        .iter()
+        .map(|p| str_of(p, "peer").to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(peers, [member_id]);
+    let ledger = coordinator_json("ledger", &config);
+    assert!(
+        ledger
+            .as_array()
+            .expect("ledger")
+            .iter()
+            .all(|e| e["peer"] != stranger_id.as_str())
     );
 }
