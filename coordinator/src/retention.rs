@@ -3,7 +3,8 @@
 //! Every round adds a model version, its momentum, its int8 step and the nodes' updates. The run
 //! needs only a few of them: the current and previous model versions (the previous one judges
 //! late updates and lets nodes one round behind catch up), the current momentum and step, the
-//! updates accepted but not yet aggregated, the training shards, and the checkpoints the
+//! updates accepted but not yet aggregated or still waiting for their re-run, the training
+//! shards, and the checkpoints the
 //! project asked to keep (`store.checkpoint_every`). After each round closes everything else
 //! is released from the chunk store (its chunks deleted) and its manifest forgotten, so the
 //! coordinator's disk stays flat over thousands of rounds. On start the live objects are held
@@ -58,6 +59,12 @@ fn live(r: &Reader<'_>, current: u64, checkpoint_every: u32) -> Result<HashSet<D
         }
     }
     keep.extend(r.unaggregated()?.into_iter().filter_map(|u| u.update_root));
+    // Updates waiting for their re-run: compared with it, and aggregated if they pass.
+    keep.extend(
+        r.results(None, Some("pending"))?
+            .into_iter()
+            .filter_map(|u| u.update_root),
+    );
     Ok(keep)
 }
 
@@ -118,7 +125,7 @@ mod tests {
 
     use canopy_protocol::compress::{CodecSpec, Compressor, DEFAULT_INT8_BLOCK};
     use canopy_protocol::messages::TaskId;
-    use canopy_protocol::{Keypair, Manifest, ObjectKind};
+    use canopy_protocol::{Digest, Keypair, Manifest, ObjectKind};
 
     use crate::config::Config;
     use crate::project::Project;
@@ -127,6 +134,12 @@ mod tests {
     /// Records an accepted update of small seeded values for the round in progress, as the
     /// service does once it has judged one.
     fn accept_update(project: &Project, keys: &Keypair, n: u64) {
+        record_update(project, keys, n, "accepted");
+    }
+
+    /// Records an update of small seeded values for the round in progress with `status`;
+    /// returns its root.
+    fn record_update(project: &Project, keys: &Keypair, n: u64, status: &str) -> Digest {
         let len = project.model.num_params();
         let values: Vec<f32> = (0..len)
             .map(|i| ((i as u64 * 2_654_435_761 + n * 97) % 1000) as f32 * 1e-6 - 5e-4)
@@ -155,7 +168,7 @@ mod tests {
             norm: Some(0.1),
             train_loss: Some(5.0),
             tokens: 16,
-            status: "accepted".into(),
+            status: status.into(),
             reason: None,
             received_ms: n,
             weight: 1.0,
@@ -169,6 +182,43 @@ mod tests {
                 tx.insert_result(&record)
             })
             .expect("recorded");
+        signed.manifest().root
+    }
+
+    /// Issue 19, "verification fails open": an update sampled for a re-run that had not
+    /// happened when its round closed was aggregated unchecked. It now waits (`pending`); its
+    /// object is kept while it waits, a restart included; and the round that closes without
+    /// its verdict leaves it out unless the project takes unchecked updates in.
+    #[test]
+    fn an_update_waiting_for_its_rerun_is_kept_and_left_out_when_its_round_closes() {
+        for aggregate in [false, true] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut config = Config::default();
+            config.training.rounds = 10;
+            config.training.batch_size = 1;
+            config.training.seq_len = 16;
+            config.verification.aggregate_unchecked = aggregate;
+            let keys = Keypair::generate().expect("key");
+            let project = Project::open(dir.path(), config.clone()).expect("project");
+            let root = record_update(&project, &keys, 0, "pending");
+            drop(project);
+            let project = Project::open(dir.path(), config).expect("reopened");
+            let manifest = project
+                .state()
+                .read()
+                .manifest(&root)
+                .expect("manifest")
+                .expect("the waiting update's manifest is kept");
+            assert!(project.store.has_object(manifest.manifest()));
+            project.close_round().expect("round closes");
+            let results = project.state().read().results(None, None).expect("results");
+            let (status, used) = (results[0].status.as_str(), results[0].aggregated_in);
+            if aggregate {
+                assert_eq!((status, used), ("accepted", Some(0)));
+            } else {
+                assert_eq!((status, used), ("unverified", None));
+            }
+        }
     }
 
     /// Issue 17, "disks fill": every model version, momentum and step stayed pinned, and the
