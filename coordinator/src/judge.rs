@@ -180,13 +180,21 @@ impl PeerQuality {
     }
 }
 
-/// The weight aggregation gives a peer's updates for its loss score: 1 for a typical or
-/// better peer, falling as the score grows (1/2 at one spread above typical, 1/11 at ten).
+/// The score up to which a peer's updates keep their full weight: an honest peer's score
+/// wanders about 0 by about a third of a spread, and a weight that followed it would only
+/// shrink the outer step.
+pub const SCORE_NOISE: f64 = 1.0;
+
+/// The weight aggregation gives a peer's updates for its loss score: 1 up to
+/// [`SCORE_NOISE`], then falling as the score grows (1/2 at two spreads above typical, 1/10
+/// at the highest score); never 0, which aggregation refuses.
 pub fn quality_weight(score: f64) -> f64 {
-    if !score.is_finite() {
-        return 0.0;
-    }
-    1.0 / (1.0 + score.max(0.0))
+    let score = if score.is_finite() {
+        score.min(STANDING_RANGE.1)
+    } else {
+        STANDING_RANGE.1
+    };
+    1.0 / (1.0 + (score - SCORE_NOISE).max(0.0))
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -239,7 +247,7 @@ mod tests {
         }
         assert_eq!(outliers, 0);
         for p in peers {
-            assert!(quality_weight(p.score) > 0.5, "{p:?}");
+            assert!(quality_weight(p.score) >= 0.9, "{p:?}");
         }
         let refused_by_fixed_bound = noisy(3000, 0.35, 0.35, 7)
             .iter()
@@ -313,6 +321,8 @@ mod tests {
         cheat.observe_rerun(false);
         cheat.observe_rerun(false);
         assert!(quality_weight(cheat.score) < 0.4, "{cheat:?}");
-        assert_eq!(quality_weight(f64::NAN), 0.0);
+        assert_eq!(quality_weight(f64::NAN), quality_weight(STANDING_RANGE.1));
+        assert!(quality_weight(f64::NAN) > 0.0);
+        assert_eq!(quality_weight(SCORE_NOISE), 1.0);
     }
 }
