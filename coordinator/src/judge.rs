@@ -135,8 +135,16 @@ impl LossSpread {
                 0.0
             },
         };
+        // Within the tolerance an update is typical for its sender's score too: held-out
+        // gains shrink as a run goes on, so the window's median (from earlier, larger gains)
+        // would otherwise rank every later honest update high and shrink the outer step.
         if change <= self.tolerance {
-            return fine;
+            return match fine {
+                LossVerdict::Fine { standing } => LossVerdict::Fine {
+                    standing: standing.min(0.0),
+                },
+                other => other,
+            };
         }
         if standing > GROSS_SPREADS && change > GROSS_TOLERANCES * self.tolerance.max(1e-3) {
             LossVerdict::Gross { standing }
@@ -298,6 +306,26 @@ mod tests {
         // Non-finite figures do not enter the spread.
         spread.record(f64::NAN);
         assert!(spread.centre_and_spread().0.is_finite());
+    }
+
+    /// Held-out gains shrink as a run goes on: the four updates of a later round each lower
+    /// the loss by far less than those of the first rounds, which fill the window. That is
+    /// no reason to weigh them less (a 3-round run with plain averaging ended at 1.089× the
+    /// data-parallel loss instead of within 5%, all its later updates down-weighted).
+    #[test]
+    fn shrinking_gains_as_a_run_goes_on_keep_full_weight() {
+        let mut spread = LossSpread::new(0.5, 4.0);
+        let mut peers = [PeerQuality::default(); 4];
+        for gain in [2.5, 0.6, 0.2, 0.1] {
+            for (i, peer) in peers.iter_mut().enumerate() {
+                let change = -gain - 0.01 * i as f64;
+                assert!(!peer.observe(&spread.judge(change)));
+                spread.record(change);
+            }
+        }
+        for p in peers {
+            assert_eq!(quality_weight(p.score), 1.0, "{p:?}");
+        }
     }
 
     /// A patient attacker whose updates each stay inside the spread, but always at its top,
