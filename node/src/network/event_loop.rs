@@ -625,6 +625,11 @@ impl EventLoop {
                 tracing::debug!(?reason, "listener closed");
                 self.paths.listener_closed(listener_id);
             }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } => self.on_dial_failed(peer, &error),
             SwarmEvent::Behaviour(event) => self.on_behaviour_event(event),
             other => tracing::trace!(?other, "swarm event"),
         }

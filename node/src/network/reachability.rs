@@ -106,6 +106,9 @@ pub(crate) struct Paths {
     confirmed: HashSet<Multiaddr>,
     /// Peers whose relayed connections close at the given time (a direct one was punched).
     retiring: Vec<(Instant, PeerId)>,
+    /// Peers reached only through a relay whose hole punch has failed (counted once each
+    /// until a direct connection opens or the relayed ones close).
+    punch_failed: HashSet<PeerId>,
     probes_failed: u64,
     started: Instant,
     next_reserve: Instant,
@@ -126,6 +129,7 @@ impl Paths {
             reserved: HashSet::new(),
             confirmed: HashSet::new(),
             retiring: Vec::new(),
+            punch_failed: HashSet::new(),
             probes_failed: 0,
             started: now,
             next_reserve: now,
@@ -162,13 +166,32 @@ impl Paths {
         if relayed {
             self.counters.relayed_connections += 1;
         }
+        if !relayed {
+            self.punch_failed.remove(&peer);
+        }
         if self.links.len() < MAX_LINKS {
             self.links.insert(id, Link { peer, relayed });
         }
     }
 
     pub(crate) fn closed(&mut self, id: ConnectionId) {
-        self.links.remove(&id);
+        if let Some(link) = self.links.remove(&id)
+            && self.relayed_to(link.peer).is_empty()
+        {
+            self.punch_failed.remove(&link.peer);
+        }
+    }
+
+    /// A hole punch to `peer` failed: either side may learn it, the side that asked for the
+    /// punch from DCUtR's verdict and the side that was asked from its own direct dial
+    /// failing, so both count it, once per relayed episode.
+    pub(crate) fn punch_failed(&mut self, peer: PeerId) {
+        if self.has_direct(peer) || self.relayed_to(peer).is_empty() {
+            return;
+        }
+        if self.punch_failed.len() < MAX_LINKS && self.punch_failed.insert(peer) {
+            self.counters.hole_punch_failures += 1;
+        }
     }
 
     /// Whether connection `id` goes through a relay.
@@ -311,6 +334,30 @@ mod tests {
             .parse::<Multiaddr>()
             .expect("addr")
             .with(Protocol::P2p(peer))
+    }
+
+    #[test]
+    fn a_failed_punch_counts_once_per_relayed_episode_from_either_side() {
+        let mut paths = Paths::new(false, false);
+        let peer = PeerId::random();
+        // No relayed connection: a failed dial is not a punch.
+        paths.punch_failed(peer);
+        assert_eq!(paths.counters.hole_punch_failures, 0);
+        let relayed = ConnectionId::new_unchecked(1);
+        paths.opened(relayed, peer, true);
+        // The asked side's dial fails, then DCUtR's verdict arrives: one failure.
+        paths.punch_failed(peer);
+        paths.punch_failed(peer);
+        assert_eq!(paths.counters.hole_punch_failures, 1);
+        // The relayed connection closes and a new one is punched at again.
+        paths.closed(relayed);
+        paths.opened(ConnectionId::new_unchecked(2), peer, true);
+        paths.punch_failed(peer);
+        assert_eq!(paths.counters.hole_punch_failures, 2);
+        // Once a direct connection is open, a stray failure is not a failed punch.
+        paths.opened(ConnectionId::new_unchecked(3), peer, false);
+        paths.punch_failed(peer);
+        assert_eq!(paths.counters.hole_punch_failures, 2);
     }
 
     #[test]

@@ -58,9 +58,25 @@ impl EventLoop {
                 tracing::info!(%peer, "direct connection by hole punching");
             }
             Err(e) => {
-                self.paths.counters.hole_punch_failures += 1;
+                self.paths.punch_failed(peer);
                 tracing::info!(%peer, "hole punching failed, staying relayed: {e}");
             }
+        }
+    }
+
+    /// A dial to `peer` failed. While the peer is reached only through a relay, a failed dial
+    /// to one of its direct addresses is a failed hole punch: DCUtR reports those only to the
+    /// side that asked for the punch, never to the side that dialled when asked.
+    pub(super) fn on_dial_failed(&mut self, peer: PeerId, error: &libp2p::swarm::DialError) {
+        let direct = match error {
+            libp2p::swarm::DialError::Transport(attempts) => attempts
+                .iter()
+                .any(|(addr, _)| !addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))),
+            _ => false,
+        };
+        if direct && !self.paths.relayed_to(peer).is_empty() && !self.paths.has_direct(peer) {
+            tracing::info!(%peer, "a direct dial to a relayed peer failed: {error}");
+            self.paths.punch_failed(peer);
         }
     }
 
