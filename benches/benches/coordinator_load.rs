@@ -199,6 +199,7 @@ fn join_message(name: &str) -> Join {
         display_name: Some(name.into()),
         organisation: None,
         country: None,
+        invite: None,
     }
 }
 
@@ -1167,6 +1168,7 @@ fn core_part() -> (Value, Vec<String>) {
 
     // Joins.
     let mut join = Vec::with_capacity(peers);
+    let issuer = project.keys.public();
     let phase = Instant::now();
     for (i, key) in names.iter().enumerate() {
         if phase.elapsed() > phase_budget {
@@ -1176,7 +1178,16 @@ fn core_part() -> (Value, Vec<String>) {
         let t = Instant::now();
         let answered = {
             let mut state = project.state();
-            answer_peer(&mut state, &project.config, key, round, now_ms(), message).expect("join")
+            answer_peer(
+                &mut state,
+                &project.config,
+                &issuer,
+                key,
+                round,
+                now_ms(),
+                message,
+            )
+            .expect("join")
         };
         join.push(timed(t.elapsed()));
         assert!(matches!(answered, Answered::Reply(Message::JoinAck(_), _)));
@@ -1200,6 +1211,7 @@ fn core_part() -> (Value, Vec<String>) {
         let answered = answer_peer(
             &mut state,
             &project.config,
+            &issuer,
             key,
             round,
             now,
@@ -1269,6 +1281,7 @@ fn core_part() -> (Value, Vec<String>) {
             answer_peer(
                 &mut state,
                 &project.config,
+                &issuer,
                 &names[*i],
                 round,
                 now_ms(),

@@ -241,13 +241,16 @@ pub enum AdmissionPolicy {
     Open,
     /// Only keys the operator allowlisted (`canopy-coordinator allow`) may join.
     Allowlist,
+    /// Nodes with an invitation token (`canopy-coordinator invite`) and allowlisted keys may
+    /// join; the token names the organisation the node is recorded under.
+    Invite,
 }
 
 /// `[admission]`: who may join.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdmissionConfig {
-    /// `open` or `allowlist`.
+    /// `open`, `invite` or `allowlist`.
     pub policy: AdmissionPolicy,
 }
 
@@ -1047,9 +1050,13 @@ failed_verification = -25
 ban_below = -50
 
 # Who may join. "open": any key joins as a volunteer (anyone may also run
-# many identities; see the README's threat model). "allowlist": only keys added
-# with `canopy-coordinator allow <peer id>` (as volunteer or datacenter) join;
-# others are told so and stop.
+# many identities; see the README's threat model). "invite": nodes joining with
+# an invitation token from `canopy-coordinator invite --org NAME` (each token
+# admits a set number of nodes, is recorded under its organisation, and may be
+# revoked), and allowlisted keys. "allowlist": only keys added with
+# `canopy-coordinator allow <peer id>` (as volunteer or datacenter) join; others
+# are told so and stop. Under any policy a node's invitation attests its
+# organisation (and grants the datacenter tier if the token says so).
 [admission]
 policy = "open"
 

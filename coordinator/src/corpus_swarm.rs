@@ -35,8 +35,8 @@ use canopy_node::store::ChunkStore;
 use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
 use canopy_protocol::corpus::CorpusResult;
 use canopy_protocol::messages::{
-    CorpusOutput, CorpusSpec, LeaseGrant, LeaseId, ManifestRequest, NoWork, ResultAck, TaskId,
-    TaskOutput, TaskResult, TaskSpec,
+    CorpusOutput, CorpusSpec, LeaseGrant, LeaseId, ManifestRequest, ResultAck, TaskId, TaskOutput,
+    TaskResult, TaskSpec,
 };
 use canopy_protocol::{Digest, Keypair, Manifest, Message, ObjectKind, SignedManifest};
 use libp2p::{Multiaddr, PeerId};
@@ -513,18 +513,22 @@ impl SwarmBuild {
         let now = now_ms();
         let key = peer.to_string();
         let mut state = self.state();
-        let message = match answer_peer(&mut state, &self.config, &key, 0, now, message)? {
+        let message = match answer_peer(
+            &mut state,
+            &self.config,
+            &self.keys.public(),
+            &key,
+            0,
+            now,
+            message,
+        )? {
             Answered::Reply(reply, _) => return Ok(reply),
             Answered::Other(message) => message,
         };
         Ok(match message {
             Message::LeaseRequest(_) => {
                 let Some(p) = state.read().peer(&key)? else {
-                    return Ok(Message::NoWork(NoWork {
-                        retry_after_ms: 0,
-                        reason: "join first".into(),
-                        join_first: true,
-                    }));
+                    return Ok(crate::service::no_work(0, "join first", true));
                 };
                 if state.read().paused()? {
                     return Ok(no_work(5_000, "the project is paused by its coordinator"));
@@ -540,7 +544,10 @@ impl SwarmBuild {
                         spec: decode_spec(&task.spec)?,
                         expires_at_ms: expires,
                     }),
-                    Err(NoTask::Banned) => no_work(60_000, "this node is banned"),
+                    // Back to join, where it hears why and stops (see the training service).
+                    Err(NoTask::Banned) => {
+                        crate::service::no_work(5_000, "this node is banned", true)
+                    }
                     Err(NoTask::Busy) => {
                         no_work(2_000, "this node holds all the leases it has slots for")
                     }
@@ -1016,11 +1023,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn no_work(retry_after_ms: u32, reason: &str) -> Message {
-    Message::NoWork(NoWork {
-        retry_after_ms,
-        reason: reason.into(),
-        join_first: false,
-    })
+    crate::service::no_work(retry_after_ms, reason, false)
 }
 
 /// Chunks of the plan with a result in `agreed`, and the plan's chunk count.

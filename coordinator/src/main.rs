@@ -18,6 +18,7 @@ use canopy_node::network::NetworkConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod corpus_cli;
+mod invite_cli;
 
 /// The Canopy coordinator: schedules, verifies and aggregates a training project.
 #[derive(Parser)]
@@ -148,6 +149,12 @@ enum Command {
     Corpus {
         #[command(subcommand)]
         command: corpus_cli::CorpusCommand,
+    },
+    /// Invitations for the `invite` admission policy: make one for an organisation's
+    /// machines, or revoke one.
+    Invite {
+        #[command(subcommand)]
+        command: invite_cli::InviteCommand,
     },
 }
 
@@ -290,6 +297,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => demo(nodes, params, json),
         Command::Corpus { command } => corpus_cli::run(command),
+        Command::Invite { command } => invite_cli::run(command),
     }
 }
 

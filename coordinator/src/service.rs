@@ -21,7 +21,6 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::mpsc;
 
 use crate::aggregate;
-use crate::config::AdmissionPolicy;
 use crate::judge::LossVerdict;
 use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
 use crate::scheduler::{self, DATACENTER, NoTask, VOLUNTEER};
@@ -408,6 +407,7 @@ impl Service {
         let message = match answer_peer(
             &mut state,
             &project.config,
+            &project.keys.public(),
             &key,
             current.round,
             now,
@@ -465,7 +465,9 @@ impl Service {
                         spec: decode_spec(&g.task.spec)?,
                         expires_at_ms: g.expires_ms,
                     }),
-                    Err(NoTask::Banned) => no_work(60_000, "this node is banned", false),
+                    // Sent back to join, where it hears why (failed verifications, or a
+                    // revoked invitation) and stops instead of asking for work forever.
+                    Err(NoTask::Banned) => no_work(5_000, "this node is banned", true),
                     Err(NoTask::Busy) => no_work(
                         2_000,
                         "this node holds all the leases it has slots for",
@@ -500,6 +502,7 @@ pub enum Answered {
 pub fn answer_peer(
     state: &mut crate::state::State,
     config: &crate::config::Config,
+    issuer: &canopy_protocol::PublicKey,
     key: &str,
     round: u64,
     now: u64,
@@ -518,75 +521,10 @@ pub fn answer_peer(
     }
     let mut joined = None;
     let reply = match message {
-        Message::Join(_)
-            if config.admission.policy == AdmissionPolicy::Allowlist
-                && state.read().allowlisted(&key)?.is_none() =>
-        {
-            // Not recorded: a refused key leaves no trace but the log line.
-            tracing::info!(peer = %key, "join refused: not on the allowlist");
-            Message::JoinAck(JoinAck {
-                accepted: false,
-                tier: Tier::Volunteer,
-                round,
-                message: format!(
-                    "project {} admits allowlisted nodes only: ask its operator to run \
-                     `canopy-coordinator allow {key}`",
-                    config.project.name
-                ),
-            })
-        }
         Message::Join(join) => {
-            let allowed = state.read().allowlisted(&key)?;
-            let tier = match (join.capabilities.tier, allowed.as_deref()) {
-                (Tier::Datacenter, Some(DATACENTER)) => DATACENTER,
-                _ => VOLUNTEER,
-            };
-            let record = PeerRecord {
-                peer: key.clone(),
-                tier: tier.into(),
-                name: join.display_name.clone(),
-                org: join.organisation.clone(),
-                country: join.country.clone(),
-                reputation: config.reputation.start,
-                banned: false,
-                tokens_per_sec: None,
-                slots: (join.capabilities.adapters.len() as u32).clamp(1, 16),
-                joined_ms: now,
-                last_seen_ms: now,
-            };
-            let adapter = join
-                .capabilities
-                .adapters
-                .iter()
-                .map(|a| format!("{} ({})", a.name, a.backend))
-                .collect::<Vec<_>>()
-                .join(", ");
-            state.transaction(|tx| {
-                tx.upsert_peer(&record)?;
-                tx.set_peer_adapter(&key, &adapter)
-            })?;
-            let banned = state.read().peer(&key)?.is_some_and(|p| p.banned);
-            joined = Some(tier);
-            let granted = if tier == DATACENTER {
-                Tier::Datacenter
-            } else {
-                Tier::Volunteer
-            };
-            let note = if join.capabilities.tier == Tier::Datacenter && tier != DATACENTER {
-                "admitted as a volunteer: this key is not on the datacenter allowlist"
-            } else {
-                "welcome"
-            };
-            Message::JoinAck(JoinAck {
-                accepted: !banned,
-                tier: granted,
-                round,
-                message: if banned {
-                    "this node is banned after failed verifications".into()
-                } else {
-                    format!("{note}; project {}", config.project.name)
-                },
-            })
+            let admission = crate::admission::admit(state, config, issuer, &key, round, now, join)?;
+            joined = admission.joined;
+            Message::JoinAck(admission.ack)
         }
         Message::Heartbeat(_) => match known {
             Some(p) => Message::JoinAck(JoinAck {
@@ -675,7 +613,8 @@ pub fn waiting_retry_ms(base_ms: u64, active: u64) -> u32 {
     ms.min(60_000) as u32
 }
 
-fn no_work(retry_after_ms: u32, reason: &str, join_first: bool) -> Message {
+/// A "no work now" answer: ask again after `retry_after_ms`, or join first.
+pub(crate) fn no_work(retry_after_ms: u32, reason: &str, join_first: bool) -> Message {
     Message::NoWork(NoWork {
         retry_after_ms,
         reason: reason.into(),

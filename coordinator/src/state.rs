@@ -32,9 +32,13 @@
 //!
 //! The schema version is SQLite's `user_version`: [`State::open`] migrates an older database
 //! in one transaction (version 1: `contributor_totals` and its triggers, filled from the
-//! ledger once; version 2: each peer's loss score and strikes, in [`judging`]).
+//! ledger once; version 2: each peer's loss score and strikes, in [`judging`]; version 3: invitations' uses
+//! and revocations, in [`invites`]).
 
+mod invites;
 mod judging;
+
+pub use invites::Redeemed;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -89,7 +93,7 @@ pub type Result<T> = std::result::Result<T, StateError>;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version [`State::open`] migrates to (SQLite's `user_version`).
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -681,6 +685,9 @@ impl State {
         }
         if version < 2 {
             tx.execute_batch(judging::MIGRATION_2)?;
+        }
+        if version < 3 {
+            tx.execute_batch(invites::MIGRATION_3)?;
         }
         if version < SCHEMA_VERSION {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;

@@ -86,6 +86,10 @@ pub struct JoinArgs {
     /// Your country, as an ISO 3166-1 alpha-2 code (e.g. FR).
     #[arg(long)]
     pub country: Option<String>,
+    /// The invitation token the project gave you or your institution (it admits this node
+    /// where the project admits invited nodes only, and records its organisation).
+    #[arg(long, env = "CANOPY_INVITE", hide_env_values = true)]
+    pub invite: Option<String>,
     /// Addresses to listen on (repeatable; default: TCP and QUIC on every interface).
     #[arg(long = "listen")]
     pub listen: Vec<Multiaddr>,
@@ -238,6 +242,8 @@ pub struct JoinConfig {
     pub organisation: Option<String>,
     /// See [`JoinArgs::country`].
     pub country: Option<String>,
+    /// See [`JoinArgs::invite`] (checked for form; the coordinator checks the rest).
+    pub invite: Option<String>,
     /// Requested tier.
     pub tier: TierArg,
     /// JSON output.
@@ -275,6 +281,9 @@ pub enum ArgsError {
     /// A size flag is zero.
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
+    /// `--invite` is not an invitation token.
+    #[error("--invite: {0}")]
+    Invite(canopy_protocol::InviteError),
     /// `--gpus` is neither `all` nor a list of adapter numbers.
     #[error("--gpus {0:?}: give `all` or adapter numbers such as 0,1")]
     Gpus(String),
@@ -305,6 +314,9 @@ impl JoinConfig {
             Some(c) => return Err(ArgsError::Country(c)),
             None => None,
         };
+        if let Some(token) = &args.invite {
+            canopy_protocol::Invite::from_token(token).map_err(ArgsError::Invite)?;
+        }
         if args.store_mib == 0 {
             return Err(ArgsError::Zero("store-mib"));
         }
@@ -333,6 +345,7 @@ impl JoinConfig {
             display_name: args.name,
             organisation: args.org,
             country,
+            invite: args.invite.map(|t| t.trim().to_string()),
             tier: args.tier,
             json: args.json,
             gpus: match &args.gpus {
@@ -397,5 +410,7 @@ mod tests {
         assert!(bad.contains("--gpus"), "{bad}");
         let garbage = parse(&["canopy-node", "join", "not-an-address"]).unwrap_err();
         assert!(garbage.contains("invalid value"), "{garbage}");
+        let invite = parse(&["canopy-node", "join", ADDR, "--invite", "letmein"]).unwrap_err();
+        assert!(invite.contains("--invite: not a Canopy invitation"), "{invite}");
     }
 }

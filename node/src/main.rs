@@ -445,6 +445,7 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
         display_name: config.display_name.clone(),
         organisation: config.organisation.clone(),
         country: config.country.clone(),
+        invite: config.invite.clone(),
     };
     let shared = Arc::new(Shared::default());
     shared

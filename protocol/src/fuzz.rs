@@ -134,6 +134,7 @@ pub fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error + Send + Sync>> {
         display_name: Some("ada".into()),
         organisation: None,
         country: Some("FR".into()),
+        invite: None,
     });
     let heartbeat = Message::Heartbeat(Heartbeat {
         current_task: Some(TaskId(3)),

@@ -85,13 +85,31 @@ pub fn to_hex(bytes: &[u8]) -> String {
 
 /// Parses exactly `N` bytes of hex (either case).
 pub fn from_hex<const N: usize>(s: &str) -> Result<[u8; N], ParseError> {
-    let s = s.as_bytes();
     if s.len() != 2 * N {
         return Err(ParseError::HexLength {
             len: s.len(),
             expected: 2 * N,
         });
     }
+    let mut out = [0u8; N];
+    for (i, byte) in hex_bytes(s).enumerate() {
+        out[i] = byte?;
+    }
+    Ok(out)
+}
+
+/// Parses hex of any even length (either case); the caller bounds the length.
+pub fn from_hex_vec(s: &str) -> Result<Vec<u8>, ParseError> {
+    if !s.len().is_multiple_of(2) {
+        return Err(ParseError::HexLength {
+            len: s.len(),
+            expected: s.len() + 1,
+        });
+    }
+    hex_bytes(s).collect()
+}
+
+fn hex_bytes(s: &str) -> impl Iterator<Item = Result<u8, ParseError>> + '_ {
     let nibble = |c: u8| -> Result<u8, ParseError> {
         match c {
             b'0'..=b'9' => Ok(c - b'0'),
@@ -100,11 +118,9 @@ pub fn from_hex<const N: usize>(s: &str) -> Result<[u8; N], ParseError> {
             _ => Err(ParseError::HexDigit { found: c as char }),
         }
     };
-    let mut out = [0u8; N];
-    for (i, pair) in s.chunks_exact(2).enumerate() {
-        out[i] = (nibble(pair[0])? << 4) | nibble(pair[1])?;
-    }
-    Ok(out)
+    s.as_bytes()
+        .chunks_exact(2)
+        .map(move |pair| Ok((nibble(pair[0])? << 4) | nibble(pair[1])?))
 }
 
 /// Serde for fixed-size byte arrays: a fixed-length tuple on the wire (no length prefix, so

@@ -28,6 +28,7 @@ pub mod error;
 pub mod fuzz;
 pub mod governance;
 pub mod id;
+pub mod invite;
 pub mod keys;
 pub mod messages;
 
@@ -35,6 +36,7 @@ pub use chunk::{Manifest, ObjectKind, Reassembler, SignedManifest};
 pub use compress::{CodecSpec, CompressedUpdate, Compressor};
 pub use envelope::{Envelope, Header};
 pub use id::Digest;
+pub use invite::{Invite, InviteError, InviteTerms};
 pub use keys::{Keypair, PeerId, PublicKey, Signature};
 pub use messages::{Message, MessageKind};
 

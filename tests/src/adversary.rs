@@ -11,7 +11,7 @@ use canopy_node::network::{self, Client, NetworkConfig};
 use canopy_node::store::ChunkStore;
 use canopy_node::{objects, worker};
 use canopy_protocol::messages::{
-    AdapterInfo, AdapterKind, Capabilities, CorpusOutput, Join, LeaseGrant, LeaseRelease,
+    AdapterInfo, AdapterKind, Capabilities, CorpusOutput, Join, JoinAck, LeaseGrant, LeaseRelease,
     LeaseRequest, ManifestRequest, ReleaseReason, TaskId, TaskOutput, TaskResult, TaskSpec, Tier,
     TrainOutput,
 };
@@ -65,8 +65,28 @@ pub struct Adversary {
 
 impl Adversary {
     /// Starts a peer with its own identity and store under `dir` and joins the coordinator at
-    /// `addr` (ending in `/p2p/<peer id>`).
+    /// `addr` (ending in `/p2p/<peer id>`), asking until it is admitted.
     pub async fn join(dir: &Path, addr: &str) -> Self {
+        let adversary = Self::start(dir, addr).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match adversary.try_join(None).await {
+                Ok(ack) if ack.accepted => break,
+                other => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "the coordinator never admitted the adversary: {other:?}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        adversary
+    }
+
+    /// Starts a peer with its own identity and store under `dir`, connected to the
+    /// coordinator at `addr` (ending in `/p2p/<peer id>`) but not joined.
+    pub async fn start(dir: &Path, addr: &str) -> Self {
         let addr: Multiaddr = addr.parse().expect("coordinator address");
         let coordinator = addr
             .iter()
@@ -86,13 +106,22 @@ impl Adversary {
             .await
             .expect("adversary swarm");
         tokio::spawn(async move { while events.recv().await.is_some() {} });
-        let adversary = Self {
+        Self {
             client,
             keys,
             coordinator,
             task,
             first_update: None,
-        };
+        }
+    }
+
+    /// Its signing identity (to forge invitations with, for one).
+    pub fn keys(&self) -> &Keypair {
+        &self.keys
+    }
+
+    /// Asks once to join, presenting `invite` if given; the coordinator's answer.
+    pub async fn try_join(&self, invite: Option<String>) -> Result<JoinAck, String> {
         let join = Join {
             capabilities: Capabilities {
                 adapters: vec![AdapterInfo {
@@ -109,21 +138,13 @@ impl Adversary {
             display_name: Some("mallory".into()),
             organisation: None,
             country: None,
+            invite,
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match adversary.ask(Message::Join(join.clone())).await {
-                Ok(Message::JoinAck(ack)) if ack.accepted => break,
-                other => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "the coordinator never admitted the adversary: {other:?}"
-                    );
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
+        match self.ask(Message::Join(join)).await {
+            Ok(Message::JoinAck(ack)) => Ok(ack),
+            Ok(other) => Err(format!("answered a join with {:?}", other.kind())),
+            Err(e) => Err(e.to_string()),
         }
-        adversary
     }
 
     /// Its peer id.

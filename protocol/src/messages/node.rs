@@ -49,7 +49,8 @@ pub struct Capabilities {
     pub threads: u32,
     /// Host memory the node lets Canopy use, in bytes.
     pub memory_bytes: u64,
-    /// The tier the node asks for; the coordinator grants `Datacenter` only to allowlisted keys.
+    /// The tier the node asks for; the coordinator grants `Datacenter` only to keys it vouches
+    /// for (allowlisted, or joining with an invitation to that tier).
     pub tier: Tier,
     /// The Canopy version the node runs.
     pub software_version: String,
@@ -69,6 +70,9 @@ pub struct Join {
     pub organisation: Option<String>,
     /// ISO 3166-1 alpha-2 country code, self-declared.
     pub country: Option<String>,
+    /// An invitation token from the project (see [`crate::invite`]): it admits the node
+    /// where the project admits invited nodes only, and attests its organisation and tier.
+    pub invite: Option<String>,
 }
 
 impl Join {
@@ -89,6 +93,9 @@ impl Join {
         }
         if let Some(org) = &self.organisation {
             check_text("organisation", org, MAX_LABEL)?;
+        }
+        if let Some(token) = &self.invite {
+            check_text("invite", token, crate::invite::MAX_TOKEN_LEN)?;
         }
         if let Some(country) = &self.country
             && !(country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase()))

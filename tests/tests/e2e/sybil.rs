@@ -10,6 +10,8 @@
 
 use std::time::Duration;
 
+use canopy_protocol::{Invite, InviteTerms};
+use canopy_tests::adversary::Adversary;
 use canopy_tests::processes::{
     Coordinator, Volunteer, array, coordinator_cli, coordinator_json, free_port, history,
     node_peer_id, poll_until, small_project, str_of,
@@ -180,4 +182,145 @@ fn under_the_allowlist_policy_only_allowlisted_keys_join() {
             .iter()
             .all(|e| e["peer"] != stranger_id.as_str())
     );
+}
+
+fn peer_record(config: &std::path::Path, id: &str) -> Option<serde_json::Value> {
+    array(&coordinator_json("status", config), "peers")
+        .iter()
+        .find(|p| p["peer"] == id)
+        .cloned()
+}
+
+/// Under the `invite` policy a node joins with a token the coordinator signed, and is
+/// recorded under the organisation the token names (not the one it claims); nodes without a
+/// token, with a token used up, forged by another key or altered are refused and leave no
+/// trace; a revoked invitation stops the nodes it admitted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_the_invite_policy_only_invited_nodes_join_under_their_organisation() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = small_project(
+        &tmp.path().join("project"),
+        free_port(),
+        &[
+            ("rounds", "1000"),
+            ("tasks_per_round", "1"),
+            ("min_updates", "1"),
+        ],
+        "[admission]\npolicy = \"invite\"\n",
+    );
+    let config_s = config.to_string_lossy().to_string();
+    let made = coordinator_cli(&[
+        "invite",
+        "new",
+        "--org",
+        "Institut Pasteur",
+        "--uses",
+        "1",
+        "--json",
+        "--config",
+        &config_s,
+    ]);
+    let made: serde_json::Value = serde_json::from_str(&made).expect("invite JSON");
+    let token = str_of(&made, "token").to_string();
+    let invite_id = str_of(&made, "id").to_string();
+    let mut coordinator = tokio::task::block_in_place(|| Coordinator::start(&config));
+
+    // The invited node, claiming another organisation: the token's is recorded.
+    let member = tmp.path().join("member");
+    let member_id = tokio::task::block_in_place(|| node_peer_id(&member));
+    let mut node = Volunteer::start(
+        &member,
+        &coordinator.addr,
+        &[
+            "--name",
+            "member",
+            "--org",
+            "Claimed Org",
+            "--invite",
+            &token,
+        ],
+    );
+    let joined = tokio::task::block_in_place(|| {
+        poll_until(Duration::from_secs(120), Duration::from_millis(300), || {
+            peer_record(&config, &member_id).is_some()
+        })
+    });
+    assert!(joined, "the invited node joined");
+    let record = peer_record(&config, &member_id).expect("member");
+    assert_eq!(record["org"], "Institut Pasteur", "{record}");
+    assert_eq!(record["tier"], "volunteer", "{record}");
+
+    // Each of these is refused, with a reason, and recorded nowhere.
+    let mut refused = Vec::new();
+    for (name, invite, expect) in [
+        ("no token", None, "admits invited nodes only"),
+        (
+            "a used-up token",
+            Some(token.clone()),
+            "admitted its 1 node(s) already",
+        ),
+        (
+            "garbage",
+            Some("canopy-invite-0102".to_string()),
+            "not a Canopy invitation",
+        ),
+    ] {
+        let stranger = Adversary::start(&tmp.path().join(name), &coordinator.addr).await;
+        let ack = stranger.try_join(invite).await.expect("an answer");
+        assert!(!ack.accepted, "{name}: {ack:?}");
+        assert!(ack.message.contains(expect), "{name}: {}", ack.message);
+        refused.push(stranger);
+    }
+    // A token with the right terms, signed by an attacker's own key.
+    let original = Invite::from_token(&token).expect("token");
+    let forger = Adversary::start(&tmp.path().join("forger"), &coordinator.addr).await;
+    let forged = Invite::issue(
+        forger.keys(),
+        InviteTerms {
+            max_uses: 100,
+            ..original.terms.clone()
+        },
+    )
+    .expect("issue")
+    .to_token()
+    .expect("token");
+    let ack = forger.try_join(Some(forged)).await.expect("an answer");
+    assert!(
+        !ack.accepted && ack.message.contains("another coordinator"),
+        "{ack:?}"
+    );
+    // The coordinator's token with its terms altered.
+    let mut altered = original.clone();
+    altered.terms.max_uses = 100;
+    altered.terms.id[0] ^= 1;
+    let ack = forger
+        .try_join(Some(altered.to_token().expect("token")))
+        .await
+        .expect("an answer");
+    assert!(
+        !ack.accepted && ack.message.contains("signature"),
+        "{ack:?}"
+    );
+    refused.push(forger);
+    for stranger in &refused {
+        let id = stranger.peer_id().to_string();
+        assert!(
+            tokio::task::block_in_place(|| peer_record(&config, &id)).is_none(),
+            "a refused node left a record"
+        );
+    }
+
+    // Revoked: the invited node gets no more work.
+    let out = coordinator_cli(&["invite", "revoke", &invite_id, "--config", &config_s]);
+    assert!(out.contains("1 node(s)"), "{out}");
+    let record = peer_record(&config, &member_id).expect("member");
+    assert_eq!(record["banned"], true, "{record}");
+    let stopped = tokio::task::block_in_place(|| {
+        poll_until(Duration::from_secs(120), Duration::from_millis(300), || {
+            matches!(node.child.try_wait(), Ok(Some(_)))
+        })
+    });
+    let log = std::fs::read_to_string(member.with_extension("log")).expect("node log");
+    assert!(stopped, "the revoked node stops: {log}");
+    coordinator.child.kill().expect("kill the coordinator");
 }

@@ -1,0 +1,330 @@
+//! Who may join, and as what: the coordinator's answer to a [`Join`] under the project's
+//! admission policy (`open`, `invite`, `allowlist`). An invitation token (see
+//! [`canopy_protocol::invite`]) admits a node where the policy asks for one and attests its
+//! organisation and tier; a claim in the join message attests nothing.
+
+use canopy_protocol::messages::{Join, JoinAck, Tier};
+use canopy_protocol::{Invite, InviteTerms, PublicKey};
+
+use crate::config::{AdmissionPolicy, Config};
+use crate::scheduler::{DATACENTER, VOLUNTEER};
+use crate::state::{PeerRecord, Redeemed, State, StateError};
+
+/// The answer to a join, and the tier granted if the node was admitted.
+pub struct Admission {
+    /// What to send back.
+    pub ack: JoinAck,
+    /// The tier the node runs in now, if admitted (and not banned).
+    pub joined: Option<&'static str>,
+}
+
+fn refused(round: u64, message: String) -> Admission {
+    Admission {
+        ack: JoinAck {
+            accepted: false,
+            tier: Tier::Volunteer,
+            round,
+            message,
+        },
+        joined: None,
+    }
+}
+
+/// Checks `token` against this coordinator (`issuer`) and project: the terms, or why not.
+fn check_invite(
+    token: &str,
+    issuer: &PublicKey,
+    project: &str,
+    now_ms: u64,
+) -> Result<InviteTerms, String> {
+    let invite = Invite::from_token(token).map_err(|e| e.to_string())?;
+    invite
+        .verify(issuer, project, now_ms)
+        .cloned()
+        .map_err(|e| e.to_string())
+}
+
+/// Answers `join` from the node `key`. A refused node leaves nothing in the state; an
+/// admitted one is recorded (or updated) with the organisation its invitation names, else
+/// the one it declared.
+pub fn admit(
+    state: &mut State,
+    config: &Config,
+    issuer: &PublicKey,
+    key: &str,
+    round: u64,
+    now_ms: u64,
+    join: Join,
+) -> Result<Admission, StateError> {
+    let project = &config.project.name;
+    let terms = match &join.invite {
+        Some(token) => match check_invite(token, issuer, project, now_ms) {
+            Ok(terms) => Some(terms),
+            Err(why) => {
+                tracing::info!(peer = %key, "join refused: {why}");
+                return Ok(refused(
+                    round,
+                    format!("{why}; ask the operator of project {project} for a new invitation"),
+                ));
+            }
+        },
+        None => None,
+    };
+    let allowed = state.read().allowlisted(key)?;
+    let known = state.read().peer(key)?;
+    // A node that joined with an invitation before needs no token to join again.
+    let earlier = match &terms {
+        Some(_) => None,
+        None => state.read().peer_invite(key)?,
+    };
+    if let Some(id) = &earlier
+        && state.read().invite_revoked(id)?
+    {
+        tracing::info!(peer = %key, "join refused: its invitation was revoked");
+        return Ok(refused(
+            round,
+            format!("this node's invitation was revoked by the operator of project {project}"),
+        ));
+    }
+    let invited = terms.is_some() || earlier.is_some();
+    match config.admission.policy {
+        AdmissionPolicy::Allowlist if allowed.is_none() => {
+            tracing::info!(peer = %key, "join refused: not on the allowlist");
+            return Ok(refused(
+                round,
+                format!(
+                    "project {project} admits allowlisted nodes only: ask its operator to run \
+                     `canopy-coordinator allow {key}`"
+                ),
+            ));
+        }
+        AdmissionPolicy::Invite if allowed.is_none() && !invited => {
+            tracing::info!(peer = %key, "join refused: no invitation");
+            return Ok(refused(
+                round,
+                format!(
+                    "project {project} admits invited nodes only: ask its operator for an \
+                     invitation and join with --invite TOKEN"
+                ),
+            ));
+        }
+        _ => {}
+    }
+    // A datacenter node is one the operator vouched for: by the allowlist or an invitation.
+    let earlier_record = known.as_ref().filter(|_| earlier.is_some());
+    let vouched = allowed.as_deref() == Some(DATACENTER)
+        || terms.as_ref().is_some_and(|t| t.tier == Tier::Datacenter)
+        || earlier_record.is_some_and(|p| p.tier == DATACENTER);
+    let tier = if join.capabilities.tier == Tier::Datacenter && vouched {
+        DATACENTER
+    } else {
+        VOLUNTEER
+    };
+    let record = PeerRecord {
+        peer: key.to_string(),
+        tier: tier.into(),
+        name: join.display_name.clone(),
+        org: match (&terms, earlier_record) {
+            (Some(t), _) => Some(t.organisation.clone()),
+            (None, Some(p)) => p.org.clone(),
+            (None, None) => join.organisation.clone(),
+        },
+        country: join.country.clone(),
+        reputation: config.reputation.start,
+        banned: false,
+        tokens_per_sec: None,
+        slots: (join.capabilities.adapters.len() as u32).clamp(1, 16),
+        joined_ms: now_ms,
+        last_seen_ms: now_ms,
+    };
+    let adapter = join
+        .capabilities
+        .adapters
+        .iter()
+        .map(|a| format!("{} ({})", a.name, a.backend))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let redeemed = state.transaction(|tx| {
+        if let Some(t) = &terms {
+            let redeemed = tx.redeem_invite(&t.id_hex(), key, t.max_uses, now_ms)?;
+            if redeemed != Redeemed::Admitted {
+                return Ok(redeemed);
+            }
+        }
+        tx.upsert_peer(&record)?;
+        tx.set_peer_adapter(key, &adapter)?;
+        if let Some(t) = &terms {
+            tx.set_peer_invite(key, &t.id_hex())?;
+        }
+        Ok(Redeemed::Admitted)
+    })?;
+    match (redeemed, &terms) {
+        (Redeemed::Admitted, _) | (_, None) => {}
+        (Redeemed::UsedUp, Some(t)) => {
+            tracing::info!(peer = %key, "join refused: invitation used up");
+            return Ok(refused(
+                round,
+                format!(
+                    "this invitation has admitted its {} node(s) already; ask the operator of \
+                     project {project} for another",
+                    t.max_uses
+                ),
+            ));
+        }
+        (Redeemed::Revoked, Some(_)) => {
+            tracing::info!(peer = %key, "join refused: invitation revoked");
+            return Ok(refused(
+                round,
+                format!("this invitation was revoked by the operator of project {project}"),
+            ));
+        }
+    }
+    let banned = state.read().peer(key)?.is_some_and(|p| p.banned);
+    let note = match (join.capabilities.tier == Tier::Datacenter, tier) {
+        (true, VOLUNTEER) => "admitted as a volunteer: neither the allowlist nor an invitation \
+                              vouches for this key as a datacenter node"
+            .to_string(),
+        _ => match &terms {
+            Some(t) => format!("welcome, {}", t.organisation),
+            None => "welcome".to_string(),
+        },
+    };
+    Ok(Admission {
+        ack: JoinAck {
+            accepted: !banned,
+            tier: if tier == DATACENTER {
+                Tier::Datacenter
+            } else {
+                Tier::Volunteer
+            },
+            round,
+            message: if banned {
+                "this node is banned after failed verifications".into()
+            } else {
+                format!("{note}; project {project}")
+            },
+        },
+        joined: (!banned).then_some(tier),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use canopy_protocol::Keypair;
+    use canopy_protocol::messages::Capabilities;
+
+    use super::*;
+
+    struct Desk {
+        _dir: tempfile::TempDir,
+        state: State,
+        config: Config,
+        keys: Keypair,
+    }
+
+    fn desk(policy: AdmissionPolicy) -> Desk {
+        let dir = tempfile::tempdir().expect("dir");
+        let state = State::open(&dir.path().join("state.db")).expect("state");
+        let mut config = Config::from_toml(&Config::template(), "template").expect("config");
+        config.admission.policy = policy;
+        Desk {
+            _dir: dir,
+            state,
+            config,
+            keys: Keypair::generate().expect("keys"),
+        }
+    }
+
+    fn join(tier: Tier, org: Option<&str>, invite: Option<String>) -> Join {
+        Join {
+            capabilities: Capabilities {
+                adapters: Vec::new(),
+                threads: 1,
+                memory_bytes: 0,
+                tier,
+                software_version: "test".into(),
+            },
+            display_name: None,
+            organisation: org.map(str::to_string),
+            country: None,
+            invite,
+        }
+    }
+
+    impl Desk {
+        fn token(&self, org: &str, tier: Tier, uses: u32) -> String {
+            let terms = InviteTerms {
+                project: self.config.project.name.clone(),
+                organisation: org.into(),
+                tier,
+                expires_at_ms: 10_000,
+                max_uses: uses,
+                id: [org.len() as u8; 16],
+            };
+            Invite::issue(&self.keys, terms)
+                .and_then(|i| i.to_token())
+                .expect("token")
+        }
+
+        fn admit(&mut self, key: &str, join: Join) -> Admission {
+            let issuer = self.keys.public();
+            admit(&mut self.state, &self.config, &issuer, key, 0, 1_000, join).expect("admit")
+        }
+
+        fn org(&self, key: &str) -> Option<String> {
+            self.state
+                .read()
+                .peer(key)
+                .expect("peer")
+                .and_then(|p| p.org)
+        }
+    }
+
+    #[test]
+    fn open_admission_records_claims_but_an_invitation_attests_organisation_and_tier() {
+        let mut d = desk(AdmissionPolicy::Open);
+        let a = d.admit("claimer", join(Tier::Datacenter, Some("CERN"), None));
+        assert!(a.ack.accepted);
+        assert_eq!(a.joined, Some(VOLUNTEER), "a claim vouches for nothing");
+        assert_eq!(d.org("claimer").as_deref(), Some("CERN"));
+        let token = d.token("GENCI", Tier::Datacenter, 4);
+        let a = d.admit("invited", join(Tier::Datacenter, Some("CERN"), Some(token)));
+        assert!(a.ack.accepted, "{}", a.ack.message);
+        assert_eq!(a.joined, Some(DATACENTER));
+        assert_eq!(d.org("invited").as_deref(), Some("GENCI"));
+        // A bad token is an error to report, not a claim to ignore.
+        let a = d.admit("typo", join(Tier::Volunteer, None, Some("canopy-invite-zz".into())));
+        assert!(!a.ack.accepted && a.ack.message.contains("not a Canopy invitation"));
+        assert!(d.state.read().peer("typo").expect("peer").is_none());
+    }
+
+    #[test]
+    fn invite_admission_counts_uses_remembers_its_nodes_and_honours_revocation() {
+        let mut d = desk(AdmissionPolicy::Invite);
+        let a = d.admit("stranger", join(Tier::Volunteer, Some("GENCI"), None));
+        assert!(!a.ack.accepted && a.ack.message.contains("invited nodes only"));
+        assert!(d.state.read().peer("stranger").expect("peer").is_none());
+
+        let token = d.token("Inria", Tier::Volunteer, 1);
+        let a = d.admit("first", join(Tier::Volunteer, None, Some(token.clone())));
+        assert!(a.ack.accepted, "{}", a.ack.message);
+        let a = d.admit("second", join(Tier::Volunteer, None, Some(token.clone())));
+        assert!(!a.ack.accepted && a.ack.message.contains("already"));
+        // The node it admitted joins again, with or without it, under the attested name.
+        let a = d.admit("first", join(Tier::Volunteer, Some("Claimed"), None));
+        assert!(a.ack.accepted, "{}", a.ack.message);
+        assert_eq!(d.org("first").as_deref(), Some("Inria"));
+        let a = d.admit("first", join(Tier::Volunteer, None, Some(token.clone())));
+        assert!(a.ack.accepted, "{}", a.ack.message);
+
+        let id = Invite::from_token(&token).expect("token").terms.id_hex();
+        d.state
+            .transaction(|tx| tx.revoke_invite(&id, 2_000))
+            .expect("revoke");
+        assert!(d.state.read().peer("first").expect("peer").expect("known").banned);
+        for invite in [None, Some(token)] {
+            let a = d.admit("first", join(Tier::Volunteer, None, invite));
+            assert!(!a.ack.accepted && a.ack.message.contains("revoked"), "{}", a.ack.message);
+        }
+    }
+}
