@@ -86,7 +86,7 @@ use canopy_benches::{Latency, env_setting, proc_stats};
 use canopy_coordinator::config::{Config, Preset};
 use canopy_coordinator::project::{self, Project, decode_spec, now_ms, preset_config};
 use canopy_coordinator::scheduler;
-use canopy_coordinator::service::{Answered, answer_peer, datacenter_active};
+use canopy_coordinator::service::{Answered, Caller, answer_peer, datacenter_active};
 use canopy_coordinator::state::{LedgerClaim, ResultRecord, TRAIN};
 use canopy_node::network::codec::{CanopyCodec, PROTOCOL, RawChunk, Response};
 use canopy_node::objects;
@@ -807,7 +807,8 @@ fn network_part(s: &NetSettings) -> (Value, Vec<String>) {
         ("topk_density", "0.001"),
     ];
     let extra = format!(
-        "[verification]\nrerun_fraction = 0.0\n[scheduling]\nidle_retry_ms = {}\n",
+        "[verification]\nrerun_fraction = 0.0\n[scheduling]\nidle_retry_ms = {}\n\
+         [admission]\nnew_nodes_per_network_hour = 0\n",
         s.idle_retry_ms
     );
     let config_path = canopy_tests::processes::small_project(
@@ -1182,7 +1183,7 @@ fn core_part() -> (Value, Vec<String>) {
                 &mut state,
                 &project.config,
                 &issuer,
-                key,
+                Caller { key, network: None },
                 round,
                 now_ms(),
                 message,
@@ -1212,7 +1213,7 @@ fn core_part() -> (Value, Vec<String>) {
             &mut state,
             &project.config,
             &issuer,
-            key,
+            Caller { key, network: None },
             round,
             now,
             Message::LeaseRequest(LeaseRequest { slots: 1 }),
@@ -1282,7 +1283,10 @@ fn core_part() -> (Value, Vec<String>) {
                 &mut state,
                 &project.config,
                 &issuer,
-                &names[*i],
+                Caller {
+                    key: &names[*i],
+                    network: None,
+                },
                 round,
                 now_ms(),
                 message,

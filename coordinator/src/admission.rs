@@ -3,12 +3,51 @@
 //! [`canopy_protocol::invite`]) admits a node where the policy asks for one and attests its
 //! organisation and tier; a claim in the join message attests nothing.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
 use canopy_protocol::messages::{Join, JoinAck, Tier};
 use canopy_protocol::{Invite, InviteTerms, PublicKey};
+use libp2p::Multiaddr;
+use libp2p::multiaddr::Protocol;
 
 use crate::config::{AdmissionPolicy, Config};
 use crate::scheduler::{DATACENTER, VOLUNTEER};
+use crate::service::Caller;
 use crate::state::{PeerRecord, Redeemed, State, StateError};
+
+/// How long the join rate limit looks back.
+const JOIN_WINDOW_MS: u64 = 3_600_000;
+
+/// The network a node's address belongs to, as the coordinator groups nodes: an IPv4 /24 or
+/// an IPv6 /48 (one household, office or small allocation), or on loopback each address by
+/// itself (nodes on the coordinator's own machine: the local demo and tests). `None` where
+/// the address does not show the node's network: through a relay, a DNS name, no IP.
+pub fn network_of(addr: &Multiaddr) -> Option<String> {
+    if addr.iter().any(|p| matches!(p, Protocol::P2pCircuit)) {
+        return None;
+    }
+    let ip = addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })?;
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    Some(match ip {
+        IpAddr::V4(v4) if v4.is_loopback() => format!("{v4}/32"),
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            format!("{}/24", Ipv4Addr::new(a, b, c, 0))
+        }
+        IpAddr::V6(v6) if v6.is_loopback() => format!("{v6}/128"),
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            format!("{}/48", Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+    })
+}
 
 /// The answer to a join, and the tier granted if the node was admitted.
 pub struct Admission {
@@ -44,18 +83,19 @@ fn check_invite(
         .map_err(|e| e.to_string())
 }
 
-/// Answers `join` from the node `key`. A refused node leaves nothing in the state; an
-/// admitted one is recorded (or updated) with the organisation its invitation names, else
-/// the one it declared.
+/// Answers `join` from `caller`. A refused node leaves nothing in the state; an admitted one
+/// is recorded (or updated) with its network and the organisation its invitation names,
+/// else the one it declared.
 pub fn admit(
     state: &mut State,
     config: &Config,
     issuer: &PublicKey,
-    key: &str,
+    caller: Caller<'_>,
     round: u64,
     now_ms: u64,
     join: Join,
 ) -> Result<Admission, StateError> {
+    let key = caller.key;
     let project = &config.project.name;
     let terms = match &join.invite {
         Some(token) => match check_invite(token, issuer, project, now_ms) {
@@ -110,6 +150,25 @@ pub fn admit(
         }
         _ => {}
     }
+    let limit = config.admission.new_nodes_per_network_hour;
+    if limit > 0
+        && known.is_none()
+        && allowed.is_none()
+        && !invited
+        && let Some(network) = caller.network
+        && state
+            .read()
+            .peers_joined_from(network, now_ms.saturating_sub(JOIN_WINDOW_MS))?
+            >= u64::from(limit)
+    {
+        tracing::info!(peer = %key, network, "join refused: too many new nodes from its network");
+        return Ok(refused(
+            round,
+            format!(
+                "{limit} new nodes joined project {project} from your network ({network}) in                  the last hour; try again later, or ask its operator for an invitation"
+            ),
+        ));
+    }
     // A datacenter node is one the operator vouched for: by the allowlist or an invitation.
     let earlier_record = known.as_ref().filter(|_| earlier.is_some());
     let vouched = allowed.as_deref() == Some(DATACENTER)
@@ -153,6 +212,9 @@ pub fn admit(
         }
         tx.upsert_peer(&record)?;
         tx.set_peer_adapter(key, &adapter)?;
+        if let Some(network) = caller.network {
+            tx.set_peer_network(key, network)?;
+        }
         if let Some(t) = &terms {
             tx.set_peer_invite(key, &t.id_hex())?;
         }
@@ -267,8 +329,22 @@ mod tests {
         }
 
         fn admit(&mut self, key: &str, join: Join) -> Admission {
+            self.admit_from(key, None, join)
+        }
+
+        fn admit_from(&mut self, key: &str, network: Option<&str>, join: Join) -> Admission {
             let issuer = self.keys.public();
-            admit(&mut self.state, &self.config, &issuer, key, 0, 1_000, join).expect("admit")
+            let caller = Caller { key, network };
+            admit(
+                &mut self.state,
+                &self.config,
+                &issuer,
+                caller,
+                0,
+                1_000,
+                join,
+            )
+            .expect("admit")
         }
 
         fn org(&self, key: &str) -> Option<String> {
@@ -293,9 +369,94 @@ mod tests {
         assert_eq!(a.joined, Some(DATACENTER));
         assert_eq!(d.org("invited").as_deref(), Some("GENCI"));
         // A bad token is an error to report, not a claim to ignore.
-        let a = d.admit("typo", join(Tier::Volunteer, None, Some("canopy-invite-zz".into())));
+        let a = d.admit(
+            "typo",
+            join(Tier::Volunteer, None, Some("canopy-invite-zz".into())),
+        );
         assert!(!a.ack.accepted && a.ack.message.contains("not a Canopy invitation"));
         assert!(d.state.read().peer("typo").expect("peer").is_none());
+    }
+
+    #[test]
+    fn networks_group_addresses_as_households_and_offices() {
+        let net = |a: &str| network_of(&a.parse().expect("addr"));
+        assert_eq!(
+            net("/ip4/203.0.113.77/tcp/4001").as_deref(),
+            Some("203.0.113.0/24")
+        );
+        assert_eq!(
+            net("/ip4/203.0.113.5/udp/9/quic-v1"),
+            net("/ip4/203.0.113.200/tcp/1")
+        );
+        assert_ne!(net("/ip4/203.0.113.5/tcp/1"), net("/ip4/203.0.114.5/tcp/1"));
+        assert_eq!(
+            net("/ip6/2001:db8:aa:1::5/tcp/1").as_deref(),
+            Some("2001:db8:aa::/48")
+        );
+        assert_eq!(
+            net("/ip6/::ffff:198.51.100.9/tcp/1").as_deref(),
+            Some("198.51.100.0/24")
+        );
+        // The coordinator's own machine: each loopback address is its own network.
+        assert_eq!(net("/ip4/127.0.0.2/tcp/1").as_deref(), Some("127.0.0.2/32"));
+        assert_ne!(net("/ip4/127.0.0.1/tcp/1"), net("/ip4/127.0.0.2/tcp/1"));
+        // Addresses that do not show the node's network.
+        assert_eq!(net("/ip4/198.51.100.1/tcp/4001/p2p-circuit"), None);
+        assert_eq!(net("/dns4/example.org/tcp/1"), None);
+    }
+
+    #[test]
+    fn open_admission_limits_new_identities_per_network_but_not_returning_or_invited_nodes() {
+        let mut d = desk(AdmissionPolicy::Open);
+        d.config.admission.new_nodes_per_network_hour = 3;
+        let home = Some("203.0.113.0/24");
+        for i in 0..3 {
+            let a = d.admit_from(
+                &format!("sybil-{i}"),
+                home,
+                join(Tier::Volunteer, None, None),
+            );
+            assert!(a.ack.accepted, "{}", a.ack.message);
+        }
+        let a = d.admit_from("sybil-3", home, join(Tier::Volunteer, None, None));
+        assert!(
+            !a.ack.accepted && a.ack.message.contains("try again later"),
+            "{}",
+            a.ack.message
+        );
+        assert!(d.state.read().peer("sybil-3").expect("peer").is_none());
+        // Another network, a node that joined before, an invited node: all admitted.
+        let other = Some("198.51.100.0/24");
+        assert!(
+            d.admit_from("elsewhere", other, join(Tier::Volunteer, None, None))
+                .ack
+                .accepted
+        );
+        assert!(
+            d.admit_from("sybil-0", home, join(Tier::Volunteer, None, None))
+                .ack
+                .accepted
+        );
+        let token = d.token("Lab", Tier::Volunteer, 5);
+        let a = d.admit_from("lab-1", home, join(Tier::Volunteer, None, Some(token)));
+        assert!(a.ack.accepted, "{}", a.ack.message);
+        // An hour later the network may bring new nodes again.
+        let issuer = d.keys.public();
+        let caller = Caller {
+            key: "sybil-4",
+            network: home,
+        };
+        let later = admit(
+            &mut d.state,
+            &d.config,
+            &issuer,
+            caller,
+            0,
+            1_000 + JOIN_WINDOW_MS + 1,
+            join(Tier::Volunteer, None, None),
+        )
+        .expect("admit");
+        assert!(later.ack.accepted, "{}", later.ack.message);
     }
 
     #[test]
@@ -321,10 +482,21 @@ mod tests {
         d.state
             .transaction(|tx| tx.revoke_invite(&id, 2_000))
             .expect("revoke");
-        assert!(d.state.read().peer("first").expect("peer").expect("known").banned);
+        assert!(
+            d.state
+                .read()
+                .peer("first")
+                .expect("peer")
+                .expect("known")
+                .banned
+        );
         for invite in [None, Some(token)] {
             let a = d.admit("first", join(Tier::Volunteer, None, invite));
-            assert!(!a.ack.accepted && a.ack.message.contains("revoked"), "{}", a.ack.message);
+            assert!(
+                !a.ack.accepted && a.ack.message.contains("revoked"),
+                "{}",
+                a.ack.message
+            );
         }
     }
 }

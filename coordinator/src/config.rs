@@ -247,11 +247,23 @@ pub enum AdmissionPolicy {
 }
 
 /// `[admission]`: who may join.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdmissionConfig {
     /// `open`, `invite` or `allowlist`.
     pub policy: AdmissionPolicy,
+    /// Most new identities admitted from one network (an IPv4 /24, an IPv6 /48) per hour
+    /// without an invitation or the allowlist; 0: no limit.
+    pub new_nodes_per_network_hour: u32,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            policy: AdmissionPolicy::Open,
+            new_nodes_per_network_hour: 16,
+        }
+    }
 }
 
 /// What happens to an update that arrives after its round has closed.
@@ -1059,6 +1071,11 @@ ban_below = -50
 # organisation (and grants the datacenter tier if the token says so).
 [admission]
 policy = "open"
+# Most new identities that may join from one network (an IPv4 /24 or an IPv6 /48:
+# one household, office or small allocation) per hour without an invitation or the
+# allowlist; others are told to come back later. 0: no limit. Nodes that joined
+# before rejoin freely.
+new_nodes_per_network_hour = 16
 
 # The local web dashboard.
 [dashboard]

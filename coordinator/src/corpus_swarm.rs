@@ -50,7 +50,7 @@ use crate::corpus::{CorpusBuildError, compute, decide, output, plan};
 use crate::project::{DB_FILE, decode_spec, encode_spec, now_ms};
 use crate::sampling::Sampler;
 use crate::scheduler::{self, DATACENTER, NoTask};
-use crate::service::{Answered, answer_peer, datacenter_active};
+use crate::service::{Answered, Caller, answer_peer, datacenter_active};
 use crate::state::{
     CORPUS, CORPUS_CHECK, CORPUS_ROUND, CorpusRun, LedgerClaim, PeerRecord, State, StateError,
     TaskRecord, Tx,
@@ -63,6 +63,7 @@ struct Inbound {
     id: u64,
     round: u64,
     message: Message,
+    network: Option<String>,
 }
 
 /// How long the coordinator waits for a sender's manifest.
@@ -430,8 +431,9 @@ impl SwarmBuild {
             tokio::select! {
                 _ = &mut stop => return Ok(false),
                 event = events.recv() => match event {
-                    Some(NetworkEvent::Request { peer, id, round, message }) => {
-                        let inbound = Inbound { peer, id, round, message };
+                    Some(NetworkEvent::Request { peer, id, round, message, from }) => {
+                        let network = from.as_ref().and_then(crate::admission::network_of);
+                        let inbound = Inbound { peer, id, round, message, network };
                         self.on_request(client, inbound, &done_tx, &report).await;
                     }
                     Some(_) => {}
@@ -467,6 +469,7 @@ impl SwarmBuild {
             id,
             round,
             message,
+            network,
         } = inbound;
         if let Message::TaskResult(result) = message {
             let me = self.clone();
@@ -496,7 +499,7 @@ impl SwarmBuild {
             });
             return;
         }
-        let answer = self.answer(peer, message);
+        let answer = self.answer(peer, network.as_deref(), message);
         let answer = match answer {
             Ok(m) => m,
             Err(e) => {
@@ -509,7 +512,7 @@ impl SwarmBuild {
         }
     }
 
-    fn answer(&self, peer: PeerId, message: Message) -> Result<Message> {
+    fn answer(&self, peer: PeerId, network: Option<&str>, message: Message) -> Result<Message> {
         let now = now_ms();
         let key = peer.to_string();
         let mut state = self.state();
@@ -517,7 +520,7 @@ impl SwarmBuild {
             &mut state,
             &self.config,
             &self.keys.public(),
-            &key,
+            Caller { key: &key, network },
             0,
             now,
             message,

@@ -184,8 +184,9 @@ impl Service {
             tokio::select! {
                 _ = &mut stop => break,
                 event = self.events.recv() => match event {
-                    Some(NetworkEvent::Request { peer, id, round, message }) => {
-                        self.on_request(peer, id, round, message, &done_tx).await;
+                    Some(NetworkEvent::Request { peer, id, round, message, from }) => {
+                        let network = from.as_ref().and_then(crate::admission::network_of);
+                        self.on_request(peer, id, round, message, network, &done_tx).await;
                     }
                     Some(_) => {}
                     None => return Err(ProjectError::Invalid("the swarm stopped".into())),
@@ -338,6 +339,7 @@ impl Service {
         id: u64,
         round: u64,
         message: Message,
+        network: Option<String>,
         done: &mpsc::Sender<()>,
     ) {
         let answer = match message {
@@ -382,7 +384,7 @@ impl Service {
                 });
                 return;
             }
-            other => self.answer(peer, other).await,
+            other => self.answer(peer, network.as_deref(), other).await,
         };
         match answer {
             Ok(message) => self.respond(id, round, message).await,
@@ -398,7 +400,12 @@ impl Service {
         }
     }
 
-    async fn answer(&self, peer: PeerId, message: Message) -> Result<Message, ProjectError> {
+    async fn answer(
+        &self,
+        peer: PeerId,
+        network: Option<&str>,
+        message: Message,
+    ) -> Result<Message, ProjectError> {
         let project = &self.project;
         let now = now_ms();
         let key = peer.to_string();
@@ -408,7 +415,7 @@ impl Service {
             &mut state,
             &project.config,
             &project.keys.public(),
-            &key,
+            Caller { key: &key, network },
             current.round,
             now,
             message,
@@ -488,6 +495,16 @@ impl Service {
     }
 }
 
+/// Who sent a request: its key, and the network its connection comes from (see
+/// [`crate::admission::network_of`]), if known.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The peer id, as text.
+    pub key: &'a str,
+    /// Its network, if the connection shows it.
+    pub network: Option<&'a str>,
+}
+
 /// What [`answer_peer`] did with a request.
 pub enum Answered {
     /// Answered it, and for a join the tier granted.
@@ -503,12 +520,12 @@ pub fn answer_peer(
     state: &mut crate::state::State,
     config: &crate::config::Config,
     issuer: &canopy_protocol::PublicKey,
-    key: &str,
+    caller: Caller<'_>,
     round: u64,
     now: u64,
     message: Message,
 ) -> Result<Answered, crate::state::StateError> {
-    let key = key.to_string();
+    let key = caller.key.to_string();
     let mut known = state.read().peer(&key)?;
     // Noting every contact would write (and sync) the database on every request; a peer's
     // last contact is kept to within LAST_SEEN_STEP_MS, far finer than what reads it (a
@@ -522,7 +539,8 @@ pub fn answer_peer(
     let mut joined = None;
     let reply = match message {
         Message::Join(join) => {
-            let admission = crate::admission::admit(state, config, issuer, &key, round, now, join)?;
+            let admission =
+                crate::admission::admit(state, config, issuer, caller, round, now, join)?;
             joined = admission.joined;
             Message::JoinAck(admission.ack)
         }

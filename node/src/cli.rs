@@ -411,6 +411,9 @@ mod tests {
         let garbage = parse(&["canopy-node", "join", "not-an-address"]).unwrap_err();
         assert!(garbage.contains("invalid value"), "{garbage}");
         let invite = parse(&["canopy-node", "join", ADDR, "--invite", "letmein"]).unwrap_err();
-        assert!(invite.contains("--invite: not a Canopy invitation"), "{invite}");
+        assert!(
+            invite.contains("--invite: not a Canopy invitation"),
+            "{invite}"
+        );
     }
 }

@@ -168,6 +168,9 @@ pub enum NetworkEvent {
         round: u64,
         /// The message.
         message: Message,
+        /// The address the request came from (for a relayed connection, the circuit through
+        /// the relay), as the connection's remote end; `None` if not known.
+        from: Option<Multiaddr>,
     },
     /// A connection to a peer opened.
     PeerConnected(PeerId),

@@ -1,14 +1,16 @@
-//! What admission by invitation keeps: which nodes each invitation admitted (so it admits no
-//! more than it says), which invitations the operator revoked, and the invitation each peer
-//! joined with (its organisation is then attested by the coordinator).
+//! What admission keeps: which nodes each invitation admitted (so it admits no more than it
+//! says), which invitations the operator revoked, the invitation each peer joined with (its
+//! organisation is then attested by the coordinator), and the network each peer joins from.
 
 use rusqlite::{OptionalExtension, params};
 
 use super::{Reader, Result, Tx};
 
-/// Schema version 3: invitations' uses and revocations, and each peer's invitation.
+/// Schema version 3: invitations' uses and revocations, each peer's invitation and network.
 pub(super) const MIGRATION_3: &str = "
 ALTER TABLE peers ADD COLUMN invite TEXT;
+ALTER TABLE peers ADD COLUMN net TEXT;
+CREATE INDEX IF NOT EXISTS peers_net ON peers(net, joined_ms);
 CREATE TABLE IF NOT EXISTS invite_uses (
     invite TEXT NOT NULL, peer TEXT NOT NULL, used_ms INTEGER NOT NULL,
     PRIMARY KEY (invite, peer));
@@ -48,6 +50,27 @@ impl Reader<'_> {
             )
             .optional()?
             .is_some())
+    }
+
+    /// How many peers first joined from `network` at or after `since_ms`.
+    pub fn peers_joined_from(&self, network: &str, since_ms: u64) -> Result<u64> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM peers WHERE net = ?1 AND joined_ms >= ?2",
+            params![network, since_ms as i64],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The network `peer` last joined from, if known.
+    pub fn peer_network(&self, peer: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .query_row("SELECT net FROM peers WHERE peer = ?1", [peer], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()?
+            .flatten())
     }
 
     /// How many nodes invitation `invite` admitted.
@@ -98,6 +121,15 @@ impl Tx<'_> {
             params![invite, peer, now_ms as i64],
         )?;
         Ok(Redeemed::Admitted)
+    }
+
+    /// Records the network `peer` joins from.
+    pub fn set_peer_network(&self, peer: &str, network: &str) -> Result<()> {
+        self.tx.execute(
+            "UPDATE peers SET net = ?2 WHERE peer = ?1",
+            params![peer, network],
+        )?;
+        Ok(())
     }
 
     /// Records the invitation `peer` joined with.

@@ -574,7 +574,12 @@ impl EventLoop {
                 ..
             } => {
                 let relayed = endpoint.is_relayed();
-                self.paths.opened(connection_id, peer_id, relayed);
+                self.paths.opened(
+                    connection_id,
+                    peer_id,
+                    relayed,
+                    endpoint.get_remote_address().clone(),
+                );
                 // Direct paths win: relayed connections to a peer also reached directly
                 // (punched from either side, or dialled) close after a grace period.
                 if self.paths.has_direct(peer_id) && !self.paths.relayed_to(peer_id).is_empty() {

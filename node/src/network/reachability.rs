@@ -93,6 +93,8 @@ pub struct PathCounters {
 struct Link {
     peer: PeerId,
     relayed: bool,
+    /// The remote address (for a relayed connection, the circuit through the relay).
+    addr: Multiaddr,
 }
 
 /// What the event loop keeps about paths and reachability.
@@ -162,7 +164,13 @@ impl Paths {
         self.reserved.iter().map(ToString::to_string).collect()
     }
 
-    pub(crate) fn opened(&mut self, id: ConnectionId, peer: PeerId, relayed: bool) {
+    pub(crate) fn opened(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        relayed: bool,
+        addr: Multiaddr,
+    ) {
         if relayed {
             self.counters.relayed_connections += 1;
         }
@@ -170,7 +178,14 @@ impl Paths {
             self.punch_failed.remove(&peer);
         }
         if self.links.len() < MAX_LINKS {
-            self.links.insert(id, Link { peer, relayed });
+            self.links.insert(
+                id,
+                Link {
+                    peer,
+                    relayed,
+                    addr,
+                },
+            );
         }
     }
 
@@ -192,6 +207,11 @@ impl Paths {
         if self.punch_failed.len() < MAX_LINKS && self.punch_failed.insert(peer) {
             self.counters.hole_punch_failures += 1;
         }
+    }
+
+    /// The remote address of connection `id`, if it is open (and was recorded).
+    pub(crate) fn remote_addr(&self, id: ConnectionId) -> Option<&Multiaddr> {
+        self.links.get(&id).map(|l| &l.addr)
     }
 
     /// Whether connection `id` goes through a relay.
@@ -344,18 +364,28 @@ mod tests {
         paths.punch_failed(peer);
         assert_eq!(paths.counters.hole_punch_failures, 0);
         let relayed = ConnectionId::new_unchecked(1);
-        paths.opened(relayed, peer, true);
+        paths.opened(relayed, peer, true, Multiaddr::empty());
         // The asked side's dial fails, then DCUtR's verdict arrives: one failure.
         paths.punch_failed(peer);
         paths.punch_failed(peer);
         assert_eq!(paths.counters.hole_punch_failures, 1);
         // The relayed connection closes and a new one is punched at again.
         paths.closed(relayed);
-        paths.opened(ConnectionId::new_unchecked(2), peer, true);
+        paths.opened(
+            ConnectionId::new_unchecked(2),
+            peer,
+            true,
+            Multiaddr::empty(),
+        );
         paths.punch_failed(peer);
         assert_eq!(paths.counters.hole_punch_failures, 2);
         // Once a direct connection is open, a stray failure is not a failed punch.
-        paths.opened(ConnectionId::new_unchecked(3), peer, false);
+        paths.opened(
+            ConnectionId::new_unchecked(3),
+            peer,
+            false,
+            Multiaddr::empty(),
+        );
         paths.punch_failed(peer);
         assert_eq!(paths.counters.hole_punch_failures, 2);
     }
@@ -433,9 +463,9 @@ mod tests {
             ConnectionId::new_unchecked(1),
             ConnectionId::new_unchecked(2),
         );
-        paths.opened(a, target, true);
+        paths.opened(a, target, true, Multiaddr::empty());
         assert!(!paths.has_direct(target));
-        paths.opened(b, target, false);
+        paths.opened(b, target, false, Multiaddr::empty());
         assert!(paths.has_direct(target));
         assert_eq!(paths.relayed_to(target), vec![a]);
         assert!(paths.is_relayed(a) && !paths.is_relayed(b));

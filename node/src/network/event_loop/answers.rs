@@ -117,11 +117,13 @@ impl EventLoop {
                 let id = self.next_inbound;
                 self.next_inbound += 1;
                 self.inbound.insert(id, channel);
+                let from = self.paths.remote_addr(connection).cloned();
                 let queued = self.emit(NetworkEvent::Request {
                     peer,
                     id,
                     round,
                     message,
+                    from,
                 });
                 // A request the application will never see must not stay stored (a full
                 // queue used to leak its slot until, 1,024 drops later, nothing was answered):
