@@ -1103,6 +1103,9 @@ fn apply_agreement(
 /// active, and datacenter nodes take them first. Among the tasks a volunteer may run, it gets
 /// the first in its own secret order ([`Sampler::order`]), not the first by id: a chunk's two
 /// runs are side by side in id order, and two identities asking one after the other got both.
+/// A volunteer never gets a chunk that a volunteer of its own network or invited organisation
+/// ran or holds ([`Tx::corpus_nearby`]) while a volunteer of another network is active: many
+/// identities on one machine or one home network count as one.
 fn grant(
     tx: &Tx<'_>,
     config: &crate::config::SchedulingConfig,
@@ -1132,13 +1135,26 @@ fn grant(
         }
     }
     let datacenter = peer.tier == DATACENTER;
+    let mut near: HashSet<Digest> = HashSet::new();
+    if !datacenter {
+        let since = (now + 1).saturating_sub(crate::scheduler::ACTIVE_MS);
+        let nearby = tx.corpus_nearby(build, &peer.peer, since)?;
+        if nearby.others_active {
+            near.extend(nearby.ran.iter().filter_map(|c| c.parse::<Digest>().ok()));
+            for id in nearby.holding {
+                if let Some(c) = tx.task(id)?.as_ref().and_then(task_chunk) {
+                    near.insert(c);
+                }
+            }
+        }
+    }
     let mut best: Option<TaskRecord> = None;
     for task in tx.tasks(Some(CORPUS_ROUND), "open")? {
         let check = task.kind == CORPUS_CHECK;
         if !datacenter && datacenter_active && (check || task.reopened) {
             continue;
         }
-        if task_chunk(&task).is_none_or(|c| ran.contains(&c)) {
+        if task_chunk(&task).is_none_or(|c| ran.contains(&c) || near.contains(&c)) {
             continue;
         }
         // Datacenter nodes take further runs and reopened tasks first; among equals, and
@@ -1369,5 +1385,93 @@ mod tests {
             shared <= PAIRS / 2,
             "{shared} of {PAIRS} pairs got both runs of a chunk"
         );
+    }
+
+    /// Issue 19: many identities on one home network ran both runs of a chunk whenever their
+    /// secret orders met. Now a volunteer never gets a chunk its own network ran or holds
+    /// while a volunteer of another network is about to run it instead.
+    #[test]
+    fn identities_of_one_network_never_run_both_runs_of_a_chunk_while_others_are_active() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let build = small_build(tmp.path(), &["sybil-a", "sybil-b", "honest", "roaming"]);
+        let (chunk, tasks) = first_chunk(&build);
+        let now = now_ms();
+        build
+            .state()
+            .transaction(|tx| {
+                for (peer, net) in [
+                    ("sybil-a", "203.0.113.0/24"),
+                    ("sybil-b", "203.0.113.0/24"),
+                    ("honest", "198.51.100.0/24"),
+                ] {
+                    tx.set_peer_network(peer, net)?;
+                }
+                for peer in ["sybil-a", "sybil-b", "honest", "roaming"] {
+                    tx.touch_peer(peer, now)?;
+                }
+                // Only the first chunk's two runs are left open; sybil-a holds the first.
+                for t in tx.tasks(Some(CORPUS_ROUND), "open")? {
+                    if task_chunk(&t) != Some(chunk) {
+                        tx.set_task_status(t.id, "done")?;
+                    }
+                }
+                tx.insert_lease(tasks[0].id, "sybil-a", now, u64::MAX)?;
+                Ok(())
+            })
+            .expect("setup");
+        let ask = |name: &str, at: u64| {
+            build
+                .state()
+                .transaction(|tx| {
+                    let peer = tx.peer(name)?.expect("joined");
+                    grant(
+                        tx,
+                        &build.config.scheduling,
+                        &build.sampler,
+                        build.build,
+                        &peer,
+                        at,
+                        false,
+                    )
+                })
+                .expect("grant")
+        };
+        assert!(
+            matches!(ask("sybil-b", now), Err(NoTask::Nothing)),
+            "the second run waits for another network"
+        );
+        // Once sybil-a's run is in, the same holds.
+        let done = run(&build, &tasks[0], "sybil-a", b"tampered");
+        build.commit(&done, "sybil-a", 1, now).expect("commit");
+        assert!(matches!(ask("sybil-b", now), Err(NoTask::Nothing)));
+        // A node whose network is not known (behind a relay) is no neighbour of anyone.
+        let (task, lease, _) = ask("roaming", now).expect("the roaming node gets the run");
+        assert_eq!(task_chunk(&task), Some(chunk));
+        build
+            .state()
+            .transaction(|tx| tx.set_lease_status(lease, "released"))
+            .expect("release");
+        build
+            .state()
+            .transaction(|tx| tx.set_task_status(tasks[1].id, "open"))
+            .expect("reopen");
+        let (task, _, _) = ask("honest", now).expect("another network gets the run");
+        assert_eq!(task_chunk(&task), Some(chunk));
+        // A project whose only active volunteers share one network still builds its corpus.
+        build
+            .state()
+            .transaction(|tx| {
+                tx.set_task_status(tasks[1].id, "open")?;
+                tx.execute("UPDATE leases SET status = 'released' WHERE peer = 'honest'", [])?;
+                Ok(())
+            })
+            .expect("reopen");
+        let later = now + crate::scheduler::ACTIVE_MS + 1;
+        build
+            .state()
+            .transaction(|tx| tx.touch_peer("sybil-b", later))
+            .expect("touch");
+        let (task, _, _) = ask("sybil-b", later).expect("alone, the network runs it");
+        assert_eq!(task_chunk(&task), Some(chunk));
     }
 }

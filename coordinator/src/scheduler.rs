@@ -13,6 +13,8 @@
 use crate::config::SchedulingConfig;
 use crate::state::{LeaseRecord, PeerRecord, Result, TaskRecord, Tx, VERIFY};
 
+/// A node counts as active this long after it was last heard from.
+pub const ACTIVE_MS: u64 = 60_000;
 /// The datacenter tier's name in the state database.
 pub const DATACENTER: &str = "datacenter";
 /// The volunteer tier's name in the state database.

@@ -23,13 +23,11 @@ use tokio::sync::mpsc;
 use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
-use crate::scheduler::{self, DATACENTER, NoTask, VOLUNTEER};
+use crate::scheduler::{self, ACTIVE_MS, DATACENTER, NoTask, VOLUNTEER};
 use crate::state::{
     CORPUS, CORPUS_CHECK, LedgerClaim, OUTLIER, PeerRecord, ResultRecord, TRAIN, VERIFY,
 };
 
-/// A datacenter node counts as active this long after it was last heard from.
-const ACTIVE_MS: u64 = 60_000;
 /// How often a peer asks again while a round closes, when few peers are about.
 const CLOSING_RETRY_MS: u64 = 500;
 /// Requests a second the coordinator aims to get from peers that are only waiting, however

@@ -37,8 +37,10 @@
 
 mod invites;
 mod judging;
+mod neighbours;
 
 pub use invites::Redeemed;
+pub use neighbours::Nearby;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -26,8 +26,7 @@ use crate::project::now_ms;
 use crate::scheduler::{DATACENTER, VOLUNTEER};
 use crate::state::{self, Contributors, CorpusBuildRecord, Reader, RoundRecord, State};
 
-/// A node counts as active this long after it was last heard from.
-const ACTIVE_MS: u64 = 60_000;
+use crate::scheduler::ACTIVE_MS;
 
 /// An API error: its status and a message for people.
 #[derive(Debug, thiserror::Error)]
