@@ -426,6 +426,9 @@ pub struct VerificationConfig {
     pub aggregate_unchecked: bool,
     /// Nodes that hold each corpus shard; at least 1.
     pub corpus_replicas: u32,
+    /// Share of corpus chunks agreed by volunteers alone that the coordinator computes again
+    /// itself before accepting the agreement, in [0, 1] (a secret draw per chunk).
+    pub corpus_recheck_fraction: f64,
 }
 
 impl Default for VerificationConfig {
@@ -437,6 +440,7 @@ impl Default for VerificationConfig {
             outlier_spreads: 4.0,
             aggregate_unchecked: false,
             corpus_replicas: 2,
+            corpus_recheck_fraction: 0.05,
         }
     }
 }
@@ -720,6 +724,14 @@ impl Config {
             (0.0..=1.0).contains(&ver.rerun_fraction),
             "verification.rerun_fraction",
             format_args!("must be between 0 and 1 (got {})", ver.rerun_fraction),
+        )?;
+        v.ensure(
+            (0.0..=1.0).contains(&ver.corpus_recheck_fraction),
+            "verification.corpus_recheck_fraction",
+            format_args!(
+                "must be between 0 and 1 (got {})",
+                ver.corpus_recheck_fraction
+            ),
         )?;
         v.ensure(
             (-1.0..=1.0).contains(&ver.min_cosine),
@@ -1047,6 +1059,11 @@ outlier_spreads = 4.0
 aggregate_unchecked = false
 # Number of nodes that hold a copy of each corpus shard; at least 1.
 corpus_replicas = 2
+# Share of corpus chunks agreed by two volunteers that the coordinator computes
+# again itself (on its CPU) before it accepts the agreement, drawn with a secret
+# no node sees: colluding identities cannot tell which chunks are checked, and a
+# tampered agreement that is checked costs both their reputation. From 0 to 1.
+corpus_recheck_fraction = 0.05
 
 # Per-node reputation scores; a node that falls below ban_below is banned.
 [reputation]

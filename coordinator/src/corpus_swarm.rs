@@ -165,7 +165,8 @@ pub struct SwarmBuild {
     /// The plan's chunk indices by chunk root (identical chunks share one root and one
     /// result).
     chunks: HashMap<Digest, Vec<usize>>,
-    /// The secret each volunteer's order of tasks is drawn with (never sent).
+    /// The secret each volunteer's order of tasks, and the chunks the coordinator checks
+    /// again, are drawn with (never sent).
     sampler: Sampler,
 }
 
@@ -421,6 +422,9 @@ impl SwarmBuild {
             })
             .await;
         self.provide(client).await?;
+        for agreement in self.settle_orphans().await? {
+            let _ = report.send(agreement).await;
+        }
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let (done_tx, mut done_rx) = mpsc::channel::<()>(64);
         loop {
@@ -659,17 +663,7 @@ impl SwarmBuild {
             .iter()
             .find(|x| x.lease == checked.lease)
             .map_or("pending", |x| x.status.as_str());
-        let event = agreement.map(|a| CorpusEvent::Agreed {
-            chunk: checked.chunk.to_string(),
-            result: a.root.to_string(),
-            done: a.done,
-            total: self.plan.chunks.len(),
-            failed: runs
-                .iter()
-                .filter(|r| r.status == "failed")
-                .map(|r| r.peer.clone())
-                .collect(),
-        });
+        let event = agreement.and_then(|a| self.agreed_event(checked.chunk, &a).ok());
         if status == "failed" {
             (
                 ack(
@@ -730,6 +724,17 @@ impl SwarmBuild {
             let runs = tx.corpus_runs(build, &c.chunk)?;
             let results: Vec<Digest> = runs.iter().map(|r| r.result).collect();
             match verdict::verdict(&results) {
+                // A secret sample of the agreements volunteers reach alone is computed again
+                // by the coordinator, which then judges every run against its own result.
+                Verdict::Agreed(_)
+                    if self.sampler.recheck(
+                        c.chunk.as_bytes(),
+                        self.config.verification.corpus_recheck_fraction,
+                    ) && !any_datacenter_run(tx, &runs)? =>
+                {
+                    tracing::info!(chunk = %c.chunk.fmt_short(), "agreed corpus chunk drawn for a re-check");
+                    Ok(Decision::Local)
+                }
                 Verdict::Agreed(root) => {
                     let done = self.record_agreement(tx, &c.chunk, &root)?;
                     Ok(Decision::Agreed(Agreement { root, done }))
@@ -765,6 +770,52 @@ impl SwarmBuild {
         let (done, _) = plan_progress(&self.plan, &tx.corpus_agreed(self.build)?);
         tx.corpus_build_progress(self.build, done as u64, self.documents_in(), 0)?;
         Ok(done)
+    }
+
+    /// Settles on the coordinator every chunk that has no agreement and no task left to run:
+    /// those a stopped coordinator was about to settle itself (a re-check, or runs with no
+    /// majority). Returns the agreements made.
+    async fn settle_orphans(&self) -> Result<Vec<CorpusEvent>> {
+        let orphans: Vec<Digest> = {
+            let state = self.state();
+            let r = state.read();
+            let agreed = r.corpus_agreed(self.build)?;
+            let mut running = HashSet::new();
+            for status in ["open", "leased"] {
+                for t in r.tasks(Some(CORPUS_ROUND), status)? {
+                    running.extend(task_chunk(&t));
+                }
+            }
+            self.chunks
+                .keys()
+                .filter(|c| !agreed.contains_key(*c) && !running.contains(*c))
+                .copied()
+                .collect()
+        };
+        let mut out = Vec::new();
+        for chunk in orphans {
+            tracing::info!(chunk = %chunk.fmt_short(), "settling a chunk left without runs");
+            if let Some(a) = self.settle_locally(chunk).await? {
+                out.push(self.agreed_event(chunk, &a)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The report of `agreement` on `chunk`, naming the peers whose runs it failed.
+    fn agreed_event(&self, chunk: Digest, agreement: &Agreement) -> Result<CorpusEvent> {
+        let runs = self.state().read().corpus_runs(self.build, &chunk)?;
+        Ok(CorpusEvent::Agreed {
+            chunk: chunk.to_string(),
+            result: agreement.root.to_string(),
+            done: agreement.done,
+            total: self.plan.chunks.len(),
+            failed: runs
+                .iter()
+                .filter(|r| r.status == "failed")
+                .map(|r| r.peer.clone())
+                .collect(),
+        })
     }
 
     /// Computes a chunk on the coordinator (CPU path) and makes its result the agreed one.
@@ -1027,6 +1078,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 fn no_work(retry_after_ms: u32, reason: &str) -> Message {
     crate::service::no_work(retry_after_ms, reason, false)
+}
+
+/// Whether one of `runs` came from the datacenter tier (trusted: its agreement needs no
+/// re-check).
+fn any_datacenter_run(tx: &Tx<'_>, runs: &[CorpusRun]) -> Result<bool, StateError> {
+    for run in runs {
+        if tx.peer(&run.peer)?.is_some_and(|p| p.tier == DATACENTER) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Chunks of the plan with a result in `agreed`, and the plan's chunk count.
@@ -1462,7 +1524,10 @@ mod tests {
             .state()
             .transaction(|tx| {
                 tx.set_task_status(tasks[1].id, "open")?;
-                tx.execute("UPDATE leases SET status = 'released' WHERE peer = 'honest'", [])?;
+                tx.execute(
+                    "UPDATE leases SET status = 'released' WHERE peer = 'honest'",
+                    [],
+                )?;
                 Ok(())
             })
             .expect("reopen");
@@ -1473,5 +1538,84 @@ mod tests {
             .expect("touch");
         let (task, _, _) = ask("sybil-b", later).expect("alone, the network runs it");
         assert_eq!(task_chunk(&task), Some(chunk));
+    }
+
+    /// Issue 19: two colluding identities that agree on a tampered result decided its chunk,
+    /// and agreed chunks were never checked. Now a secret sample is computed again by the
+    /// coordinator, which judges both runs against its own result.
+    #[tokio::test]
+    async fn a_tampered_agreement_drawn_for_a_re_check_fails_both_runs() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut build = small_build(tmp.path(), &["sybil-a", "sybil-b"]);
+        let (chunk, tasks) = first_chunk(&build);
+        let collude = |build: &SwarmBuild| {
+            let first = run(build, &tasks[0], "sybil-a", b"tampered");
+            let second = run(build, &tasks[1], "sybil-b", b"tampered");
+            build.commit(&first, "sybil-a", 1, 1).expect("commit");
+            build.commit(&second, "sybil-b", 1, 2).expect("commit")
+        };
+        build.config.verification.corpus_recheck_fraction = 1.0;
+        assert!(
+            matches!(collude(&build), Decision::Local),
+            "a drawn agreement waits for the coordinator's own result"
+        );
+        let agreement = build
+            .settle_locally(chunk)
+            .await
+            .expect("settle")
+            .expect("agreed");
+        let event = build.agreed_event(chunk, &agreement).expect("event");
+        let CorpusEvent::Agreed { failed, .. } = event else {
+            panic!("{event:?}");
+        };
+        assert_eq!(failed.len(), 2, "both colluding runs failed: {failed:?}");
+        let runs = build
+            .state()
+            .read()
+            .corpus_runs(build.build, &chunk)
+            .expect("runs");
+        assert!(runs.iter().all(|r| r.status == "failed"), "{runs:?}");
+        for peer in ["sybil-a", "sybil-b"] {
+            let rep = build
+                .state()
+                .read()
+                .peer(peer)
+                .expect("peer")
+                .expect("known")
+                .reputation;
+            assert!(rep < 0, "{peer} paid for it: {rep}");
+        }
+
+        // Undrawn (fraction 0), the same collusion decides the chunk: what the draw is for.
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut build = small_build(tmp.path(), &["sybil-a", "sybil-b"]);
+        build.config.verification.corpus_recheck_fraction = 0.0;
+        let (_, tasks2) = first_chunk(&build);
+        let first = run(&build, &tasks2[0], "sybil-a", b"tampered");
+        let second = run(&build, &tasks2[1], "sybil-b", b"tampered");
+        build.commit(&first, "sybil-a", 1, 1).expect("commit");
+        assert!(matches!(
+            build.commit(&second, "sybil-b", 1, 2).expect("commit"),
+            Decision::Agreed(_)
+        ));
+    }
+
+    #[test]
+    fn the_re_check_draw_takes_about_its_fraction_and_differs_per_secret() {
+        let a = Sampler::generate().expect("secret");
+        let b = Sampler::generate().expect("secret");
+        let chunks: Vec<[u8; 32]> = (0..4000u32)
+            .map(|i| *Digest::of(&i.to_le_bytes()).as_bytes())
+            .collect();
+        let drawn = chunks.iter().filter(|c| a.recheck(c, 0.05)).count();
+        assert!((120..=280).contains(&drawn), "{drawn} of 4000 at 5%");
+        let both = chunks
+            .iter()
+            .filter(|c| a.recheck(c, 0.05) && b.recheck(c, 0.05))
+            .count();
+        assert!(
+            both < 40,
+            "two secrets draw nearly independent samples: {both}"
+        );
     }
 }

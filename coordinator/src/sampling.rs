@@ -20,6 +20,8 @@ pub const META_KEY: &str = "sampling_secret";
 const RERUN_DOMAIN: &[u8] = b"canopy/v1/rerun";
 /// Domain tag in front of a task-order draw.
 const ORDER_DOMAIN: &[u8] = b"canopy/v1/order";
+/// Domain tag in front of a corpus re-check draw.
+const RECHECK_DOMAIN: &[u8] = b"canopy/v1/corpus-recheck";
 
 /// Why the run's secret could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -97,12 +99,23 @@ impl Sampler {
 
     /// Whether task `task` is re-run: true for about `fraction` of tasks.
     pub fn rerun(&self, task: u64, fraction: f64) -> bool {
+        self.draw(RERUN_DOMAIN, &task.to_le_bytes()) < fraction
+    }
+
+    /// Whether the coordinator computes corpus chunk `chunk` again before accepting the
+    /// volunteers' agreement on it: true for about `fraction` of chunks.
+    pub fn recheck(&self, chunk: &[u8; 32], fraction: f64) -> bool {
+        self.draw(RECHECK_DOMAIN, chunk) < fraction
+    }
+
+    /// A uniform draw in [0, 1] keyed by the secret, for `value` under `domain`.
+    fn draw(&self, domain: &[u8], value: &[u8]) -> f64 {
         let mut hasher = blake3::Hasher::new_keyed(&self.key);
-        hasher.update(RERUN_DOMAIN);
-        hasher.update(&task.to_le_bytes());
+        hasher.update(domain);
+        hasher.update(value);
         let h = hasher.finalize();
         let x = u64::from_le_bytes(*h.as_bytes().first_chunk::<8>().unwrap_or(&[0; 8]));
-        (x as f64 / u64::MAX as f64) < fraction
+        x as f64 / u64::MAX as f64
     }
 }
 
