@@ -41,6 +41,8 @@ pub enum Attack {
     Replay,
     /// Corpus tasks only ([`Adversary::attack_corpus`]): changes one MinHash value.
     CorpusSignature,
+    /// Returns its honest update, claiming a thousand times the tokens and compute time.
+    InflatedClaim,
 }
 
 /// How the coordinator answered one attack.
@@ -67,7 +69,12 @@ impl Adversary {
     /// Starts a peer with its own identity and store under `dir` and joins the coordinator at
     /// `addr` (ending in `/p2p/<peer id>`), asking until it is admitted.
     pub async fn join(dir: &Path, addr: &str) -> Self {
-        let adversary = Self::start(dir, addr).await;
+        Self::join_on(dir, addr, "/ip4/127.0.0.1").await
+    }
+
+    /// [`Adversary::join`] from `host` (see [`Adversary::start_on`]).
+    pub async fn join_on(dir: &Path, addr: &str, host: &str) -> Self {
+        let adversary = Self::start_on(dir, addr, host).await;
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             match adversary.try_join(None).await {
@@ -87,6 +94,13 @@ impl Adversary {
     /// Starts a peer with its own identity and store under `dir`, connected to the
     /// coordinator at `addr` (ending in `/p2p/<peer id>`) but not joined.
     pub async fn start(dir: &Path, addr: &str) -> Self {
+        Self::start_on(dir, addr, "/ip4/127.0.0.1").await
+    }
+
+    /// [`Adversary::start`], listening on `host` (a multiaddr prefix such as `/ip6/::1`):
+    /// dialling the coordinator's address on the same loopback (`addr`), it comes from
+    /// there, and so, on one machine, from another network than volunteers on `127.0.0.1`.
+    pub async fn start_on(dir: &Path, addr: &str, host: &str) -> Self {
         let addr: Multiaddr = addr.parse().expect("coordinator address");
         let coordinator = addr
             .iter()
@@ -100,6 +114,12 @@ impl Adversary {
         let store = Arc::new(ChunkStore::open(dir, 1 << 30).expect("store"));
         let config = NetworkConfig {
             bootstrap: vec![addr],
+            listen: vec![
+                format!("{host}/tcp/0").parse().expect("listen address"),
+                format!("{host}/udp/0/quic-v1")
+                    .parse()
+                    .expect("listen address"),
+            ],
             ..NetworkConfig::loopback()
         };
         let (client, mut events, task) = network::start(keys.clone(), store, config)
@@ -246,7 +266,7 @@ impl Adversary {
         let mut version = spec.model_version;
         let mut signer = self.keys.clone();
         match attack {
-            Attack::Honest | Attack::Replay | Attack::CorpusSignature => {}
+            Attack::Honest | Attack::Replay | Attack::CorpusSignature | Attack::InflatedClaim => {}
             Attack::Scaled(k) => delta.iter_mut().for_each(|d| *d *= k),
             Attack::SignFlipped => delta.iter_mut().for_each(|d| *d = -*d),
             Attack::NonFinite => codec = CodecSpec::F32,
@@ -280,15 +300,20 @@ impl Adversary {
         if attack == Attack::Honest && self.first_update.is_none() {
             self.first_update = Some(update.clone());
         }
+        let claim = if attack == Attack::InflatedClaim {
+            1000
+        } else {
+            1
+        };
         let result = Message::TaskResult(TaskResult {
             lease: grant.lease,
             task: grant.task,
             output: TaskOutput::Train(Box::new(TrainOutput {
                 update,
                 train_loss: report.mean_loss,
-                tokens: report.tokens,
+                tokens: report.tokens * claim,
             })),
-            compute_ms: (report.secs * 1000.0) as u64,
+            compute_ms: (report.secs * 1000.0) as u64 * claim,
         });
         match self.ask(result).await {
             Ok(Message::ResultAck(ack)) => Some(Outcome {

@@ -18,7 +18,7 @@ const TRAINING: &[(&str, &str)] = &[
 ];
 
 /// The held-out loss after the last round, from `canopy-coordinator status --json`.
-fn final_eval_loss(config: &std::path::Path) -> f64 {
+pub(crate) fn final_eval_loss(config: &std::path::Path) -> f64 {
     let status = coordinator_json("status", config);
     status["rounds"]
         .as_array()
@@ -30,7 +30,7 @@ fn final_eval_loss(config: &std::path::Path) -> f64 {
         .expect("a closed round")
 }
 
-fn peer<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+pub(crate) fn peer<'a>(status: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
     status["peers"]
         .as_array()
         .expect("peers")

@@ -20,7 +20,7 @@ use canopy_tests::processes::{
 
 /// Sample sources of `documents` documents each cut into small chunks (about 15 for 30
 /// documents), and the chunk count and kept-document count of their local build in `local`.
-fn sources_and_local_build(tmp: &Path, documents: u32) -> (PathBuf, PathBuf, u64, u64) {
+pub(crate) fn sources_and_local_build(tmp: &Path, documents: u32) -> (PathBuf, PathBuf, u64, u64) {
     let sources = tmp.join("sources");
     coordinator_cli(&[
         "corpus",
@@ -82,7 +82,7 @@ fn corpus_project(dir: &Path, sources: &Path, rounds: &str) -> (PathBuf, SocketA
 }
 
 /// The ledger's corpus entries.
-fn corpus_ledger(config: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn corpus_ledger(config: &Path) -> Vec<serde_json::Value> {
     let ledger = coordinator_json("ledger", config);
     ledger
         .as_array()
@@ -105,7 +105,7 @@ fn verified_by_result(entries: &[serde_json::Value]) -> BTreeMap<String, Vec<Str
     groups
 }
 
-fn wait_finished(coordinator: &mut Coordinator) -> serde_json::Value {
+pub(crate) fn wait_finished(coordinator: &mut Coordinator) -> serde_json::Value {
     coordinator
         .wait_for(Duration::from_secs(600), |e| {
             e["corpus"]["event"] == "finished"

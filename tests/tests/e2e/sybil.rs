@@ -11,7 +11,7 @@
 use std::time::Duration;
 
 use canopy_protocol::{Invite, InviteTerms};
-use canopy_tests::adversary::Adversary;
+use canopy_tests::adversary::{Adversary, Attack};
 use canopy_tests::processes::{
     Coordinator, Volunteer, array, coordinator_cli, coordinator_json, free_port, history,
     node_peer_id, poll_until, small_project, str_of,
@@ -323,4 +323,227 @@ async fn under_the_invite_policy_only_invited_nodes_join_under_their_organisatio
     let log = std::fs::read_to_string(member.with_extension("log")).expect("node log");
     assert!(stopped, "the revoked node stops: {log}");
     coordinator.child.kill().expect("kill the coordinator");
+}
+
+/// Training settings of the attack and its baseline: four tasks a round, three to close it.
+const ATTACK_TRAINING: &[(&str, &str)] = &[
+    ("rounds", "12"),
+    ("inner_steps", "12"),
+    ("tasks_per_round", "4"),
+    ("min_updates", "3"),
+];
+/// Honest volunteers in each run.
+const HONEST: usize = 3;
+/// Where the attacker's identities connect from: the IPv6 loopback, to the coordinator
+/// another network than the volunteers' `127.0.0.1` (as another home would be).
+const ATTACKER_HOST: &str = "/ip6/::1";
+
+/// Takes corpus runs and tampers with each until training starts; the coordinator's answers.
+async fn tamper_all(sybil: &mut Adversary) -> Vec<canopy_tests::adversary::Outcome> {
+    let mut outcomes = Vec::new();
+    while let Some(o) = sybil.attack_corpus(Duration::from_secs(3)).await {
+        outcomes.push(o);
+    }
+    outcomes
+}
+
+/// One attacker machine, several identities, beside honest volunteers: two identities tamper
+/// with corpus chunks in the same way (so that, given both runs of a chunk, they would agree
+/// and decide it), then two more send harmful updates and one claims a thousand times the
+/// work it did. No chunk is decided by the attacker, every tampered run is caught, no
+/// identity pair runs the same chunk, the final held-out loss is within 5% of the same run
+/// without the attacker, and the attacker is credited with nothing beyond the work it did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_with_many_identities_decides_no_chunk_and_earns_no_credit() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (sources, local, _, _) = tokio::task::block_in_place(|| {
+        crate::corpus_swarm::sources_and_local_build(tmp.path(), 300)
+    });
+    let corpus = format!(
+        "[corpus]\nsources = {:?}\nout = \"corpus-out\"\n",
+        sources.to_string_lossy()
+    );
+    let project = |name: &str| {
+        let port = free_port();
+        let config = small_project(&tmp.path().join(name), port, ATTACK_TRAINING, &corpus);
+        // The coordinator also listens on the IPv6 loopback, where the attacker connects.
+        let text = std::fs::read_to_string(&config).expect("config");
+        let v4 = format!("\"/ip4/127.0.0.1/tcp/{port}\"");
+        assert!(text.contains(&v4), "{text}");
+        let text = text.replace(&v4, &format!("{v4}, \"/ip6/::1/tcp/{port}\""));
+        std::fs::write(&config, text).expect("config");
+        (config, port)
+    };
+    // The coordinator's address on each loopback (it prints either first).
+    let on = |coordinator: &Coordinator, host: &str, port: u16| {
+        let peer = coordinator.addr.rsplit("/p2p/").next().expect("peer id");
+        format!("{host}/tcp/{port}/p2p/{peer}")
+    };
+
+    // The same project without the attacker.
+    let (baseline, port) = project("baseline");
+    let baseline_loss = tokio::task::block_in_place(|| {
+        let mut coordinator = Coordinator::start(&baseline);
+        let addr = on(&coordinator, "/ip4/127.0.0.1", port);
+        let _nodes = Volunteer::start_many(&tmp.path().join("baseline"), "honest", HONEST, &addr);
+        assert!(coordinator.wait_exit(Duration::from_secs(900)).success());
+        crate::byzantine::final_eval_loss(&baseline)
+    });
+
+    let (attacked, port) = project("attacked");
+    let mut coordinator = tokio::task::block_in_place(|| Coordinator::start(&attacked));
+    let honest_addr = on(&coordinator, "/ip4/127.0.0.1", port);
+    let attacker_addr = on(&coordinator, ATTACKER_HOST, port);
+    let nodes = Volunteer::start_many(tmp.path(), "honest", HONEST, &honest_addr);
+    // The attacker arrives in a running project, once the volunteers are at work.
+    let active = tokio::task::block_in_place(|| {
+        poll_until(Duration::from_secs(120), Duration::from_millis(300), || {
+            array(&coordinator_json("status", &attacked), "peers").len() >= HONEST
+        })
+    });
+    assert!(active, "the volunteers joined");
+    let mut tamperers = Vec::new();
+    for i in 0..HONEST - 1 {
+        let dir = tmp.path().join(format!("tamperer-{i}"));
+        tamperers.push(Adversary::join_on(&dir, &attacker_addr, ATTACKER_HOST).await);
+    }
+    let tamperer_ids: Vec<String> = tamperers.iter().map(|t| t.peer_id().to_string()).collect();
+    // Two more identities, for training, join now too (they ask for work only later).
+    let mut trainers = Vec::new();
+    for i in 0..2 {
+        let dir = tmp.path().join(format!("trainer-{i}"));
+        trainers.push(Adversary::join_on(&dir, &attacker_addr, ATTACKER_HOST).await);
+    }
+    let [a, b] = tamperers.as_mut_slice() else {
+        panic!("two tamperers")
+    };
+    // Both ask at once, as colluding identities would, until training starts.
+    let (from_a, from_b) = tokio::join!(tamper_all(a), tamper_all(b));
+    eprintln!("tampered runs: {} and {}", from_a.len(), from_b.len());
+    assert!(
+        !from_a.is_empty() || !from_b.is_empty(),
+        "the attacker got corpus runs"
+    );
+    tokio::task::block_in_place(|| {
+        crate::corpus_swarm::wait_finished(&mut coordinator);
+    });
+
+    // Training: the fresh identities from the same machine.
+    let script = [
+        Attack::InflatedClaim,
+        Attack::Scaled(30.0),
+        Attack::NonFinite,
+        Attack::WrongVersion,
+        Attack::WrongKey,
+    ];
+    let mut outcomes = Vec::new();
+    for mut sybil in trainers {
+        let id = sybil.peer_id().to_string();
+        for attack in script {
+            let status = tokio::task::block_in_place(|| coordinator_json("status", &attacked));
+            if crate::byzantine::peer(&status, &id)["banned"] == true {
+                break;
+            }
+            match sybil.attack(attack, Duration::from_secs(120)).await {
+                Some(o) => outcomes.push((id.clone(), o)),
+                None => break,
+            }
+        }
+        sybil.shutdown().await;
+    }
+    for t in tamperers {
+        t.shutdown().await;
+    }
+    tokio::task::block_in_place(|| {
+        assert!(coordinator.wait_exit(Duration::from_secs(900)).success());
+    });
+    drop(nodes);
+    eprintln!("training attacks: {outcomes:#?}");
+
+    // No chunk decided by the attacker: the outputs are the local build's.
+    let built = canopy_tests::processes::dir_files(&tmp.path().join("attacked").join("corpus-out"));
+    let expected = canopy_tests::processes::dir_files(&local);
+    let differ: Vec<&String> = expected
+        .iter()
+        .filter(|(name, bytes)| built.get(*name) != Some(*bytes))
+        .map(|(name, _)| name)
+        .chain(built.keys().filter(|name| !expected.contains_key(*name)))
+        .collect();
+    if !differ.is_empty() {
+        let kept = tmp.keep();
+        panic!(
+            "the corpus differs from the local build in {differ:?} (kept {})",
+            kept.display()
+        );
+    }
+    let ledger = coordinator_json("ledger", &attacked);
+    let entries = ledger.as_array().expect("ledger");
+    let of = |id: &str| {
+        entries
+            .iter()
+            .filter(|e| e["peer"] == id)
+            .collect::<Vec<_>>()
+    };
+    // (A run's first answer only says it arrived; its verdict, in the ledger, follows.)
+    let mut tampered: Vec<Vec<String>> = Vec::new();
+    for id in &tamperer_ids {
+        let corpus: Vec<_> = of(id)
+            .into_iter()
+            .filter(|e| e["kind"] == "corpus")
+            .collect();
+        for e in &corpus {
+            assert_eq!(e["accepted"], false, "{e}");
+            assert_eq!(e["verified"], "failed", "every tampered run is caught: {e}");
+        }
+        tampered.push(
+            corpus
+                .iter()
+                .map(|e| str_of(e, "result_hash").to_string())
+                .collect(),
+        );
+    }
+    // A chunk's tampered result is the same whoever computes it: two identities that ran the
+    // same chunk would share one.
+    for (i, x) in tampered.iter().enumerate() {
+        for y in &tampered[i + 1..] {
+            assert!(
+                x.iter().all(|h| !y.contains(h)),
+                "two identities of one network ran the same chunk"
+            );
+        }
+    }
+
+    // Credit: refused attacks earn nothing; the inflated claim earns the task's tokens only.
+    let attackers: Vec<&str> = outcomes.iter().map(|(id, _)| id.as_str()).collect();
+    let honest_tokens = entries
+        .iter()
+        .filter(|e| e["kind"] == "train" && e["accepted"] == true)
+        .filter(|e| !attackers.contains(&str_of(e, "peer")))
+        .map(|e| e["tokens"].as_u64().expect("tokens"))
+        .min()
+        .expect("honest training entries");
+    for (id, o) in &outcomes {
+        match o.attack {
+            Attack::InflatedClaim if o.accepted => {
+                let claimed: Vec<_> = of(id)
+                    .into_iter()
+                    .filter(|e| e["kind"] == "train" && e["accepted"] == true)
+                    .collect();
+                assert_eq!(claimed.len(), 1, "{claimed:?}");
+                assert_eq!(
+                    claimed[0]["tokens"].as_u64(),
+                    Some(honest_tokens),
+                    "credited the task's tokens, not the claim"
+                );
+            }
+            Attack::InflatedClaim => {}
+            _ => assert!(!o.accepted, "{o:?} was accepted"),
+        }
+    }
+    let attacked_loss = crate::byzantine::final_eval_loss(&attacked);
+    eprintln!("final held-out loss: baseline {baseline_loss:.4}, attacked {attacked_loss:.4}");
+    assert!(
+        attacked_loss <= baseline_loss * 1.05,
+        "the attack cost more than 5%: {attacked_loss:.4} against {baseline_loss:.4}"
+    );
 }
