@@ -131,6 +131,8 @@ pub fn demo_config(settings: &DemoSettings) -> Config {
     config.aggregation.outer_lr = 1.0;
     config.aggregation.outer_momentum = 0.0;
     config.dashboard.listen = None;
+    // Every node of the demo runs on this machine: one network, up to 36 identities.
+    config.admission.new_nodes_per_network_hour = 0;
     config
 }
 
