@@ -1305,6 +1305,29 @@ mod tests {
         }
     }
 
+    /// What volunteer `name` is granted at `at` (no datacenter node active).
+    fn ask(
+        build: &SwarmBuild,
+        name: &str,
+        at: u64,
+    ) -> std::result::Result<(TaskRecord, u64, u64), NoTask> {
+        build
+            .state()
+            .transaction(|tx| {
+                let peer = tx.peer(name)?.expect("joined");
+                grant(
+                    tx,
+                    &build.config.scheduling,
+                    &build.sampler,
+                    build.build,
+                    &peer,
+                    at,
+                    false,
+                )
+            })
+            .expect("grant")
+    }
+
     /// The first chunk of `build` and its two planned tasks.
     fn first_chunk(build: &SwarmBuild) -> (Digest, Vec<TaskRecord>) {
         let open = build
@@ -1418,22 +1441,7 @@ mod tests {
             let got: Vec<Option<Digest>> = pair
                 .iter()
                 .map(|name| {
-                    let (task, _, _) = build
-                        .state()
-                        .transaction(|tx| {
-                            let peer = tx.peer(name)?.expect("joined");
-                            grant(
-                                tx,
-                                &build.config.scheduling,
-                                &build.sampler,
-                                build.build,
-                                &peer,
-                                now_ms(),
-                                false,
-                            )
-                        })
-                        .expect("grant")
-                        .expect("a task");
+                    let (task, _, _) = ask(&build, name, now_ms()).expect("a task");
                     task_chunk(&task)
                 })
                 .collect();
@@ -1481,23 +1489,7 @@ mod tests {
                 Ok(())
             })
             .expect("setup");
-        let ask = |name: &str, at: u64| {
-            build
-                .state()
-                .transaction(|tx| {
-                    let peer = tx.peer(name)?.expect("joined");
-                    grant(
-                        tx,
-                        &build.config.scheduling,
-                        &build.sampler,
-                        build.build,
-                        &peer,
-                        at,
-                        false,
-                    )
-                })
-                .expect("grant")
-        };
+        let ask = |name: &str, at: u64| ask(&build, name, at);
         assert!(
             matches!(ask("sybil-b", now), Err(NoTask::Nothing)),
             "the second run waits for another network"

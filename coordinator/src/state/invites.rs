@@ -62,17 +62,6 @@ impl Reader<'_> {
         Ok(n.max(0) as u64)
     }
 
-    /// The network `peer` last joined from, if known.
-    pub fn peer_network(&self, peer: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row("SELECT net FROM peers WHERE peer = ?1", [peer], |r| {
-                r.get::<_, Option<String>>(0)
-            })
-            .optional()?
-            .flatten())
-    }
-
     /// How many nodes invitation `invite` admitted.
     pub fn invite_uses(&self, invite: &str) -> Result<u64> {
         let n: i64 = self.conn.query_row(
