@@ -8,7 +8,14 @@ use crate::codec::{self, MAX_FRAME_LEN};
 use crate::compress::CompressedUpdate;
 use crate::envelope::Envelope;
 use crate::governance::{DataSource, OptOut};
+use crate::invite::Invite;
+use crate::keys::Keypair;
 use crate::messages::Message;
+
+/// The fixed key the seeds are signed with (and the `invite` target trusts as issuer).
+const SEED_KEY: [u8; 32] = [0x5e; 32];
+/// The project the `invite` target's coordinator runs.
+const SEED_PROJECT: &str = "fuzz";
 
 /// What a receiver made of an input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,22 @@ pub fn governance(data: &[u8]) -> Outcome {
     }
 }
 
+/// An invitation token as a node presents it: read as text, decode, verify against the
+/// coordinator's key and project.
+pub fn invite(data: &[u8]) -> Outcome {
+    let issuer = Keypair::from_secret_bytes(&SEED_KEY).public();
+    outcome(
+        std::str::from_utf8(data)
+            .map_err(|_| ())
+            .and_then(|t| Invite::from_token(t).map_err(|_| ()))
+            .and_then(|i| {
+                i.verify(&issuer, SEED_PROJECT, 0)
+                    .map(|_| ())
+                    .map_err(|_| ())
+            }),
+    )
+}
+
 /// A fuzz target: untrusted bytes in, a verdict out.
 pub type Target = fn(&[u8]) -> Outcome;
 
@@ -81,6 +104,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("manifest", manifest),
     ("update", update),
     ("governance", governance),
+    ("invite", invite),
 ];
 
 /// A seed input for one target: valid inputs are named `valid-*` and must be accepted, the
@@ -112,12 +136,12 @@ pub fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error + Send + Sync>> {
     use crate::compress::{CodecSpec, Compressor};
     use crate::governance::{ConsentBasis, OptOutTarget};
     use crate::id::Digest;
-    use crate::keys::Keypair;
+    use crate::invite::InviteTerms;
     use crate::messages::{
         AdapterInfo, AdapterKind, Capabilities, ChunkRequest, Heartbeat, Join, TaskId, Tier,
     };
 
-    let keys = Keypair::from_secret_bytes(&[0x5e; 32]);
+    let keys = Keypair::from_secret_bytes(&SEED_KEY);
     let join = Message::Join(Join {
         capabilities: Capabilities {
             adapters: vec![AdapterInfo {
@@ -255,6 +279,33 @@ pub fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error + Send + Sync>> {
             ..source
         }
         .to_frame()?,
+    );
+
+    let terms = InviteTerms {
+        project: SEED_PROJECT.into(),
+        organisation: "Institut Pasteur".into(),
+        tier: Tier::Datacenter,
+        expires_at_ms: 1 << 50,
+        max_uses: 10,
+        id: [9; 16],
+    };
+    let token = Invite::issue(&keys, terms.clone())?.to_token()?;
+    push("invite", "valid-token", token.clone().into_bytes());
+    let other = Keypair::from_secret_bytes(&[0x42; 32]);
+    push(
+        "invite",
+        "bad-other-issuer",
+        Invite::issue(&other, terms.clone())?
+            .to_token()?
+            .into_bytes(),
+    );
+    let mut altered = Invite::issue(&keys, terms)?;
+    altered.terms.max_uses = 1_000;
+    push("invite", "bad-altered", altered.to_token()?.into_bytes());
+    push(
+        "invite",
+        "bad-truncated",
+        token.as_bytes()[..token.len() / 2].to_vec(),
     );
     Ok(out)
 }
