@@ -1261,6 +1261,8 @@ mod tests {
                 .expect("corpus.toml");
         }
         let mut config = Config::from_toml(&Config::template(), "template").expect("config");
+        // Re-checks are drawn with each build's fresh secret; tests that want them ask.
+        config.verification.corpus_recheck_fraction = 0.0;
         config.corpus = Some(CorpusSection {
             sources,
             out: "corpus-out".into(),
