@@ -165,7 +165,8 @@ pub fn admit(
         return Ok(refused(
             round,
             format!(
-                "{limit} new nodes joined project {project} from your network ({network}) in                  the last hour; try again later, or ask its operator for an invitation"
+                "{limit} new nodes joined project {project} from your network ({network}) in \
+                 the last hour; try again later, or ask its operator for an invitation"
             ),
         ));
     }
@@ -420,7 +421,7 @@ mod tests {
         }
         let a = d.admit_from("sybil-3", home, join(Tier::Volunteer, None, None));
         assert!(
-            !a.ack.accepted && a.ack.message.contains("try again later"),
+            !a.ack.accepted && a.ack.message.contains("in the last hour; try again later"),
             "{}",
             a.ack.message
         );
