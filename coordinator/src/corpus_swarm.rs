@@ -1330,6 +1330,25 @@ mod tests {
             .expect("grant")
     }
 
+    /// Every run of `chunk` in `build`.
+    fn runs_of(build: &SwarmBuild, chunk: &Digest) -> Vec<CorpusRun> {
+        build
+            .state()
+            .read()
+            .corpus_runs(build.build, chunk)
+            .expect("runs")
+    }
+
+    /// Two identities run the first chunk of `build` and return the same tampered result;
+    /// what the second run's commit decides.
+    fn collude(build: &SwarmBuild) -> Decision {
+        let (_, tasks) = first_chunk(build);
+        let first = run(build, &tasks[0], "sybil-a", b"tampered");
+        let second = run(build, &tasks[1], "sybil-b", b"tampered");
+        build.commit(&first, "sybil-a", 1, 1).expect("commit");
+        build.commit(&second, "sybil-b", 1, 2).expect("commit")
+    }
+
     /// The first chunk of `build` and its two planned tasks.
     fn first_chunk(build: &SwarmBuild) -> (Digest, Vec<TaskRecord>) {
         let open = build
@@ -1371,11 +1390,7 @@ mod tests {
         ));
         let (done, _) = build.progress().expect("progress");
         assert_eq!(done, 1);
-        let runs = build
-            .state()
-            .read()
-            .corpus_runs(build.build, &chunk)
-            .expect("runs");
+        let runs = runs_of(&build, &chunk);
         assert!(runs.iter().all(|r| r.status == "accepted"), "{runs:?}");
     }
 
@@ -1416,11 +1431,7 @@ mod tests {
             .read()
             .corpus_agreed(build.build)
             .expect("agreed");
-        let runs = build
-            .state()
-            .read()
-            .corpus_runs(build.build, &chunk)
-            .expect("runs");
+        let runs = runs_of(&build, &chunk);
         assert!(runs.iter().all(|r| r.status == "failed"), "{runs:?}");
         assert!(runs.iter().all(|r| Some(&r.result) != agreed.get(&chunk)));
     }
@@ -1541,13 +1552,7 @@ mod tests {
     async fn a_tampered_agreement_drawn_for_a_re_check_fails_both_runs() {
         let tmp = tempfile::tempdir().expect("tmp");
         let mut build = small_build(tmp.path(), &["sybil-a", "sybil-b"]);
-        let (chunk, tasks) = first_chunk(&build);
-        let collude = |build: &SwarmBuild| {
-            let first = run(build, &tasks[0], "sybil-a", b"tampered");
-            let second = run(build, &tasks[1], "sybil-b", b"tampered");
-            build.commit(&first, "sybil-a", 1, 1).expect("commit");
-            build.commit(&second, "sybil-b", 1, 2).expect("commit")
-        };
+        let (chunk, _) = first_chunk(&build);
         build.config.verification.corpus_recheck_fraction = 1.0;
         assert!(
             matches!(collude(&build), Decision::Local),
@@ -1563,11 +1568,7 @@ mod tests {
             panic!("{event:?}");
         };
         assert_eq!(failed.len(), 2, "both colluding runs failed: {failed:?}");
-        let runs = build
-            .state()
-            .read()
-            .corpus_runs(build.build, &chunk)
-            .expect("runs");
+        let runs = runs_of(&build, &chunk);
         assert!(runs.iter().all(|r| r.status == "failed"), "{runs:?}");
         for peer in ["sybil-a", "sybil-b"] {
             let rep = build
@@ -1582,16 +1583,8 @@ mod tests {
 
         // Undrawn (fraction 0), the same collusion decides the chunk: what the draw is for.
         let tmp = tempfile::tempdir().expect("tmp");
-        let mut build = small_build(tmp.path(), &["sybil-a", "sybil-b"]);
-        build.config.verification.corpus_recheck_fraction = 0.0;
-        let (_, tasks2) = first_chunk(&build);
-        let first = run(&build, &tasks2[0], "sybil-a", b"tampered");
-        let second = run(&build, &tasks2[1], "sybil-b", b"tampered");
-        build.commit(&first, "sybil-a", 1, 1).expect("commit");
-        assert!(matches!(
-            build.commit(&second, "sybil-b", 1, 2).expect("commit"),
-            Decision::Agreed(_)
-        ));
+        let build = small_build(tmp.path(), &["sybil-a", "sybil-b"]);
+        assert!(matches!(collude(&build), Decision::Agreed(_)));
     }
 
     #[test]

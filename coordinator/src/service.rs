@@ -762,9 +762,7 @@ async fn judge(
                     && !outlier
                     && tx.peer(&key)?.is_none_or(|p| p.tier != DATACENTER)
                     && project.rerun_sampled(record.task)
-                    && tx
-                        .peers_seen_since(Some(DATACENTER), (now + 1).saturating_sub(ACTIVE_MS))?
-                        > 0;
+                    && datacenter_active(&tx.reader(), now)?;
                 if rerun {
                     record.status = "pending".into();
                 }

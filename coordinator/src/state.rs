@@ -1181,6 +1181,13 @@ impl Tx<'_> {
     }
 }
 
+impl Tx<'_> {
+    /// This transaction's view, for functions written over a [`Reader`].
+    pub fn reader(&self) -> Reader<'_> {
+        Reader { conn: self.tx }
+    }
+}
+
 reads!(Reader<'_>, Tx<'_>);
 
 const PEER_SELECT: &str = "SELECT peer, tier, name, org, country, reputation, banned, tokens_per_sec, slots, joined_ms, last_seen_ms FROM peers";
