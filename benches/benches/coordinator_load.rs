@@ -200,6 +200,7 @@ fn join_message(name: &str) -> Join {
         organisation: None,
         country: None,
         invite: None,
+        work: None,
     }
 }
 

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use canopy_protocol::messages::{Join, JoinAck, Tier};
-use canopy_protocol::{Invite, InviteTerms, PublicKey};
+use canopy_protocol::{Invite, InviteTerms, PeerId, PublicKey, join_work};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
@@ -49,6 +49,32 @@ pub fn network_of(addr: &Multiaddr) -> Option<String> {
     })
 }
 
+/// A line of a peer list that is not a peer id.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {text:?} is not a peer id")]
+pub struct PeerListError {
+    /// The line, from 1.
+    pub line: usize,
+    /// What it holds.
+    pub text: String,
+}
+
+/// The peer ids of a list an operator wrote (one per line; blank lines and `#` comments
+/// are skipped), or the first line that is not one.
+pub fn parse_peer_list(text: &str) -> Result<Vec<PeerId>, PeerListError> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.split('#').next().unwrap_or("").trim()))
+        .filter(|(_, line)| !line.is_empty())
+        .map(|(line, text)| {
+            text.parse().map_err(|_| PeerListError {
+                line,
+                text: text.chars().take(80).collect(),
+            })
+        })
+        .collect()
+}
+
 /// The answer to a join, and the tier granted if the node was admitted.
 pub struct Admission {
     /// What to send back.
@@ -64,9 +90,20 @@ fn refused(round: u64, message: String) -> Admission {
             tier: Tier::Volunteer,
             round,
             message,
+            work_bits: 0,
         },
         joined: None,
     }
+}
+
+/// Whether `join` carries the proof of work the project asks of `key` (a node whose key is
+/// not a peer id never does).
+fn work_done(issuer: &PublicKey, key: &str, join: &Join, bits: u8) -> bool {
+    let Ok(node) = key.parse::<PeerId>() else {
+        return false;
+    };
+    join.work
+        .is_some_and(|nonce| join_work::meets(&issuer.peer_id(), &node, nonce, bits))
 }
 
 /// Checks `token` against this coordinator (`issuer`) and project: the terms, or why not.
@@ -149,6 +186,20 @@ pub fn admit(
             ));
         }
         _ => {}
+    }
+    // Each new identity pays for itself, unless the operator vouched for it.
+    let bits = config.admission.join_work_bits;
+    if bits > 0 && allowed.is_none() && !invited && !work_done(issuer, key, &join, bits) {
+        tracing::info!(peer = %key, bits, "join refused: no proof of work");
+        let mut answer = refused(
+            round,
+            format!(
+                "project {project} asks each new node for a proof of work ({bits} bits); \
+                 this node finds it and joins again"
+            ),
+        );
+        answer.ack.work_bits = bits;
+        return Ok(answer);
     }
     let limit = config.admission.new_nodes_per_network_hour;
     if limit > 0
@@ -266,6 +317,7 @@ pub fn admit(
             } else {
                 format!("{note}; project {project}")
             },
+            work_bits: 0,
         },
         joined: (!banned).then_some(tier),
     })
@@ -311,6 +363,7 @@ mod tests {
             organisation: org.map(str::to_string),
             country: None,
             invite,
+            work: None,
         }
     }
 
@@ -376,6 +429,23 @@ mod tests {
         );
         assert!(!a.ack.accepted && a.ack.message.contains("not a Canopy invitation"));
         assert!(d.state.read().peer("typo").expect("peer").is_none());
+    }
+
+    #[test]
+    fn a_peer_list_skips_comments_and_names_its_first_bad_line() {
+        let (a, b) = (
+            Keypair::generate().expect("keys").peer_id(),
+            Keypair::generate().expect("keys").peer_id(),
+        );
+        let text = format!("# cluster nodes\n{a}\n\n  {b}  # rack 2\n");
+        assert_eq!(parse_peer_list(&text).expect("list"), [a, b]);
+        let err = parse_peer_list(&format!("{a}\nnode-17\n")).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(
+            err.to_string().contains("\"node-17\" is not a peer id"),
+            "{err}"
+        );
+        assert!(parse_peer_list("").expect("empty").is_empty());
     }
 
     #[test]
@@ -458,6 +528,67 @@ mod tests {
         )
         .expect("admit");
         assert!(later.ack.accepted, "{}", later.ack.message);
+    }
+
+    #[test]
+    fn join_work_is_asked_of_new_identities_and_checked_against_their_key() {
+        let mut d = desk(AdmissionPolicy::Open);
+        d.config.admission.join_work_bits = 8;
+        let node = Keypair::generate().expect("keys").peer_id();
+        let key = node.to_string();
+        let coordinator = d.keys.public().peer_id();
+        // Without work: refused, told how much, nothing recorded.
+        let a = d.admit(&key, join(Tier::Volunteer, None, None));
+        assert!(!a.ack.accepted);
+        assert_eq!(a.ack.work_bits, 8);
+        assert!(
+            a.ack.message.contains("proof of work (8 bits)"),
+            "{}",
+            a.ack.message
+        );
+        assert!(d.state.read().peer(&key).expect("peer").is_none());
+        // Work done for another identity or another coordinator is no work for this one.
+        let other = Keypair::generate().expect("keys").peer_id();
+        let elsewhere = Keypair::generate().expect("keys").peer_id();
+        let wrong = [
+            join_work::solve(&coordinator, &other, 8),
+            join_work::solve(&elsewhere, &node, 8),
+        ];
+        for nonce in wrong.into_iter().flatten() {
+            if join_work::meets(&coordinator, &node, nonce, 8) {
+                continue; // 1 in 256: by chance also this identity's work
+            }
+            let a = d.admit(
+                &key,
+                Join {
+                    work: Some(nonce),
+                    ..join(Tier::Volunteer, None, None)
+                },
+            );
+            assert!(!a.ack.accepted && a.ack.work_bits == 8, "{}", a.ack.message);
+        }
+        // With its own work: admitted, and (keeping the nonce) it rejoins.
+        let nonce = join_work::solve(&coordinator, &node, 8);
+        for _ in 0..2 {
+            let a = d.admit(
+                &key,
+                Join {
+                    work: nonce,
+                    ..join(Tier::Volunteer, None, None)
+                },
+            );
+            assert!(a.ack.accepted, "{}", a.ack.message);
+            assert_eq!(a.ack.work_bits, 0);
+        }
+        // An invited node and an allowlisted one were vouched for: no work.
+        let token = d.token("Lab", Tier::Volunteer, 1);
+        let a = d.admit("invited", join(Tier::Volunteer, None, Some(token)));
+        assert!(a.ack.accepted, "{}", a.ack.message);
+        d.state
+            .transaction(|tx| tx.allow("listed", VOLUNTEER, 1))
+            .expect("allow");
+        let a = d.admit("listed", join(Tier::Volunteer, None, None));
+        assert!(a.ack.accepted, "{}", a.ack.message);
     }
 
     #[test]

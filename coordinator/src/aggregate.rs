@@ -40,6 +40,7 @@ use std::str::FromStr;
 
 use rayon::prelude::*;
 
+pub mod direction;
 mod held;
 pub use held::{Held, aggregate_held};
 

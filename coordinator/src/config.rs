@@ -14,6 +14,7 @@ use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
 use canopy_node::network::{MAX_PROVIDER_TTL_SECS, MIN_PROVIDER_TTL_SECS};
+use canopy_protocol::join_work::MAX_JOIN_WORK_BITS;
 use serde::{Deserialize, Serialize};
 
 /// The configuration file's usual name; also the file named by errors from
@@ -255,6 +256,9 @@ pub struct AdmissionConfig {
     /// Most new identities admitted from one network (an IPv4 /24, an IPv6 /48) per hour
     /// without an invitation or the allowlist; 0: no limit.
     pub new_nodes_per_network_hour: u32,
+    /// Proof of work asked of each new identity without an invitation or the allowlist, in
+    /// zero bits of a hash (about 2^bits hashes; 20 is about a second of one core); 0: none.
+    pub join_work_bits: u8,
 }
 
 impl Default for AdmissionConfig {
@@ -262,6 +266,7 @@ impl Default for AdmissionConfig {
         Self {
             policy: AdmissionPolicy::Open,
             new_nodes_per_network_hour: 16,
+            join_work_bits: 0,
         }
     }
 }
@@ -748,6 +753,14 @@ impl Config {
             ),
         )?;
         v.at_least("verification.corpus_replicas", ver.corpus_replicas, 1)?;
+        v.ensure(
+            self.admission.join_work_bits <= MAX_JOIN_WORK_BITS,
+            "admission.join_work_bits",
+            format_args!(
+                "must be at most {MAX_JOIN_WORK_BITS} (got {})",
+                self.admission.join_work_bits
+            ),
+        )?;
 
         let r = &self.reputation;
         v.ensure(
@@ -1093,6 +1106,12 @@ policy = "open"
 # allowlist; others are told to come back later. 0: no limit. Nodes that joined
 # before rejoin freely.
 new_nodes_per_network_hour = 16
+# Proof of work asked of each new identity without an invitation or the allowlist:
+# the node finds a hash with this many leading zero bits (about 2^bits hashes; 20 is
+# about a second of one core, each bit doubles it), once per identity. It makes a
+# thousand identities cost a thousand times one, and slows every honest newcomer a
+# little too. 0 (none) to 24.
+join_work_bits = 0
 
 # The local web dashboard.
 [dashboard]
@@ -1426,6 +1445,10 @@ mod tests {
         invalid(
             "[verification]\ncorpus_replicas = 0",
             "verification.corpus_replicas",
+        );
+        invalid(
+            "[admission]\njoin_work_bits = 25",
+            "admission.join_work_bits",
         );
         let ok = "[verification]\nrerun_fraction = 0.0\nmin_cosine = -1.0";
         Config::from_toml(ok, "c").unwrap();

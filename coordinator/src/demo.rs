@@ -237,6 +237,7 @@ pub async fn run(
             organisation: None,
             country: None,
             invite: None,
+            work: None,
         };
         // Each node has its own worker state; the demo stops them all at the end.
         let node_shared = Arc::new(Shared::default());

@@ -28,6 +28,11 @@ pub const MIN_SPREAD_SAMPLES: usize = 5;
 pub const GROSS_SPREADS: f64 = 25.0;
 /// How many tolerances a gross update's effect is, at least.
 pub const GROSS_TOLERANCES: f64 = 4.0;
+/// How many tolerances of effect are gross whatever the spread (10 nats at the default
+/// tolerance of 0.5: worse than a uniform guess over bytes by far). Early in a run honest
+/// changes spread over a nat or more, and an update scaled thirtyfold, raising the loss by
+/// 29 nats, sat just inside [`GROSS_SPREADS`] of them.
+pub const GROSS_ABSOLUTE_TOLERANCES: f64 = 20.0;
 /// How much of a peer's strikes are kept from one judged update to the next.
 pub const STRIKE_DECAY: f64 = 0.7;
 /// Strikes at which a peer is penalised (about three outliers in a row, or four in five).
@@ -146,7 +151,10 @@ impl LossSpread {
                 other => other,
             };
         }
-        if standing > GROSS_SPREADS && change > GROSS_TOLERANCES * self.tolerance.max(1e-3) {
+        let tolerance = self.tolerance.max(1e-3);
+        let gross = (standing > GROSS_SPREADS && change > GROSS_TOLERANCES * tolerance)
+            || (standing > self.outlier_spreads && change > GROSS_ABSOLUTE_TOLERANCES * tolerance);
+        if gross {
             LossVerdict::Gross { standing }
         } else if standing > self.outlier_spreads {
             LossVerdict::Outlier { standing }
@@ -301,6 +309,21 @@ mod tests {
             spread.record(c);
         }
         assert!(matches!(spread.judge(8.0), LossVerdict::Gross { .. }));
+        // Where honest changes spread wide (a run's first rounds), an update raising the
+        // loss by 25 nats is still gross (fewer than GROSS_SPREADS spreads above the typical
+        // one), one of a few nats an outlier.
+        let mut wide = LossSpread::new(0.5, 4.0);
+        for c in noisy(40, -0.8, 2.0, 3) {
+            wide.record(c);
+        }
+        let (_, s) = wide.centre_and_spread();
+        assert!(s > 1.0, "spread {s}");
+        let verdict = wide.judge(25.0);
+        assert!(
+            matches!(verdict, LossVerdict::Gross { standing } if standing < GROSS_SPREADS),
+            "{verdict:?}, spread {s}"
+        );
+        assert!(matches!(wide.judge(6.0), LossVerdict::Outlier { .. }));
         // Anything at or below the tolerance is fine, however tight the spread.
         assert!(matches!(spread.judge(0.5), LossVerdict::Fine { .. }));
         // Non-finite figures do not enter the spread.

@@ -19,6 +19,7 @@
 
 pub mod admission;
 pub mod aggregate;
+pub mod backup;
 pub mod config;
 pub mod corpus;
 pub mod corpus_swarm;

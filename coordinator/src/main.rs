@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
+use canopy_coordinator::admission;
 use canopy_coordinator::config::{Config, FILE_NAME, Preset};
 use canopy_coordinator::corpus_swarm::{CorpusEvent, SwarmBuild};
 use canopy_coordinator::dashboard;
@@ -47,13 +48,30 @@ enum Command {
         #[command(flatten)]
         http: HttpArgs,
     },
-    /// Admit a node's key to a tier (the datacenter tier verifies volunteers' work).
+    /// Admit nodes' keys to a tier (the datacenter tier verifies volunteers' work).
     Allow {
-        /// The node's peer id (`canopy-node info` prints it).
-        peer: String,
+        /// The nodes' peer ids (`canopy-node info` prints each).
+        peers: Vec<String>,
+        /// A file of peer ids to admit too, one per line (blank lines and `#` comments are
+        /// skipped): a whole cluster at once.
+        #[arg(long)]
+        file: Option<PathBuf>,
         /// The tier.
         #[arg(long, value_enum, default_value_t = TierArg::Datacenter)]
         tier: TierArg,
+        /// The project's configuration.
+        #[arg(long, default_value = FILE_NAME)]
+        config: PathBuf,
+    },
+    /// Copy the project (configuration, key, a consistent snapshot of its state and every
+    /// object it names) into DIR, a new or empty directory; works beside a running
+    /// coordinator. Restore by running the coordinator on DIR/canopy.toml.
+    Backup {
+        /// Where the backup goes.
+        dir: PathBuf,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
         /// The project's configuration.
         #[arg(long, default_value = FILE_NAME)]
         config: PathBuf,
@@ -236,7 +254,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(run_project(&config, json, &http))
         }
-        Command::Allow { peer, tier, config } => allow(&config, &peer, tier),
+        Command::Backup { dir, json, config } => {
+            let summary = canopy_coordinator::backup::backup(&project_dir(&config), &config, &dir)?;
+            if json {
+                println!("{}", serde_json::to_string(&summary)?);
+            } else {
+                println!(
+                    "backed up {} (round {}): {} objects, {} chunks, {:.1} MiB",
+                    dir.display(),
+                    summary.round.map_or("none".into(), |r| r.to_string()),
+                    summary.objects,
+                    summary.chunks,
+                    summary.bytes as f64 / 1_048_576.0
+                );
+                println!(
+                    "restore: canopy-coordinator run --config {}",
+                    dir.join(FILE_NAME).display()
+                );
+            }
+            Ok(())
+        }
+        Command::Allow {
+            peers,
+            file,
+            tier,
+            config,
+        } => allow(&config, &peers, file.as_deref(), tier),
         Command::Status {
             config,
             json,
@@ -339,18 +382,55 @@ fn init(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn allow(config: &Path, peer: &str, tier: TierArg) -> anyhow::Result<()> {
-    let peer_id: libp2p::PeerId = peer
-        .parse()
-        .with_context(|| format!("{peer:?} is not a peer id (canopy-node info prints it)"))?;
+fn allow(
+    config: &Path,
+    peers: &[String],
+    file: Option<&Path>,
+    tier: TierArg,
+) -> anyhow::Result<()> {
+    // Every id is checked before any is admitted: a typo admits nobody.
+    let mut ids = peers
+        .iter()
+        .map(|p| {
+            p.parse::<libp2p::PeerId>()
+                .with_context(|| format!("{p:?} is not a peer id (canopy-node info prints it)"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(file) = file {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        ids.extend(
+            admission::parse_peer_list(&text).with_context(|| format!("in {}", file.display()))?,
+        );
+    }
+    ids.sort();
+    ids.dedup();
+    anyhow::ensure!(
+        !ids.is_empty(),
+        "no peer id given: name them, or pass --file"
+    );
     let dir = project_dir(config);
     let mut state = State::open(&dir.join(DB_FILE))?;
     let tier = match tier {
         TierArg::Datacenter => "datacenter",
         TierArg::Volunteer => "volunteer",
     };
-    state.transaction(|tx| tx.allow(&peer_id.to_string(), tier, project::now_ms()))?;
-    println!("{peer_id} admitted to the {tier} tier (it takes effect when the node next joins)");
+    let now = project::now_ms();
+    state.transaction(|tx| {
+        for id in &ids {
+            tx.allow(&id.to_string(), tier, now)?;
+        }
+        Ok(())
+    })?;
+    match ids.as_slice() {
+        [one] => {
+            println!("{one} admitted to the {tier} tier (it takes effect when the node next joins)")
+        }
+        _ => println!(
+            "{} nodes admitted to the {tier} tier (it takes effect when each next joins)",
+            ids.len()
+        ),
+    }
     Ok(())
 }
 

@@ -502,6 +502,7 @@ impl Project {
         let len = self.model.num_params();
         let mut values = Vec::with_capacity(inputs.len());
         let mut used = Vec::with_capacity(inputs.len());
+        let mut senders = Vec::with_capacity(inputs.len());
         for r in &inputs {
             let Some(root) = r.update_root else { continue };
             let Some(signed) = self.state().read().manifest(&root)? else {
@@ -525,7 +526,30 @@ impl Project {
             // updates takes megabytes while it closes, not gigabytes.
             values.push((Held::new(update), weight as f32));
             used.push((r.lease, weight));
+            senders.push(r);
         }
+        // An update pulling against the rest of its round (a flipped sign, say) is left out
+        // and not credited.
+        let held: Vec<&Held> = values.iter().map(|(h, _)| h).collect();
+        let cosines = aggregate::direction::cosines_to_rest(&held, len);
+        let best = aggregate::direction::best_pair_cosines(&held, len);
+        let flags = aggregate::direction::opposed(&cosines, best.as_deref());
+        tracing::debug!(
+            round,
+            to_rest = ?cosines,
+            best_pair = ?best,
+            "directions of the round's updates"
+        );
+        let mut left_out = Vec::new();
+        for (i, r) in senders.iter().enumerate().rev() {
+            if flags[i] {
+                tracing::info!(peer = %r.peer, task = r.task, cosine = cosines[i], "an update opposed to its round: left out");
+                left_out.push((r.lease, r.task, r.peer.clone(), cosines[i]));
+                values.remove(i);
+                used.remove(i);
+            }
+        }
+        self.count_rejection(|s| s.outliers += left_out.len() as u64);
         let agg_config = aggregate_config(&self.config)?;
         let mut params = (*current.params).clone();
         let (clipped, momentum) = {
@@ -584,6 +608,13 @@ impl Project {
                 tx.put_manifest(&model_signed, now)?;
                 tx.put_manifest(&mom_signed, now)?;
                 tx.put_manifest(&delta_signed, now)?;
+                for (lease, task, peer, cosine) in &left_out {
+                    let reason = format!(
+                        "the update points against the rest of its round (cosine {cosine:.2}): \
+                         left out of it, uncredited"
+                    );
+                    tx.leave_out(*lease, *task, peer, &reason)?;
+                }
                 tx.close_round(round, now, train_loss, Some(f64::from(eval_loss)))?;
                 tx.tally_round(round)?;
                 tx.mark_aggregated(&used, round)?;

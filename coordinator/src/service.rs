@@ -552,6 +552,7 @@ pub fn answer_peer(
                 },
                 round,
                 message: String::new(),
+                work_bits: 0,
             }),
             None => no_work(0, "join first", true),
         },
@@ -1060,6 +1061,19 @@ async fn check_result(
             true,
         ));
     };
+    // An honest node reports exactly the tokens its task asked for; a claim of more is a
+    // lie about the work, evidence like a bad signature (the ledger would credit the task's
+    // tokens only, whatever the claim).
+    if output.tokens > task.tokens {
+        return Err(refuse(
+            format!(
+                "the result claims {} tokens of work for a task of {}: a false claim",
+                output.tokens, task.tokens
+            ),
+            |s| s.failed_verification += 1,
+            true,
+        ));
+    }
     let spec = match decode_spec(&task.spec) {
         Ok(TaskSpec::Train(spec)) => spec,
         _ => {

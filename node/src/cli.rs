@@ -19,6 +19,10 @@ pub struct Cli {
     /// directory, or $CANOPY_DATA_DIR).
     #[arg(long, global = true, env = "CANOPY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The node's key file (default: identity.key in the data directory, or
+    /// $CANOPY_IDENTITY): one per machine where home directories are shared.
+    #[arg(long, global = true, env = "CANOPY_IDENTITY")]
+    pub identity: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -27,6 +27,17 @@ pub enum NodeError {
         /// Its length.
         len: usize,
     },
+    /// Another process holds the lock on a data directory or identity file.
+    #[error(
+        "another canopy-node{} is using {path}; give each node its own --data-dir and --identity",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    InUse {
+        /// The locked file.
+        path: PathBuf,
+        /// The process holding it, where known.
+        pid: Option<u32>,
+    },
     /// A key could not be generated.
     #[error(transparent)]
     Key(#[from] canopy_protocol::error::KeyError),

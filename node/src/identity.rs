@@ -20,7 +20,14 @@ pub fn identity_path(data_dir: &Path) -> PathBuf {
 /// Loads the identity from `data_dir`, creating the directory and a fresh key on first run.
 /// Returns the keypair and whether it was just created.
 pub fn load_or_create(data_dir: &Path) -> Result<(Keypair, bool), NodeError> {
-    let path = identity_path(data_dir);
+    load_or_create_at(&identity_path(data_dir))
+}
+
+/// Loads the identity from the key file `path`, creating its directory and a fresh key on
+/// first run (`--identity FILE`: one key per machine where data directories are shared).
+pub fn load_or_create_at(path: &Path) -> Result<(Keypair, bool), NodeError> {
+    let path = path.to_path_buf();
+    let dir = path.parent().unwrap_or(Path::new("."));
     match std::fs::read(&path) {
         Ok(bytes) => {
             let bytes = Zeroizing::new(bytes);
@@ -35,8 +42,8 @@ pub fn load_or_create(data_dir: &Path) -> Result<(Keypair, bool), NodeError> {
             Ok((Keypair::from_secret_bytes(secret), false))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir).map_err(|source| NodeError::Io {
-                path: data_dir.to_path_buf(),
+            std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
+                path: dir.to_path_buf(),
                 source,
             })?;
             let keys = Keypair::generate()?;

@@ -1,6 +1,7 @@
 //! canopy-node: the peer that volunteers run on desktops and institutions run on cluster nodes.
 //!
 //! - [`identity`]: the node's ed25519 identity on disk (also its libp2p identity).
+//! - [`lock`]: one node per data directory and per identity.
 //! - [`store`]: the content-addressed chunk store with a size cap.
 //! - [`network`]: the libp2p swarm, chunk exchange and peer scoring, behind a [`network::Client`].
 //! - [`objects`]: how model weights and updates are laid out as objects.
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod control;
 pub mod error;
 pub mod identity;
+pub mod lock;
 pub mod network;
 pub mod objects;
 pub mod store;

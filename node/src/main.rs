@@ -1,6 +1,7 @@
 //! The `canopy-node` binary: a Canopy peer.
 
 use std::io::{IsTerminal, Write};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use canopy_node::cli::{
 use canopy_node::network::{self, NetworkEvent};
 use canopy_node::store::ChunkStore;
 use canopy_node::worker::{self, Shared, Worker, WorkerConfig, WorkerStatus};
-use canopy_node::{VERSION, control, identity};
+use canopy_node::{VERSION, control, identity, lock};
 use canopy_protocol::messages::{AdapterInfo, Capabilities, Join, Tier};
 use canopy_shaders::Runtime;
 use clap::Parser;
@@ -43,7 +44,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .context("no data directory: pass --data-dir or set CANOPY_DATA_DIR")
     };
     match cli.command {
-        Command::Info { json } => info(&dir()?, json),
+        Command::Info { json } => info(&dir()?, cli.identity.as_deref(), json),
         Command::Selftest { json } => selftest(json),
         Command::Bench { json, size } => bench(json, size as usize),
         Command::Train(args) => train(args),
@@ -70,7 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
-                .block_on(join(&dir()?, config))
+                .block_on(join(&dir()?, cli.identity.as_deref(), config))
         }
     }
 }
@@ -309,9 +310,10 @@ fn bench(json: bool, size: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn info(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let (keys, created) = identity::load_or_create(dir)
-        .with_context(|| format!("loading the identity in {}", dir.display()))?;
+fn info(dir: &Path, identity: Option<&Path>, json: bool) -> anyhow::Result<()> {
+    let key_file = lock::identity_file(dir, identity);
+    let (keys, created) = identity::load_or_create_at(&key_file)
+        .with_context(|| format!("loading the identity {}", key_file.display()))?;
     let store = ChunkStore::open(dir, u64::MAX).context("opening the chunk store")?;
     let stats = store.stats();
     if json {
@@ -320,6 +322,7 @@ fn info(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
             "public_key": keys.public().to_string(),
             "identity_created": created,
             "data_dir": dir,
+            "identity": key_file,
             "version": VERSION,
             "store": { "chunks": stats.chunks, "bytes": stats.bytes },
         });
@@ -331,6 +334,7 @@ fn info(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         println!("peer id     {}", keys.peer_id());
         println!("public key  {}", keys.public());
         println!("data dir    {}", dir.display());
+        println!("identity    {}", key_file.display());
         println!("chunks      {} ({} bytes)", stats.chunks, stats.bytes);
         println!("version     {VERSION}");
     }
@@ -378,13 +382,16 @@ fn worker_runtimes(choice: &GpuChoice) -> anyhow::Result<Vec<Runtime>> {
     }
 }
 
-async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
+async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow::Result<()> {
     // Catch Ctrl-C and SIGTERM from the start, so leaving is always clean.
     let shutdown =
         canopy_node::control::shutdown_signal().context("listening for Ctrl-C and SIGTERM")?;
     tokio::pin!(shutdown);
-    let (keys, _) = identity::load_or_create(dir)
-        .with_context(|| format!("loading the identity in {}", dir.display()))?;
+    let key_file = lock::identity_file(dir, identity);
+    let (keys, _) = identity::load_or_create_at(&key_file)
+        .with_context(|| format!("loading the identity {}", key_file.display()))?;
+    // One node per data directory and per key, for as long as this one runs.
+    let _lock = lock::NodeLock::acquire(dir, &key_file)?;
     let runtimes = worker_runtimes(&config.gpus)?;
     let store =
         Arc::new(ChunkStore::open(dir, config.store_cap).context("opening the chunk store")?);
@@ -446,6 +453,7 @@ async fn join(dir: &std::path::Path, config: JoinConfig) -> anyhow::Result<()> {
         organisation: config.organisation.clone(),
         country: config.country.clone(),
         invite: config.invite.clone(),
+        work: None,
     };
     let shared = Arc::new(Shared::default());
     shared

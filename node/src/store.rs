@@ -77,6 +77,17 @@ pub struct ChunkStore {
     index: Mutex<Index>,
 }
 
+/// Where the store opened on `dir` keeps chunk `id` (for tools that copy a store, such as
+/// a backup).
+pub fn chunk_path(dir: &Path, id: &Digest) -> PathBuf {
+    chunk_file(&dir.join("chunks"), id)
+}
+
+fn chunk_file(root: &Path, id: &Digest) -> PathBuf {
+    let hex = id.to_string();
+    root.join(&hex[..2]).join(hex)
+}
+
 impl ChunkStore {
     /// Opens (creating if needed) the store in `dir`, indexing the chunks already there.
     pub fn open(dir: &Path, cap: u64) -> Result<Self, NodeError> {
@@ -118,8 +129,7 @@ impl ChunkStore {
     }
 
     fn path(&self, id: &Digest) -> PathBuf {
-        let hex = id.to_string();
-        self.dir.join(&hex[..2]).join(hex)
+        chunk_file(&self.dir, id)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {

@@ -22,7 +22,7 @@ use canopy_protocol::messages::{
     ManifestRequest, ModelDelta, ReleaseReason, TaskOutput, TaskResult, TaskSpec, TrainOutput,
     TrainSpec,
 };
-use canopy_protocol::{Digest, Keypair, Message, ObjectKind, SignedManifest};
+use canopy_protocol::{Digest, Keypair, Message, ObjectKind, SignedManifest, join_work};
 use canopy_shaders::{AdamW, InnerSettings, LrSchedule, Params, Runtime, TrainConfig, train_inner};
 use libp2p::{Multiaddr, PeerId};
 use serde::Serialize;
@@ -71,6 +71,8 @@ pub struct Shared {
     pub paused: AtomicBool,
     joined: AtomicBool,
     status: Mutex<WorkerStatus>,
+    /// The proof of work found on join, shared by the node's workers: (bits, nonce).
+    join_work: Mutex<Option<(u8, u64)>>,
 }
 
 impl Shared {
@@ -186,6 +188,43 @@ impl Worker {
         vec![Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(self.config.coordinator))]
     }
 
+    /// Puts proof of work of `bits` into the join message, finding it unless another worker
+    /// of this node did; false when the join already carried such work (the refusal then has
+    /// another reason) or no node may be asked for that much.
+    async fn prove_work(&mut self, bits: u8) -> Result<bool, WorkerStop> {
+        let coordinator = self.config.coordinator;
+        let node = self.keys.peer_id();
+        let meets = |nonce: Option<u64>| {
+            nonce.is_some_and(|n| join_work::meets(&coordinator, &node, n, bits))
+        };
+        if meets(self.config.join.work) {
+            return Ok(false);
+        }
+        let shared = self.shared.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            // Held while searching, so that the node's other workers wait for this one.
+            let mut cached = shared.join_work.lock().unwrap_or_else(|e| e.into_inner());
+            match *cached {
+                Some((had, nonce)) if had >= bits => Some(nonce),
+                _ => {
+                    shared.update(|s| s.state = "proving work".into());
+                    tracing::info!(
+                        bits,
+                        "the project asks new nodes for a proof of work: finding it"
+                    );
+                    let nonce = join_work::solve(&coordinator, &node, bits)?;
+                    *cached = Some((bits, nonce));
+                    Some(nonce)
+                }
+            }
+        })
+        .await
+        .ok()
+        .flatten();
+        self.config.join.work = found;
+        Ok(meets(found))
+    }
+
     async fn ask(&self, round: u64, message: Message) -> Result<Message, NodeError> {
         self.client
             .request(self.config.coordinator, round, message)
@@ -211,6 +250,8 @@ impl Worker {
                             .update(|s| s.tier = Some(format!("{:?}", ack.tier)));
                         backoff = Duration::from_secs(1);
                     }
+                    Ok(Message::JoinAck(ack))
+                        if ack.work_bits > 0 && self.prove_work(ack.work_bits).await? => {}
                     Ok(Message::JoinAck(ack)) => return Err(WorkerStop::Refused(ack.message)),
                     Ok(other) => {
                         tracing::warn!("the coordinator answered a join with {:?}", other.kind());

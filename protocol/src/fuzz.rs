@@ -159,6 +159,7 @@ pub fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error + Send + Sync>> {
         organisation: None,
         country: Some("FR".into()),
         invite: None,
+        work: None,
     });
     let heartbeat = Message::Heartbeat(Heartbeat {
         current_task: Some(TaskId(3)),

@@ -11,6 +11,7 @@
 //!   normalisation behind exact dedup and opt-outs.
 //! - [`compress`]: pseudo-gradient codecs (f32, f16, blockwise int8, top-k with error feedback).
 //! - [`governance`]: data source records and opt-out requests.
+//! - [`invite`] and [`join_work`]: invitation tokens and proof of work on join.
 //! - [`fuzz`]: the entry points of the fuzz targets.
 //!
 //! Every byte from the network is untrusted until its signature and hash check out; every
@@ -29,6 +30,7 @@ pub mod fuzz;
 pub mod governance;
 pub mod id;
 pub mod invite;
+pub mod join_work;
 pub mod keys;
 pub mod messages;
 

@@ -128,7 +128,7 @@ impl Message {
     pub fn validate(&self) -> Result<(), MessageError> {
         match self {
             Message::Join(join) => join.validate(),
-            Message::JoinAck(ack) => check_text("join_ack.message", &ack.message, MAX_TEXT),
+            Message::JoinAck(ack) => ack.validate(),
             Message::Heartbeat(hb) => hb.validate(),
             Message::LeaseGrant(grant) => grant.spec.validate(),
             Message::LeaseRelease(release) => release.validate(),

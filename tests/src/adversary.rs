@@ -142,6 +142,20 @@ impl Adversary {
 
     /// Asks once to join, presenting `invite` if given; the coordinator's answer.
     pub async fn try_join(&self, invite: Option<String>) -> Result<JoinAck, String> {
+        self.try_join_with(invite, None).await
+    }
+
+    /// The coordinator's peer id.
+    pub fn coordinator(&self) -> PeerId {
+        self.coordinator
+    }
+
+    /// [`Adversary::try_join`], presenting `work` as its proof of work on join.
+    pub async fn try_join_with(
+        &self,
+        invite: Option<String>,
+        work: Option<u64>,
+    ) -> Result<JoinAck, String> {
         let join = Join {
             capabilities: Capabilities {
                 adapters: vec![AdapterInfo {
@@ -159,6 +173,7 @@ impl Adversary {
             organisation: None,
             country: None,
             invite,
+            work,
         };
         match self.ask(Message::Join(join)).await {
             Ok(Message::JoinAck(ack)) => Ok(ack),

@@ -112,6 +112,20 @@ impl Tx<'_> {
         }
         Ok(waiting.len())
     }
+
+    /// Leaves an accepted update out of its round after all (as an outlier, weight 0) and
+    /// takes back its credit, giving `reason` in its result and ledger entry.
+    pub fn leave_out(&self, lease: u64, task: u64, peer: &str, reason: &str) -> Result<()> {
+        self.tx.execute(
+            "UPDATE results SET status = ?2, weight = 0, reason = ?3 WHERE lease = ?1",
+            params![lease as i64, super::OUTLIER, reason],
+        )?;
+        self.tx.execute(
+            "UPDATE ledger SET accepted = 0, reason = ?3 WHERE task = ?1 AND peer = ?2",
+            params![task as i64, peer, reason],
+        )?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +193,47 @@ mod tests {
             }
             assert_eq!(r.results(None, Some("pending")).unwrap().len(), 0);
         }
+    }
+
+    /// An update left out after it was accepted leaves the round's inputs and its sender's
+    /// credit; the others keep theirs.
+    #[test]
+    fn an_update_left_out_at_close_is_not_aggregated_nor_credited() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("canopy.db")).unwrap();
+        state
+            .transaction(|tx| {
+                for peer in ["ada", "mallory"] {
+                    joined(tx, peer, None, None)?;
+                    let task = tx.insert_task(0, TRAIN, peer.as_bytes(), None, 100)?;
+                    let lease = tx.insert_lease(task, peer, 0, 60_000)?;
+                    tx.insert_result(&result(lease, task, peer, "accepted"))?;
+                    tx.ledger_entry(&claim(peer, task, lease, 10, true, 1), 1)?;
+                    if peer == "mallory" {
+                        tx.leave_out(lease, task, peer, "opposed to its round")?;
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        let r = state.read();
+        let taken: Vec<String> = r
+            .unaggregated()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.peer)
+            .collect();
+        assert_eq!(taken, ["ada"]);
+        let left = r.results(None, Some(super::super::OUTLIER)).unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].reason.as_deref(), Some("opposed to its round"));
+        let ledger = r.ledger().unwrap();
+        let credited: Vec<&str> = ledger
+            .iter()
+            .filter(|e| e.accepted)
+            .map(|e| e.peer.as_str())
+            .collect();
+        assert_eq!(credited, ["ada"]);
     }
 
     /// A peer's standing survives a restart and a fresh join (rejoining does not wash it).

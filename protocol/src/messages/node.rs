@@ -73,6 +73,9 @@ pub struct Join {
     /// An invitation token from the project (see [`crate::invite`]): it admits the node
     /// where the project admits invited nodes only, and attests its organisation and tier.
     pub invite: Option<String>,
+    /// Proof of work for this identity (see [`crate::join_work`]), where the project asks
+    /// for it.
+    pub work: Option<u64>,
 }
 
 impl Join {
@@ -120,6 +123,22 @@ pub struct JoinAck {
     pub round: u64,
     /// A note for the volunteer (why refused, or a welcome).
     pub message: String,
+    /// The proof of work the project asks of each new identity, in zero bits (0: none); a
+    /// node refused for lack of it finds the work and joins again.
+    pub work_bits: u8,
+}
+
+impl JoinAck {
+    pub(crate) fn validate(&self) -> Result<(), MessageError> {
+        check_text("join_ack.message", &self.message, MAX_TEXT)?;
+        if self.work_bits > crate::join_work::MAX_JOIN_WORK_BITS {
+            return Err(MessageError::Invalid {
+                field: "join_ack.work_bits",
+                reason: "more proof of work than any project may ask",
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A node's periodic sign of life.

@@ -192,6 +192,71 @@ fn the_coordinator_resumes_after_a_kill_mid_round() {
     );
 }
 
+/// `backup` beside a running coordinator, then the project's directory is lost (SIGKILL,
+/// deleted): run on the backup, the coordinator carries on from the round the backup was
+/// taken in, under the same key and address, its volunteer reconnects by itself, and the run
+/// finishes with the rounds before the backup as they were.
+#[test]
+fn a_backup_taken_while_running_restores_and_resumes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let project = tmp.path().join("project");
+    let config = small_project(&project, free_port(), &[("rounds", "5")], "");
+    let mut coordinator = Coordinator::start(&config);
+    let _v1 = Volunteer::start(&tmp.path().join("v1"), &coordinator.addr, &[]);
+    let _v2 = Volunteer::start(&tmp.path().join("v2"), &coordinator.addr, &[]);
+    coordinator
+        .wait_for(Duration::from_secs(300), |e| e["round"]["round"] == 1)
+        .expect("round 1 closes");
+    let backup = tmp.path().join("backup");
+    let out = coordinator_cli(&[
+        "backup",
+        &backup.to_string_lossy(),
+        "--json",
+        "--config",
+        &config.to_string_lossy(),
+    ]);
+    let summary: serde_json::Value = serde_json::from_str(&out).expect("backup JSON");
+    let taken_in = summary["round"].as_u64().expect("round");
+    assert!(taken_in >= 2, "{summary}");
+    assert!(summary["chunks"].as_u64().expect("chunks") > 0, "{summary}");
+    let before = coordinator_json("status", &config);
+    signal(&coordinator.child, "KILL");
+    let _ = coordinator.child.wait();
+    std::fs::remove_dir_all(&project).expect("the project is lost");
+
+    let restored = backup.join("canopy.toml");
+    let mut coordinator = Coordinator::start(&restored);
+    let status = coordinator.wait_exit(Duration::from_secs(600));
+    assert!(status.success(), "the restored project finishes the run");
+    let after = coordinator_json("status", &restored);
+    let closed = |s: &serde_json::Value| -> Vec<(u64, f64)> {
+        s["rounds"]
+            .as_array()
+            .expect("rounds")
+            .iter()
+            .filter(|r| !r["closed_ms"].is_null())
+            .map(|r| {
+                (
+                    r["round"].as_u64().expect("round"),
+                    r["eval_loss"].as_f64().expect("loss"),
+                )
+            })
+            .collect()
+    };
+    let (earlier, restored_rounds) = (closed(&before), closed(&after));
+    assert_eq!(
+        restored_rounds.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4],
+        "every round closed once"
+    );
+    for round in earlier.iter().filter(|r| r.0 < taken_in) {
+        assert!(
+            restored_rounds.contains(round),
+            "round {round:?} is as it was before the backup"
+        );
+    }
+}
+
 /// A node stopped with SIGTERM in the middle of a task hands its lease back at once.
 #[test]
 fn a_node_hands_its_lease_back_on_sigterm() {

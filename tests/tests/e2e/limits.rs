@@ -90,6 +90,7 @@ async fn a_peer_whose_application_falls_behind_answers_busy_and_recovers() {
                     tier: Tier::Volunteer,
                     round,
                     message: "answered".into(),
+                    work_bits: 0,
                 });
                 let _ = client.respond(id, round, ack).await;
             }

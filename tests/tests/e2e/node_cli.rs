@@ -29,6 +29,36 @@ fn info_creates_the_identity_once() {
     assert!(first["peer_id"].as_str().unwrap().starts_with("12D3KooW"));
 }
 
+/// `--identity FILE` keeps the key apart from the data directory (one key per machine where
+/// home directories are shared).
+#[test]
+fn an_identity_file_can_live_outside_the_data_directory() {
+    let (dir, keys) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let key = keys.path().join("host-a.key");
+    let run = |identity: Option<&std::path::Path>| {
+        let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+        cmd.arg("--data-dir").arg(dir.path());
+        if let Some(identity) = identity {
+            cmd.arg("--identity").arg(identity);
+        }
+        cmd.args(["info", "--json"]);
+        let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let own = run(Some(&key));
+    assert_eq!(own["identity_created"], true);
+    assert_eq!(own["identity"], key.to_str().unwrap());
+    assert!(key.exists());
+    assert_eq!(run(Some(&key))["peer_id"], own["peer_id"]);
+    let default = run(None);
+    assert_ne!(default["peer_id"], own["peer_id"]);
+}
+
 #[test]
 fn join_refuses_an_address_without_peer_id() {
     let dir = tempfile::tempdir().unwrap();
@@ -78,6 +108,30 @@ async fn join_connects_and_leaves_on_sigterm() {
     })
     .await;
     let pid = child.id().to_string();
+    // While it runs, no second node starts on its data directory, nor with its key from
+    // another directory (as on a shared home); each is told why and by whom.
+    let other = tempfile::tempdir().unwrap();
+    let key = dir.path().join("identity.key");
+    for (data_dir, identity, expect) in [
+        (dir.path(), None, format!("(pid {pid}) is using")),
+        (
+            other.path(),
+            Some(&key),
+            format!("is using {}", key.display()),
+        ),
+    ] {
+        let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+        cmd.arg("--data-dir").arg(data_dir);
+        if let Some(identity) = identity {
+            cmd.arg("--identity").arg(identity);
+        }
+        cmd.args(["join", &boot.addrs[0].to_string()])
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"]);
+        let out = run_with_timeout(cmd, Duration::from_secs(60)).unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "a second node started: {stderr}");
+        assert!(stderr.contains(&expect), "{stderr}");
+    }
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
     let out = tokio::task::spawn_blocking(move || child.wait_with_output())
