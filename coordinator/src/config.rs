@@ -257,7 +257,7 @@ pub struct AdmissionConfig {
     /// without an invitation or the allowlist; 0: no limit.
     pub new_nodes_per_network_hour: u32,
     /// Proof of work asked of each new identity without an invitation or the allowlist, in
-    /// zero bits of a hash (about 2^bits hashes; 20 is about a second of one core); 0: none.
+    /// zero bits of a hash (about 2^bits hashes; each bit doubles the work); 0: none.
     pub join_work_bits: u8,
 }
 
@@ -1107,8 +1107,8 @@ policy = "open"
 # before rejoin freely.
 new_nodes_per_network_hour = 16
 # Proof of work asked of each new identity without an invitation or the allowlist:
-# the node finds a hash with this many leading zero bits (about 2^bits hashes; 20 is
-# about a second of one core, each bit doubles it), once per identity. It makes a
+# the node finds a hash with this many leading zero bits (about 2^bits hashes;
+# each bit doubles the work), once per identity. It makes a
 # thousand identities cost a thousand times one, and slows every honest newcomer a
 # little too. 0 (none) to 24.
 join_work_bits = 0

@@ -6,7 +6,7 @@
 
 use crate::keys::PeerId;
 
-/// The most zero bits a project may ask for (about 2^24 hashes, some seconds of one core);
+/// The most zero bits a project may ask for (about 2^24 hashes);
 /// a node never searches for more, whatever a coordinator says.
 pub const MAX_JOIN_WORK_BITS: u8 = 24;
 
