@@ -74,11 +74,9 @@ const MIB: u64 = 1 << 20;
 /// bytes sit at one of a few levels and eight samples may miss the lowest: a node's final
 /// floor is held to its warm-up median plus this slack (one low warm-up sample failed a run).
 const STORE_SLACK: u64 = 4 * MIB;
-/// How far provider records and stored objects may grow: a round's objects, twice over.
-/// Other peers' records follow the round rate (those announced within one time to live), so
-/// their final floor is held to the warm-up window's highest figure plus this slack. The
-/// coordinator's own swing with each round's updates (13 to 79 in one run), so theirs is held
-/// to the warm-up median, not its lowest sample.
+/// How far provider records and stored objects may grow: a round's objects, twice over. Peers'
+/// records follow the round rate (announced within a time to live): their final floor is held
+/// to the warm-up's top plus this; the coordinator's own (swinging each round), to its median.
 const RECORDS_SLACK: u64 = 10;
 /// The DHT's provider record time to live here, in seconds (about 35 rounds, as an hour is a
 /// few dozen rounds of a real run).
