@@ -213,7 +213,8 @@ pub fn quality_weight(score: f64) -> f64 {
     1.0 / (1.0 + (score - SCORE_NOISE).max(0.0))
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The median of `v` (0 for none), which it sorts.
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {

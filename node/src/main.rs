@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use std::sync::atomic::Ordering;
 
-use canopy_node::cli::{
-    Cli, Command, GpuChoice, JoinConfig, PresetArg, TierArg, TrainArgs, data_dir,
-};
+use canopy_node::cli::{Cli, Command, JoinConfig, PresetArg, TierArg, TrainArgs, data_dir};
 use canopy_node::network::{self, NetworkEvent};
 use canopy_node::store::ChunkStore;
 use canopy_node::worker::{self, Shared, Worker, WorkerConfig, WorkerStatus};
@@ -19,6 +17,9 @@ use canopy_node::{VERSION, control, identity, lock};
 use canopy_protocol::messages::{AdapterInfo, Capabilities, Join, Tier};
 use canopy_shaders::Runtime;
 use clap::Parser;
+
+mod gpus;
+use gpus::worker_runtimes;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -339,47 +340,6 @@ fn info(dir: &Path, identity: Option<&Path>, json: bool) -> anyhow::Result<()> {
         println!("version     {VERSION}");
     }
     Ok(())
-}
-
-/// The runtimes `--gpus` asks for: one per listed hardware adapter, or the default choice.
-fn worker_runtimes(choice: &GpuChoice) -> anyhow::Result<Vec<Runtime>> {
-    let hardware = || -> Vec<canopy_shaders::wgpu::Adapter> {
-        canopy_shaders::runtime::enumerate_adapters()
-            .into_iter()
-            .filter(|a| !canopy_shaders::runtime::is_software(&a.get_info()))
-            .collect()
-    };
-    let open = |a: &canopy_shaders::wgpu::Adapter| -> anyhow::Result<Runtime> {
-        Ok(Runtime::Gpu(Box::new(
-            canopy_shaders::Gpu::open(a)
-                .with_context(|| format!("opening {}", a.get_info().name))?,
-        )))
-    };
-    match choice {
-        GpuChoice::Default => Ok(vec![
-            Runtime::from_env().context("choosing where kernels run")?,
-        ]),
-        GpuChoice::All => {
-            let adapters = hardware();
-            if adapters.is_empty() {
-                anyhow::bail!(
-                    "--gpus all: no GPU adapter found; leave --gpus out to use the CPU path"
-                );
-            }
-            adapters.iter().map(open).collect()
-        }
-        GpuChoice::List(list) => {
-            let adapters = hardware();
-            list.iter()
-                .map(|&i| {
-                    let a = adapters.get(i).with_context(|| {
-                        format!("--gpus: there is no GPU {i}; this machine has {} (`canopy-node info` lists them)", adapters.len())
-                    })?;
-                    open(a)
-                })
-                .collect()
-        }
-    }
 }
 
 async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow::Result<()> {

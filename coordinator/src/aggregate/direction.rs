@@ -16,6 +16,7 @@
 //! [`MIN_UPDATES`] updates, where "the rest" is too little to speak for the round.
 
 use super::held::Held;
+use crate::judge::median;
 
 /// The fewest updates in a round for its directions to be judged.
 pub const MIN_UPDATES: usize = 3;
@@ -28,17 +29,6 @@ pub const OPPOSED_FRACTION: f64 = 0.5;
 /// The largest round also judged pair by pair (the pairs grow with the square of its size;
 /// beyond a few updates the rest speaks for the round by itself).
 pub const PAIRWISE_MAX: usize = 16;
-
-/// The median of finite `values` (0 for none), which it sorts.
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => values[n / 2],
-        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
-    }
-}
 
 /// Adds `update` into `sum`.
 fn add_into(update: &Held, sum: &mut [f64]) {
