@@ -17,6 +17,9 @@ use canopy_node::network::{MAX_PROVIDER_TTL_SECS, MIN_PROVIDER_TTL_SECS};
 use canopy_protocol::join_work::MAX_JOIN_WORK_BITS;
 use serde::{Deserialize, Serialize};
 
+mod dashboard;
+pub use dashboard::{DashboardConfig, token_ok};
+
 /// The configuration file's usual name; also the file named by errors from
 /// [`Config::validate`], which does not know where the values came from.
 pub const FILE_NAME: &str = "canopy.toml";
@@ -478,33 +481,6 @@ impl Default for ReputationConfig {
     }
 }
 
-/// `[dashboard]`: the local web dashboard.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DashboardConfig {
-    /// `host:port` to serve on; `None` (written `""` in the file) disables it.
-    #[serde(with = "empty_string_is_none")]
-    pub listen: Option<String>,
-    /// Bearer token for the changing actions (ban, allowlist, pause, resume); `None`
-    /// (written `""`) turns those actions off. At least 16 characters, no spaces.
-    #[serde(with = "empty_string_is_none")]
-    pub token: Option<String>,
-}
-
-impl Default for DashboardConfig {
-    fn default() -> Self {
-        Self {
-            listen: Some("127.0.0.1:8080".to_owned()),
-            token: None,
-        }
-    }
-}
-
-/// Whether `token` is acceptable as the dashboard's bearer token.
-pub fn token_ok(token: &str) -> bool {
-    token.len() >= 16 && token.len() <= 256 && token.bytes().all(|b| b.is_ascii_graphic())
-}
-
 /// `[store]`: the coordinator's content store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -787,26 +763,7 @@ impl Config {
             ),
         )?;
 
-        if let Some(listen) = &self.dashboard.listen {
-            v.ensure(
-                is_host_port(listen),
-                "dashboard.listen",
-                format_args!(
-                    "must be \"host:port\" such as \"127.0.0.1:8080\", or \"\" to disable the dashboard (got {listen:?})"
-                ),
-            )?;
-        }
-
-        if let Some(token) = &self.dashboard.token {
-            v.ensure(
-                token_ok(token),
-                "dashboard.token",
-                format_args!(
-                    "must be 16 to 256 printable ASCII characters without spaces, or \"\" to turn the changing actions off (got {} characters)",
-                    token.len()
-                ),
-            )?;
-        }
+        self.dashboard.check(&v)?;
 
         v.at_least("store.cap_mib", self.store.cap_mib, 1)?;
         Ok(())
@@ -917,228 +874,7 @@ impl Validator<'_> {
 }
 
 /// The file `canopy-coordinator init` writes; equal to `Config::default()`.
-const TEMPLATE: &str = r#"# canopy.toml: configuration of the Canopy coordinator.
-#
-# Canopy trains an open language model DiLoCo-style on volunteer machines.
-# Each round the coordinator leases training tasks to nodes; a node runs
-# `inner_steps` local optimiser steps from the current global model and sends
-# back its compressed update; the coordinator verifies the updates, combines
-# the accepted ones and takes one outer optimiser step.
-#
-# Every key below is shown with its default value. Any key or whole section
-# may be left out to keep the default; a misspelt key or section is an error.
-
-# The training run's identity.
-[project]
-# Name of the run; ASCII letters, digits, '-', '_' and '.' only.
-name = "canopy-demo"
-# Seed for model initialisation, generated data and task shuffling; any
-# non-negative integer.
-seed = 0
-
-# The peer-to-peer listener.
-[network]
-# Multiaddrs to listen on; at least one, each starting with '/'.
-listen = ["/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"]
-# Advertise the listen addresses as reachable from the internet: true only if
-# this machine has a public address or forwarded ports; true or false.
-public = false
-# Discover peers on the local network with mDNS; true or false.
-mdns = false
-# How long the DHT keeps a record of who holds an object, in seconds (3 to
-# 172800); holders announce again every third of it. Volunteers should pass
-# the same value to `canopy-node join --provider-ttl-secs`.
-provider_ttl_secs = 3600
-
-# Which model is trained.
-[model]
-# Model size: "tiny", "small" or "base".
-preset = "tiny"
-
-# The training corpus and how it is cut into shards.
-[data]
-# Directory of .txt and .jsonl files to train on. Leave it out (as here) to
-# train on the project's generated multilingual text.
-# corpus = "path/to/corpus"
-# Bytes of text to generate when no corpus is given; at least 1.
-generated_bytes = 2_000_000
-# Size of one data shard in bytes; at least 1.
-shard_bytes = 65_536
-# Share of the data held out for evaluation; above 0 and below 0.5.
-holdout = 0.05
-
-# Rounds, the inner (per-node) optimiser, and when a round closes.
-[training]
-# Number of outer rounds to run; at least 1.
-rounds = 10
-# Local optimiser steps in one training task; at least 1.
-inner_steps = 50
-# Sequences per inner step; at least 1.
-batch_size = 8
-# Tokens per sequence; at least 1.
-seq_len = 64
-# Peak inner learning rate; a finite number above 0. Over the rounds the rate
-# follows one cosine from lr down to lr / 10; each task follows its round's
-# stretch of it, and decays at least to task_lr_decay of its starting rate.
-lr = 3e-3
-# Share of its starting rate a task's rate decays to; above 0, at most 1.
-# 1 follows the run's schedule (best with batches of a few hundred tokens or
-# more); lower values anneal every task, which small batches need to keep
-# honest updates from raising the held-out loss.
-task_lr_decay = 0.1
-# Inner steps of linear learning-rate warmup at the start of the run; 0 or more.
-warmup_steps = 5
-# Inner steps of warmup at the start of every later task (its AdamW moments
-# start from zero); 0 or more.
-round_warmup_steps = 5
-# Inner weight decay; a finite number of at least 0.
-weight_decay = 0.1
-# Maximum global gradient norm of an inner step; a finite number above 0.
-grad_clip = 1.0
-# How nodes compress the update they send back: "f32" (none), "f16",
-# "int8" or "topk" (keep only the largest entries, see topk_density).
-compression = "int8"
-# Share of entries kept by "topk" compression; above 0 and at most 1.
-topk_density = 0.01
-# Training tasks leased out per round; at least 1.
-tasks_per_round = 4
-# A round closes as soon as this many updates are accepted and no lease of the
-# round is still out; from 1 to tasks_per_round.
-min_updates = 3
-# Seconds after which a round closes anyway if at least one update was
-# accepted; at least 1.
-round_deadline_secs = 900
-# What happens to an update that arrives after its round closed: "drop"
-# discards it, "weight" applies it later with weight staleness_decay ^ age.
-late_updates = "drop"
-# Weight factor per round of age for late updates; above 0 and at most 1.
-staleness_decay = 0.5
-
-# How the accepted updates of a round become the next global model.
-[aggregation]
-# Combining rule: "trimmed_mean", "median" or "mean".
-combine = "trimmed_mean"
-# Share of values dropped from each end by "trimmed_mean"; at least 0 and
-# below 0.5.
-trim = 0.25
-# Clip each update's norm to this multiple of the round's median update norm;
-# a finite number of at least 0, where 0 disables clipping.
-clip_multiple = 2.0
-# Outer learning rate; a finite number above 0.
-outer_lr = 0.7
-# Outer momentum; at least 0 and below 1.
-outer_momentum = 0.9
-
-# Leases: how long a node may take over a task, and liveness.
-[scheduling]
-# A lease's deadline is this many times the task's expected time at the
-# node's measured throughput; a finite number of at least 1.
-lease_slack = 3.0
-# Shortest lease in seconds; at least 1.
-min_lease_secs = 30
-# Longest lease in seconds; at least min_lease_secs.
-max_lease_secs = 3600
-# Throughput in tokens per second assumed for a node never measured; a finite
-# number above 0.
-assumed_tokens_per_sec = 2000.0
-# Seconds between heartbeats; at least 1.
-heartbeat_secs = 10
-# How long a node with nothing to do waits before asking again, in milliseconds.
-idle_retry_ms = 1000
-
-# Checks applied to updates before they are accepted.
-[verification]
-# Share of volunteer training tasks re-run by the datacenter tier to compare
-# results; from 0 to 1.
-rerun_fraction = 0.25
-# Least cosine similarity between an update and its re-run; from -1 to 1.
-min_cosine = 0.8
-# An update whose application alone raises the loss on a held-out text by
-# up to this many nats is always fine; a finite number of at least 0. Beyond
-# it, the update is compared with the spread of recent accepted updates (small
-# tasks are noisy: one inner step of a few tokens can honestly raise the loss
-# by most of a nat).
-max_loss_increase = 0.5
-# An update more than this many spreads above the typical one is an outlier:
-# left out of its round, at no cost to its sender's reputation unless it
-# happens again and again. One far beyond any noise (25 spreads, and 4 times
-# max_loss_increase) is refused as evidence. A finite number of at least 1.
-outlier_spreads = 4.0
-# Whether a round aggregates an update whose scheduled re-run by the
-# datacenter tier has not happened when the round closes. false keeps it out
-# (checks fail closed); true takes it in unchecked, and the ledger and the
-# dashboard count it. Updates are scheduled for re-runs only while a
-# datacenter node is active.
-aggregate_unchecked = false
-# Number of nodes that hold a copy of each corpus shard; at least 1.
-corpus_replicas = 2
-# Share of corpus chunks agreed by two volunteers that the coordinator computes
-# again itself (on its CPU) before it accepts the agreement, drawn with a secret
-# no node sees: colluding identities cannot tell which chunks are checked, and a
-# tampered agreement that is checked costs both their reputation. From 0 to 1.
-corpus_recheck_fraction = 0.05
-
-# Per-node reputation scores; a node that falls below ban_below is banned.
-[reputation]
-# A new node's score; any integer.
-start = 0
-# Change for an accepted update; 0 or more.
-accepted = 1
-# Change for a rejected update; 0 or less.
-rejected = -10
-# Change for an update that failed verification; 0 or less.
-failed_verification = -25
-# Ban threshold; below start.
-ban_below = -50
-
-# Who may join. "open": any key joins as a volunteer (anyone may also run
-# many identities; see the README's threat model). "invite": nodes joining with
-# an invitation token from `canopy-coordinator invite --org NAME` (each token
-# admits a set number of nodes, is recorded under its organisation, and may be
-# revoked), and allowlisted keys. "allowlist": only keys added with
-# `canopy-coordinator allow <peer id>` (as volunteer or datacenter) join; others
-# are told so and stop. Under any policy a node's invitation attests its
-# organisation (and grants the datacenter tier if the token says so).
-[admission]
-policy = "open"
-# Most new identities that may join from one network (an IPv4 /24 or an IPv6 /48:
-# one household, office or small allocation) per hour without an invitation or the
-# allowlist; others are told to come back later. 0: no limit. Nodes that joined
-# before rejoin freely.
-new_nodes_per_network_hour = 16
-# Proof of work asked of each new identity without an invitation or the allowlist:
-# the node finds a hash with this many leading zero bits (about 2^bits hashes;
-# each bit doubles the work), once per identity. It makes a
-# thousand identities cost a thousand times one, and slows every honest newcomer a
-# little too. 0 (none) to 24.
-join_work_bits = 0
-
-# The local web dashboard.
-[dashboard]
-# "host:port" to serve the dashboard on, or "" to turn it off.
-listen = "127.0.0.1:8080"
-# Bearer token for the changing actions (ban, allowlist, pause, resume): 16 to 256
-# printable characters without spaces, or "" to turn those actions off.
-token = ""
-
-# The coordinator's content store (checkpoints, updates, shards).
-[store]
-# Most disk space the store may use, in MiB; at least 1.
-cap_mib = 65_536
-# Keep the model of every Nth round for export (0: only the current and previous model
-# versions stay; everything else a round leaves behind is deleted as the run goes on).
-checkpoint_every = 0
-
-# Build the training corpus on the swarm before training (left out, as here: no build).
-# Volunteers compute quality signals and MinHash signatures per chunk, two peers per
-# chunk; the outputs are those of `canopy-coordinator corpus build`, and training then
-# uses out/kept.jsonl. Relative paths are relative to this file's directory.
-# [corpus]
-# sources = "sources"          # one subdirectory per source, each with its source.toml
-# out = "corpus-out"           # kept.jsonl, dropped.jsonl, shards/, datacard.json/.md
-# optout = "optout.txt"        # default: sources/optout.txt when present
-# config = "corpus.toml"       # default: sources/corpus.toml when present
-"#;
+const TEMPLATE: &str = include_str!("config/template.toml");
 
 #[cfg(test)]
 mod tests {
@@ -1485,6 +1221,21 @@ mod tests {
             let config = Config::from_toml(&text, "c").unwrap();
             assert_eq!(config.dashboard.listen.as_deref(), Some(ok));
         }
+        invalid(
+            "[dashboard]\nread_token = \"short\"",
+            "dashboard.read_token",
+        );
+        invalid("[dashboard]\ntls_cert = \"cert.pem\"", "dashboard.tls_cert");
+        invalid("[dashboard]\ntls_key = \"key.pem\"", "dashboard.tls_cert");
+        let text = "[dashboard]\nread_token = \"0123456789abcdef\"\n\
+                    tls_cert = \"tls/cert.pem\"\ntls_key = \"/etc/canopy/key.pem\"";
+        let config = Config::from_toml(text, "c").unwrap();
+        assert!(config.dashboard.holds_secret());
+        let (cert, key) = config.dashboard.tls_files(Path::new("/srv/p")).unwrap();
+        assert_eq!(cert, Path::new("/srv/p/tls/cert.pem"));
+        assert_eq!(key, Path::new("/etc/canopy/key.pem"));
+        assert!(!Config::default().dashboard.holds_secret());
+        assert_eq!(Config::default().dashboard.tls_files(Path::new("/")), None);
     }
 
     #[test]

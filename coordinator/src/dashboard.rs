@@ -9,10 +9,12 @@
 //! - [`api`]: the routes and their JSON.
 //! - [`metrics`]: the counters the service updates and the `/metrics` text.
 //! - `page`: the embedded single-file page.
+//! - [`tls`]: HTTPS, when `dashboard.tls_cert` and `dashboard.tls_key` are set.
 
 pub mod api;
 pub mod metrics;
 mod page;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,6 +36,14 @@ pub enum DashboardError {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key cannot be used.
+    #[error("dashboard TLS: {path}: {reason}")]
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// Serving stopped with an I/O error.
     #[error("the dashboard stopped: {0}")]
     Serve(#[source] std::io::Error),
@@ -52,23 +62,47 @@ pub struct ProjectInfo {
 
 /// A bound, not yet serving, dashboard listener: bind first (to print the real address,
 /// also for port 0), then [`Listener::serve`].
-#[derive(Debug)]
 pub struct Listener {
     listener: tokio::net::TcpListener,
-    token: Option<String>,
+    tokens: api::Tokens,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Listener {
-    /// Binds `addr` (`host:port`). `token` guards the changing actions; without one they are
-    /// refused.
-    pub async fn bind(addr: &str, token: Option<String>) -> Result<Self, DashboardError> {
+    /// Binds `addr` (`host:port`). `tokens.admin` guards the changing actions (without one
+    /// they are refused); `tokens.read`, when set, the reads that show volunteers' names and
+    /// countries.
+    pub async fn bind(addr: &str, tokens: api::Tokens) -> Result<Self, DashboardError> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| DashboardError::Bind {
                 addr: addr.to_owned(),
                 source,
             })?;
-        Ok(Self { listener, token })
+        Ok(Self {
+            listener,
+            tokens,
+            tls: None,
+        })
+    }
+
+    /// Serves HTTPS with the PEM certificate chain `cert` and private key `key`.
+    pub fn with_tls(
+        mut self,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<Self, DashboardError> {
+        self.tls = Some(tls::acceptor(cert, key)?);
+        Ok(self)
     }
 
     /// The bound address.
@@ -78,7 +112,8 @@ impl Listener {
 
     /// The page's URL.
     pub fn url(&self) -> Result<String, DashboardError> {
-        Ok(format!("http://{}/", self.local_addr()?))
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Ok(format!("{scheme}://{}/", self.local_addr()?))
     }
 
     /// Serves the dashboard of the state database `db` until `shutdown` resolves. The
@@ -90,11 +125,22 @@ impl Listener {
         metrics: Arc<Metrics>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), DashboardError> {
-        let app = api::router(api::App::new(db, info, metrics, self.token));
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(DashboardError::Serve)
+        let app = api::router(api::App::new(db, info, metrics, self.tokens));
+        match self.tls {
+            Some(acceptor) => {
+                let listener = tls::TlsListener::new(self.listener, acceptor)
+                    .map_err(DashboardError::Serve)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+        .map_err(DashboardError::Serve)
     }
 
     /// [`Listener::serve`] as a background task that logs how it ended.

@@ -25,6 +25,8 @@ mod invite_cli;
 #[derive(Parser)]
 #[command(name = "canopy-coordinator", version)]
 struct Cli {
+    #[command(flatten)]
+    log: canopy_node::logging::LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -191,10 +193,12 @@ struct HttpArgs {
 
 impl HttpArgs {
     /// Binds the dashboard's listener: the flags win over the configuration.
+    /// `config` is the project's `[dashboard]` and directory (`run`), or none (`demo`).
     async fn bind(
         &self,
-        config: Option<&canopy_coordinator::config::DashboardConfig>,
+        config: Option<(&canopy_coordinator::config::DashboardConfig, &Path)>,
     ) -> anyhow::Result<Option<dashboard::Listener>> {
+        let (config, project) = config.unzip();
         let listen = self
             .http
             .clone()
@@ -213,7 +217,17 @@ impl HttpArgs {
         let Some(listen) = listen else {
             return Ok(None);
         };
-        Ok(Some(dashboard::Listener::bind(&listen, token).await?))
+        let tokens = dashboard::api::Tokens {
+            admin: token,
+            read: config.and_then(|c| c.read_token.clone()),
+        };
+        let listener = dashboard::Listener::bind(&listen, tokens).await?;
+        Ok(Some(
+            match config.zip(project).and_then(|(c, dir)| c.tls_files(dir)) {
+                Some((cert, key)) => listener.with_tls(&cert, &key)?,
+                None => listener,
+            },
+        ))
     }
 }
 
@@ -231,14 +245,9 @@ enum TierArg {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    canopy_node::logging::init(cli.log.log_format);
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -364,13 +373,32 @@ fn open_state(config: &Path) -> anyhow::Result<State> {
     State::open_read_only(&db).with_context(|| format!("opening {}", db.display()))
 }
 
+/// Warns when `canopy.toml` holds a token yet others than its owner may read it.
+fn warn_if_readable(path: &Path, config: &Config) {
+    #[cfg(unix)]
+    if config.dashboard.holds_secret()
+        && let Ok(meta) = std::fs::metadata(path)
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                "{} holds a dashboard token but others may read it (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            );
+        }
+    }
+}
+
 fn init(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(FILE_NAME);
     if path.exists() {
         bail!("{} already exists; not overwriting it", path.display());
     }
-    std::fs::write(&path, Config::template())
+    // Owner-only: the file is where the dashboard's tokens go.
+    canopy_node::identity::write_private(&path, Config::template().as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     let (keys, _) = canopy_node::identity::load_or_create(dir)?;
     println!("created {}", path.display());
@@ -436,8 +464,9 @@ fn allow(
 
 async fn run_project(config_path: &Path, json: bool, http: &HttpArgs) -> anyhow::Result<()> {
     let config = Config::load(config_path)?;
-    let listener = http.bind(Some(&config.dashboard)).await?;
     let dir = project_dir(config_path);
+    warn_if_readable(config_path, &config);
+    let listener = http.bind(Some((&config.dashboard, &dir))).await?;
     let mut shutdown = Box::pin(
         canopy_node::control::shutdown_signal().context("listening for Ctrl-C and SIGTERM")?,
     );
@@ -450,8 +479,10 @@ async fn run_project(config_path: &Path, json: bool, http: &HttpArgs) -> anyhow:
                 .with_context(|| format!("network.listen: {a:?} is not a multiaddr"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let metrics = Arc::new(dashboard::Metrics::new());
     let network = NetworkConfig {
         listen,
+        metrics: Some(metrics.registry()),
         mdns: config.network.mdns,
         kad_server: true,
         relay_server: true,
@@ -465,7 +496,6 @@ async fn run_project(config_path: &Path, json: bool, http: &HttpArgs) -> anyhow:
             .with_context(|| format!("opening the chunk store in {}", dir.display()))?,
     );
     let (keys, _) = canopy_node::identity::load_or_create(&dir)?;
-    let metrics = Arc::new(dashboard::Metrics::new());
     let open_project = |config: Config| {
         let (d, s) = (dir.clone(), store.clone());
         let shown = dir.display().to_string();

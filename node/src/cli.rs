@@ -23,6 +23,9 @@ pub struct Cli {
     /// $CANOPY_IDENTITY): one per machine where home directories are shared.
     #[arg(long, global = true, env = "CANOPY_IDENTITY")]
     pub identity: Option<PathBuf>,
+    /// `--log-format`.
+    #[command(flatten)]
+    pub log: crate::logging::LogArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -127,7 +130,9 @@ pub struct JoinArgs {
           value_parser = clap::value_parser!(u64).range(MIN_PROVIDER_TTL_SECS..=MAX_PROVIDER_TTL_SECS))]
     pub provider_ttl_secs: u64,
     /// GPUs to run workers on, one worker each: `all`, or adapter numbers such as `0,1`
-    /// (`canopy-node info` lists them). Default: one worker on the best adapter, or the CPU.
+    /// (`canopy-node info` lists them). Default: the GPUs a scheduler names in
+    /// CUDA_VISIBLE_DEVICES, ROCR_VISIBLE_DEVICES, ZE_AFFINITY_MASK or GPU_DEVICE_ORDINAL,
+    /// else one worker on the best adapter, or the CPU path.
     #[arg(long)]
     pub gpus: Option<String>,
     /// Most CPU threads the CPU path uses (default: all cores).
@@ -140,6 +145,10 @@ pub struct JoinArgs {
     /// Start paused (resume with `canopy-node resume`).
     #[arg(long)]
     pub paused: bool,
+    /// Serve Prometheus metrics (the node's and libp2p's) at http://IP:PORT/metrics, such as
+    /// 127.0.0.1:9464. Off by default.
+    #[arg(long, value_name = "IP:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Print one JSON status object per interval instead of a live line.
     #[arg(long)]
     pub json: bool,
@@ -260,6 +269,8 @@ pub struct JoinConfig {
     pub memory_limit: Option<u64>,
     /// Start paused.
     pub paused: bool,
+    /// Where to serve `/metrics`, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Why `join` flags are refused.
@@ -359,6 +370,7 @@ impl JoinConfig {
             threads: args.threads,
             memory_limit: args.gpu_memory_mib.map(|m| m << 20),
             paused: args.paused,
+            metrics: args.metrics,
         })
     }
 }

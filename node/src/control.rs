@@ -17,7 +17,7 @@ pub const PAUSE_FILE: &str = "paused";
 pub const STALE_MS: u64 = 5_000;
 
 /// What a running node writes about itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Its process id.
     pub pid: u32,

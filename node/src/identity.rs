@@ -54,13 +54,16 @@ pub fn load_or_create_at(path: &Path) -> Result<(Keypair, bool), NodeError> {
     }
 }
 
-/// Writes `bytes` to a new file readable only by its owner, atomically (temp file + rename).
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
+/// Writes `bytes` to a file readable only by its owner (mode 0600 on Unix), atomically (temp
+/// file + rename): keys, and configurations that hold tokens.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), NodeError> {
     let io = |source| NodeError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let tmp = path.with_extension("key.tmp");
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]

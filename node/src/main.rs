@@ -1,6 +1,7 @@
 //! The `canopy-node` binary: a Canopy peer.
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -10,26 +11,20 @@ use anyhow::Context;
 use std::sync::atomic::Ordering;
 
 use canopy_node::cli::{Cli, Command, JoinConfig, PresetArg, TierArg, TrainArgs, data_dir};
+use canopy_node::metrics::NodeMetrics;
 use canopy_node::network::{self, NetworkEvent};
 use canopy_node::store::ChunkStore;
 use canopy_node::worker::{self, Shared, Worker, WorkerConfig, WorkerStatus};
-use canopy_node::{VERSION, control, identity, lock};
+use canopy_node::{VERSION, control, gpus, identity, lock};
 use canopy_protocol::messages::{AdapterInfo, Capabilities, Join, Tier};
 use canopy_shaders::Runtime;
 use clap::Parser;
 
-mod gpus;
-use gpus::worker_runtimes;
+mod info;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    canopy_node::logging::init(cli.log.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -45,7 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .context("no data directory: pass --data-dir or set CANOPY_DATA_DIR")
     };
     match cli.command {
-        Command::Info { json } => info(&dir()?, cli.identity.as_deref(), json),
+        Command::Info { json } => info::info(&dir()?, cli.identity.as_deref(), json),
         Command::Selftest { json } => selftest(json),
         Command::Bench { json, size } => bench(json, size as usize),
         Command::Train(args) => train(args),
@@ -311,35 +306,21 @@ fn bench(json: bool, size: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn info(dir: &Path, identity: Option<&Path>, json: bool) -> anyhow::Result<()> {
-    let key_file = lock::identity_file(dir, identity);
-    let (keys, created) = identity::load_or_create_at(&key_file)
-        .with_context(|| format!("loading the identity {}", key_file.display()))?;
-    let store = ChunkStore::open(dir, u64::MAX).context("opening the chunk store")?;
-    let stats = store.stats();
-    if json {
-        let value = serde_json::json!({
-            "peer_id": keys.peer_id().to_string(),
-            "public_key": keys.public().to_string(),
-            "identity_created": created,
-            "data_dir": dir,
-            "identity": key_file,
-            "version": VERSION,
-            "store": { "chunks": stats.chunks, "bytes": stats.bytes },
-        });
-        println!("{value}");
-    } else {
-        if created {
-            println!("created a new identity");
+/// Starts serving `/metrics` on `addr` when asked: the node's figures and libp2p's.
+async fn serve_metrics(addr: Option<SocketAddr>) -> anyhow::Result<Option<NodeMetrics>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--metrics: listening on {addr}"))?;
+    let metrics = NodeMetrics::new();
+    let registry = metrics.registry();
+    tokio::spawn(async move {
+        if let Err(e) = canopy_node::metrics::serve(listener, registry).await {
+            tracing::warn!("the metrics endpoint stopped: {e}");
         }
-        println!("peer id     {}", keys.peer_id());
-        println!("public key  {}", keys.public());
-        println!("data dir    {}", dir.display());
-        println!("identity    {}", key_file.display());
-        println!("chunks      {} ({} bytes)", stats.chunks, stats.bytes);
-        println!("version     {VERSION}");
-    }
-    Ok(())
+    });
+    tracing::info!("metrics at http://{addr}/metrics");
+    Ok(Some(metrics))
 }
 
 async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow::Result<()> {
@@ -352,7 +333,7 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
         .with_context(|| format!("loading the identity {}", key_file.display()))?;
     // One node per data directory and per key, for as long as this one runs.
     let _lock = lock::NodeLock::acquire(dir, &key_file)?;
-    let runtimes = worker_runtimes(&config.gpus)?;
+    let (runtimes, gpu_reason) = gpus::worker_runtimes(&config.gpus)?;
     let store =
         Arc::new(ChunkStore::open(dir, config.store_cap).context("opening the chunk store")?);
     // Nothing is held yet: what an earlier run of this node kept (its last tasks' objects,
@@ -365,10 +346,14 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
             "deleted what an earlier run left in the chunk store"
         );
     }
-    let (client, mut events, task) =
-        network::start(keys.clone(), store.clone(), config.network.clone())
-            .await
-            .context("starting the swarm")?;
+    let node_metrics = serve_metrics(config.metrics).await?;
+    let network_config = network::NetworkConfig {
+        metrics: node_metrics.as_ref().map(NodeMetrics::registry),
+        ..config.network.clone()
+    };
+    let (client, mut events, task) = network::start(keys.clone(), store.clone(), network_config)
+        .await
+        .context("starting the swarm")?;
     let started = Instant::now();
     let say = |line: String| {
         if !config.json {
@@ -383,6 +368,7 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
         .iter()
         .map(|r| worker::adapter_info(r, config.memory_limit))
         .collect();
+    say(format!("workers: {} ({gpu_reason})", runtimes.len()));
     for (i, r) in runtimes.iter().enumerate() {
         say(format!("worker {i} computes on {}", r.report()));
         if matches!(r, Runtime::Cpu(_)) {
@@ -494,6 +480,9 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
                 if reachability != Some(status.reachability) {
                     reachability = Some(status.reachability);
                     say(format!("\nnetwork: {}", reachability_words(&file)));
+                }
+                if let Some(m) = &node_metrics {
+                    m.update(&file, &w);
                 }
                 if let Err(e) = control::write_status(dir, &file) {
                     tracing::warn!("writing the status file: {e}");

@@ -6,7 +6,7 @@
 //! that sends it commands over a bounded channel, each carrying a `oneshot` for the answer, and
 //! receives [`NetworkEvent`]s over another bounded channel.
 
-mod behaviour;
+pub(crate) mod behaviour;
 pub mod codec;
 mod event_loop;
 mod fetch;
@@ -94,6 +94,9 @@ pub struct NetworkConfig {
     /// How long other peers' provider records are kept here; this peer announces its own
     /// again every third of it. Peers of one project should agree on it.
     pub provider_ttl: Duration,
+    /// Where to record libp2p's own metrics (connections, dials, Kademlia, identify, ping,
+    /// gossipsub, relay, hole punching), prefixed `libp2p_`; `None`: not recorded.
+    pub metrics: Option<crate::metrics::SharedRegistry>,
 }
 
 impl Default for NetworkConfig {
@@ -120,6 +123,7 @@ impl Default for NetworkConfig {
             sync_fetched: false,
             event_queue: 256,
             provider_ttl: DEFAULT_PROVIDER_TTL,
+            metrics: None,
         }
     }
 }

@@ -1,7 +1,10 @@
 //! The dashboard's routes.
 //!
-//! Reads are open: `GET /`, `/api/status`, `/api/rounds`, `/api/peers`, `/api/contributors`,
-//! `/api/corpus`, `/metrics`. Changing actions need `Authorization: Bearer <token>`:
+//! Reads are open: `GET /`, `/api/status`, `/api/rounds`, `/api/corpus`, `/metrics`, and
+//! `/api/peers` and `/api/contributors` (which show volunteers' names, organisations and
+//! countries) unless `dashboard.read_token` is set: then they need `Authorization: Bearer`
+//! with it or with the changing actions' token. Changing actions need
+//! `Authorization: Bearer <token>`:
 //! `POST /api/peers/{peer}/ban`, `POST /api/peers/{peer}/unban`, `POST /api/allowlist`
 //! (`{"peer": …, "tier": "datacenter" | "volunteer"}`), `POST /api/pause`, `POST /api/resume`.
 //! Errors are JSON `{"error": "…"}` with 400 (bad input), 401 (token), 404 (unknown node),
@@ -87,23 +90,27 @@ pub struct App {
     db: PathBuf,
     info: ProjectInfo,
     metrics: Arc<Metrics>,
-    token: Option<String>,
+    tokens: Tokens,
     reader: Arc<Mutex<Option<State>>>,
+}
+
+/// The dashboard's bearer tokens.
+#[derive(Debug, Clone, Default)]
+pub struct Tokens {
+    /// For the changing actions (and every read); `None`: the actions are off.
+    pub admin: Option<String>,
+    /// For the reads that show volunteers' names and countries; `None`: those are open.
+    pub read: Option<String>,
 }
 
 impl App {
     /// The state for serving database `db`.
-    pub fn new(
-        db: PathBuf,
-        info: ProjectInfo,
-        metrics: Arc<Metrics>,
-        token: Option<String>,
-    ) -> Self {
+    pub fn new(db: PathBuf, info: ProjectInfo, metrics: Arc<Metrics>, tokens: Tokens) -> Self {
         Self {
             db,
             info,
             metrics,
-            token,
+            tokens,
             reader: Arc::new(Mutex::new(None)),
         }
     }
@@ -151,23 +158,46 @@ impl App {
 
     /// Checks the bearer token of a changing request.
     fn authorize(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        let Some(token) = self.token.as_deref() else {
+        let Some(token) = self.tokens.admin.as_deref() else {
             return Err(ApiError::Unauthorized(
                 "changing actions are off: set dashboard.token in canopy.toml (or --http-token)",
             ));
         };
-        let given = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(ApiError::Unauthorized(
-                "this action needs an Authorization: Bearer <token> header",
-            ))?;
-        if !constant_time_eq(given.trim().as_bytes(), token.as_bytes()) {
+        let given = bearer(headers).ok_or(ApiError::Unauthorized(
+            "this action needs an Authorization: Bearer <token> header",
+        ))?;
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
             return Err(ApiError::Unauthorized("wrong token"));
         }
         Ok(())
     }
+
+    /// Checks the bearer token of a read that shows volunteers' names and countries.
+    fn authorize_private_read(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(read) = self.tokens.read.as_deref() else {
+            return Ok(());
+        };
+        let given = bearer(headers).ok_or(ApiError::Unauthorized(
+            "names and countries are private here: send Authorization: Bearer <read token>",
+        ))?;
+        let admin = self.tokens.admin.as_deref();
+        if constant_time_eq(given.as_bytes(), read.as_bytes())
+            || admin.is_some_and(|a| constant_time_eq(given.as_bytes(), a.as_bytes()))
+        {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized("wrong token"))
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -351,7 +381,11 @@ pub struct PeerView {
     pub active: bool,
 }
 
-async fn peers(AxumState(app): AxumState<App>) -> Result<Json<Vec<PeerView>>, ApiError> {
+async fn peers(
+    AxumState(app): AxumState<App>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<PeerView>>, ApiError> {
+    app.authorize_private_read(&headers)?;
     Ok(Json(
         app.read(|r| {
             let now = now_ms();
@@ -379,7 +413,11 @@ async fn peers(AxumState(app): AxumState<App>) -> Result<Json<Vec<PeerView>>, Ap
     ))
 }
 
-async fn contributors(AxumState(app): AxumState<App>) -> Result<Json<Contributors>, ApiError> {
+async fn contributors(
+    AxumState(app): AxumState<App>,
+    headers: HeaderMap,
+) -> Result<Json<Contributors>, ApiError> {
+    app.authorize_private_read(&headers)?;
     Ok(Json(app.read(|r| Ok(r.contributors()?)).await?))
 }
 
@@ -424,6 +462,14 @@ async fn metrics(AxumState(app): AxumState<App>) -> Result<Response, ApiError> {
                 banned_peers: peers.iter().filter(|p| p.banned).count() as u64,
                 active_leases: r.active_leases(None)?.len() as u64,
                 paused: r.paused()?,
+                round_durations: rounds
+                    .iter()
+                    .filter_map(|x| {
+                        let closed = x.closed_ms?;
+                        Some((x.round, closed.saturating_sub(x.opened_ms) as f64 / 1000.0))
+                    })
+                    .collect(),
+                last_closed_ms: closed.last().and_then(|x| x.closed_ms),
             })
         })
         .await?;

@@ -1,35 +1,44 @@
-//! The coordinator's Prometheus metrics, served at `/metrics` in the OpenMetrics text format.
+//! The coordinator's Prometheus metrics, served at `/metrics` in the OpenMetrics text format,
+//! named by Prometheus' conventions (`_total` counters, `_bytes` and `_seconds` units,
+//! `canopy_build_info`).
 //!
 //! Counters (results accepted and refused by reason, bytes moved, lease expiries, failed
 //! verifications) are incremented by the service where it does the work, through the
 //! [`Metrics`] it shares with the HTTP server. Gauges describing the state (rounds, losses,
-//! peers by tier, active leases) are read from the state database when scraped.
+//! peers by tier, active leases, when the last round closed) and the round-duration histogram
+//! are read from the state database when scraped. The swarm adds libp2p's own metrics
+//! (`libp2p_…`) to the same registry.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::text::encode;
+use canopy_node::metrics::{SharedRegistry, Total, lock, register_build_info};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::aggregate::RejectionStats;
 
 /// One label pair, e.g. `reason="replay"`.
 type Label = [(&'static str, String); 1];
 
+/// Round-duration buckets: 1 s doubling to about 4.5 hours.
+const ROUND_BUCKETS: (f64, f64, u16) = (1.0, 2.0, 15);
+
 /// Metrics shared by the service (which counts) and the HTTP server (which reports).
 #[derive(Debug)]
 pub struct Metrics {
-    registry: Registry,
+    registry: SharedRegistry,
     /// Results accepted when they arrived (a later failed re-run does not take one back; it
     /// counts under `verification_failures`).
     pub results_accepted: Counter,
     results_rejected: Family<Label, Counter>,
     /// Update bytes fetched from nodes.
-    pub bytes_in: Counter,
+    fetched: Total,
     /// Model and data bytes served to nodes.
-    pub bytes_out: Counter,
+    served: Total,
     /// Leases that ran past their deadline.
     pub lease_expiries: Counter,
     /// Results found wrong by a datacenter re-run.
@@ -42,6 +51,10 @@ pub struct Metrics {
     pub unchecked_aggregated: Counter,
     rounds_completed: Gauge,
     current_round: Gauge,
+    round_duration: Histogram,
+    /// The first round not yet observed in `round_duration` (scrapes may run at once).
+    next_round_observed: Mutex<u64>,
+    last_round_closed: Gauge<f64, AtomicU64>,
     train_loss: Gauge<f64, AtomicU64>,
     eval_loss: Gauge<f64, AtomicU64>,
     peers: Family<Label, Gauge>,
@@ -56,7 +69,6 @@ pub struct Metrics {
     pub remote_provider_records: Gauge,
     /// Requests from peers waiting for an answer.
     pub pending_requests: Gauge,
-    marks: (AtomicU64, AtomicU64),
 }
 
 /// The state-derived figures set on each scrape.
@@ -78,6 +90,10 @@ pub struct StateGauges {
     pub active_leases: u64,
     /// Whether the project is paused.
     pub paused: bool,
+    /// Each closed round and how long it was open, in seconds, in round order.
+    pub round_durations: Vec<(u64, f64)>,
+    /// When the last round closed (ms since the epoch).
+    pub last_closed_ms: Option<u64>,
 }
 
 impl Default for Metrics {
@@ -89,19 +105,22 @@ impl Default for Metrics {
 impl Metrics {
     /// Fresh metrics, registered under the `canopy_` prefix.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("canopy");
+        let (start, factor, count) = ROUND_BUCKETS;
         let m = Self {
-            registry: Registry::default(),
+            registry: SharedRegistry::default(),
             results_accepted: Counter::default(),
             results_rejected: Family::default(),
-            bytes_in: Counter::default(),
-            bytes_out: Counter::default(),
+            fetched: Total::default(),
+            served: Total::default(),
             lease_expiries: Counter::default(),
             verification_failures: Counter::default(),
             unchecked_held: Counter::default(),
             unchecked_aggregated: Counter::default(),
             rounds_completed: Gauge::default(),
             current_round: Gauge::default(),
+            round_duration: Histogram::new(exponential_buckets(start, factor, count)),
+            next_round_observed: Mutex::new(0),
+            last_round_closed: Gauge::default(),
             train_loss: Gauge::default(),
             eval_loss: Gauge::default(),
             peers: Family::default(),
@@ -112,93 +131,124 @@ impl Metrics {
             provider_records: Gauge::default(),
             remote_provider_records: Gauge::default(),
             pending_requests: Gauge::default(),
-            marks: (AtomicU64::new(0), AtomicU64::new(0)),
         };
-        registry.register(
-            "results_accepted",
-            "Results (updates and re-runs) accepted on arrival",
-            m.results_accepted.clone(),
-        );
-        registry.register(
+        m.register(lock(&m.registry).sub_registry_with_prefix("canopy"));
+        m
+    }
+
+    fn register(&self, r: &mut Registry) {
+        register_build_info(r);
+        let counters: [(&str, &str, &Counter); 5] = [
+            (
+                "results_accepted",
+                "Results (updates and re-runs) accepted on arrival",
+                &self.results_accepted,
+            ),
+            (
+                "lease_expiries",
+                "Leases that ran past their deadline (their task was reopened)",
+                &self.lease_expiries,
+            ),
+            (
+                "verification_failures",
+                "Accepted results that a datacenter re-run found wrong",
+                &self.verification_failures,
+            ),
+            (
+                "updates_unchecked_held",
+                "Updates whose scheduled re-run had not happened when their round closed, kept out",
+                &self.unchecked_held,
+            ),
+            (
+                "updates_unchecked_aggregated",
+                "Updates whose scheduled re-run had not happened when their round closed, aggregated",
+                &self.unchecked_aggregated,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            r.register(name, help, counter.clone());
+        }
+        for (name, help, total) in [
+            ("fetched", "Update bytes fetched from nodes", &self.fetched),
+            (
+                "served",
+                "Model and data bytes served to nodes",
+                &self.served,
+            ),
+        ] {
+            r.register_with_unit(name, help, Unit::Bytes, total.counter());
+        }
+        r.register(
             "results_rejected",
             "Results refused, by reason",
-            m.results_rejected.clone(),
+            self.results_rejected.clone(),
         );
-        registry.register(
-            "bytes_in",
-            "Update bytes fetched from nodes",
-            m.bytes_in.clone(),
+        let gauges: [(&str, &str, &Gauge); 8] = [
+            (
+                "rounds_completed",
+                "DiLoCo rounds closed",
+                &self.rounds_completed,
+            ),
+            (
+                "current_round",
+                "The round in progress",
+                &self.current_round,
+            ),
+            ("banned_peers", "Banned peers", &self.banned_peers),
+            ("active_leases", "Leases held now", &self.active_leases),
+            ("paused", "1 while the project is paused", &self.paused),
+            (
+                "provider_records",
+                "Objects the coordinator provides in the DHT",
+                &self.provider_records,
+            ),
+            (
+                "remote_provider_records",
+                "Other peers' provider records the coordinator keeps for the DHT",
+                &self.remote_provider_records,
+            ),
+            (
+                "pending_requests",
+                "Requests from peers waiting for an answer",
+                &self.pending_requests,
+            ),
+        ];
+        for (name, help, gauge) in gauges {
+            r.register(name, help, gauge.clone());
+        }
+        r.register_with_unit(
+            "store",
+            "Bytes in the coordinator's chunk store",
+            Unit::Bytes,
+            self.store_bytes.clone(),
         );
-        registry.register(
-            "bytes_out",
-            "Model and data bytes served to nodes",
-            m.bytes_out.clone(),
+        r.register_with_unit(
+            "round_duration",
+            "How long each closed round was open",
+            Unit::Seconds,
+            self.round_duration.clone(),
         );
-        registry.register(
-            "lease_expiries",
-            "Leases that ran past their deadline (their task was reopened)",
-            m.lease_expiries.clone(),
+        r.register(
+            "last_round_closed_timestamp_seconds",
+            "When the last round closed (Unix time; 0 before the first)",
+            self.last_round_closed.clone(),
         );
-        registry.register(
-            "verification_failures",
-            "Accepted results that a datacenter re-run found wrong",
-            m.verification_failures.clone(),
-        );
-        registry.register(
-            "updates_unchecked_held",
-            "Updates whose scheduled re-run had not happened when their round closed, kept out",
-            m.unchecked_held.clone(),
-        );
-        registry.register(
-            "updates_unchecked_aggregated",
-            "Updates whose scheduled re-run had not happened when their round closed, aggregated",
-            m.unchecked_aggregated.clone(),
-        );
-        registry.register(
-            "rounds_completed",
-            "DiLoCo rounds closed",
-            m.rounds_completed.clone(),
-        );
-        registry.register(
-            "current_round",
-            "The round in progress",
-            m.current_round.clone(),
-        );
-        registry.register(
+        r.register(
             "train_loss",
             "Mean inner training loss of the last closed round",
-            m.train_loss.clone(),
+            self.train_loss.clone(),
         );
-        registry.register(
+        r.register(
             "eval_loss",
             "Held-out loss of the model the last closed round produced",
-            m.eval_loss.clone(),
+            self.eval_loss.clone(),
         );
-        registry.register("peers", "Unbanned peers by tier", m.peers.clone());
-        registry.register("banned_peers", "Banned peers", m.banned_peers.clone());
-        registry.register("active_leases", "Leases held now", m.active_leases.clone());
-        registry.register("paused", "1 while the project is paused", m.paused.clone());
-        registry.register(
-            "store_bytes",
-            "Bytes in the coordinator's chunk store",
-            m.store_bytes.clone(),
-        );
-        registry.register(
-            "provider_records",
-            "Objects the coordinator provides in the DHT",
-            m.provider_records.clone(),
-        );
-        registry.register(
-            "remote_provider_records",
-            "Other peers' provider records the coordinator keeps for the DHT",
-            m.remote_provider_records.clone(),
-        );
-        registry.register(
-            "pending_requests",
-            "Requests from peers waiting for an answer",
-            m.pending_requests.clone(),
-        );
-        Self { registry, ..m }
+        r.register("peers", "Unbanned peers by tier", self.peers.clone());
+    }
+
+    /// The registry, for the swarm to add libp2p's metrics to.
+    pub fn registry(&self) -> SharedRegistry {
+        self.registry.clone()
     }
 
     /// Counts a refused result under `reason` (see [`rejection_reason`]).
@@ -210,12 +260,8 @@ impl Metrics {
 
     /// Folds the swarm's running byte totals into the byte counters.
     pub fn observe_bytes(&self, served: u64, fetched: u64) {
-        let add = |counter: &Counter, mark: &AtomicU64, total: u64| {
-            let before = mark.swap(total, Ordering::Relaxed);
-            counter.inc_by(total.saturating_sub(before));
-        };
-        add(&self.bytes_out, &self.marks.0, served);
-        add(&self.bytes_in, &self.marks.1, fetched);
+        self.served.set_total(served);
+        self.fetched.set_total(fetched);
     }
 
     /// The metrics in the OpenMetrics text format, with the gauges set from `gauges`.
@@ -232,9 +278,20 @@ impl Metrics {
         set(&self.banned_peers, gauges.banned_peers);
         set(&self.active_leases, gauges.active_leases);
         set(&self.paused, u64::from(gauges.paused));
-        let mut out = String::new();
-        encode(&mut out, &self.registry)?;
-        Ok(out)
+        {
+            let mut next = self
+                .next_round_observed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let from = *next;
+            for &(round, secs) in gauges.round_durations.iter().filter(|(r, _)| *r >= from) {
+                self.round_duration.observe(secs);
+                *next = round + 1;
+            }
+        }
+        self.last_round_closed
+            .set(gauges.last_closed_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
+        canopy_node::metrics::render(&self.registry)
     }
 }
 
@@ -277,21 +334,43 @@ mod tests {
                 rounds_completed: 2,
                 train_loss: Some(1.5),
                 peers_by_tier: vec![("volunteer".into(), 3)],
+                round_durations: vec![(0, 3.0), (1, 40.0)],
+                last_closed_ms: Some(1_700_000_000_500),
                 ..StateGauges::default()
             })
             .unwrap();
+        // A later scrape observes only the rounds closed since.
+        let text_again = m
+            .render(&StateGauges {
+                round_durations: vec![(0, 3.0), (1, 40.0), (2, 5.0)],
+                ..StateGauges::default()
+            })
+            .unwrap();
+        assert!(
+            text_again.contains("canopy_round_duration_seconds_count 3"),
+            "{text_again}"
+        );
         for line in [
             "canopy_results_accepted_total 1",
             "canopy_results_rejected_total{reason=\"replay\"} 1",
             "canopy_results_rejected_total{reason=\"other\"} 1",
-            "canopy_bytes_out_total 150",
-            "canopy_bytes_in_total 40",
+            "canopy_served_bytes_total 150",
+            "canopy_fetched_bytes_total 40",
+            "canopy_round_duration_seconds_count 2",
+            "canopy_round_duration_seconds_sum 43.0",
+            "canopy_round_duration_seconds_bucket{le=\"4.0\"} 1",
+            "canopy_last_round_closed_timestamp_seconds 1700000000.5",
             "canopy_rounds_completed 2",
             "canopy_train_loss 1.5",
             "canopy_peers{tier=\"volunteer\"} 3",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        let build = format!(
+            "canopy_build_info{{version=\"{}\"}} 1",
+            canopy_node::VERSION
+        );
+        assert!(text.lines().any(|l| l == build), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

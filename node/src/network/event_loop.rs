@@ -105,6 +105,8 @@ pub(crate) struct EventLoop {
     /// Objects fetched and now stored (by a blocking task), to announce.
     stored_tx: mpsc::Sender<Digest>,
     stored_rx: mpsc::Receiver<Digest>,
+    /// libp2p's metrics, where the configuration asks for them.
+    p2p_metrics: Option<libp2p::metrics::Metrics>,
 }
 
 const REDIAL_MIN: Duration = Duration::from_secs(1);
@@ -228,7 +230,13 @@ impl EventLoop {
             download,
             stored_tx,
             stored_rx,
+            p2p_metrics: None,
         };
+        this.p2p_metrics = this
+            .config
+            .metrics
+            .as_ref()
+            .map(|r| libp2p::metrics::Metrics::new(&mut crate::metrics::lock(r)));
         this.bootstrap_peers = this
             .config
             .bootstrap
@@ -559,6 +567,9 @@ impl EventLoop {
     }
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        if let Some(m) = &self.p2p_metrics {
+            crate::metrics::record(m, &event);
+        }
         match event {
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");

@@ -4,13 +4,14 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canopy_tests::browser;
 use canopy_tests::harness::binary;
-use canopy_tests::http::{get, metric, parse_metrics, post};
+use canopy_tests::http::{get, get_tls, metric, parse_metrics, post, request};
 use canopy_tests::processes::{
     Coordinator, Volunteer, coordinator_cli, coordinator_json, free_port, node_peer_id, poll_until,
     signal, small_project,
@@ -250,8 +251,30 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
     assert!((metric(&samples, "canopy_eval_loss") - last_eval).abs() < 1e-9);
     assert_eq!(metric(&samples, "canopy_peers{tier=\"volunteer\"}"), 2.0);
     assert_eq!(metric(&samples, "canopy_paused"), 1.0);
-    assert!(metric(&samples, "canopy_bytes_out_total") > 0.0);
-    assert!(metric(&samples, "canopy_bytes_in_total") > 0.0);
+    assert!(metric(&samples, "canopy_served_bytes_total") > 0.0);
+    assert!(metric(&samples, "canopy_fetched_bytes_total") > 0.0);
+    // Named by convention: the build, a round-duration histogram, when the last round closed.
+    let build = format!("canopy_build_info{{version=\"{}\"}}", canopy_node::VERSION);
+    assert_eq!(metric(&samples, &build), 1.0);
+    assert_eq!(
+        metric(&samples, "canopy_round_duration_seconds_count"),
+        closed.len() as f64
+    );
+    let last_closed_ms = closed
+        .last()
+        .and_then(|r| r["closed_ms"].as_u64())
+        .expect("closed_ms");
+    assert_eq!(
+        metric(&samples, "canopy_last_round_closed_timestamp_seconds"),
+        last_closed_ms as f64 / 1000.0
+    );
+    // libp2p's own metrics: the two volunteers' connections to the coordinator.
+    let incoming: f64 = samples
+        .iter()
+        .filter(|(name, _)| name.starts_with("libp2p_swarm_connections_incoming_total"))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(incoming >= 2.0, "{samples:?}");
 
     // Ban: 401 without the token, 400 for a malformed id, 404 for a node never seen.
     let ban_path = format!("/api/peers/{p1}/ban");
@@ -319,6 +342,70 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
         "status reports the round's tasks"
     );
     assert!(coordinator.child.try_wait().expect("wait").is_none());
+}
+
+/// A coordinator process whose `canopy.toml` (written by `init`, readable by its owner only)
+/// sets `dashboard.tls_cert` and `tls_key` (a certificate made for the test) and
+/// `dashboard.read_token`: the API answers over HTTPS only; the reads that show volunteers'
+/// names and countries need the read token or the actions' token, the others stay open.
+#[test]
+fn the_dashboard_serves_https_and_keeps_names_behind_the_read_token() {
+    const READ: &str = "e2e-read-token-0123456789";
+    let tmp = tempfile::tempdir().expect("tmp");
+    let project = tmp.path().join("project");
+    coordinator_cli(&["init", &project.to_string_lossy()]);
+    let mode = std::fs::metadata(project.join("canopy.toml"))
+        .expect("canopy.toml")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "canopy.toml mode {mode:o}");
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).expect("cert");
+    let cert_pem = made.cert.pem();
+    std::fs::write(project.join("cert.pem"), &cert_pem).expect("cert.pem");
+    std::fs::write(project.join("key.pem"), made.key_pair.serialize_pem()).expect("key.pem");
+    let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let config = small_project(
+        &project,
+        free_port(),
+        &[],
+        &format!(
+            "[dashboard]\nlisten = \"{http}\"\ntoken = \"{TOKEN}\"\nread_token = \"{READ}\"\n\
+             tls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n"
+        ),
+    );
+    let coordinator = Coordinator::start(&config);
+    assert_eq!(
+        coordinator.dashboard.as_deref(),
+        Some(&*format!("https://{http}/"))
+    );
+    let _volunteer = Volunteer::start(
+        &tmp.path().join("v"),
+        &coordinator.addr,
+        &["--name", "Ada", "--country", "NZ"],
+    );
+    let https = |path: &str, token: Option<&str>| {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| ("Authorization", a))
+            .into_iter()
+            .collect();
+        get_tls(http, "localhost", &cert_pem, path, &headers).expect("an HTTPS answer")
+    };
+    assert_eq!(https("/api/status", None).status, 200);
+    assert_eq!(https("/metrics", None).status, 200);
+    for path in ["/api/peers", "/api/contributors"] {
+        let refused = https(path, None);
+        assert_eq!(refused.status, 401, "{path}: {}", refused.body);
+        assert_eq!(https(path, Some("not-the-token-0123456789")).status, 401);
+        assert_eq!(https(path, Some(TOKEN)).status, 200, "{path}");
+    }
+    let named = poll_until(Duration::from_secs(120), POLL, || {
+        https("/api/peers", Some(READ)).body.contains("\"Ada\"")
+    });
+    assert!(named, "{}", https("/api/peers", Some(READ)).body);
+    // Plain HTTP gets no HTTP answer from the TLS port.
+    assert!(request(http, "GET", "/api/status", &[], None).is_err());
 }
 
 fn element<'a>(dom: &'a str, id: &str) -> &'a str {

@@ -4,6 +4,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use canopy_tests::harness::{binary, run_with_timeout, spawn_node, wait_until};
+use canopy_tests::http::{get, metric, parse_metrics};
+use canopy_tests::processes::free_port;
 
 fn info(dir: &std::path::Path) -> serde_json::Value {
     let bin = binary("canopy-node", "canopy-node").unwrap();
@@ -81,9 +83,12 @@ async fn join_connects_and_leaves_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let peer_id = info(dir.path())["peer_id"].as_str().unwrap().to_string();
     let bin = binary("canopy-node", "canopy-node").unwrap();
+    let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = Command::new(bin)
         .arg("--data-dir")
         .arg(dir.path())
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
         .arg("join")
         .arg(boot.addrs[0].to_string())
         .args([
@@ -92,6 +97,8 @@ async fn join_connects_and_leaves_on_sigterm() {
             "--json",
             "--country",
             "fr",
+            "--metrics",
+            &metrics_addr.to_string(),
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -107,6 +114,29 @@ async fn join_connects_and_leaves_on_sigterm() {
             .any(|p| p.to_string() == peer_id)
     })
     .await;
+    // Its /metrics (asked for with --metrics): its own figures and libp2p's.
+    let scraped = wait_until(Duration::from_secs(30), || async {
+        let samples = parse_metrics(&get(metrics_addr, "/metrics").body);
+        samples
+            .iter()
+            .any(|(n, v)| n == "canopy_node_peers" && *v >= 1.0)
+    })
+    .await;
+    let samples = parse_metrics(&get(metrics_addr, "/metrics").body);
+    assert!(scraped, "{samples:?}");
+    let build = format!(
+        "canopy_node_build_info{{version=\"{}\"}}",
+        canopy_node::VERSION
+    );
+    assert_eq!(metric(&samples, &build), 1.0);
+    let dialled: f64 = samples
+        .iter()
+        .filter(|(n, _)| {
+            n.starts_with("libp2p_swarm_connections_established_total{role=\"Dialer\"")
+        })
+        .map(|(_, v)| v)
+        .sum();
+    assert!(dialled >= 1.0, "{samples:?}");
     let pid = child.id().to_string();
     // While it runs, no second node starts on its data directory, nor with its key from
     // another directory (as on a shared home); each is told why and by whom.
@@ -151,8 +181,78 @@ async fn join_connects_and_leaves_on_sigterm() {
     );
     let last: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert!(last["summary"]["uptime_s"].is_u64(), "{stdout}");
+    // --log-format json: one object per event, no colour codes off a terminal.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains('\x1b'), "{stderr}");
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["level"] == "INFO" && e["fields"]["message"].is_string()),
+        "{stderr}"
+    );
     assert!(last["summary"]["compute_ms"].is_u64(), "{stdout}");
     assert!(last["summary"]["tasks_done"].is_u64(), "{stdout}");
+}
+
+/// `canopy-node info` lists the GPUs and which `join` would use, following a scheduler's
+/// variables: an empty CUDA_VISIBLE_DEVICES means the CPU path; one naming a GPU that is not
+/// there is an error `info` reports and `join` refuses to start with.
+#[test]
+fn info_and_join_follow_the_schedulers_gpu_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let info_with = |cuda: &str| {
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--data-dir")
+            .arg(dir.path())
+            .args(["info", "--json"])
+            .env("CUDA_VISIBLE_DEVICES", cuda);
+        let out = run_with_timeout(cmd, Duration::from_secs(60)).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let none = info_with("");
+    assert_eq!(none["gpu_choice_ok"], true, "{none}");
+    let why = none["gpu_choice"].as_str().unwrap();
+    assert!(
+        why.contains("CUDA_VISIBLE_DEVICES=") && why.contains("CPU path"),
+        "{why}"
+    );
+    let gpus = none["gpus"].as_array().unwrap();
+    assert!(gpus.iter().all(|g| g["chosen"] == false), "{none}");
+    // One past the NVIDIA GPUs this machine has (none on CI): not there.
+    let nvidia = gpus.iter().filter(|g| g["vendor"] == 0x10de).count();
+    let missing = info_with(&nvidia.to_string());
+    assert_eq!(missing["gpu_choice_ok"], false, "{missing}");
+    let why = missing["gpu_choice"].as_str().unwrap();
+    assert!(
+        why.contains(&format!("CUDA_VISIBLE_DEVICES names GPU {nvidia}")),
+        "{why}"
+    );
+    let mut join = Command::new(&bin);
+    join.arg("--data-dir")
+        .arg(dir.path())
+        .arg("join")
+        .arg(format!(
+            "/ip4/127.0.0.1/tcp/9/p2p/{}",
+            none["peer_id"].as_str().unwrap()
+        ))
+        .env("CUDA_VISIBLE_DEVICES", nvidia.to_string());
+    let out = run_with_timeout(join, Duration::from_secs(60)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("CUDA_VISIBLE_DEVICES names GPU {nvidia}")),
+        "{stderr}"
+    );
 }
 
 /// `canopy-node selftest` runs every kernel through the WGSL on a software Vulkan driver and
