@@ -8,25 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::harness::run_with_timeout;
+use crate::harness::{on_path, required, run_with_timeout};
 
 /// The Chromium binary, if one is installed.
 pub fn chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    for name in ["chromium", "chromium-browser", "google-chrome"] {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join(name);
-            if candidate.is_file() {
-                return Some(candidate);
-            }
-        }
-    }
-    None
+    on_path(&["chromium", "chromium-browser", "google-chrome"])
 }
 
 /// Whether a missing browser fails the test rather than skipping it.
 pub fn browser_required() -> bool {
-    std::env::var("CANOPY_REQUIRE_BROWSER").is_ok_and(|v| v == "1")
+    required("CANOPY_REQUIRE_BROWSER")
 }
 
 fn command(bin: &Path, profile: &Path, url: &str, budget_ms: u32, extra: &[String]) -> Command {

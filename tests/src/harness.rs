@@ -112,6 +112,22 @@ pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
     Ok(path)
 }
 
+/// The first of `names` found as a file in a directory of the `PATH`, if any.
+pub fn on_path(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().find_map(|name| {
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| candidate.is_file())
+    })
+}
+
+/// Whether environment variable `var` is `1`: CI's way of turning a test's skip (a missing
+/// tool, browser or runtime) into a failure.
+pub fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+}
+
 /// Held by the tests that need the machine's cores to themselves to keep their own time
 /// limits (the 1,000-round soak, the parity demo): with two of them at once on two cores,
 /// each ran at half speed. Other tests go on beside the holder.

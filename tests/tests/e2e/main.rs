@@ -8,6 +8,7 @@ mod corpus;
 mod corpus_swarm;
 mod dashboard;
 mod demo;
+mod deploy;
 mod interop;
 mod limits;
 mod nat;
