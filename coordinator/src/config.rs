@@ -150,7 +150,7 @@ impl Default for ProjectConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkConfig {
-    /// Multiaddrs to listen on, such as `/ip4/0.0.0.0/tcp/4001`.
+    /// Multiaddrs to listen on, such as `/ip4/0.0.0.0/tcp/4740`.
     pub listen: Vec<String>,
     /// Advertise the listen addresses as publicly reachable.
     pub public: bool,
@@ -165,8 +165,8 @@ impl Default for NetworkConfig {
     fn default() -> Self {
         Self {
             listen: vec![
-                "/ip4/0.0.0.0/tcp/4001".to_owned(),
-                "/ip4/0.0.0.0/udp/4001/quic-v1".to_owned(),
+                "/ip4/0.0.0.0/tcp/4740".to_owned(),
+                "/ip4/0.0.0.0/udp/4740/quic-v1".to_owned(),
             ],
             public: false,
             mdns: false,
@@ -572,14 +572,14 @@ impl Config {
         v.ensure(
             !n.listen.is_empty(),
             "network.listen",
-            "must list at least one multiaddr, such as \"/ip4/0.0.0.0/tcp/4001\"",
+            "must list at least one multiaddr, such as \"/ip4/0.0.0.0/tcp/4740\"",
         )?;
         for addr in &n.listen {
             v.ensure(
                 addr.starts_with('/'),
                 "network.listen",
                 format_args!(
-                    "entries must be multiaddrs starting with '/', such as \"/ip4/0.0.0.0/tcp/4001\" (got {addr:?})"
+                    "entries must be multiaddrs starting with '/', such as \"/ip4/0.0.0.0/tcp/4740\" (got {addr:?})"
                 ),
             )?;
         }
@@ -1049,7 +1049,7 @@ mod tests {
     #[test]
     fn network_rules() {
         invalid("[network]\nlisten = []", "network.listen");
-        invalid("[network]\nlisten = [\"0.0.0.0:4001\"]", "network.listen");
+        invalid("[network]\nlisten = [\"0.0.0.0:4740\"]", "network.listen");
     }
 
     #[test]
@@ -1235,6 +1235,15 @@ mod tests {
         assert_eq!(cert, Path::new("/srv/p/tls/cert.pem"));
         assert_eq!(key, Path::new("/etc/canopy/key.pem"));
         assert!(!Config::default().dashboard.holds_secret());
+        let config = Config::default().dashboard;
+        let listen = |flag| DashboardConfig::listen_with(flag, Some(&config));
+        assert_eq!(listen(None).as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(
+            listen(Some("0.0.0.0:9000")).as_deref(),
+            Some("0.0.0.0:9000")
+        );
+        assert_eq!(listen(Some("")), None, "--http \"\" turns it off");
+        assert_eq!(DashboardConfig::listen_with(None, None), None);
         assert_eq!(Config::default().dashboard.tls_files(Path::new("/")), None);
     }
 

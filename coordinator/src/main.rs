@@ -182,8 +182,8 @@ enum Command {
 #[derive(clap::Args)]
 struct HttpArgs {
     /// Serve the dashboard, JSON API and /metrics on this `host:port` (`run` defaults to
-    /// `dashboard.listen` of canopy.toml; the demo serves none unless asked, and keeps serving
-    /// after the run until Ctrl-C).
+    /// `dashboard.listen` of canopy.toml, and `--http ""` turns it off; the demo serves none
+    /// unless asked, and keeps serving after the run until Ctrl-C).
     #[arg(long, value_name = "HOST:PORT")]
     http: Option<String>,
     /// Bearer token for the dashboard's changing actions (default: `dashboard.token`).
@@ -199,10 +199,8 @@ impl HttpArgs {
         config: Option<(&canopy_coordinator::config::DashboardConfig, &Path)>,
     ) -> anyhow::Result<Option<dashboard::Listener>> {
         let (config, project) = config.unzip();
-        let listen = self
-            .http
-            .clone()
-            .or_else(|| config.and_then(|c| c.listen.clone()));
+        let listen =
+            canopy_coordinator::config::DashboardConfig::listen_with(self.http.as_deref(), config);
         let token = self
             .http_token
             .clone()

@@ -79,7 +79,7 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct JoinArgs {
     /// The coordinator's address, ending in /p2p/<peer id>
-    /// (e.g. /ip4/203.0.113.7/tcp/4001/p2p/12D3KooW…).
+    /// (e.g. /ip4/203.0.113.7/tcp/4740/p2p/12D3KooW…).
     pub coordinator: Multiaddr,
     /// The tier to ask for; the coordinator grants `datacenter` only to allowlisted keys.
     #[arg(long, value_enum, default_value_t = TierArg::Volunteer)]
@@ -396,7 +396,7 @@ mod tests {
     }
 
     const ADDR: &str =
-        "/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWRh8tC5w9fyYZci3S9vTrNDbMNdXj13XfBj5aof2awhA9";
+        "/ip4/127.0.0.1/tcp/4740/p2p/12D3KooWRh8tC5w9fyYZci3S9vTrNDbMNdXj13XfBj5aof2awhA9";
 
     #[test]
     fn join_flags_are_checked() {
@@ -412,7 +412,7 @@ mod tests {
         .unwrap();
         assert_eq!(ok.country.as_deref(), Some("FR"));
         assert_eq!(ok.network.bootstrap.len(), 1);
-        let no_peer = parse(&["canopy-node", "join", "/ip4/127.0.0.1/tcp/4001"]).unwrap_err();
+        let no_peer = parse(&["canopy-node", "join", "/ip4/127.0.0.1/tcp/4740"]).unwrap_err();
         assert!(no_peer.contains("/p2p/"), "{no_peer}");
         let country = parse(&["canopy-node", "join", ADDR, "--country", "France"]).unwrap_err();
         assert!(country.contains("two-letter"), "{country}");

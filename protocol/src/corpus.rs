@@ -278,12 +278,16 @@ pub fn results_agree(a: &Digest, b: &Digest) -> bool {
     a == b
 }
 
-/// The normalised form of a document's text: lowercase (Unicode), every run of whitespace
-/// (Unicode `White_Space`) replaced by one space, leading and trailing whitespace removed.
-/// Two texts that differ only in case and spacing normalise to the same string.
+/// The normalised form of a document's text: Unicode NFKC (so composed and decomposed
+/// accents, ligatures and full-width forms are one text), lowercase (Unicode), every run of
+/// whitespace (Unicode `White_Space`) replaced by one space, leading and trailing whitespace
+/// removed. Two texts that differ only in Unicode form, case and spacing normalise to the same
+/// string.
 pub fn normalize(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for word in text.split_whitespace() {
+    use unicode_normalization::UnicodeNormalization;
+    let composed: String = text.nfkc().collect();
+    let mut out = String::with_capacity(composed.len());
+    for word in composed.split_whitespace() {
         if !out.is_empty() {
             out.push(' ');
         }
@@ -426,5 +430,19 @@ mod tests {
         assert_eq!(text_hash("A  b"), text_hash("a b"));
         assert_ne!(text_hash("a b"), text_hash("a-b"));
         assert_eq!(normalize(""), "");
+    }
+
+    #[test]
+    fn normalisation_makes_one_text_of_every_unicode_form() {
+        // "café" composed (U+00E9) and decomposed (e + U+0301), "ﬁne" with the fi ligature,
+        // full-width letters and a no-break space.
+        let composed = "Caf\u{e9} fine ABC";
+        let decomposed = "Cafe\u{301} \u{fb01}ne \u{ff21}\u{ff22}\u{ff23}";
+        assert_ne!(composed, decomposed);
+        assert_eq!(normalize(composed), "café fine abc");
+        assert_eq!(text_hash(composed), text_hash(decomposed));
+        assert_eq!(text_hash("a\u{a0}b"), text_hash("a b"));
+        // Letters that only look alike stay apart.
+        assert_ne!(text_hash("caf\u{e9}"), text_hash("cafe"));
     }
 }

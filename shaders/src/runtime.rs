@@ -334,10 +334,24 @@ impl fmt::Debug for Gpu {
     }
 }
 
-/// Lists the adapters of every compiled-in backend.
+/// Lists the adapters of the primary backends (Vulkan, Metal, DX12), or of the others (OpenGL)
+/// where those find none. OpenGL is not probed otherwise: on a machine without a display its
+/// probe prints EGL errors a newcomer reads as a failure, and every GPU it would list, Vulkan
+/// lists too.
 pub fn enumerate_adapters() -> Vec<wgpu::Adapter> {
-    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
-    pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+    let list = |backends: wgpu::Backends| {
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        pollster::block_on(instance.enumerate_adapters(backends))
+    };
+    let primary = list(wgpu::Backends::PRIMARY);
+    if primary.is_empty() {
+        list(wgpu::Backends::SECONDARY)
+    } else {
+        primary
+    }
 }
 
 impl Gpu {

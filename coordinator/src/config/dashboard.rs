@@ -50,6 +50,16 @@ impl DashboardConfig {
         Some((project.join(cert), project.join(key)))
     }
 
+    /// Where to serve given a `--http` flag: the flag wins (`""` turns the dashboard off, as
+    /// `listen = ""` does), else `config`'s `listen`, else (no configuration: the demo) none.
+    pub fn listen_with(flag: Option<&str>, config: Option<&Self>) -> Option<String> {
+        match flag {
+            Some("") => None,
+            Some(flag) => Some(flag.to_owned()),
+            None => config.and_then(|c| c.listen.clone()),
+        }
+    }
+
     /// Whether the file holds a secret (a token), so should be readable by its owner only.
     pub fn holds_secret(&self) -> bool {
         self.token.is_some() || self.read_token.is_some()
