@@ -120,6 +120,32 @@ fn check_invite(
         .map_err(|e| e.to_string())
 }
 
+/// A version's numbers, `major.minor.patch` (missing parts are 0; a leading `v`, and a
+/// pre-release or build suffix after `-` or `+`, are ignored); `None` when it is not one.
+pub fn parse_version(text: &str) -> Option<[u64; 3]> {
+    let text = text.trim().trim_start_matches('v');
+    let core = text.split(['-', '+']).next()?;
+    let mut out = [0u64; 3];
+    let mut parts = 0;
+    for (slot, part) in out.iter_mut().zip(core.split('.')) {
+        *slot = part.parse().ok()?;
+        parts += 1;
+    }
+    (parts >= 1 && core.split('.').count() <= 3).then_some(out)
+}
+
+/// Why a node's version is not admitted under `min` (empty: any), or `None`.
+fn too_old(min: &str, version: &str, project: &str) -> Option<String> {
+    let least = parse_version(min)?;
+    if parse_version(version).is_some_and(|v| v >= least) {
+        return None;
+    }
+    Some(format!(
+        "project {project} needs canopy-node {min} or newer, and this node runs {version}: \
+         upgrade canopy-node (a newer release, or a build of a newer source tree), then join again"
+    ))
+}
+
 /// Answers `join` from `caller`. A refused node leaves nothing in the state; an admitted one
 /// is recorded (or updated) with its network and the organisation its invitation names,
 /// else the one it declared.
@@ -134,6 +160,14 @@ pub fn admit(
 ) -> Result<Admission, StateError> {
     let key = caller.key;
     let project = &config.project.name;
+    if let Some(why) = too_old(
+        &config.admission.min_node_version,
+        &join.capabilities.software_version,
+        project,
+    ) {
+        tracing::info!(peer = %key, version = %join.capabilities.software_version, "join refused: too old");
+        return Ok(refused(round, why));
+    }
     let terms = match &join.invite {
         Some(token) => match check_invite(token, issuer, project, now_ms) {
             Ok(terms) => Some(terms),
@@ -408,6 +442,40 @@ mod tests {
                 .expect("peer")
                 .and_then(|p| p.org)
         }
+    }
+
+    #[test]
+    fn nodes_older_than_the_minimum_are_told_to_upgrade_and_leave_no_record() {
+        assert_eq!(parse_version("0.2.0"), Some([0, 2, 0]));
+        assert_eq!(parse_version("v1.10"), Some([1, 10, 0]));
+        assert_eq!(parse_version("0.3.1-rc.1+abc"), Some([0, 3, 1]));
+        for bad in ["", "test", "1.2.3.4", "1..2", "one.two"] {
+            assert_eq!(parse_version(bad), None, "{bad:?}");
+        }
+        let mut d = desk(AdmissionPolicy::Open);
+        d.config.admission.min_node_version = "0.10.0".into();
+        let with = |v: &str| {
+            let mut j = join(Tier::Volunteer, None, None);
+            j.capabilities.software_version = v.into();
+            j
+        };
+        for old in ["0.9.7", "0.1.0", "a fork of mine"] {
+            let a = d.admit("old", with(old));
+            assert!(!a.ack.accepted, "{old}");
+            assert!(
+                a.ack.message.contains("needs canopy-node 0.10.0 or newer")
+                    && a.ack.message.contains(&format!("runs {old}"))
+                    && a.ack.message.contains("upgrade"),
+                "{}",
+                a.ack.message
+            );
+            assert!(d.state.read().peer("old").expect("peer").is_none());
+        }
+        for new in ["0.10.0", "0.10.1-beta", "1.0.0"] {
+            assert!(d.admit(new, with(new)).ack.accepted, "{new}");
+        }
+        d.config.admission.min_node_version = String::new();
+        assert!(d.admit("any", with("test")).ack.accepted);
     }
 
     #[test]

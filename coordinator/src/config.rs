@@ -262,6 +262,9 @@ pub struct AdmissionConfig {
     /// Proof of work asked of each new identity without an invitation or the allowlist, in
     /// zero bits of a hash (about 2^bits hashes; each bit doubles the work); 0: none.
     pub join_work_bits: u8,
+    /// The oldest `canopy-node` version admitted, such as `0.2.0`; older nodes are told to
+    /// upgrade. `""`: any version.
+    pub min_node_version: String,
 }
 
 impl Default for AdmissionConfig {
@@ -270,6 +273,7 @@ impl Default for AdmissionConfig {
             policy: AdmissionPolicy::Open,
             new_nodes_per_network_hour: 16,
             join_work_bits: 0,
+            min_node_version: String::new(),
         }
     }
 }
@@ -737,6 +741,12 @@ impl Config {
                 self.admission.join_work_bits
             ),
         )?;
+        let min = &self.admission.min_node_version;
+        v.ensure(
+            min.is_empty() || crate::admission::parse_version(min).is_some(),
+            "admission.min_node_version",
+            format_args!("must be a version such as \"0.2.0\", or \"\" for any (got {min:?})"),
+        )?;
 
         let r = &self.reputation;
         v.ensure(
@@ -1185,6 +1195,10 @@ mod tests {
         invalid(
             "[admission]\njoin_work_bits = 25",
             "admission.join_work_bits",
+        );
+        invalid(
+            "[admission]\nmin_node_version = \"newest\"",
+            "admission.min_node_version",
         );
         let ok = "[verification]\nrerun_fraction = 0.0\nmin_cosine = -1.0";
         Config::from_toml(ok, "c").unwrap();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use canopy_tests::harness::{binary, run_with_timeout, spawn_node, wait_until};
 use canopy_tests::http::{get, metric, parse_metrics};
-use canopy_tests::processes::free_port;
+use canopy_tests::processes::{Coordinator, free_port, small_project};
 
 fn info(dir: &std::path::Path) -> serde_json::Value {
     let bin = binary("canopy-node", "canopy-node").unwrap();
@@ -251,6 +251,37 @@ fn info_and_join_follow_the_schedulers_gpu_variables() {
     assert!(!out.status.success(), "{stderr}");
     assert!(
         stderr.contains(&format!("CUDA_VISIBLE_DEVICES names GPU {nvidia}")),
+        "{stderr}"
+    );
+}
+
+/// A coordinator that admits `canopy-node` 99.0.0 and newer: this node is told, in plain
+/// words, which version it needs and that it runs an older one, and stops.
+#[test]
+fn a_node_older_than_the_project_admits_is_told_to_upgrade() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = small_project(
+        &tmp.path().join("project"),
+        free_port(),
+        &[],
+        "[admission]\nmin_node_version = \"99.0.0\"\n",
+    );
+    let coordinator = Coordinator::start(&config);
+    let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+    cmd.arg("--data-dir").arg(tmp.path().join("node")).args([
+        "join",
+        &coordinator.addr,
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+    ]);
+    let out = run_with_timeout(cmd, Duration::from_secs(120)).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let runs = format!("this node runs {}", canopy_node::VERSION);
+    assert!(
+        stderr.contains("needs canopy-node 99.0.0 or newer")
+            && stderr.contains(&runs)
+            && stderr.contains("upgrade canopy-node"),
         "{stderr}"
     );
 }
