@@ -511,8 +511,32 @@ pub enum Answered {
     Other(Message),
 }
 
+/// The answer to a node's [`CreditQuery`](canopy_protocol::messages::CreditQuery): its
+/// ledger totals, `own`, where it has any.
+fn credit_report(
+    own: Option<crate::state::Contribution>,
+    known: bool,
+    round: u64,
+) -> canopy_protocol::messages::CreditReport {
+    let mut report = canopy_protocol::messages::CreditReport {
+        known,
+        round,
+        ..Default::default()
+    };
+    if let Some(c) = own {
+        report.known = true;
+        report.results = c.results;
+        report.accepted = c.accepted;
+        report.rejected = c.rejected;
+        report.verified = c.verified;
+        report.tokens = c.tokens;
+        report.compute_ms = c.compute_ms;
+    }
+    report
+}
+
 /// Answers the requests that the corpus build and training answer alike: joins, heartbeats,
-/// lease renewals and releases, manifest requests (notes the contact first). Any other
+/// credit queries, lease renewals and releases, manifest requests (notes the contact first). Any other
 /// message comes back as [`Answered::Other`].
 pub fn answer_peer(
     state: &mut crate::state::State,
@@ -541,6 +565,10 @@ pub fn answer_peer(
                 crate::admission::admit(state, config, issuer, caller, round, now, join)?;
             joined = admission.joined;
             Message::JoinAck(admission.ack)
+        }
+        Message::CreditQuery(_) => {
+            let own = state.read().contribution_of(&key)?;
+            Message::CreditReport(credit_report(own, known.is_some(), round))
         }
         Message::Heartbeat(_) => match known {
             Some(p) => Message::JoinAck(JoinAck {

@@ -999,14 +999,14 @@ impl $t {
     /// Every node's ledger totals, with what it declared. Read from `contributor_totals`
     /// (one row per node, whatever the ledger's length); a database not yet migrated (opened
     /// read-only) is summed from the ledger instead. Neither can overflow: figures saturate.
-    fn peer_totals(&self) -> Result<Vec<PeerTotals>> {
+    fn peer_totals(&self, only: Option<&str>) -> Result<Vec<PeerTotals>> {
         let sql = if schema_version(self.c())? >= 1 {
             let columns: Vec<String> =
                 TOTAL_COLUMNS.iter().map(|(c, _)| format!("t.{c}")).collect();
             format!(
                 "SELECT t.peer, p.name, p.org, p.country, p.tier, {}
                  FROM contributor_totals t LEFT JOIN peers p ON p.peer = t.peer
-                 WHERE t.results > 0",
+                 WHERE t.results > 0 AND (?1 IS NULL OR t.peer = ?1)",
                 columns.join(", ")
             )
         } else {
@@ -1017,13 +1017,14 @@ impl $t {
                 .collect();
             format!(
                 "SELECT l.peer, p.name, p.org, p.country, p.tier, {}
-                 FROM ledger l LEFT JOIN peers p ON p.peer = l.peer",
+                 FROM ledger l LEFT JOIN peers p ON p.peer = l.peer
+                 WHERE ?1 IS NULL OR l.peer = ?1",
                 figures.join(", ")
             )
         };
         let mut stmt = self.c().prepare(&sql)?;
         let mut by_peer: HashMap<String, PeerTotals> = HashMap::new();
-        let mut rows = stmt.query([])?;
+        let mut rows = stmt.query([only])?;
         while let Some(r) = rows.next()? {
             let peer: String = r.get(0)?;
             let mut figures = [0u64; 8];
@@ -1052,12 +1053,20 @@ impl $t {
     /// per-node totals, so the ledger command and the dashboard agree on every figure; the
     /// cost grows with the nodes, not with the ledger.
     pub fn contributions(&self, group: ContributorGroup) -> Result<Vec<Contribution>> {
-        Ok(group_contributions(&self.peer_totals()?, group))
+        Ok(group_contributions(&self.peer_totals(None)?, group))
+    }
+
+    /// One node's ledger totals (`None`: no entry yet); one indexed row, whatever the
+    /// ledger's length.
+    pub fn contribution_of(&self, peer: &str) -> Result<Option<Contribution>> {
+        Ok(group_contributions(&self.peer_totals(Some(peer))?, ContributorGroup::Peer)
+            .into_iter()
+            .next())
     }
 
     /// The ledger summed per node, per organisation and per country.
     pub fn contributors(&self) -> Result<Contributors> {
-        let rows = self.peer_totals()?;
+        let rows = self.peer_totals(None)?;
         Ok(Contributors {
             entries: rows
                 .iter()

@@ -53,6 +53,15 @@ pub enum Command {
     /// file), printing loss and tokens/s, and optionally export it in the Hugging Face BLOOM
     /// layout. No swarm: this is the training a task runs, on this machine alone.
     Train(TrainArgs),
+    /// Ask the coordinator for this identity's credit: its totals in the contribution ledger
+    /// (tokens trained, results accepted, verified and refused), signed by the coordinator.
+    Credit {
+        /// The coordinator's address, ending in /p2p/<peer id> (as for `join`).
+        coordinator: Multiaddr,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what the node running on this data directory is doing (from its status file).
     Status {
         /// Print JSON for scripts.
@@ -273,6 +282,14 @@ pub struct JoinConfig {
     pub metrics: Option<std::net::SocketAddr>,
 }
 
+/// The coordinator's peer id, from its address's `/p2p/<peer id>` ending.
+pub fn coordinator_peer(addr: &Multiaddr) -> Result<libp2p::PeerId, ArgsError> {
+    match addr.iter().last() {
+        Some(Protocol::P2p(peer)) => Ok(peer),
+        _ => Err(ArgsError::NoPeerId(addr.clone())),
+    }
+}
+
 /// Why `join` flags are refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -307,9 +324,7 @@ pub enum ArgsError {
 impl JoinConfig {
     /// Checks the flags of `join`.
     pub fn from_args(args: JoinArgs) -> Result<Self, ArgsError> {
-        let Some(Protocol::P2p(coordinator)) = args.coordinator.iter().last() else {
-            return Err(ArgsError::NoPeerId(args.coordinator));
-        };
+        let coordinator = coordinator_peer(&args.coordinator)?;
         let label = canopy_protocol::messages::MAX_LABEL;
         for (flag, value) in [("name", &args.name), ("org", &args.org)] {
             if let Some(v) = value

@@ -66,6 +66,9 @@ pub struct NodeStatus {
     /// See `upload_limit`.
     #[serde(default)]
     pub download_limit: u64,
+    /// This identity's credit as the coordinator last reported it.
+    #[serde(default)]
+    pub credit: Option<canopy_protocol::messages::CreditReport>,
 }
 
 fn io(path: &Path, source: std::io::Error) -> NodeError {
@@ -169,6 +172,11 @@ mod tests {
             download_limit: 9,
             provider_records: 8,
             remote_provider_records: 9,
+            credit: Some(canopy_protocol::messages::CreditReport {
+                known: true,
+                tokens: 10,
+                ..Default::default()
+            }),
         };
         write_status(dir.path(), &status).unwrap();
         assert_eq!(read_status(dir.path()).unwrap(), Some(status));

@@ -20,6 +20,7 @@ use canopy_protocol::messages::{AdapterInfo, Capabilities, Join, Tier};
 use canopy_shaders::Runtime;
 use clap::Parser;
 
+mod credit;
 mod info;
 
 fn main() -> ExitCode {
@@ -60,16 +61,25 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("resumed");
             Ok(())
         }
+        Command::Credit { coordinator, json } => async_runtime()?.block_on(credit::command(
+            &dir()?,
+            cli.identity.as_deref(),
+            coordinator,
+            json,
+        )),
         Command::Join(args) => {
             let config = JoinConfig::from_args(args)?;
             limit_threads(config.threads)?;
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("starting the async runtime")?
-                .block_on(join(&dir()?, cli.identity.as_deref(), config))
+            async_runtime()?.block_on(join(&dir()?, cli.identity.as_deref(), config))
         }
     }
+}
+
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }
 
 /// Applies `--threads`: rayon's pool here; the matrix products read `MATMUL_NUM_THREADS` at
@@ -355,6 +365,7 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
         .await
         .context("starting the swarm")?;
     let started = Instant::now();
+    let credit = credit::watch(client.clone(), config.coordinator);
     let say = |line: String| {
         if !config.json {
             eprintln!("{line}");
@@ -457,6 +468,7 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
                 let status = client.status().await.context("asking the swarm for its status")?;
                 let w = shared.status();
                 let file = control::NodeStatus {
+                    credit: *credit.lock().unwrap_or_else(|e| e.into_inner()),
                     pid: std::process::id(),
                     peer: keys.peer_id().to_string(),
                     updated_ms: worker::now_ms(),
@@ -596,6 +608,9 @@ fn node_status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
             }
             println!("network: {}", reachability_words(&s));
             println!("{}", paths_line(&s));
+            if let Some(report) = &s.credit {
+                println!("credit: {}", credit::words(report));
+            }
         }
         _ => println!("no node is running on {}", dir.display()),
     }

@@ -214,6 +214,20 @@ pub fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error + Send + Sync>> {
     push("message", "valid-chunk-request", codec::encode(&request)?);
     push(
         "message",
+        "valid-credit-report",
+        codec::encode(&Message::CreditReport(crate::messages::CreditReport {
+            known: true,
+            results: 7,
+            accepted: 6,
+            rejected: 1,
+            verified: 2,
+            tokens: 9216,
+            compute_ms: 4200,
+            round: 3,
+        }))?,
+    );
+    push(
+        "message",
         "bad-out-of-range",
         codec::encode(&bad_heartbeat)?,
     );

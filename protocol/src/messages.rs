@@ -10,7 +10,8 @@ mod node;
 mod task;
 
 pub use node::{
-    AdapterInfo, AdapterKind, Capabilities, Heartbeat, Join, JoinAck, MAX_ADAPTERS, Tier,
+    AdapterInfo, AdapterKind, Capabilities, CreditQuery, CreditReport, Heartbeat, Join, JoinAck,
+    MAX_ADAPTERS, Tier,
 };
 pub use task::{
     AdamWParams, CorpusOutput, CorpusSpec, LeaseGrant, LeaseId, LeaseRelease, LeaseRenew,
@@ -60,6 +61,10 @@ pub enum MessageKind {
     ManifestResponse,
     /// [`NoWork`]: the coordinator has no task for the node now.
     NoWork,
+    /// [`CreditQuery`]: a node asks for its own credit.
+    CreditQuery,
+    /// [`CreditReport`]: the coordinator's answer: the asking identity's ledger totals.
+    CreditReport,
 }
 
 /// Every message of the protocol.
@@ -98,6 +103,10 @@ pub enum Message {
     ManifestResponse(Box<ManifestResponse>),
     /// See [`NoWork`].
     NoWork(NoWork),
+    /// See [`CreditQuery`].
+    CreditQuery(CreditQuery),
+    /// See [`CreditReport`].
+    CreditReport(CreditReport),
 }
 
 impl Message {
@@ -120,6 +129,8 @@ impl Message {
             Message::ManifestRequest(_) => MessageKind::ManifestRequest,
             Message::ManifestResponse(_) => MessageKind::ManifestResponse,
             Message::NoWork(_) => MessageKind::NoWork,
+            Message::CreditQuery(_) => MessageKind::CreditQuery,
+            Message::CreditReport(_) => MessageKind::CreditReport,
         }
     }
 
@@ -173,7 +184,9 @@ impl Message {
             | Message::LeaseRenewed(_)
             | Message::ChunkRequest(_)
             | Message::LeaseRequest(_)
-            | Message::ManifestRequest(_) => Ok(()),
+            | Message::ManifestRequest(_)
+            | Message::CreditQuery(_)
+            | Message::CreditReport(_) => Ok(()),
         }
     }
 }

@@ -165,3 +165,30 @@ impl Heartbeat {
         Ok(())
     }
 }
+
+/// A node asks the coordinator for its own credit: what the contribution ledger holds for the
+/// identity that signed the request (nobody can ask for another's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CreditQuery {}
+
+/// The coordinator's answer to a [`CreditQuery`], signed by its key as every message is: the
+/// asking identity's totals in the contribution ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct CreditReport {
+    /// Whether the coordinator knows this identity at all (it joined once).
+    pub known: bool,
+    /// Results sent (ledger entries).
+    pub results: u64,
+    /// Results accepted.
+    pub accepted: u64,
+    /// Results refused, or found wrong by a re-run.
+    pub rejected: u64,
+    /// Results a datacenter re-run confirmed.
+    pub verified: u64,
+    /// Training tokens in accepted results: the credit.
+    pub tokens: u64,
+    /// Compute time recorded, in milliseconds.
+    pub compute_ms: u64,
+    /// The round in progress when the coordinator answered.
+    pub round: u64,
+}

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canopy_tests::browser;
-use canopy_tests::harness::binary;
+use canopy_tests::harness::{binary, run_with_timeout};
 use canopy_tests::http::{get, get_tls, metric, parse_metrics, post, request};
 use canopy_tests::processes::{
     Coordinator, Volunteer, coordinator_cli, coordinator_json, free_port, node_peer_id, poll_until,
@@ -165,7 +165,7 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
         contributors["entries"].as_u64(),
         Some(ledger.as_array().expect("ledger").len() as u64)
     );
-    for (peer, org, country) in [(&p1, "Inria", "FR"), (&p2, "BigScience", "DE")] {
+    for (dir, peer, org, country) in [(&d1, &p1, "Inria", "FR"), (&d2, &p2, "BigScience", "DE")] {
         let entries = ledger_entries_of(&ledger, peer);
         assert!(!entries.is_empty(), "{peer} did work");
         let row = contributors["volunteers"]
@@ -197,6 +197,32 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
         );
         assert_eq!(row["results"].as_u64(), Some(entries.len() as u64), "{row}");
         assert!(row["tokens"].as_u64().unwrap_or(0) > 0);
+        // The volunteer sees the same credit with `canopy-node credit`, signed by the
+        // coordinator, while its node runs; its status shows it too.
+        let mut ask = Command::new(binary("canopy-node", "canopy-node").expect("node"));
+        ask.arg("--data-dir")
+            .arg(dir)
+            .args(["credit", &coordinator.addr, "--json"]);
+        let out = run_with_timeout(ask, Duration::from_secs(120)).expect("credit");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let credit: serde_json::Value = serde_json::from_slice(&out.stdout).expect("credit json");
+        assert_eq!(credit["peer_id"], peer.as_str());
+        for key in ["tokens", "accepted", "results", "compute_ms"] {
+            assert_eq!(credit["credit"][key], row[key], "{key}: {credit} vs {row}");
+        }
+        assert_eq!(credit["credit"]["known"], true);
+        let status = poll_until(Duration::from_secs(30), POLL, || {
+            let mut cmd = Command::new(binary("canopy-node", "canopy-node").expect("node"));
+            cmd.arg("--data-dir").arg(dir).args(["status", "--json"]);
+            let out = run_with_timeout(cmd, Duration::from_secs(30)).expect("status");
+            serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                .is_ok_and(|s| s["status"]["credit"]["known"] == true)
+        });
+        assert!(status, "the running node's status shows its credit");
         for (group, key) in [("organisations", org), ("countries", country)] {
             let g = contributors[group]
                 .as_array()
