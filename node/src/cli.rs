@@ -154,6 +154,14 @@ pub struct JoinArgs {
     /// Start paused (resume with `canopy-node resume`).
     #[arg(long)]
     pub paused: bool,
+    /// CPU and I/O priority: `low` (nice 19 and the idle I/O class: whatever else runs on
+    /// this machine comes first) or `normal` (for machines that do nothing else).
+    #[arg(long, value_enum, default_value_t, env = "CANOPY_PRIORITY")]
+    pub priority: crate::polite::Priority,
+    /// Keep working while the machine runs on battery (by default the node pauses, handing
+    /// its task back, until it is plugged in again).
+    #[arg(long, env = "CANOPY_WORK_ON_BATTERY")]
+    pub work_on_battery: bool,
     /// Serve Prometheus metrics (the node's and libp2p's) at http://IP:PORT/metrics, such as
     /// 127.0.0.1:9464. Off by default.
     #[arg(long, value_name = "IP:PORT")]
@@ -280,6 +288,10 @@ pub struct JoinConfig {
     pub paused: bool,
     /// Where to serve `/metrics`, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// CPU and I/O priority.
+    pub priority: crate::polite::Priority,
+    /// Pause while on battery.
+    pub pause_on_battery: bool,
 }
 
 /// The coordinator's peer id, from its address's `/p2p/<peer id>` ending.
@@ -386,6 +398,8 @@ impl JoinConfig {
             memory_limit: args.gpu_memory_mib.map(|m| m << 20),
             paused: args.paused,
             metrics: args.metrics,
+            priority: args.priority,
+            pause_on_battery: !args.work_on_battery,
         })
     }
 }

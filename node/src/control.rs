@@ -69,6 +69,9 @@ pub struct NodeStatus {
     /// This identity's credit as the coordinator last reported it.
     #[serde(default)]
     pub credit: Option<canopy_protocol::messages::CreditReport>,
+    /// Why the node is not working, when a rule (not the volunteer) paused it.
+    #[serde(default)]
+    pub paused_by: Option<String>,
 }
 
 fn io(path: &Path, source: std::io::Error) -> NodeError {
@@ -172,6 +175,7 @@ mod tests {
             download_limit: 9,
             provider_records: 8,
             remote_provider_records: 9,
+            paused_by: Some("on battery".into()),
             credit: Some(canopy_protocol::messages::CreditReport {
                 known: true,
                 tokens: 10,

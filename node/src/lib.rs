@@ -6,6 +6,7 @@
 //! - [`store`]: the content-addressed chunk store with a size cap.
 //! - [`network`]: the libp2p swarm, chunk exchange and peer scoring, behind a [`network::Client`].
 //! - [`metrics`]: Prometheus metrics (libp2p's, the node's) and a node's `/metrics`.
+//! - [`polite`]: low priority and pausing on battery, as a background program should.
 //! - [`objects`]: how model weights and updates are laid out as objects.
 //! - [`worker`]: the task worker that runs leases from the coordinator.
 //! - [`control`]: the status file and pause flag that `status`, `pause` and `resume` use.
@@ -27,6 +28,7 @@ pub mod logging;
 pub mod metrics;
 pub mod network;
 pub mod objects;
+pub mod polite;
 pub mod store;
 pub mod worker;
 

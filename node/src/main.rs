@@ -13,6 +13,7 @@ use std::sync::atomic::Ordering;
 use canopy_node::cli::{Cli, Command, JoinConfig, PresetArg, TierArg, TrainArgs, data_dir};
 use canopy_node::metrics::NodeMetrics;
 use canopy_node::network::{self, NetworkEvent};
+use canopy_node::polite::{self, Priority};
 use canopy_node::store::ChunkStore;
 use canopy_node::worker::{self, Shared, Worker, WorkerConfig, WorkerStatus};
 use canopy_node::{VERSION, control, gpus, identity, lock};
@@ -70,6 +71,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Join(args) => {
             let config = JoinConfig::from_args(args)?;
             limit_threads(config.threads)?;
+            // Before the runtime starts its threads: they inherit it.
+            if config.priority == Priority::Low {
+                polite::lower_priority().context("lowering the node's priority")?;
+            }
             async_runtime()?.block_on(join(&dir()?, cli.identity.as_deref(), config))
         }
     }
@@ -366,6 +371,7 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
         .context("starting the swarm")?;
     let started = Instant::now();
     let credit = credit::watch(client.clone(), config.coordinator);
+    let power = polite::power_supply_dir();
     let say = |line: String| {
         if !config.json {
             eprintln!("{line}");
@@ -461,13 +467,22 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
             },
             _ = tick.tick() => {
                 ticks += 1;
-                let paused = control::is_paused(dir);
+                let by_volunteer = control::is_paused(dir);
+                let paused_by = (config.pause_on_battery
+                    && polite::on_battery(&power) == Some(true))
+                .then(|| "on battery".to_owned());
+                let paused = by_volunteer || paused_by.is_some();
                 if paused != shared.paused.swap(paused, Ordering::Relaxed) {
-                    say(if paused { "\npaused: handing back the task; `canopy-node resume` to go on".into() } else { "\nresumed".into() });
+                    say(match (&paused_by, paused) {
+                        (Some(why), true) if !by_volunteer => format!("\npaused: {why}; the node hands its task back and goes on when that changes"),
+                        (_, true) => "\npaused: handing back the task; `canopy-node resume` to go on".into(),
+                        _ => "\nresumed".into(),
+                    });
                 }
                 let status = client.status().await.context("asking the swarm for its status")?;
                 let w = shared.status();
                 let file = control::NodeStatus {
+                    paused_by: paused_by.filter(|_| !by_volunteer),
                     credit: *credit.lock().unwrap_or_else(|e| e.into_inner()),
                     pid: std::process::id(),
                     peer: keys.peer_id().to_string(),
@@ -597,7 +612,7 @@ fn node_status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    match status {
+    match &status {
         Some(s) if running => {
             let w: WorkerStatus = serde_json::from_value(s.worker.clone()).unwrap_or_default();
             println!("running (pid {}), peer {}", s.pid, s.peer);
@@ -616,6 +631,10 @@ fn node_status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
     }
     if control::is_paused(dir) {
         println!("paused (`canopy-node resume` to go on)");
+    } else if let Some(why) = status.as_ref().and_then(|s| s.paused_by.as_ref())
+        && running
+    {
+        println!("paused: {why} (goes on by itself when that changes)");
     }
     Ok(())
 }

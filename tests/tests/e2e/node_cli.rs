@@ -84,11 +84,23 @@ async fn join_connects_and_leaves_on_sigterm() {
     let peer_id = info(dir.path())["peer_id"].as_str().unwrap().to_string();
     let bin = binary("canopy-node", "canopy-node").unwrap();
     let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // A laptop running on battery, as its power-supply directory says.
+    let power = tempfile::tempdir().unwrap();
+    let supply = |name: &str, files: &[(&str, &str)]| {
+        let d = power.path().join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        for (file, text) in files {
+            std::fs::write(d.join(file), format!("{text}\n")).unwrap();
+        }
+    };
+    supply("AC", &[("type", "Mains"), ("online", "0")]);
+    supply("BAT0", &[("type", "Battery"), ("status", "Discharging")]);
     let child = Command::new(bin)
         .arg("--data-dir")
         .arg(dir.path())
         .args(["--log-format", "json"])
         .env("RUST_LOG", "info")
+        .env("CANOPY_POWER_SUPPLY_DIR", power.path())
         .arg("join")
         .arg(boot.addrs[0].to_string())
         .args([
@@ -137,6 +149,30 @@ async fn join_connects_and_leaves_on_sigterm() {
         .map(|(_, v)| v)
         .sum();
     assert!(dialled >= 1.0, "{samples:?}");
+    // Polite: the lowest CPU priority (nice 19, field 19 of /proc/PID/stat), and paused
+    // while on battery, going on by itself once plugged in.
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+    assert_eq!(nice, 19, "{stat}");
+    let paused_by = || {
+        let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+        cmd.arg("--data-dir")
+            .arg(dir.path())
+            .args(["status", "--json"]);
+        let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        s["status"]["paused_by"].as_str().map(str::to_owned)
+    };
+    let on_battery = wait_until(Duration::from_secs(30), || async {
+        paused_by().as_deref() == Some("on battery")
+    })
+    .await;
+    assert!(on_battery, "{:?}", paused_by());
+    supply("AC", &[("online", "1")]);
+    supply("BAT0", &[("status", "Charging")]);
+    let plugged = wait_until(Duration::from_secs(30), || async { paused_by().is_none() }).await;
+    assert!(plugged, "{:?}", paused_by());
     let pid = child.id().to_string();
     // While it runs, no second node starts on its data directory, nor with its key from
     // another directory (as on a shared home); each is told why and by whom.
