@@ -41,7 +41,7 @@ pub enum Command {
         json: bool,
     },
     /// Join a Canopy swarm through its coordinator and stay until Ctrl-C.
-    Join(JoinArgs),
+    Join(Box<JoinArgs>),
     /// Run every kernel on the chosen adapter against the CPU path and print a table; exits
     /// non-zero if any kernel computes wrongly. Set CANOPY_ADAPTER=gpu|software|cpu to choose.
     Selftest {
@@ -419,7 +419,7 @@ mod tests {
     fn parse(args: &[&str]) -> Result<JoinConfig, String> {
         let cli = Cli::try_parse_from(args).map_err(|e| e.to_string())?;
         match cli.command {
-            Command::Join(a) => JoinConfig::from_args(a).map_err(|e| e.to_string()),
+            Command::Join(a) => JoinConfig::from_args(*a).map_err(|e| e.to_string()),
             _ => Err("not join".into()),
         }
     }

@@ -69,7 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         )),
         Command::Join(args) => {
-            let config = JoinConfig::from_args(args)?;
+            let config = JoinConfig::from_args(*args)?;
             limit_threads(config.threads)?;
             // Before the runtime starts its threads: they inherit it.
             if config.priority == Priority::Low {
@@ -617,12 +617,12 @@ fn node_status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
             let w: WorkerStatus = serde_json::from_value(s.worker.clone()).unwrap_or_default();
             println!("running (pid {}), peer {}", s.pid, s.peer);
             println!("compute on {}", s.adapters.join(", "));
-            println!("{}", status_line(&s, &w));
+            println!("{}", status_line(s, &w));
             if let Some(e) = &w.last_error {
                 println!("last problem: {e}");
             }
-            println!("network: {}", reachability_words(&s));
-            println!("{}", paths_line(&s));
+            println!("network: {}", reachability_words(s));
+            println!("{}", paths_line(s));
             if let Some(report) = &s.credit {
                 println!("credit: {}", credit::words(report));
             }
