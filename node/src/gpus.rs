@@ -96,20 +96,16 @@ pub struct Selection {
 
 /// The hardware adapters, each GPU once, in PCI bus order.
 pub fn hardware_gpus() -> Vec<wgpu::Adapter> {
-    let mut adapters: Vec<_> = runtime::enumerate_adapters()
+    let adapters: Vec<_> = runtime::enumerate_adapters()
         .into_iter()
         .filter(|a| !runtime::is_software(&a.get_info()))
         .collect();
     let infos: Vec<_> = adapters.iter().map(wgpu::Adapter::get_info).collect();
-    let keep = distinct(&infos);
-    let mut kept = Vec::with_capacity(keep.len());
-    for (i, a) in adapters.drain(..).enumerate() {
-        if let Some(pos) = keep.iter().position(|&k| k == i) {
-            kept.push((pos, a));
-        }
-    }
-    kept.sort_by_key(|(pos, _)| *pos);
-    kept.into_iter().map(|(_, a)| a).collect()
+    let mut slots: Vec<Option<wgpu::Adapter>> = adapters.into_iter().map(Some).collect();
+    distinct(&infos)
+        .into_iter()
+        .filter_map(|i| slots[i].take())
+        .collect()
 }
 
 /// Which of `infos` to keep, in the order to number them: one per GPU (the same PCI bus id,

@@ -59,7 +59,11 @@ pub(crate) fn info(dir: &Path, identity: Option<&Path>, json: bool) -> anyhow::R
         println!("version     {VERSION}");
         println!(
             "gpus        {}",
-            if gpus.is_empty() { "none found" } else { "" }
+            if gpus.is_empty() {
+                "none found"
+            } else {
+                "(* = what join uses)"
+            }
         );
         for (i, g) in gpus.iter().enumerate() {
             let mark = if chosen.contains(&i) { '*' } else { ' ' };

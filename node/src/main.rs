@@ -24,7 +24,10 @@ use clap::Parser;
 mod credit;
 mod info;
 
+#[allow(unsafe_code)] // one environment variable, set before any thread starts
 fn main() -> ExitCode {
+    // SAFETY: the first thing main does: no other thread exists yet.
+    unsafe { canopy_shaders::runtime::quiet_device_select_layer() };
     let cli = Cli::parse();
     canopy_node::logging::init(cli.log.log_format);
     match run(cli) {

@@ -334,6 +334,26 @@ impl fmt::Debug for Gpu {
     }
 }
 
+/// Turns off Mesa's device-select Vulkan layer for this process, unless the user asked for it
+/// (`MESA_VK_DEVICE_SELECT`) or set `NODEVICE_SELECT` themselves. The layer connects to a
+/// Wayland display to choose a default GPU, and on every headless machine prints
+/// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." twice, which reads as a
+/// failure; Canopy chooses its GPUs itself.
+///
+/// # Safety
+///
+/// It sets an environment variable: call it first thing in `main`, before any other thread
+/// exists (as [`std::env::set_var`] requires).
+#[allow(unsafe_code)]
+pub unsafe fn quiet_device_select_layer() {
+    if std::env::var_os("NODEVICE_SELECT").is_none()
+        && std::env::var_os("MESA_VK_DEVICE_SELECT").is_none()
+    {
+        // SAFETY: the caller guarantees no other thread exists yet.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 /// Lists the adapters of the primary backends (Vulkan, Metal, DX12), or of the others (OpenGL)
 /// where those find none. OpenGL is not probed otherwise: on a machine without a display its
 /// probe prints EGL errors a newcomer reads as a failure, and every GPU it would list, Vulkan
