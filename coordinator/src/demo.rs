@@ -249,6 +249,7 @@ pub async fn run(
                 coordinator,
                 join,
                 memory_limit: None,
+                cpu_share: None,
             },
             node_shared.clone(),
         );

@@ -88,8 +88,8 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct JoinArgs {
     /// The coordinator's address, ending in /p2p/<peer id>
-    /// (e.g. /ip4/203.0.113.7/tcp/4740/p2p/12D3KooW…).
-    pub coordinator: Multiaddr,
+    /// (e.g. /ip4/203.0.113.7/tcp/4740/p2p/12D3KooW…); or `coordinator` in canopy-node.toml.
+    pub coordinator: Option<Multiaddr>,
     /// The tier to ask for; the coordinator grants `datacenter` only to allowlisted keys.
     #[arg(long, value_enum, default_value_t = TierArg::Volunteer)]
     pub tier: TierArg,
@@ -122,10 +122,10 @@ pub struct JoinArgs {
     #[arg(long, default_value_t = 64)]
     pub max_upload_mib: u64,
     /// Most upload rate to every peer together, in MiB/s (0: no limit).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "CANOPY_UPLOAD_LIMIT_MIB")]
     pub upload_limit_mib: u64,
     /// Most download rate from every peer together, in MiB/s (0: no limit).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, env = "CANOPY_DOWNLOAD_LIMIT_MIB")]
     pub download_limit_mib: u64,
     /// Serve as a relay for volunteers behind NAT (for hosts with a public address).
     #[arg(long)]
@@ -145,7 +145,7 @@ pub struct JoinArgs {
     #[arg(long)]
     pub gpus: Option<String>,
     /// Most CPU threads the CPU path uses (default: all cores).
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, env = "CANOPY_THREADS", value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub threads: Option<u32>,
     /// Most memory one task may use on its device, in MiB (tasks that need more are handed
     /// back).
@@ -162,6 +162,21 @@ pub struct JoinArgs {
     /// its task back, until it is plugged in again).
     #[arg(long, env = "CANOPY_WORK_ON_BATTERY")]
     pub work_on_battery: bool,
+    /// `always` (whenever the other rules allow) or `idle`: only once nobody has used the
+    /// keyboard, mouse or a terminal for --idle-minutes.
+    #[arg(long, value_enum, default_value_t, env = "CANOPY_WHEN")]
+    pub when: crate::polite::When,
+    /// Minutes without input after which the machine counts as idle (for --when idle).
+    #[arg(long, default_value_t = 3, env = "CANOPY_IDLE_MINUTES",
+          value_parser = clap::value_parser!(u64).range(1..=1440))]
+    pub idle_minutes: u64,
+    /// Daily working hours in local time, such as 22:00-07:00 or 09:00-12:00,14:00-17:00
+    /// (default: all day).
+    #[arg(long, env = "CANOPY_HOURS")]
+    pub hours: Option<crate::polite::Hours>,
+    /// Most share of the time spent computing, in percent (default: no cap).
+    #[arg(long, env = "CANOPY_CPU_SHARE", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub cpu_share: Option<u8>,
     /// Serve Prometheus metrics (the node's and libp2p's) at http://IP:PORT/metrics, such as
     /// 127.0.0.1:9464. Off by default.
     #[arg(long, value_name = "IP:PORT")]
@@ -290,8 +305,8 @@ pub struct JoinConfig {
     pub metrics: Option<std::net::SocketAddr>,
     /// CPU and I/O priority.
     pub priority: crate::polite::Priority,
-    /// Pause while on battery.
-    pub pause_on_battery: bool,
+    /// When the node may work.
+    pub rules: crate::polite::Rules,
 }
 
 /// The coordinator's peer id, from its address's `/p2p/<peer id>` ending.
@@ -325,6 +340,11 @@ pub enum ArgsError {
     /// A size flag is zero.
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
+    /// No coordinator address on the command line nor in the settings file.
+    #[error(
+        "give the coordinator's address (ending in /p2p/<peer id>), or set `coordinator` in canopy-node.toml"
+    )]
+    NoCoordinator,
     /// `--invite` is not an invitation token.
     #[error("--invite: {0}")]
     Invite(canopy_protocol::InviteError),
@@ -336,7 +356,8 @@ pub enum ArgsError {
 impl JoinConfig {
     /// Checks the flags of `join`.
     pub fn from_args(args: JoinArgs) -> Result<Self, ArgsError> {
-        let coordinator = coordinator_peer(&args.coordinator)?;
+        let coordinator_addr = args.coordinator.ok_or(ArgsError::NoCoordinator)?;
+        let coordinator = coordinator_peer(&coordinator_addr)?;
         let label = canopy_protocol::messages::MAX_LABEL;
         for (flag, value) in [("name", &args.name), ("org", &args.org)] {
             if let Some(v) = value
@@ -366,7 +387,7 @@ impl JoinConfig {
             return Err(ArgsError::Zero("max-upload-mib"));
         }
         let mut network = NetworkConfig {
-            bootstrap: vec![args.coordinator],
+            bootstrap: vec![coordinator_addr],
             mdns: args.mdns,
             advertise_listen_addrs: args.public,
             serve_rate_bytes_per_sec: args.max_upload_mib << 20,
@@ -399,7 +420,13 @@ impl JoinConfig {
             paused: args.paused,
             metrics: args.metrics,
             priority: args.priority,
-            pause_on_battery: !args.work_on_battery,
+            rules: crate::polite::Rules {
+                when: args.when,
+                idle_after: std::time::Duration::from_secs(args.idle_minutes * 60),
+                pause_on_battery: !args.work_on_battery,
+                hours: args.hours,
+                cpu_share: args.cpu_share,
+            },
         })
     }
 }

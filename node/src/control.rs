@@ -72,6 +72,9 @@ pub struct NodeStatus {
     /// Why the node is not working, when a rule (not the volunteer) paused it.
     #[serde(default)]
     pub paused_by: Option<String>,
+    /// Its rules for when it works, in words.
+    #[serde(default)]
+    pub rules: String,
 }
 
 fn io(path: &Path, source: std::io::Error) -> NodeError {
@@ -176,6 +179,7 @@ mod tests {
             provider_records: 8,
             remote_provider_records: 9,
             paused_by: Some("on battery".into()),
+            rules: "works whenever allowed; pauses on battery".into(),
             credit: Some(canopy_protocol::messages::CreditReport {
                 known: true,
                 tokens: 10,

@@ -6,11 +6,13 @@
 //! - [`store`]: the content-addressed chunk store with a size cap.
 //! - [`network`]: the libp2p swarm, chunk exchange and peer scoring, behind a [`network::Client`].
 //! - [`metrics`]: Prometheus metrics (libp2p's, the node's) and a node's `/metrics`.
-//! - [`polite`]: low priority and pausing on battery, as a background program should.
+//! - [`polite`]: low priority, and the rules for when the node works (battery, idle, hours,
+//!   a share of the time), as a background program should.
 //! - [`objects`]: how model weights and updates are laid out as objects.
 //! - [`worker`]: the task worker that runs leases from the coordinator.
 //! - [`control`]: the status file and pause flag that `status`, `pause` and `resume` use.
 //! - [`cli`]: the command line of the `canopy-node` binary.
+//! - [`settings`]: `canopy-node.toml`, the node's settings file in its data directory.
 //! - [`logging`]: log output of both binaries (`--log-format`, `RUST_LOG`, no colour off a
 //!   terminal).
 //!
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod network;
 pub mod objects;
 pub mod polite;
+pub mod settings;
 pub mod store;
 pub mod worker;
 

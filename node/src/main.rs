@@ -14,21 +14,36 @@ use canopy_node::cli::{Cli, Command, JoinConfig, PresetArg, TierArg, TrainArgs, 
 use canopy_node::metrics::NodeMetrics;
 use canopy_node::network::{self, NetworkEvent};
 use canopy_node::polite::{self, Priority};
+use canopy_node::settings::{self, SettingsError};
 use canopy_node::store::ChunkStore;
-use canopy_node::worker::{self, Shared, Worker, WorkerConfig, WorkerStatus};
+use canopy_node::worker::{self, Shared, Worker, WorkerConfig};
 use canopy_node::{VERSION, control, gpus, identity, lock};
 use canopy_protocol::messages::{AdapterInfo, Capabilities, Join, Tier};
 use canopy_shaders::Runtime;
-use clap::Parser;
 
 mod credit;
 mod info;
+mod status;
 
 #[allow(unsafe_code)] // one environment variable, set before any thread starts
 fn main() -> ExitCode {
     // SAFETY: the first thing main does: no other thread exists yet.
     unsafe { canopy_shaders::runtime::quiet_device_select_layer() };
-    let cli = Cli::parse();
+    let cli = match canopy_node::settings::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(SettingsError::Args(e)) => e.exit(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Join(args) = &cli.command
+        && let Some(n) = args.threads
+    {
+        // The matrix products size their thread pool from this when they first run.
+        // SAFETY: still before any other thread exists.
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", n.to_string()) };
+    }
     canopy_node::logging::init(cli.log.log_format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -49,7 +64,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Selftest { json } => selftest(json),
         Command::Bench { json, size } => bench(json, size as usize),
         Command::Train(args) => train(args),
-        Command::Status { json } => node_status(&dir()?, json),
+        Command::Status { json } => status::node_status(&dir()?, json),
         Command::Pause => {
             let dir = dir()?;
             control::set_paused(&dir, true)?;
@@ -90,20 +105,9 @@ fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Applies `--threads`: rayon's pool here; the matrix products read `MATMUL_NUM_THREADS` at
-/// start, so on Unix the process re-executes itself once with it set.
+/// Applies `--threads` to rayon's pool (`main` has set the matrix products' limit already).
 fn limit_threads(threads: Option<u32>) -> anyhow::Result<()> {
     let Some(n) = threads else { return Ok(()) };
-    #[cfg(unix)]
-    if std::env::var("MATMUL_NUM_THREADS").ok().as_deref() != Some(&n.to_string()) {
-        use std::os::unix::process::CommandExt;
-        let exe = std::env::current_exe().context("finding this program to apply --threads")?;
-        let err = std::process::Command::new(exe)
-            .args(std::env::args_os().skip(1))
-            .env("MATMUL_NUM_THREADS", n.to_string())
-            .exec();
-        return Err(err).context("restarting with the thread limit");
-    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(n as usize)
         .build_global()
@@ -374,13 +378,25 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
         .context("starting the swarm")?;
     let started = Instant::now();
     let credit = credit::watch(client.clone(), config.coordinator);
-    let power = polite::power_supply_dir();
+    let mut probes = polite::Probes::from_env();
+    let rules_words = config.rules.describe();
     let say = |line: String| {
         if !config.json {
             eprintln!("{line}");
         }
     };
     say(format!("canopy-node {VERSION}: peer {}", keys.peer_id()));
+    match settings::write_template_if_missing(dir) {
+        Ok(path) => say(format!("settings: {}", path.display())),
+        Err(e) => tracing::warn!("writing the settings file: {e}"),
+    }
+    say(format!("rules: {rules_words}"));
+    if config.rules.when == polite::When::Idle && probes.idle.idle_for().is_none() {
+        say(
+            "this machine does not tell when it is in use: --when idle works as --when always"
+                .into(),
+        );
+    }
     for addr in client.listen_addrs().await.unwrap_or_default() {
         say(format!("listening on {addr}"));
     }
@@ -435,6 +451,7 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
                 coordinator: config.coordinator,
                 join: join_message.clone(),
                 memory_limit: config.memory_limit,
+                cpu_share: config.rules.cpu_share,
             },
             shared.clone(),
         );
@@ -471,9 +488,7 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
             _ = tick.tick() => {
                 ticks += 1;
                 let by_volunteer = control::is_paused(dir);
-                let paused_by = (config.pause_on_battery
-                    && polite::on_battery(&power) == Some(true))
-                .then(|| "on battery".to_owned());
+                let paused_by = config.rules.why_not(&mut probes, polite::Hours::now_minute());
                 let paused = by_volunteer || paused_by.is_some();
                 if paused != shared.paused.swap(paused, Ordering::Relaxed) {
                     say(match (&paused_by, paused) {
@@ -486,6 +501,7 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
                 let w = shared.status();
                 let file = control::NodeStatus {
                     paused_by: paused_by.filter(|_| !by_volunteer),
+                    rules: rules_words.clone(),
                     credit: *credit.lock().unwrap_or_else(|e| e.into_inner()),
                     pid: std::process::id(),
                     peer: keys.peer_id().to_string(),
@@ -509,7 +525,7 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
                 };
                 if reachability != Some(status.reachability) {
                     reachability = Some(status.reachability);
-                    say(format!("\nnetwork: {}", reachability_words(&file)));
+                    say(format!("\nnetwork: {}", status::reachability_words(&file)));
                 }
                 if let Some(m) = &node_metrics {
                     m.update(&file, &w);
@@ -522,7 +538,7 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
                         println!("{}", serde_json::json!({ "status": file }));
                     }
                 } else {
-                    let line = status_line(&file, &w);
+                    let line = status::status_line(&file, &w);
                     if live {
                         eprint!("\r{line}\x1b[K");
                         let _ = std::io::stderr().flush();
@@ -572,123 +588,12 @@ async fn join(dir: &Path, identity: Option<&Path>, config: JoinConfig) -> anyhow
             w.rejected,
             w.tokens,
             w.compute_ms as f64 / 1000.0,
-            human_bytes(served),
-            human_bytes(fetched)
+            status::human_bytes(served),
+            status::human_bytes(fetched)
         );
     }
     match failure {
         Some(e) => Err(e),
         None => Ok(()),
-    }
-}
-
-fn status_line(file: &control::NodeStatus, w: &WorkerStatus) -> String {
-    let task = match (w.task, w.round) {
-        (Some(t), Some(r)) => format!(
-            "task {t} (round {r}) {} {:>3.0}%",
-            w.state,
-            w.progress * 100.0
-        ),
-        _ => w.state.clone(),
-    };
-    format!(
-        "peers {:>3} | {task} | {:.0} tok/s | done {} ok, {} refused, {} tokens, {:.0}s compute | up {}s",
-        file.peers,
-        w.tokens_per_sec,
-        w.accepted,
-        w.rejected,
-        w.tokens,
-        w.compute_ms as f64 / 1000.0,
-        file.uptime_s
-    )
-}
-
-fn node_status(dir: &std::path::Path, json: bool) -> anyhow::Result<()> {
-    let status = control::read_status(dir)?;
-    let running = status
-        .as_ref()
-        .is_some_and(|s| worker::now_ms().saturating_sub(s.updated_ms) < control::STALE_MS);
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({ "running": running, "paused_flag": control::is_paused(dir), "status": status })
-        );
-        return Ok(());
-    }
-    match &status {
-        Some(s) if running => {
-            let w: WorkerStatus = serde_json::from_value(s.worker.clone()).unwrap_or_default();
-            println!("running (pid {}), peer {}", s.pid, s.peer);
-            println!("compute on {}", s.adapters.join(", "));
-            println!("{}", status_line(s, &w));
-            if let Some(e) = &w.last_error {
-                println!("last problem: {e}");
-            }
-            println!("network: {}", reachability_words(s));
-            println!("{}", paths_line(s));
-            if let Some(report) = &s.credit {
-                println!("credit: {}", credit::words(report));
-            }
-        }
-        _ => println!("no node is running on {}", dir.display()),
-    }
-    if control::is_paused(dir) {
-        println!("paused (`canopy-node resume` to go on)");
-    } else if let Some(why) = status.as_ref().and_then(|s| s.paused_by.as_ref())
-        && running
-    {
-        println!("paused: {why} (goes on by itself when that changes)");
-    }
-    Ok(())
-}
-
-/// The node's reachability in a volunteer's words, with what to do about it if anything.
-fn reachability_words(file: &control::NodeStatus) -> String {
-    let Some(r) = file.reachability else {
-        return "unknown".into();
-    };
-    let mut words = r.describe().to_owned();
-    if !file.relays.is_empty() {
-        words.push_str(&format!(" (relays: {})", file.relays.join(", ")));
-    }
-    if let Some(advice) = r.advice() {
-        words.push_str(&format!("; {advice}"));
-    }
-    words
-}
-
-/// Where the node's data came from and went, and its limits.
-fn paths_line(file: &control::NodeStatus) -> String {
-    let p = &file.paths;
-    let limit = |n: u64| match n {
-        0 => "no limit".to_owned(),
-        n => format!("{}/s", human_bytes(n)),
-    };
-    format!(
-        "traffic: fetched {} directly, {} through relays ({} from the coordinator); served {} ({} through relays); {} hole punch(es), {} failed; upload {}, download {}",
-        human_bytes(p.fetched_direct),
-        human_bytes(p.fetched_relayed),
-        human_bytes(p.fetched_from_bootstrap),
-        human_bytes(file.bytes_served),
-        human_bytes(p.served_relayed),
-        p.hole_punches,
-        p.hole_punch_failures,
-        limit(file.upload_limit),
-        limit(file.download_limit),
-    )
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }

@@ -1,14 +1,129 @@
 //! A polite background node, as BOINC clients are: it computes at the lowest CPU and I/O
-//! priority, so whatever the volunteer does comes first, and it stops while the machine runs
-//! on battery. The battery probe reads a directory laid out as Linux's
-//! `/sys/class/power_supply` (`CANOPY_POWER_SUPPLY_DIR` names another, for tests).
+//! priority, so whatever the volunteer does comes first, and it works only when its rules
+//! allow: not on battery, inside its daily hours, when the machine is idle if asked to, and
+//! for at most a share of the time. [`Rules`] says whether the node may work now and why not;
+//! the probes it reads ([`battery`], [`idle`]) can be pointed at test directories.
 
-use std::path::{Path, PathBuf};
+pub mod battery;
+pub mod hours;
+pub mod idle;
+pub mod throttle;
 
-/// Where Linux describes the machine's power supplies.
-pub const POWER_SUPPLY_DIR: &str = "/sys/class/power_supply";
-/// Environment variable naming another power-supply directory (tests drive it).
-pub const POWER_SUPPLY_ENV: &str = "CANOPY_POWER_SUPPLY_DIR";
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use hours::Hours;
+pub use idle::IdleProbe;
+
+/// When the node works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum When {
+    /// Whenever its other rules allow, at low priority beside what the volunteer does.
+    #[default]
+    Always,
+    /// Only once nobody has used the machine for the idle time (`--idle-minutes`).
+    Idle,
+}
+
+/// The rules that decide whether the node works right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rules {
+    /// Always, or only when the machine is idle.
+    pub when: When,
+    /// How long without input makes the machine idle.
+    pub idle_after: Duration,
+    /// Pause while on battery.
+    pub pause_on_battery: bool,
+    /// Daily working hours, local time (`None`: all day).
+    pub hours: Option<Hours>,
+    /// Most share of the time spent computing, in percent (`None`: no cap).
+    pub cpu_share: Option<u8>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Self {
+            when: When::Always,
+            idle_after: Duration::from_secs(3 * 60),
+            pause_on_battery: true,
+            hours: None,
+            cpu_share: None,
+        }
+    }
+}
+
+/// What the rules read: the power-supply directory and the idle probe.
+pub struct Probes {
+    /// The battery probe's directory.
+    pub power_dir: PathBuf,
+    /// The idle probe.
+    pub idle: Box<dyn IdleProbe>,
+}
+
+impl Probes {
+    /// The machine's probes, or the test directories the environment names.
+    pub fn from_env() -> Self {
+        Self {
+            power_dir: battery::power_supply_dir(),
+            idle: idle::probe_from_env(),
+        }
+    }
+}
+
+/// Whole minutes in words.
+fn minutes(d: Duration) -> String {
+    match d.as_secs() / 60 {
+        1 => "1 minute".into(),
+        n => format!("{n} minutes"),
+    }
+}
+
+impl Rules {
+    /// Why the node may not work now (in words for `status`), or `None` when it may.
+    /// `minute_of_day` is the local time ([`Hours::now_minute`]).
+    pub fn why_not(&self, probes: &mut Probes, minute_of_day: u16) -> Option<String> {
+        if self.pause_on_battery && battery::on_battery(&probes.power_dir) == Some(true) {
+            return Some("on battery".into());
+        }
+        if let Some(hours) = &self.hours
+            && !hours.contains(minute_of_day)
+        {
+            return Some(format!("outside its working hours ({hours})"));
+        }
+        if self.when == When::Idle
+            && let Some(idle) = probes.idle.idle_for()
+            && idle < self.idle_after
+        {
+            return Some("the machine is in use".into());
+        }
+        None
+    }
+
+    /// The rules in a line for people, such as "works when the machine has been idle for
+    /// 3 minutes, 22:00-07:00, at most 50% of the time; pauses on battery".
+    pub fn describe(&self) -> String {
+        let mut parts = vec![match self.when {
+            When::Always => "works whenever allowed".to_owned(),
+            When::Idle => format!(
+                "works when the machine has been idle for {}",
+                minutes(self.idle_after)
+            ),
+        }];
+        if let Some(hours) = &self.hours {
+            parts.push(format!("between {hours}"));
+        }
+        if let Some(share) = self.cpu_share {
+            parts.push(format!("at most {share}% of the time"));
+        }
+        let mut line = parts.join(", ");
+        line.push_str(if self.pause_on_battery {
+            "; pauses on battery"
+        } else {
+            "; works on battery too"
+        });
+        line
+    }
+}
 
 /// The priority a node computes at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -59,81 +174,74 @@ pub fn lower_priority() -> std::io::Result<()> {
     Ok(())
 }
 
-/// The power-supply directory: `CANOPY_POWER_SUPPLY_DIR`, else Linux's.
-pub fn power_supply_dir() -> PathBuf {
-    std::env::var_os(POWER_SUPPLY_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(POWER_SUPPLY_DIR))
-}
-
-/// Whether the machine runs on battery now, from a power-supply directory laid out as
-/// `/sys/class/power_supply` (one directory per supply with `type`, and `online` or
-/// `status`): a battery that is discharging, or mains and USB supplies that are all offline
-/// where there is a battery. `None`: no battery is described (a desktop, a server, another
-/// platform), so never on battery.
-pub fn on_battery(dir: &Path) -> Option<bool> {
-    let read = |supply: &Path, file: &str| {
-        std::fs::read_to_string(supply.join(file))
-            .ok()
-            .map(|s| s.trim().to_owned())
-    };
-    let mut battery = false;
-    let mut discharging = false;
-    let (mut external, mut external_online) = (false, false);
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let supply = entry.path();
-        match read(&supply, "type").as_deref() {
-            Some("Battery") => {
-                battery = true;
-                discharging |= read(&supply, "status").as_deref() == Some("Discharging");
-            }
-            Some("Mains" | "USB" | "USB_C" | "USB_PD") => {
-                external = true;
-                external_online |= read(&supply, "online").as_deref() == Some("1");
-            }
-            _ => {}
-        }
-    }
-    battery.then_some(discharging || (external && !external_online))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn supply(dir: &Path, name: &str, files: &[(&str, &str)]) {
-        let d = dir.join(name);
-        std::fs::create_dir_all(&d).unwrap();
-        for (file, text) in files {
-            std::fs::write(d.join(file), format!("{text}\n")).unwrap();
+    struct Idle(Option<Duration>);
+    impl IdleProbe for Idle {
+        fn idle_for(&mut self) -> Option<Duration> {
+            self.0
         }
     }
 
     #[test]
-    fn battery_is_read_from_the_power_supply_directory() {
-        let laptop = tempfile::tempdir().unwrap();
-        supply(laptop.path(), "AC", &[("type", "Mains"), ("online", "1")]);
-        supply(
-            laptop.path(),
-            "BAT0",
-            &[("type", "Battery"), ("status", "Charging")],
+    fn rules_say_why_the_node_may_not_work() {
+        let power = tempfile::tempdir().unwrap();
+        let probes = |idle: Option<u64>| Probes {
+            power_dir: power.path().to_path_buf(),
+            idle: Box::new(Idle(idle.map(Duration::from_secs))),
+        };
+        let noon = 12 * 60;
+        let always = Rules::default();
+        assert_eq!(always.why_not(&mut probes(Some(0)), noon), None);
+        assert_eq!(
+            always.describe(),
+            "works whenever allowed; pauses on battery"
         );
-        assert_eq!(on_battery(laptop.path()), Some(false));
-        supply(laptop.path(), "AC", &[("online", "0")]);
-        assert_eq!(on_battery(laptop.path()), Some(true), "unplugged");
-        supply(laptop.path(), "AC", &[("online", "1")]);
-        supply(laptop.path(), "BAT0", &[("status", "Discharging")]);
-        assert_eq!(on_battery(laptop.path()), Some(true), "discharging");
 
-        // A desktop: mains only, or nothing at all, is never on battery.
-        let desktop = tempfile::tempdir().unwrap();
-        supply(desktop.path(), "AC", &[("type", "Mains"), ("online", "1")]);
-        assert_eq!(on_battery(desktop.path()), None);
-        assert_eq!(on_battery(&desktop.path().join("missing")), None);
-        // A battery with no status and no external supply described: not on battery.
-        let odd = tempfile::tempdir().unwrap();
-        supply(odd.path(), "BAT1", &[("type", "Battery")]);
-        assert_eq!(on_battery(odd.path()), Some(false));
+        let night = Rules {
+            when: When::Idle,
+            idle_after: Duration::from_secs(300),
+            hours: Some("22:00-07:00".parse().unwrap()),
+            cpu_share: Some(50),
+            ..Rules::default()
+        };
+        assert_eq!(
+            night.why_not(&mut probes(Some(3600)), noon).as_deref(),
+            Some("outside its working hours (22:00-07:00)")
+        );
+        let late = 23 * 60;
+        assert_eq!(
+            night.why_not(&mut probes(Some(60)), late).as_deref(),
+            Some("the machine is in use")
+        );
+        assert_eq!(night.why_not(&mut probes(Some(300)), late), None);
+        assert_eq!(
+            night.why_not(&mut probes(None), late),
+            None,
+            "a machine whose input cannot be seen is taken as idle"
+        );
+        assert_eq!(
+            night.describe(),
+            "works when the machine has been idle for 5 minutes, between 22:00-07:00, at most \
+             50% of the time; pauses on battery"
+        );
+
+        // On battery comes first, unless the volunteer allows it.
+        let bat = power.path().join("BAT0");
+        std::fs::create_dir_all(&bat).unwrap();
+        std::fs::write(bat.join("type"), "Battery\n").unwrap();
+        std::fs::write(bat.join("status"), "Discharging\n").unwrap();
+        assert_eq!(
+            night.why_not(&mut probes(Some(600)), late).as_deref(),
+            Some("on battery")
+        );
+        let on_battery_too = Rules {
+            pause_on_battery: false,
+            ..night
+        };
+        assert_eq!(on_battery_too.why_not(&mut probes(Some(600)), late), None);
     }
 
     #[cfg(target_os = "linux")]

@@ -30,6 +30,7 @@ use serde::Serialize;
 use crate::error::NodeError;
 use crate::network::{self, Client};
 use crate::objects;
+use crate::polite::throttle::Throttle;
 
 mod corpus;
 
@@ -108,6 +109,8 @@ pub struct WorkerConfig {
     pub join: Join,
     /// Most device (or host, on the CPU path) memory one task may use, in bytes.
     pub memory_limit: Option<u64>,
+    /// Most share of the time spent computing, in percent (`None`: no cap).
+    pub cpu_share: Option<u8>,
 }
 
 /// Objects of past tasks (model versions and steps, updates, corpus chunks and results) a
@@ -600,25 +603,33 @@ impl Worker {
         let shared = self.shared.clone();
         let start = params.clone();
         let steps = spec.inner_steps;
+        let mut throttle = Throttle::new(self.config.cpu_share);
         let report = tokio::task::spawn_blocking(move || {
+            let interrupted = || cancel.load(Ordering::Relaxed) || shared.interrupted().is_some();
             let on_step = |step: u32, _loss: f32| {
                 let done = (step + 1) as f32 / steps as f32;
                 progress.store((done * 1000.0) as u32, Ordering::Relaxed);
                 shared.update(|s| s.progress = done);
-                if cancel.load(Ordering::Relaxed) || shared.interrupted().is_some() {
+                if let Some(t) = throttle.as_mut() {
+                    t.pace(interrupted);
+                }
+                if interrupted() {
                     ControlFlow::Break(())
                 } else {
                     ControlFlow::Continue(())
                 }
             };
-            match &*runtime {
+            let report = match &*runtime {
                 Runtime::Gpu(gpu) => train_inner(&**gpu, &start, &text, &settings, on_step),
                 Runtime::Cpu(cpu) => train_inner(cpu, &start, &text, &settings, on_step),
-            }
+            };
+            // Time spent resting under --cpu-share is not compute.
+            let rested = throttle.map_or(0.0, |t| t.rested().as_secs_f64());
+            report.map(|r| r.map(|r| (r, rested)))
         })
         .await
         .map_err(|e| NodeError::Coordinator(format!("the training thread failed: {e}")))??;
-        let Some(report) = report else {
+        let Some((report, rested)) = report else {
             return Ok(None);
         };
         self.shared.update(|s| s.state = "uploading".into());
@@ -638,7 +649,7 @@ impl Worker {
                 tokens: report.tokens,
             },
             report.tokens,
-            report.secs,
+            (report.secs - rested).max(0.0),
         )))
     }
 }

@@ -19,6 +19,7 @@ use canopy_shaders::Runtime;
 
 use super::Worker;
 use crate::error::NodeError;
+use crate::polite::throttle::Throttle;
 
 impl Worker {
     /// Runs a corpus task. `Ok(None)`: interrupted (stop, pause, or the lease was lost).
@@ -37,15 +38,24 @@ impl Worker {
         self.shared.update(|s| s.state = "computing".into());
         let runtime = self.runtime.clone();
         let params = spec.minhash;
-        let started = std::time::Instant::now();
-        let (result, bytes) = tokio::task::spawn_blocking(move || match &*runtime {
-            Runtime::Gpu(gpu) => canopy_shaders::corpus::compute_chunk(&**gpu, &frame, &params),
-            Runtime::Cpu(cpu) => canopy_shaders::corpus::compute_chunk(cpu, &frame, &params),
+        let mut throttle = Throttle::new(self.config.cpu_share);
+        let (shared, stop) = (self.shared.clone(), cancel.clone());
+        let (computed, secs) = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let computed = match &*runtime {
+                Runtime::Gpu(gpu) => canopy_shaders::corpus::compute_chunk(&**gpu, &frame, &params),
+                Runtime::Cpu(cpu) => canopy_shaders::corpus::compute_chunk(cpu, &frame, &params),
+            };
+            let secs = started.elapsed().as_secs_f64();
+            if let Some(t) = throttle.as_mut() {
+                t.pace(|| stop.load(Ordering::Relaxed) || shared.interrupted().is_some());
+            }
+            (computed, secs)
         })
         .await
-        .map_err(|e| NodeError::Coordinator(format!("the corpus thread failed: {e}")))?
-        .map_err(|e| NodeError::BadObject(format!("corpus chunk {}: {e}", spec.chunk)))?;
-        let secs = started.elapsed().as_secs_f64();
+        .map_err(|e| NodeError::Coordinator(format!("the corpus thread failed: {e}")))?;
+        let (result, bytes) = computed
+            .map_err(|e| NodeError::BadObject(format!("corpus chunk {}: {e}", spec.chunk)))?;
         if self.shared.interrupted().is_some() || cancel.load(Ordering::Relaxed) {
             return Ok(None);
         }
