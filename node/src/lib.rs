@@ -11,6 +11,8 @@
 //! - [`worker`]: the task worker that runs leases from the coordinator.
 //! - [`control`]: the status file and pause flag that `status`, `pause` and `resume` use.
 //! - [`cli`]: the command line of the `canopy-node` binary.
+//! - [`service`]: `canopy-node service install|uninstall`, the node as a service of the user
+//!   (systemd user unit, launchd agent, Windows scheduled task).
 //! - [`logging`]: log output of both binaries (`--log-format`, `RUST_LOG`, no colour off a
 //!   terminal).
 //!
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod network;
 pub mod objects;
 pub mod polite;
+pub mod service;
 pub mod store;
 pub mod worker;
 

@@ -13,6 +13,7 @@ mod interop;
 mod limits;
 mod nat;
 mod node_cli;
+mod service;
 mod soak;
 mod swarm;
 mod sybil;
