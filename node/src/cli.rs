@@ -82,6 +82,10 @@ pub enum Command {
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(16..=8192))]
         size: u32,
     },
+    /// Run `join` as a service of this user, started at login: a systemd user unit (Linux), a
+    /// launchd agent (macOS) or a scheduled task (Windows).
+    #[command(subcommand)]
+    Service(crate::service::ServiceCommand),
 }
 
 /// Flags of `canopy-node join`.

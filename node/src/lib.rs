@@ -13,6 +13,8 @@
 //! - [`control`]: the status file and pause flag that `status`, `pause` and `resume` use.
 //! - [`cli`]: the command line of the `canopy-node` binary.
 //! - [`settings`]: `canopy-node.toml`, the node's settings file in its data directory.
+//! - [`service`]: `canopy-node service install|uninstall`, the node as a service of the user
+//!   (systemd user unit, launchd agent, Windows scheduled task).
 //! - [`logging`]: log output of both binaries (`--log-format`, `RUST_LOG`, no colour off a
 //!   terminal).
 //!
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod network;
 pub mod objects;
 pub mod polite;
+pub mod service;
 pub mod settings;
 pub mod store;
 pub mod worker;

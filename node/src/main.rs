@@ -95,6 +95,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             async_runtime()?.block_on(join(&dir()?, cli.identity.as_deref(), config))
         }
+        Command::Service(command) => Ok(canopy_node::service::run(
+            command,
+            cli.data_dir.clone(),
+            cli.identity.clone(),
+            &mut std::io::stdout(),
+            &mut std::io::stderr(),
+        )?),
     }
 }
 

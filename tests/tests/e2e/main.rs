@@ -14,6 +14,7 @@ mod limits;
 mod nat;
 mod node_cli;
 mod polite;
+mod service;
 mod soak;
 mod swarm;
 mod sybil;
