@@ -13,6 +13,7 @@ mod interop;
 mod limits;
 mod nat;
 mod node_cli;
+mod release;
 mod soak;
 mod swarm;
 mod sybil;
