@@ -15,6 +15,7 @@ mod nat;
 mod node_cli;
 mod polite;
 mod service;
+mod release;
 mod soak;
 mod swarm;
 mod sybil;
