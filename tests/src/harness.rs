@@ -122,6 +122,25 @@ pub fn on_path(names: &[&str]) -> Option<PathBuf> {
     })
 }
 
+/// A deployment or packaging tool on the `PATH`; without it, a notice and `None`, or a
+/// failure under `CANOPY_REQUIRE_DEPLOY_TOOLS=1` (CI sets it).
+pub fn deploy_tool(name: &str) -> Option<PathBuf> {
+    let found = on_path(&[name]);
+    if found.is_none() {
+        assert!(
+            !required("CANOPY_REQUIRE_DEPLOY_TOOLS"),
+            "CANOPY_REQUIRE_DEPLOY_TOOLS=1 but `{name}` is not installed"
+        );
+        eprintln!("skipping a check: `{name}` is not installed");
+    }
+    found
+}
+
+/// A file's text, panicking with its path when it cannot be read.
+pub fn read_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
 /// Whether environment variable `var` is `1`: CI's way of turning a test's skip (a missing
 /// tool, browser or runtime) into a failure.
 pub fn required(var: &str) -> bool {

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use canopy_tests::harness::{binary, on_path, required, run_with_timeout};
+use canopy_tests::harness::{binary, deploy_tool, on_path, read_text, run_with_timeout};
 use canopy_tests::http::{parse_metrics, request};
 use canopy_tests::processes::{Coordinator, Volunteer, free_port, poll_until, small_project};
 
@@ -99,24 +99,6 @@ fn files(dir: &Path, suffixes: &[&str]) -> Vec<PathBuf> {
     found
 }
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-}
-
-/// A deployment tool on the `PATH`; without it, a notice and `None`, or a failure under
-/// `CANOPY_REQUIRE_DEPLOY_TOOLS=1`.
-fn deploy_tool(name: &str) -> Option<PathBuf> {
-    let found = on_path(&[name]);
-    if found.is_none() {
-        assert!(
-            !required("CANOPY_REQUIRE_DEPLOY_TOOLS"),
-            "CANOPY_REQUIRE_DEPLOY_TOOLS=1 but `{name}` is not installed"
-        );
-        eprintln!("skipping a deploy/ check: `{name}` is not installed");
-    }
-    found
-}
-
 /// Runs `command`, panicking when it cannot start or outlives `timeout`.
 fn run(command: Command, timeout: Duration) -> Output {
     let shown = format!("{command:?}");
@@ -169,12 +151,12 @@ fn dashboard_queries(value: &serde_json::Value, out: &mut Vec<String>) {
 /// The dashboard, parsed.
 fn dashboard() -> serde_json::Value {
     let path = deploy_dir().join("grafana").join("canopy.json");
-    serde_json::from_str(&read(&path)).expect("deploy/grafana/canopy.json is JSON")
+    serde_json::from_str(&read_text(&path)).expect("deploy/grafana/canopy.json is JSON")
 }
 
 /// The alert rules' text.
 fn alerts() -> String {
-    read(&deploy_dir().join("prometheus").join("alerts.yml"))
+    read_text(&deploy_dir().join("prometheus").join("alerts.yml"))
 }
 
 /// The metric names the dashboard's queries and the alert rules (queries, descriptions and
@@ -261,7 +243,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
         binary("canopy-coordinator", "canopy-coordinator").expect("build canopy-coordinator");
     let tmp = tempfile::tempdir().expect("temp dir");
     for unit in &units {
-        let text = read(unit);
+        let text = read_text(unit);
         let built = text
             .replace("/usr/local/bin/canopy-node", &node.to_string_lossy())
             .replace(
@@ -310,7 +292,7 @@ fn deploy_files_pass_only_flags_the_binaries_have() {
     let exec_start = |line: &str| line.starts_with("ExecStart=");
     let mut checked = 0;
     let mut check = |file: &str, select: &dyn Fn(&str) -> bool| {
-        let text = read(&dir.join(file));
+        let text = read_text(&dir.join(file));
         let (bin, listed) = if file.contains("coordinator") {
             ("canopy-coordinator", &coordinator_help)
         } else {

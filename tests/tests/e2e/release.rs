@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
-use canopy_tests::harness::{binary, on_path, required, run_with_timeout};
+use canopy_tests::harness::{binary, deploy_tool, on_path, read_text, run_with_timeout};
 
 /// The workspace's version, which every artifact's name carries.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -35,24 +35,6 @@ fn repo_root() -> PathBuf {
         .parent()
         .expect("the tests crate lies in the repository")
         .to_path_buf()
-}
-
-/// A tool on the `PATH`; without it, a notice and `None`, or a failure under
-/// `CANOPY_REQUIRE_DEPLOY_TOOLS=1`.
-fn release_tool(name: &str) -> Option<PathBuf> {
-    let found = on_path(&[name]);
-    if found.is_none() {
-        assert!(
-            !required("CANOPY_REQUIRE_DEPLOY_TOOLS"),
-            "CANOPY_REQUIRE_DEPLOY_TOOLS=1 but `{name}` is not installed"
-        );
-        eprintln!("skipping a release check: `{name}` is not installed");
-    }
-    found
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 /// Its standard output and error, for messages.
@@ -175,7 +157,7 @@ fn check_checksums(sha256sum: &Path, out: &Path) {
     let mut check = Command::new(sha256sum);
     check.args(["-c", "SHA256SUMS"]).current_dir(out);
     let said = succeed(check, Duration::from_secs(300));
-    let listed: BTreeSet<String> = read(&out.join("SHA256SUMS"))
+    let listed: BTreeSet<String> = read_text(&out.join("SHA256SUMS"))
         .lines()
         .map(|line| {
             let (hash, name) = line.split_once("  ").expect("`HASH  NAME` lines");
@@ -241,11 +223,11 @@ fn check_archive(out: &Path, name: &str, triple: &str, epoch: u64, into: &Path) 
     let root = repo_root();
     for file in ["README.md", "LICENSE"] {
         assert!(
-            read(&dir.join(file)) == read(&root.join(file)),
+            read_text(&dir.join(file)) == read_text(&root.join(file)),
             "{top}/{file} differs"
         );
     }
-    let install = read(&dir.join("INSTALL.txt"));
+    let install = read_text(&dir.join("INSTALL.txt"));
     for word in [name, VERSION, triple, "README.md"] {
         assert!(
             install.contains(word),
@@ -403,7 +385,7 @@ fn check_deb(dpkg_deb: &Path, out: &Path, name: &str, arch: &str, scratch: &Path
     std::fs::create_dir_all(&home).expect("a home directory");
     check_version(&root.join("usr/bin").join(name), name, &home);
 
-    let sysusers = read(&root.join(format!("usr/lib/sysusers.d/{name}.conf")));
+    let sysusers = read_text(&root.join(format!("usr/lib/sysusers.d/{name}.conf")));
     assert!(
         sysusers
             .lines()
@@ -418,7 +400,7 @@ fn check_deb(dpkg_deb: &Path, out: &Path, name: &str, arch: &str, scratch: &Path
         let Ok(source) = std::fs::read_to_string(deploy.join(&unit)) else {
             continue;
         };
-        let packaged = read(&root.join("usr/lib/systemd/system").join(&unit));
+        let packaged = read_text(&root.join("usr/lib/systemd/system").join(&unit));
         let expected = source.replace(
             &format!("ExecStart=/usr/local/bin/{name} "),
             &format!("ExecStart=/usr/bin/{name} "),
@@ -455,7 +437,7 @@ fn check_deb(dpkg_deb: &Path, out: &Path, name: &str, arch: &str, scratch: &Path
     control_files.arg("-e").arg(&deb).arg(&control_dir);
     succeed(control_files, Duration::from_secs(60));
     assert_eq!(
-        read(&control_dir.join("conffiles")),
+        read_text(&control_dir.join("conffiles")),
         format!("/etc/canopy/{short}.env\n")
     );
     for script in ["postinst", "prerm", "postrm"] {
@@ -486,10 +468,10 @@ fn assert_identical(first: &Path, second: &Path) {
 /// run, packages inspected and run, and a second build identical to the first.
 #[test]
 fn release_artifacts_unpack_run_and_rebuild_identically() {
-    let Some(sha256sum) = release_tool("sha256sum") else {
+    let Some(sha256sum) = deploy_tool("sha256sum") else {
         return;
     };
-    let dpkg_deb = release_tool("dpkg-deb");
+    let dpkg_deb = deploy_tool("dpkg-deb");
     let node = binary("canopy-node", "canopy-node").expect("build canopy-node");
     let coordinator =
         binary("canopy-coordinator", "canopy-coordinator").expect("build canopy-coordinator");
@@ -539,7 +521,7 @@ fn release_artifacts_unpack_run_and_rebuild_identically() {
 /// `shellcheck` finds nothing in `release/build` and the packages' maintainer scripts.
 #[test]
 fn release_scripts_pass_shellcheck() {
-    let Some(shellcheck) = release_tool("shellcheck") else {
+    let Some(shellcheck) = deploy_tool("shellcheck") else {
         return;
     };
     let release = repo_root().join("release");
@@ -560,7 +542,7 @@ fn release_scripts_pass_shellcheck() {
 #[test]
 fn release_workflow_builds_every_documented_target() {
     let root = repo_root();
-    let readme = read(&root.join("release").join("README.md"));
+    let readme = read_text(&root.join("release").join("README.md"));
     let table = readme
         .split("## Targets")
         .nth(1)
@@ -570,7 +552,7 @@ fn release_workflow_builds_every_documented_target() {
         .take_while(|line| !line.starts_with("## "))
         .filter_map(|line| line.strip_prefix("| `")?.split('`').next())
         .collect();
-    let workflow = read(&root.join(".github").join("workflows").join("release.yml"));
+    let workflow = read_text(&root.join(".github").join("workflows").join("release.yml"));
     let built: BTreeSet<&str> = workflow
         .lines()
         .filter_map(|line| line.trim().strip_prefix("- target: "))

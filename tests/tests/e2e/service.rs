@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use canopy_tests::harness::{binary, on_path, required, run_with_timeout};
+use canopy_tests::harness::{binary, deploy_tool, run_with_timeout};
 
 const ADDR: &str =
     "/ip4/203.0.113.7/tcp/4740/p2p/12D3KooWRh8tC5w9fyYZci3S9vTrNDbMNdXj13XfBj5aof2awhA9";
@@ -110,12 +110,7 @@ fn exec_word(path: &Path) -> String {
 
 /// `systemd-analyze verify --user` on the unit: it must exit 0 and say nothing about it.
 fn verify(home: &Home) {
-    let Some(analyze) = on_path(&["systemd-analyze"]) else {
-        assert!(
-            !required("CANOPY_REQUIRE_DEPLOY_TOOLS"),
-            "CANOPY_REQUIRE_DEPLOY_TOOLS=1 but `systemd-analyze` is not installed"
-        );
-        eprintln!("skipping systemd-analyze verify: `systemd-analyze` is not installed");
+    let Some(analyze) = deploy_tool("systemd-analyze") else {
         return;
     };
     // The user manager it simulates wants a runtime directory of its own.
