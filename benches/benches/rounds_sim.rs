@@ -3,9 +3,11 @@
 //! `swarm_compare` for studying what the loss ratio depends on.
 //!
 //! Every round uses the swarm's own pieces: each task's `train_spec` and inner settings, the
-//! CPU path's inner AdamW steps, the update codec, the configured robust aggregation and outer
-//! optimizer, and the int8 model step the coordinator publishes. Every task of a round is
-//! run and accepted; there is no verification, no churn and no staleness.
+//! CPU path's inner AdamW steps, the update codec, and the coordinator's own outer step
+//! ([`outer_step`]: the configured robust aggregation, the outer optimizer and the int8 model
+//! step the coordinator publishes). Every task of a round is run and accepted; there is no
+//! verification, no churn and no staleness (the coordinator's screening of updates opposed
+//! to their round, which happens before the outer step, is not simulated).
 //!
 //! The settings are those of `canopy-coordinator demo`, overridden by `ROUNDS_SIM_NODES`,
 //! `_DATACENTER`, `_ROUNDS`, `_INNER_STEPS`, `_BATCH`, `_SEQ`, `_LR`, `_TASK_LR_DECAY`,
@@ -23,15 +25,15 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Instant;
 
-use canopy_coordinator::aggregate::{self, Candidate, OuterOptimizer};
+use canopy_coordinator::aggregate::{Held, OuterOptimizer};
 use canopy_coordinator::config::Preset;
 use canopy_coordinator::demo::{self, DemoSettings};
+use canopy_coordinator::outer::outer_step;
 use canopy_coordinator::project::{
     aggregate_config, evaluate, preset_config, split_text, train_spec, training_text,
 };
-use canopy_node::objects::{pseudo_gradient, quantized_step, update_values};
-use canopy_protocol::compress::DEFAULT_INT8_BLOCK;
-use canopy_protocol::{CodecSpec, Digest};
+use canopy_node::objects::{pseudo_gradient, update_values};
+use canopy_protocol::Digest;
 use canopy_shaders::{Cpu, Params};
 
 /// `ROUNDS_SIM_<name>` from the environment, or `default`.
@@ -121,28 +123,10 @@ fn main() {
                 update_values(&frame, params.values().len()).expect("decoding the update")
             })
             .collect();
-        let candidates: Vec<Candidate<'_>> = updates
-            .iter()
-            .map(|values| Candidate {
-                values,
-                weight: 1.0,
-            })
-            .collect();
-        let agg = aggregate::aggregate(&candidates, params.values().len(), &agg_config)
-            .expect("aggregation");
-        let mut next = params.clone();
-        outer
-            .step(next.values_mut(), &agg.delta)
-            .expect("the outer step");
-        params = quantized_step(
-            &params,
-            &next,
-            CodecSpec::Int8 {
-                block: DEFAULT_INT8_BLOCK,
-            },
-        )
-        .expect("the model step")
-        .1;
+        let held: Vec<(Held, f32)> = updates.into_iter().map(|v| (Held::new(v), 1.0)).collect();
+        let step = outer_step(&params, &outer, &held, &agg_config).expect("the outer step");
+        params = step.params;
+        outer = step.optimizer;
         let eval = evaluate(&config, &params, heldout).expect("evaluation");
         println!(
             "  round {round:>3}: held-out {eval:.4} ({:.0}s)",

@@ -9,11 +9,14 @@
 //! - [`scheduler`]: leases, deadlines from measured throughput, tiers, bans.
 //! - [`aggregate`]: robust aggregation (norm clipping, trimmed mean / median) and the
 //!   Nesterov outer optimizer of DiLoCo.
+//! - [`outer`]: the outer step as one pure function (aggregate, outer optimizer, int8 model
+//!   step), shared by the coordinator and the benches.
 //! - [`project`]: a project directory: data, model versions, opening and closing rounds.
+//! - [`training`]: the training text and shards, the learning-rate schedule and each round's
+//!   training tasks.
 //! - [`service`]: the coordinator on the network: answering nodes, judging results.
 //! - [`demo`]: the local swarm demo and its centralized baseline.
 //! - [`dashboard`]: the HTTP server: dashboard page, JSON API, `/metrics`, guarded actions.
-//! - [`walkthrough`]: an in-process walkthrough of the wire protocol.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -26,10 +29,11 @@ pub mod corpus_swarm;
 pub mod dashboard;
 pub mod demo;
 pub mod judge;
+pub mod outer;
 pub mod project;
 mod retention;
 pub mod sampling;
 pub mod scheduler;
 pub mod service;
 pub mod state;
-pub mod walkthrough;
+pub mod training;

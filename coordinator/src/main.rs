@@ -14,7 +14,6 @@ use canopy_coordinator::demo;
 use canopy_coordinator::project::{self, DB_FILE, Project};
 use canopy_coordinator::service::{Service, ServiceEvent};
 use canopy_coordinator::state::State;
-use canopy_coordinator::walkthrough::{self, Settings};
 use canopy_node::network::NetworkConfig;
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -151,19 +150,6 @@ enum Command {
         json: bool,
         #[command(flatten)]
         http: HttpArgs,
-    },
-    /// Walk through the wire protocol in one process: signed model chunks, out-of-order
-    /// reassembly, signed compressed updates, batch verification, refused replays.
-    Walkthrough {
-        /// Volunteer identities to simulate.
-        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-        nodes: u16,
-        /// Parameters of the synthetic model.
-        #[arg(long, default_value_t = 2_000_000, value_parser = clap::value_parser!(u32).range(1..=100_000_000))]
-        params: u32,
-        /// One JSON object per step and a final {"summary": …} object.
-        #[arg(long)]
-        json: bool,
     },
     /// The corpus pipeline: build a deduplicated, filtered training corpus with a data card.
     Corpus {
@@ -344,11 +330,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(swarm_demo(settings, json, &http))
         }
-        Command::Walkthrough {
-            nodes,
-            params,
-            json,
-        } => demo(nodes, params, json),
         Command::Corpus { command } => corpus_cli::run(command),
         Command::Invite { command } => invite_cli::run(command),
     }
@@ -988,55 +969,4 @@ fn print_demo_summary(summary: &demo::DemoSummary) {
         summary.decentralized_s, summary.baseline_s, summary.accepted, summary.rejected
     );
     println!("exported model: {}", summary.exported.display());
-}
-
-fn demo(nodes: u16, params: u32, json: bool) -> anyhow::Result<()> {
-    let settings = Settings {
-        volunteers: usize::from(nodes),
-        params: params as usize,
-        ..Settings::default()
-    };
-    if !json {
-        println!(
-            "Canopy protocol walkthrough: 1 coordinator, {nodes} volunteers, {params} parameters \
-             (in one process)\n"
-        );
-    }
-    let summary = walkthrough::run(settings, |step| {
-        if json {
-            if let Ok(line) = serde_json::to_string(step) {
-                println!("{line}");
-            }
-        } else {
-            println!("[{}] {}", step.actor, step.event);
-        }
-    })
-    .context("protocol walkthrough failed")?;
-    if json {
-        println!("{}", serde_json::json!({ "summary": summary }));
-        return Ok(());
-    }
-    println!("\nrefused:");
-    for reason in &summary.rejected {
-        println!("  - {reason}");
-    }
-    println!("\nupdate codecs on the same {} updates:", nodes);
-    println!(
-        "  {:<10} {:>12} {:>10} {:>16}",
-        "codec", "bytes", "vs f32", "max |err| of mean"
-    );
-    for c in &summary.codecs {
-        println!(
-            "  {:<10} {:>12} {:>9.3}x {:>16.2e}",
-            c.codec, c.bytes, c.ratio_to_f32, c.mean_max_abs_error
-        );
-    }
-    println!(
-        "\nsummary: {} of {} results accepted, {} refused, model in {} chunks",
-        summary.accepted,
-        nodes,
-        summary.rejected.len(),
-        summary.model_chunks
-    );
-    Ok(())
 }

@@ -1,9 +1,9 @@
 //! The registry of every kernel Canopy ships.
 //!
-//! A kernel is a WGSL entry point compiled into this binary with `include_str!`, its explicit
-//! bind-group layout, and the CPU reference it is tested against. Nothing else ever runs on a
-//! GPU: no function in this crate takes shader source, so a node runs only what it shipped with
-//! (a rule of the design: code and shaders never come over the network).
+//! A kernel is a WGSL entry point compiled into this binary with `include_str!` and its explicit
+//! bind-group layout; its documentation names the CPU reference it is tested against. Nothing
+//! else ever runs on a GPU: no function in this crate takes shader source, so a node runs only
+//! what it shipped with (a rule of the design: code and shaders never come over the network).
 //!
 //! Tests validate every registered kernel with naga (with the capabilities the runtime
 //! requests: none beyond WebGPU's defaults) and fail if a `.wgsl` file in `wgsl/` is not
@@ -43,8 +43,6 @@ pub struct Kernel {
     /// The bind-group layout: the uniform (if any) first, then storage buffers in the order a
     /// launch passes them.
     pub bindings: &'static [Binding],
-    /// The Rust path of the CPU reference the kernel is tested against.
-    pub reference: &'static str,
 }
 
 impl Kernel {
@@ -100,263 +98,289 @@ const fn w(index: u32) -> Binding {
 }
 
 /// Tiled `C (+)= op(A) · op(B)`.
+///
+/// Tested against `canopy_shaders::kernels::matmul::matmul_reference`.
 pub const MATMUL: Kernel = Kernel {
     name: "matmul.main",
     file: "matmul",
     source: source::MATMUL,
     entry: "main",
     bindings: &[u(0), r(1), r(2), w(3)],
-    reference: "canopy_shaders::kernels::matmul::matmul_reference",
 };
 
 /// `x[r, c] += bias[c]`.
+///
+/// Tested against `canopy_shaders::kernels::bias::bias_add_reference`.
 pub const BIAS_ADD: Kernel = Kernel {
     name: "bias.add",
     file: "bias",
     source: source::BIAS,
     entry: "add",
     bindings: &[u(0), w(1), r(2)],
-    reference: "canopy_shaders::kernels::bias::bias_add_reference",
 };
 
 /// `dbias[c] = Σ_r dy[r, c]`.
+///
+/// Tested against `canopy_shaders::kernels::bias::bias_grad_reference`.
 pub const BIAS_GRAD: Kernel = Kernel {
     name: "bias.grad",
     file: "bias",
     source: source::BIAS,
     entry: "grad",
     bindings: &[u(0), w(1), r(2)],
-    reference: "canopy_shaders::kernels::bias::bias_grad_reference",
 };
 
 /// tanh-GELU forward.
+///
+/// Tested against `canopy_shaders::kernels::gelu::gelu_reference`.
 pub const GELU_FORWARD: Kernel = Kernel {
     name: "gelu.forward",
     file: "gelu",
     source: source::GELU,
     entry: "forward",
     bindings: &[u(0), r(1), w(3)],
-    reference: "canopy_shaders::kernels::gelu::gelu_reference",
 };
 
 /// tanh-GELU backward.
+///
+/// Tested against `canopy_shaders::kernels::gelu::gelu_backward_reference`.
 pub const GELU_BACKWARD: Kernel = Kernel {
     name: "gelu.backward",
     file: "gelu",
     source: source::GELU,
     entry: "backward",
     bindings: &[u(0), r(1), r(2), w(3)],
-    reference: "canopy_shaders::kernels::gelu::gelu_backward_reference",
 };
 
 /// LayerNorm forward.
+///
+/// Tested against `canopy_shaders::kernels::layernorm::layernorm_reference`.
 pub const LAYERNORM_FORWARD: Kernel = Kernel {
     name: "layernorm.forward",
     file: "layernorm",
     source: source::LAYERNORM,
     entry: "forward",
     bindings: &[u(0), r(1), r(2), r(3), w(4), w(5), w(6)],
-    reference: "canopy_shaders::kernels::layernorm::layernorm_reference",
 };
 
 /// LayerNorm backward, input gradient.
+///
+/// Tested against `canopy_shaders::kernels::layernorm::layernorm_backward_reference`.
 pub const LAYERNORM_BACKWARD_INPUT: Kernel = Kernel {
     name: "layernorm_backward.input",
     file: "layernorm_backward",
     source: source::LAYERNORM_BACKWARD,
     entry: "input",
     bindings: &[u(0), r(1), r(2), r(3), r(4), r(5), w(6)],
-    reference: "canopy_shaders::kernels::layernorm::layernorm_backward_reference",
 };
 
 /// LayerNorm backward, gamma and beta gradients.
+///
+/// Tested against `canopy_shaders::kernels::layernorm::layernorm_backward_reference`.
 pub const LAYERNORM_BACKWARD_PARAMS: Kernel = Kernel {
     name: "layernorm_backward.params",
     file: "layernorm_backward",
     source: source::LAYERNORM_BACKWARD,
     entry: "params",
     bindings: &[u(0), r(1), r(3), r(4), r(5), w(7), w(8)],
-    reference: "canopy_shaders::kernels::layernorm::layernorm_backward_reference",
 };
 
 /// Embedding gather.
+///
+/// Tested against `canopy_shaders::kernels::embedding::embedding_reference`.
 pub const EMBEDDING_GATHER: Kernel = Kernel {
     name: "embedding.gather",
     file: "embedding",
     source: source::EMBEDDING,
     entry: "gather",
     bindings: &[u(0), r(1), r(2), w(3)],
-    reference: "canopy_shaders::kernels::embedding::embedding_reference",
 };
 
 /// Embedding scatter-add backward.
+///
+/// Tested against `canopy_shaders::kernels::embedding::embedding_backward_reference`.
 pub const EMBEDDING_SCATTER: Kernel = Kernel {
     name: "embedding.scatter",
     file: "embedding",
     source: source::EMBEDDING,
     entry: "scatter",
     bindings: &[u(0), r(1), r(2), w(3)],
-    reference: "canopy_shaders::kernels::embedding::embedding_backward_reference",
 };
 
 /// Softmax cross-entropy forward.
+///
+/// Tested against `canopy_shaders::kernels::cross_entropy::cross_entropy_reference`.
 pub const CROSS_ENTROPY_FORWARD: Kernel = Kernel {
     name: "cross_entropy.forward",
     file: "cross_entropy",
     source: source::CROSS_ENTROPY,
     entry: "forward",
     bindings: &[u(0), r(1), r(2), w(3), w(4)],
-    reference: "canopy_shaders::kernels::cross_entropy::cross_entropy_reference",
 };
 
 /// Softmax cross-entropy backward.
+///
+/// Tested against `canopy_shaders::kernels::cross_entropy::cross_entropy_backward_reference`.
 pub const CROSS_ENTROPY_BACKWARD: Kernel = Kernel {
     name: "cross_entropy.backward",
     file: "cross_entropy",
     source: source::CROSS_ENTROPY,
     entry: "backward",
     bindings: &[u(0), r(1), r(2), r(5), w(6)],
-    reference: "canopy_shaders::kernels::cross_entropy::cross_entropy_backward_reference",
 };
 
 /// One AdamW step.
+///
+/// Tested against `canopy_shaders::kernels::adamw::adamw_reference`.
 pub const ADAMW_STEP: Kernel = Kernel {
     name: "adamw.step",
     file: "adamw",
     source: source::ADAMW,
     entry: "step",
     bindings: &[u(0), w(1), r(2), w(3), w(4)],
-    reference: "canopy_shaders::kernels::adamw::adamw_reference",
 };
 
 /// Sum of squares, per-workgroup partial sums.
+///
+/// Tested against `canopy_shaders::kernels::norm::global_norm_reference`.
 pub const NORM_PARTIAL: Kernel = Kernel {
     name: "norm.partial",
     file: "norm",
     source: source::NORM,
     entry: "partial",
     bindings: &[u(0), r(1), w(2)],
-    reference: "canopy_shaders::kernels::norm::global_norm_reference",
 };
 
 /// Sum of squares, the final sum of the partials.
+///
+/// Tested against `canopy_shaders::kernels::norm::global_norm_reference`.
 pub const NORM_FINISH: Kernel = Kernel {
     name: "norm.finish",
     file: "norm",
     source: source::NORM,
     entry: "finish",
     bindings: &[u(0), w(2), w(3)],
-    reference: "canopy_shaders::kernels::norm::global_norm_reference",
 };
 
 /// Int8 codec: per-block scales.
+///
+/// Tested against `canopy_protocol::Compressor (CodecSpec::Int8)`.
 pub const INT8_SCALES: Kernel = Kernel {
     name: "int8.scales",
     file: "int8",
     source: source::INT8,
     entry: "scales",
     bindings: &[u(0), r(1), w(2), w(3)],
-    reference: "canopy_protocol::Compressor (CodecSpec::Int8)",
 };
 
 /// Int8 codec: quantised bytes.
+///
+/// Tested against `canopy_protocol::Compressor (CodecSpec::Int8)`.
 pub const INT8_QUANTIZE: Kernel = Kernel {
     name: "int8.quantize",
     file: "int8",
     source: source::INT8,
     entry: "quantize",
     bindings: &[u(0), r(1), r(4), r(5), w(6)],
-    reference: "canopy_protocol::Compressor (CodecSpec::Int8)",
 };
 
 /// Int8 codec: dequantisation.
+///
+/// Tested against `canopy_protocol::CompressedUpdate::decompress (CodecSpec::Int8)`.
 pub const INT8_DEQUANTIZE: Kernel = Kernel {
     name: "int8.dequantize",
     file: "int8",
     source: source::INT8,
     entry: "dequantize",
     bindings: &[u(0), r(4), r(7), w(8)],
-    reference: "canopy_protocol::CompressedUpdate::decompress (CodecSpec::Int8)",
 };
 
 /// Causal ALiBi attention forward.
+///
+/// Tested against `canopy_shaders::kernels::attention::attention_reference`.
 pub const ATTENTION_FORWARD: Kernel = Kernel {
     name: "attention.forward",
     file: "attention",
     source: source::ATTENTION,
     entry: "forward",
     bindings: &[u(0), r(1), r(2), w(3), w(4)],
-    reference: "canopy_shaders::kernels::attention::attention_reference",
 };
 
 /// Causal ALiBi attention backward, dq (and delta).
+///
+/// Tested against `canopy_shaders::kernels::attention::attention_backward_reference`.
 pub const ATTENTION_BACKWARD_DQ: Kernel = Kernel {
     name: "attention.backward_dq",
     file: "attention",
     source: source::ATTENTION,
     entry: "backward_dq",
     bindings: &[u(0), r(1), r(2), r(5), r(6), r(7), w(8), w(9)],
-    reference: "canopy_shaders::kernels::attention::attention_backward_reference",
 };
 
 /// Causal ALiBi attention backward, dk and dv.
+///
+/// Tested against `canopy_shaders::kernels::attention::attention_backward_reference`.
 pub const ATTENTION_BACKWARD_DKV: Kernel = Kernel {
     name: "attention.backward_dkv",
     file: "attention",
     source: source::ATTENTION,
     entry: "backward_dkv",
     bindings: &[u(0), r(1), r(2), r(6), r(7), w(8), r(10)],
-    reference: "canopy_shaders::kernels::attention::attention_backward_reference",
 };
 
 /// Corpus quality signals: clearing the word-hash tables.
+///
+/// Tested against `canopy_shaders::kernels::quality::quality_reference`.
 pub const QUALITY_CLEAR: Kernel = Kernel {
     name: "quality.clear",
     file: "quality",
     source: source::QUALITY,
     entry: "clear",
     bindings: &[u(0), w(3)],
-    reference: "canopy_shaders::kernels::quality::quality_reference",
 };
 
 /// Corpus quality signals, one thread per document, one round of its bytes.
+///
+/// Tested against `canopy_shaders::kernels::quality::quality_reference`.
 pub const QUALITY_SIGNALS: Kernel = Kernel {
     name: "quality.signals",
     file: "quality",
     source: source::QUALITY,
     entry: "signals",
     bindings: &[u(0), r(1), r(2), w(3), w(4), w(5)],
-    reference: "canopy_shaders::kernels::quality::quality_reference",
 };
 
 /// MinHash: word hashes, one thread per document, one round of its bytes.
+///
+/// Tested against `canopy_shaders::kernels::minhash::minhash_reference`.
 pub const MINHASH_WORDS: Kernel = Kernel {
     name: "minhash.words",
     file: "minhash",
     source: source::MINHASH,
     entry: "words",
     bindings: &[u(0), r(1), r(2), w(3), w(4)],
-    reference: "canopy_shaders::kernels::minhash::minhash_reference",
 };
 
 /// MinHash: shingle hashes in place over the word hashes, one thread per document.
+///
+/// Tested against `canopy_shaders::kernels::minhash::minhash_reference`.
 pub const MINHASH_SHINGLES: Kernel = Kernel {
     name: "minhash.shingles",
     file: "minhash",
     source: source::MINHASH,
     entry: "shingles",
     bindings: &[u(0), r(2), w(3), w(4)],
-    reference: "canopy_shaders::kernels::minhash::minhash_reference",
 };
 
 /// MinHash: signatures, one thread per (document, permutation), one round of its shingles.
+///
+/// Tested against `canopy_shaders::kernels::minhash::minhash_reference`.
 pub const MINHASH_SIGNATURE: Kernel = Kernel {
     name: "minhash.signature",
     file: "minhash",
     source: source::MINHASH,
     entry: "signature",
     bindings: &[u(0), r(2), r(5), r(6), w(7)],
-    reference: "canopy_shaders::kernels::minhash::minhash_reference",
 };
 
 /// Every shipped kernel.

@@ -46,53 +46,12 @@ fn cpu_demo(
     (rounds, summary)
 }
 
-/// `canopy-coordinator walkthrough --json` runs the protocol walkthrough and reports every honest
-/// result accepted and the replay and tampered result refused.
-#[test]
-fn demo_json_reports_accepted_and_refused() {
-    let bin = binary("canopy-coordinator", "canopy-coordinator").unwrap();
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "walkthrough",
-        "--nodes",
-        "3",
-        "--params",
-        "500000",
-        "--json",
-    ]);
-    let out = run_with_timeout(cmd, Duration::from_secs(120)).unwrap();
-    assert!(
-        out.status.success(),
-        "demo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = json_lines(&out.stdout);
-    let summary = &lines.last().unwrap()["summary"];
-    assert_eq!(summary["accepted"], 3);
-    assert_eq!(summary["params"], 500000);
-    let rejected = summary["rejected"].as_array().unwrap();
-    assert_eq!(rejected.len(), 2, "{rejected:?}");
-    let int8 = summary["codecs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["codec"] == "int8/128")
-        .unwrap();
-    assert!(int8["ratio_to_f32"].as_f64().unwrap() < 0.27);
-    // Every step line names its actor.
-    assert!(
-        lines[..lines.len() - 1]
-            .iter()
-            .all(|l| l["actor"].is_string())
-    );
-}
-
-/// Bad arguments get a clear error and a non-zero exit, not a panic.
+/// Bad arguments get a clear error and a non-zero exit, not a panic (nor a swarm started).
 #[test]
 fn demo_refuses_bad_arguments() {
     let bin = binary("canopy-coordinator", "canopy-coordinator").unwrap();
     let mut cmd = Command::new(bin);
-    cmd.args(["walkthrough", "--nodes", "0"]);
+    cmd.args(["demo", "--nodes", "0"]);
     let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
