@@ -22,6 +22,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod buffers;
 pub mod cli;
 pub mod control;
 pub mod error;

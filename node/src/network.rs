@@ -78,7 +78,8 @@ pub struct NetworkConfig {
     pub max_upload_bytes_per_sec: u64,
     /// Most chunk bytes fetched from every peer together per second (0: no limit).
     pub max_download_bytes_per_sec: u64,
-    /// Most chunk requests in flight to one peer.
+    /// Most chunk requests in flight to one peer: a fetch starts at 4 and grows toward this
+    /// while the peer answers within a second, and shrinks again when answers slow down.
     pub max_in_flight_per_peer: usize,
     /// How long to wait for a response.
     pub request_timeout: Duration,
@@ -117,7 +118,7 @@ impl Default for NetworkConfig {
             serve_rate_bytes_per_sec: 64 << 20,
             max_upload_bytes_per_sec: 0,
             max_download_bytes_per_sec: 0,
-            max_in_flight_per_peer: 4,
+            max_in_flight_per_peer: 16,
             request_timeout: Duration::from_secs(20),
             max_connections: 2048,
             sync_fetched: false,

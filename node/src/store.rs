@@ -16,8 +16,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use canopy_protocol::codec::MAX_CHUNK_SIZE;
 use canopy_protocol::{Digest, Manifest};
 
+use crate::buffers::CHUNKS;
 use crate::error::NodeError;
 
 /// Statistics of a store.
@@ -93,6 +95,17 @@ impl ChunkStore {
     pub fn open(dir: &Path, cap: u64) -> Result<Self, NodeError> {
         let root = dir.join("chunks");
         std::fs::create_dir_all(&root).map_err(|source| io(&root, source))?;
+        // Every shard directory now, rather than one the first time a chunk lands in it,
+        // which a new node's first fetch did for most of its chunks.
+        for shard in 0..=u8::MAX {
+            let path = root.join(format!("{shard:02x}"));
+            match std::fs::create_dir(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(io(&path, e));
+                }
+                _ => {}
+            }
+        }
         let mut index = Index::default();
         for shard in std::fs::read_dir(&root).map_err(|source| io(&root, source))? {
             let shard = shard.map_err(|source| io(&root, source))?.path();
@@ -235,7 +248,7 @@ impl ChunkStore {
             return Ok(None);
         }
         let path = self.path(id);
-        let data = match std::fs::read(&path) {
+        let data = match read_file(&path) {
             Ok(data) => data,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.forget(id);
@@ -458,6 +471,16 @@ fn io(path: &Path, source: std::io::Error) -> NodeError {
     }
 }
 
+/// Reads a chunk's file into a reused buffer (served chunks hand theirs back once sent).
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let mut data = CHUNKS.take_empty(len.min(MAX_CHUNK_SIZE as usize));
+    file.read_to_end(&mut data)?;
+    Ok(data)
+}
+
 /// Whether a write waits until its data is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Durability {
@@ -470,10 +493,17 @@ pub enum Durability {
 
 fn write_atomically(path: &Path, data: &[u8], sync: Durability) -> Result<(), NodeError> {
     use std::io::Write;
-    let parent = path.parent().unwrap_or(path);
-    std::fs::create_dir_all(parent).map_err(|source| io(parent, source))?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp).map_err(|source| io(&tmp, source))?;
+    // The shard directories are made when the store opens; one removed since is made again.
+    let mut file = match std::fs::File::create(&tmp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let parent = path.parent().unwrap_or(path);
+            std::fs::create_dir_all(parent).map_err(|source| io(parent, source))?;
+            std::fs::File::create(&tmp)
+        }
+        file => file,
+    }
+    .map_err(|source| io(&tmp, source))?;
     file.write_all(data).map_err(|source| io(&tmp, source))?;
     if sync == Durability::Synced {
         file.sync_all().map_err(|source| io(&tmp, source))?;

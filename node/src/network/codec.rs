@@ -17,6 +17,8 @@ use canopy_protocol::{Digest, Envelope};
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 
+use crate::buffers::CHUNKS;
+
 /// The protocol name on the wire.
 pub const PROTOCOL: StreamProtocol = StreamProtocol::new("/canopy/1");
 
@@ -170,11 +172,18 @@ async fn read_response<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<Response>
     let id = Digest::from_bytes(name);
     let data = match header[32] {
         0 if data_len == 0 => None,
-        1 => {
-            let mut data = Vec::with_capacity(data_len.min(INITIAL_RESPONSE_CAPACITY));
-            read_into(io, &mut data, data_len).await?;
-            Some(data)
-        }
+        1 => match CHUNKS.take(data_len) {
+            // A reused buffer is overwritten whole (and dropped if the stream fails).
+            Some(mut data) => {
+                io.read_exact(&mut data).await?;
+                Some(data)
+            }
+            None => {
+                let mut data = Vec::with_capacity(data_len.min(INITIAL_RESPONSE_CAPACITY));
+                read_into(io, &mut data, data_len).await?;
+                Some(data)
+            }
+        },
         flag => {
             return Err(invalid(format!(
                 "chunk frame with presence flag {flag} and {data_len} bytes"
@@ -193,7 +202,11 @@ async fn write_response<T: AsyncWrite + Unpin>(io: &mut T, response: Response) -
             header[0] = CHUNK_FRAME;
             header[1..33].copy_from_slice(id.as_bytes());
             header[33] = u8::from(data.is_some());
-            write_parts(io, &[&header, data.as_deref().unwrap_or_default()]).await
+            let written = write_parts(io, &[&header, data.as_deref().unwrap_or_default()]).await;
+            if let Some(data) = data {
+                CHUNKS.give(data);
+            }
+            written
         }
     }
 }

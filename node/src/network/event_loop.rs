@@ -51,6 +51,8 @@ enum Pending {
         fetch: u64,
         index: usize,
         id: Digest,
+        /// When the request went out (the fetch sizes the peer's window by it).
+        sent: Instant,
     },
     Request(oneshot::Sender<Result<Message, NodeError>>),
 }

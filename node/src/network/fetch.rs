@@ -3,6 +3,7 @@
 //! request next; it never touches the network itself.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::Duration;
 
 use canopy_protocol::error::ChunkError;
 use canopy_protocol::{Digest, Manifest, Reassembler};
@@ -28,6 +29,15 @@ pub struct Fetched {
 pub(crate) const MAX_OBJECT_LEN: u64 = 4 << 30;
 /// Provider lookups before a fetch with no providers left gives up.
 pub(crate) const MAX_PROVIDER_QUERIES: u32 = 5;
+/// Chunk requests a fetch keeps in flight to a peer at first. The window grows by one with
+/// each answer that comes back within [`QUICK`] (up to the configured most), and halves with
+/// each slower than [`SLOW`] or failed: a fast peer gets requests back to back, while a slow
+/// link is never asked for more than it delivers well within the request timeout.
+pub(crate) const START_WINDOW: usize = 4;
+/// An answer this quick grows the peer's window.
+const QUICK: Duration = Duration::from_secs(1);
+/// An answer this slow shrinks it.
+const SLOW: Duration = Duration::from_secs(4);
 
 pub(crate) struct Fetch {
     pub(crate) reassembler: Reassembler,
@@ -38,6 +48,8 @@ pub(crate) struct Fetch {
     /// Peers this fetch no longer asks (bad data, no data, gone).
     excluded: HashSet<PeerId>,
     in_flight: HashMap<PeerId, usize>,
+    /// Requests each peer may have in flight now (see [`START_WINDOW`]).
+    windows: HashMap<PeerId, usize>,
     /// Chunks placed, by the peer that served them.
     pub(crate) sources: HashMap<PeerId, usize>,
     /// Bytes placed, by kind of path: direct, relayed.
@@ -73,6 +85,7 @@ impl Fetch {
             providers: Vec::new(),
             excluded: HashSet::new(),
             in_flight: HashMap::new(),
+            windows: HashMap::new(),
             sources: HashMap::new(),
             direct_bytes: 0,
             relayed_bytes: 0,
@@ -120,7 +133,7 @@ impl Fetch {
             let i = (self.next + offset) % self.providers.len();
             let peer = self.providers[i];
             let busy = self.in_flight.get(&peer).copied().unwrap_or(0);
-            if busy < max_per_peer {
+            if busy < self.window(peer, max_per_peer) {
                 let index = self.queue.pop_front()?;
                 self.next = (i + 1) % self.providers.len();
                 *self.in_flight.entry(peer).or_default() += 1;
@@ -129,6 +142,34 @@ impl Fetch {
             }
         }
         None
+    }
+
+    /// How many requests `peer` may have in flight, at most `max_per_peer`.
+    fn window(&self, peer: PeerId, max_per_peer: usize) -> usize {
+        self.windows
+            .get(&peer)
+            .copied()
+            .unwrap_or(START_WINDOW)
+            .clamp(1, max_per_peer.max(1))
+    }
+
+    /// Adjusts `peer`'s window to how long a request took (`None`: it failed).
+    pub(crate) fn answered_in(
+        &mut self,
+        peer: PeerId,
+        took: Option<Duration>,
+        max_per_peer: usize,
+    ) {
+        let window = self.window(peer, max_per_peer);
+        let next = match took {
+            Some(t) if t <= QUICK => window + 1,
+            Some(t) if t < SLOW => window,
+            _ => window / 2,
+        };
+        if self.providers.contains(&peer) || self.windows.contains_key(&peer) {
+            self.windows
+                .insert(peer, next.clamp(1, max_per_peer.max(1)));
+        }
     }
 
     /// A request to `peer` for position `index` has ended; `retry` puts the chunk back.
@@ -168,5 +209,53 @@ impl Fetch {
     /// Nothing in flight, chunks still wanted, nobody left to ask.
     pub(crate) fn is_stuck(&self) -> bool {
         !self.is_complete() && self.in_flight() == 0 && self.providers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use canopy_protocol::ObjectKind;
+
+    use super::*;
+
+    #[test]
+    fn a_quick_peer_gets_more_requests_and_a_slow_one_fewer() {
+        let manifest = Manifest::build(ObjectKind::Update, &[7u8; 64 << 10], 1024, BTreeMap::new())
+            .expect("manifest");
+        let reassembler = Fetch::reassembler(manifest).expect("reassembler");
+        let (reply, _) = oneshot::channel();
+        let mut fetch = Fetch::new(reassembler, reply);
+        let (fast, slow) = (PeerId::random(), PeerId::random());
+        fetch.add_providers([fast, slow]);
+        fetch.started = true;
+        let max = 16;
+        let sent_to = |fetch: &mut Fetch, peer| {
+            let mut n = 0;
+            while let Some((_, _, p)) = fetch.next_request(max) {
+                n += usize::from(p == peer);
+            }
+            n
+        };
+        assert_eq!(
+            sent_to(&mut fetch, fast),
+            START_WINDOW,
+            "both start at the same window"
+        );
+        for _ in 0..20 {
+            fetch.finished(fast, 0, false);
+            fetch.answered_in(fast, Some(Duration::from_millis(5)), max);
+            fetch.finished(slow, 0, false);
+            fetch.answered_in(slow, Some(Duration::from_secs(6)), max);
+        }
+        assert_eq!(
+            fetch.window(fast, max),
+            max,
+            "quick answers grow the window to the most"
+        );
+        assert_eq!(fetch.window(slow, max), 1, "slow answers shrink it to one");
+        fetch.answered_in(fast, None, max);
+        assert_eq!(fetch.window(fast, max), max / 2, "a failure halves it");
     }
 }

@@ -18,7 +18,7 @@ use super::rate::TokenBucket;
 const MAX_RATE_BUCKETS: usize = 4096;
 /// Chunk answers waiting for the upload limits, at most (beyond, a chunk is answered absent
 /// and the peer asks another provider).
-pub(crate) const MAX_DELAYED: usize = 256;
+pub(crate) const MAX_DELAYED: usize = 1024;
 
 /// A chunk answer waiting for the upload limits.
 pub(crate) struct Delayed {

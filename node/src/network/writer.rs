@@ -11,6 +11,7 @@ use libp2p::PeerId;
 use tokio::sync::{mpsc, oneshot};
 
 use super::fetch::Fetched;
+use crate::buffers::CHUNKS;
 use crate::error::NodeError;
 use crate::store::{ChunkStore, Durability};
 
@@ -50,6 +51,7 @@ pub(crate) fn spawn_writer(
                     if let Err(e) = store.put_fetched_chunk(&id, &data, durability) {
                         tracing::debug!("writing a fetched chunk: {e}");
                     }
+                    CHUNKS.give(data);
                 }
                 WriteJob::Finish(finish) => {
                     let Finish {

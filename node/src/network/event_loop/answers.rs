@@ -165,7 +165,12 @@ impl EventLoop {
                         NodeError::Network(format!("invalid response from {peer}"))
                     }));
             }
-            Pending::Chunk { fetch, index, id } => {
+            Pending::Chunk {
+                fetch,
+                index,
+                id,
+                sent,
+            } => {
                 // A raw chunk, as peers answer; a signed chunk response is taken too.
                 let answer = match response {
                     Response::Chunk(raw) => Some(raw),
@@ -201,7 +206,9 @@ impl EventLoop {
                         true
                     }
                 };
+                let max = self.config.max_in_flight_per_peer;
                 if let Some(f) = self.fetches.get_mut(&fetch) {
+                    f.answered_in(peer, (!retry).then(|| sent.elapsed()), max);
                     f.finished(peer, index, retry);
                 }
                 self.pump(fetch);

@@ -112,6 +112,7 @@ impl EventLoop {
                             fetch: fetch_id,
                             index,
                             id,
+                            sent: Instant::now(),
                         },
                     );
                 }
@@ -265,10 +266,12 @@ impl EventLoop {
                 // one, say) while the peer stays connected: ask it again, over what is left.
                 let path_closed = matches!(error, OutboundFailure::ConnectionClosed)
                     && self.swarm.is_connected(&peer);
+                let max = self.config.max_in_flight_per_peer;
                 if let Some(f) = self.fetches.get_mut(&fetch) {
                     if !path_closed {
                         f.exclude(peer);
                     }
+                    f.answered_in(peer, None, max);
                     f.finished(peer, index, true);
                 }
                 self.pump(fetch);
