@@ -22,7 +22,8 @@
 //!    near dedup with LSH banding over the signatures, candidates verified by exact Jaccard of
 //!    the shingle sets, union-find clusters keeping the lowest-numbered document ([`dedup`]).
 //!    Then [`output::write_outputs`] writes `kept.jsonl`, `dropped.jsonl`, the training shards
-//!    ([`shards`]) and the data card ([`datacard`]).
+//!    ([`shards`]) and the data card ([`datacard`]); e-mail and IP addresses and phone numbers
+//!    in kept text are replaced by placeholders on the way ([`pii`]).
 //!
 //! [`build::build`] runs all three locally (what `canopy-coordinator corpus build` does).
 //!
@@ -61,6 +62,7 @@ pub mod dedup;
 pub mod filter;
 pub mod optout;
 pub mod output;
+pub mod pii;
 pub mod plan;
 pub mod sample;
 pub mod shards;
@@ -68,6 +70,7 @@ pub mod source;
 
 pub use build::{BuildSummary, build};
 pub use filter::{FilterConfig, FilterThresholds};
+pub use pii::PiiMode;
 
 use canopy_protocol::messages::MinHashParams;
 
@@ -236,6 +239,7 @@ impl From<MinHashSection> for MinHashParams {
 /// ```toml
 /// chunk_bytes = 4194304      # text per corpus chunk (one corpus task)
 /// shard_tokens = 1048576     # tokens per training shard
+/// pii = "redact"             # personal data in kept text: "redact" or "keep"
 /// [minhash]
 /// num_perm = 128
 /// shingle_words = 5
@@ -262,6 +266,8 @@ pub struct CorpusConfig {
     pub lsh: LshConfig,
     /// Quality filter thresholds.
     pub filters: FilterConfig,
+    /// Personal data in kept text: `redact` (the default) or `keep`.
+    pub pii: PiiMode,
 }
 
 impl Default for CorpusConfig {
@@ -272,6 +278,7 @@ impl Default for CorpusConfig {
             minhash: MinHashSection::default(),
             lsh: LshConfig::default(),
             filters: FilterConfig::default(),
+            pii: PiiMode::default(),
         }
     }
 }

@@ -268,6 +268,88 @@ mod tests {
     }
 
     #[test]
+    fn personal_data_is_redacted_in_kept_text_and_shards_and_counted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sources = tmp.path().join("sources");
+        let src = sources.join("letters");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(
+            src.join("source.toml"),
+            "name = \"letters\"\nlanguages = [\"en\"]\nlicense = \"CC-BY-4.0\"\n\
+             provenance_url = \"https://data.example.org/letters\"\n\
+             consent_basis = \"public_domain\"\n\
+             steward_contact = \"stewards@example.org\"\n",
+        )
+        .unwrap();
+        let body = "the river rose early that spring and the village gathered by the old \
+                    mill to watch the water climb the stones";
+        let docs = [
+            format!("{body}; write to clara.stone@example.org or call +44 20 7946 0958."),
+            format!("{body}, and the gauge at 192.168.4.20 reported every hour (030) 1234 5678"),
+            format!("{body} while the children counted boats from 1998 2004 2010 onwards"),
+        ];
+        let jsonl: String = docs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"id": format!("d{i}"), "text": t})
+                )
+            })
+            .collect();
+        std::fs::write(src.join("data.jsonl"), jsonl).unwrap();
+        let run = |out: &str, keep: bool| {
+            let config = keep.then(|| {
+                let path = tmp.path().join("keep.toml");
+                std::fs::write(&path, "pii = \"keep\"\n").unwrap();
+                path
+            });
+            let options = BuildOptions {
+                sources: sources.clone(),
+                out: tmp.path().join(out),
+                config,
+                ..BuildOptions::default()
+            };
+            build(&Cpu::new(), &options, |_| {}).unwrap();
+            let out = tmp.path().join(out);
+            let kept: Vec<String> = lines(&out.join("kept.jsonl"))
+                .iter()
+                .map(|l| l["text"].as_str().unwrap().to_string())
+                .collect();
+            let card: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(out.join("datacard.json")).unwrap()).unwrap();
+            let index: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(out.join("shards/index.json")).unwrap())
+                    .unwrap();
+            (kept, card, index)
+        };
+        let (kept, card, index) = run("redacted", false);
+        assert_eq!(kept.len(), 3, "{kept:?}");
+        assert!(
+            kept[0].ends_with("write to PI:EMAIL or call PI:PHONE."),
+            "{}",
+            kept[0]
+        );
+        assert!(kept[1].contains("gauge at PI:IP_ADDRESS reported every hour PI:PHONE"));
+        assert_eq!(kept[2], docs[2], "years are not phone numbers");
+        assert_eq!(
+            card["pii"],
+            serde_json::json!({"emails": 1, "ip_addresses": 1, "phone_numbers": 2})
+        );
+        assert_eq!(card["settings"]["pii"], "redact");
+        let redacted_tokens: u64 = kept.iter().map(|t| t.len() as u64 + 2).sum();
+        assert_eq!(
+            index["total_tokens"].as_u64().unwrap(),
+            redacted_tokens,
+            "the shards hold the redacted text"
+        );
+        let (kept, card, _) = run("kept", true);
+        assert_eq!(kept, docs, "pii = keep leaves the text as it is");
+        assert_eq!(card["pii"]["phone_numbers"], 2, "and still counts it");
+    }
+
+    #[test]
     fn a_source_without_license_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let options = SampleOptions {

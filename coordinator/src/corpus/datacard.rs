@@ -11,6 +11,7 @@ use canopy_protocol::governance::DataSource;
 use serde::Serialize;
 
 use super::decide::DedupStats;
+use super::pii::{PiiCounts, PiiMode};
 use super::{CorpusConfig, LshConfig, MinHashSection, filter::FilterConfig};
 
 /// Documents and bytes.
@@ -59,6 +60,8 @@ pub struct SettingsCard {
     pub lsh: LshConfig,
     /// Quality filters.
     pub filters: FilterConfig,
+    /// What was done with personal data.
+    pub pii: PiiMode,
 }
 
 impl From<&CorpusConfig> for SettingsCard {
@@ -69,6 +72,7 @@ impl From<&CorpusConfig> for SettingsCard {
             minhash: c.minhash,
             lsh: c.lsh,
             filters: c.filters.clone(),
+            pii: c.pii,
         }
     }
 }
@@ -107,6 +111,9 @@ pub struct DataCard {
     pub licenses: BTreeMap<String, Tally>,
     /// Deduplication.
     pub dedup: DedupStats,
+    /// Personal data found in kept text (replaced by placeholders unless `settings.pii` is
+    /// `keep`).
+    pub pii: PiiCounts,
     /// Opt-out requests applied.
     pub opt_outs: Vec<OptOutCard>,
     /// Settings.
@@ -198,6 +205,20 @@ impl DataCard {
             d.near_clusters,
             d.near_duplicates,
             d.largest_cluster
+        );
+        let p = &self.pii;
+        let _ = writeln!(m, "\n## Personal data\n");
+        let _ = writeln!(
+            m,
+            "{} in kept text: {} e-mail addresses, {} IP addresses, {} phone numbers.",
+            match self.settings.pii {
+                PiiMode::Redact =>
+                    "Replaced by placeholders (`PI:EMAIL`, `PI:IP_ADDRESS`, `PI:PHONE`)",
+                PiiMode::Keep => "Found and kept (`pii = \"keep\"`)",
+            },
+            p.emails,
+            p.ip_addresses,
+            p.phone_numbers
         );
         let _ = writeln!(m, "\n## Opt-outs\n");
         if self.opt_outs.is_empty() {

@@ -11,6 +11,7 @@
 //! Before anything is written the accounting is checked per source: input records = kept +
 //! dropped, else [`CorpusBuildError::Accounting`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -21,6 +22,7 @@ use serde::Serialize;
 
 use super::datacard::{ChunkCard, DataCard, OptOutCard, SourceCard, Tally};
 use super::decide::{Decisions, Outcome};
+use super::pii::{self, PiiCounts, PiiMode};
 use super::plan::Plan;
 use super::{CorpusBuildError, DropReason, Result, shards};
 
@@ -136,6 +138,18 @@ pub fn write_outputs(
         }
     }
 
+    // Kept text as written: personal data replaced unless the project keeps it.
+    let mode = plan.config.pii;
+    let mut pii = PiiCounts::default();
+    let mut kept_text = |d: usize| -> Cow<'_, str> {
+        let (text, found) = pii::redact(plan.text(d));
+        pii.add(found);
+        match mode {
+            PiiMode::Redact => text,
+            PiiMode::Keep => Cow::Borrowed(plan.text(d)),
+        }
+    };
+
     std::fs::create_dir_all(out).map_err(io(out))?;
     let kept_path = out.join("kept.jsonl");
     let mut kept_file =
@@ -144,11 +158,12 @@ pub fn write_outputs(
         if decisions.outcomes[d] != Outcome::Kept {
             continue;
         }
+        let text = kept_text(d);
         let line = KeptLine {
             id: &doc.id,
             source: name(doc.source),
             language: &doc.language,
-            text: plan.text(d),
+            text: &text,
             url: doc.url.as_deref(),
             meta: (!doc.metadata.is_empty()).then_some(&doc.metadata),
         };
@@ -210,11 +225,16 @@ pub fn write_outputs(
             }
         }
     }
+    // The shards hold the same text as `kept.jsonl` (redacted again: the rules are
+    // deterministic, and this keeps one document's text in memory at a time).
     let index = shards::write_shards(
         &shard_dir,
         (0..plan.documents.len())
             .filter(|&d| decisions.outcomes[d] == Outcome::Kept)
-            .map(|d| plan.text(d)),
+            .map(|d| match mode {
+                PiiMode::Redact => pii::redact(plan.text(d)).0,
+                PiiMode::Keep => Cow::Borrowed(plan.text(d)),
+            }),
         plan.config.shard_tokens,
     )?;
     let index_path = shard_dir.join(shards::INDEX);
@@ -274,6 +294,7 @@ pub fn write_outputs(
         languages,
         licenses,
         dedup: decisions.dedup.clone(),
+        pii,
         opt_outs: plan
             .optouts
             .iter()

@@ -63,9 +63,9 @@ pub fn tokenize(text: &str) -> impl Iterator<Item = u16> + '_ {
 }
 
 /// Writes `texts` as shards of about `shard_tokens` tokens into `dir` (created), with the index.
-pub fn write_shards<'a>(
+pub fn write_shards(
     dir: &Path,
-    texts: impl IntoIterator<Item = &'a str>,
+    texts: impl IntoIterator<Item = impl AsRef<str>>,
     shard_tokens: usize,
 ) -> Result<ShardIndex> {
     std::fs::create_dir_all(dir).map_err(|source| CorpusBuildError::Io {
@@ -101,6 +101,7 @@ pub fn write_shards<'a>(
         Ok(())
     };
     for text in texts {
+        let text = text.as_ref();
         let tokens = text.len() + 2;
         if docs > 0 && buf.len() / 2 + tokens > shard_tokens {
             flush(&mut buf, &mut docs, &mut index)?;
