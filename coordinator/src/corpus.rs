@@ -108,6 +108,14 @@ pub enum CorpusBuildError {
         /// What is wrong (with the line where known).
         reason: String,
     },
+    /// A document file that cannot be decompressed, or expands too far.
+    #[error("{}: {reason}", path.display())]
+    DocumentFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The sources directory holds no source, or two sources share a name.
     #[error("sources directory {}: {reason}", path.display())]
     Sources {

@@ -31,6 +31,11 @@
 //!   and never a stop of the whole build.
 //! - `*.txt`: the whole file is one document, id `<file>` (one document per file, as a book
 //!   or an article is). A file that is not UTF-8 is dropped as `malformed`.
+//!
+//! Either may be compressed, as datasets are published: `*.jsonl.gz`, `*.jsonl.zst`,
+//! `*.txt.gz`, `*.txt.zst` (gzip and zstd, several members or frames allowed). A file that
+//! does not decompress, or would expand past [`MAX_FILE_BYTES`], stops the build with an
+//! error naming it (its records cannot be counted, so none can be accounted for).
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +47,83 @@ use super::{CorpusBuildError, DropReason, Result};
 /// The governance record's file name.
 pub const SOURCE_FILE: &str = "source.toml";
 
+/// Largest size of one document file once decompressed.
+pub const MAX_FILE_BYTES: u64 = 4 << 30;
+
+/// How a document file holds its documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// One JSON object per line.
+    Jsonl,
+    /// One document.
+    Txt,
+}
+
+/// How a document file is compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+/// A document file's format and compression, from its name; `None` for other files.
+fn file_kind(path: &Path) -> Option<(Format, Compression)> {
+    let name = path.file_name()?.to_str()?;
+    let (stem, compression) = if let Some(stem) = name.strip_suffix(".gz") {
+        (stem, Compression::Gzip)
+    } else if let Some(stem) = name.strip_suffix(".zst") {
+        (stem, Compression::Zstd)
+    } else {
+        (name, Compression::None)
+    };
+    let format = match Path::new(stem).extension()?.to_str()? {
+        "jsonl" => Format::Jsonl,
+        "txt" => Format::Txt,
+        _ => return None,
+    };
+    Some((format, compression))
+}
+
+/// Reads a document file, decompressing it, refusing one that expands past `max` bytes.
+fn read_document_file(path: &Path, compression: Compression, max: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let raw = std::fs::read(path).map_err(io(path))?;
+    let invalid = |reason: String| CorpusBuildError::DocumentFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut out = Vec::new();
+    let limit = max + 1;
+    match compression {
+        Compression::None => return Ok(raw),
+        Compression::Gzip => {
+            flate2::read::MultiGzDecoder::new(&raw[..])
+                .take(limit)
+                .read_to_end(&mut out)
+                .map_err(|e| invalid(format!("not a valid gzip file: {e}")))?;
+        }
+        Compression::Zstd => {
+            // One frame after another, as multi-threaded compressors write them.
+            let mut rest = &raw[..];
+            while !rest.is_empty() && (out.len() as u64) < limit {
+                let frame = ruzstd::decoding::StreamingDecoder::new(&mut rest)
+                    .map_err(|e| invalid(format!("not a valid zstd file: {e}")))?;
+                frame
+                    .take(limit - out.len() as u64)
+                    .read_to_end(&mut out)
+                    .map_err(|e| invalid(format!("not a valid zstd file: {e}")))?;
+            }
+        }
+    }
+    if out.len() as u64 > max {
+        return Err(invalid(format!(
+            "expands past {max} bytes; split it into smaller files"
+        )));
+    }
+    Ok(out)
+}
+
 /// One source: its governance record and its document files.
 #[derive(Debug, Clone)]
 pub struct Source {
@@ -49,7 +131,7 @@ pub struct Source {
     pub record: DataSource,
     /// Its directory.
     pub dir: PathBuf,
-    /// Its `.jsonl` and `.txt` files, in name order.
+    /// Its document files (`.jsonl`, `.txt`, either compressed), in name order.
     pub files: Vec<PathBuf>,
 }
 
@@ -187,11 +269,11 @@ pub fn read_source(dir: &Path) -> Result<Source> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let p = entry.map_err(io(dir))?.path();
-        match p.extension().and_then(|x| x.to_str()) {
-            Some("jsonl" | "txt") if p.is_file() => files.push(p),
+        match file_kind(&p) {
+            Some(_) if p.is_file() => files.push(p),
             _ if p.file_name().is_some_and(|n| n == SOURCE_FILE) => {}
             _ => tracing::warn!(
-                "source {}: ignoring {} (not .jsonl or .txt)",
+                "source {}: ignoring {} (not .jsonl or .txt, plain, .gz or .zst)",
                 record.name,
                 p.display()
             ),
@@ -214,8 +296,11 @@ impl Source {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let bytes = std::fs::read(path).map_err(io(path))?;
-            if path.extension().is_some_and(|x| x == "txt") {
+            let Some((format, compression)) = file_kind(path) else {
+                continue;
+            };
+            let bytes = read_document_file(path, compression, MAX_FILE_BYTES)?;
+            if format == Format::Txt {
                 out.push(match String::from_utf8(bytes) {
                     Ok(text) => Ok(RawDocument {
                         id: file.clone(),
@@ -384,5 +469,90 @@ mod tests {
         assert_eq!((fr.id.as_str(), fr.language.as_str()), ("a.jsonl:5", "fr"));
         assert!(records[4].as_ref().unwrap_err().detail.contains("de"));
         assert_eq!(records[5].as_ref().unwrap().id, "b.txt");
+    }
+
+    #[test]
+    fn compressed_files_read_like_plain_ones_and_bad_ones_are_named() {
+        use std::io::Write;
+        let tmp = tempfile::tempdir().unwrap();
+        let lines = "{\"id\": \"a\", \"text\": \"first document\"}\n\
+                     {\"id\": \"b\", \"text\": \"second document\"}\n";
+        let gzip = |data: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        };
+        let zstd = |data: &[u8]| {
+            ruzstd::encoding::compress_to_vec(data, ruzstd::encoding::CompressionLevel::Fastest)
+        };
+        let (half_a, half_b) = lines.split_at(lines.find('\n').unwrap() + 1);
+        let sources = [
+            ("plain", vec![("part.jsonl", lines.as_bytes().to_vec())]),
+            ("gz", vec![("part.jsonl.gz", gzip(lines.as_bytes()))]),
+            ("zst", vec![("part.jsonl.zst", zstd(lines.as_bytes()))]),
+            (
+                "members",
+                vec![(
+                    "part.jsonl.gz",
+                    [gzip(half_a.as_bytes()), gzip(half_b.as_bytes())].concat(),
+                )],
+            ),
+            (
+                "frames",
+                vec![(
+                    "part.jsonl.zst",
+                    [zstd(half_a.as_bytes()), zstd(half_b.as_bytes())].concat(),
+                )],
+            ),
+            (
+                "book",
+                vec![("tale.txt.zst", zstd("once upon a time".as_bytes()))],
+            ),
+        ];
+        let mut texts = Vec::new();
+        for (name, files) in &sources {
+            let d = tmp.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join(SOURCE_FILE), GOOD).unwrap();
+            for (file, bytes) in files {
+                std::fs::write(d.join(file), bytes).unwrap();
+            }
+            let records = read_source(&d).unwrap().records().unwrap();
+            texts.push(
+                records
+                    .into_iter()
+                    .map(|r| r.unwrap().text)
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let want = vec!["first document".to_string(), "second document".to_string()];
+        for (i, t) in texts[..5].iter().enumerate() {
+            assert_eq!(t, &want, "{}", sources[i].0);
+        }
+        assert_eq!(texts[5], vec!["once upon a time".to_string()]);
+
+        // A damaged file stops the build, named; so does one that expands too far.
+        let d = tmp.path().join("damaged");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(SOURCE_FILE), GOOD).unwrap();
+        let mut bad = gzip(lines.as_bytes());
+        let mid = bad.len() / 2;
+        bad.truncate(mid);
+        std::fs::write(d.join("part.jsonl.gz"), &bad).unwrap();
+        let err = read_source(&d).unwrap().records().unwrap_err().to_string();
+        assert!(
+            err.contains("part.jsonl.gz") && err.contains("gzip"),
+            "{err}"
+        );
+        let big = tmp.path().join("big.jsonl.zst");
+        std::fs::write(&big, zstd(&vec![b' '; 1 << 16])).unwrap();
+        let err = read_document_file(&big, Compression::Zstd, 1000).unwrap_err();
+        assert!(err.to_string().contains("expands past 1000 bytes"), "{err}");
+        assert_eq!(
+            read_document_file(&big, Compression::Zstd, 1 << 16)
+                .unwrap()
+                .len(),
+            1 << 16
+        );
     }
 }
