@@ -60,6 +60,7 @@ pub mod datacard;
 pub mod decide;
 pub mod dedup;
 pub mod filter;
+pub mod language;
 pub mod optout;
 pub mod output;
 pub mod pii;
@@ -70,6 +71,7 @@ pub mod source;
 
 pub use build::{BuildSummary, build};
 pub use filter::{FilterConfig, FilterThresholds};
+pub use language::LanguageIdConfig;
 pub use pii::PiiMode;
 
 use canopy_protocol::messages::MinHashParams;
@@ -260,6 +262,10 @@ impl From<MinHashSection> for MinHashParams {
 /// [filters.languages.zh]
 /// min_words = 1
 /// min_bytes = 150
+/// [language_id]              # detected language differs from the label:
+/// default = "keep"           # "keep", "relabel" or "drop"
+/// [language_id.sources]
+/// web-crawl = "drop"
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -276,6 +282,8 @@ pub struct CorpusConfig {
     pub filters: FilterConfig,
     /// Personal data in kept text: `redact` (the default) or `keep`.
     pub pii: PiiMode,
+    /// What to do with documents whose detected language differs from their label.
+    pub language_id: LanguageIdConfig,
 }
 
 impl Default for CorpusConfig {
@@ -287,6 +295,7 @@ impl Default for CorpusConfig {
             lsh: LshConfig::default(),
             filters: FilterConfig::default(),
             pii: PiiMode::default(),
+            language_id: LanguageIdConfig::default(),
         }
     }
 }
@@ -387,6 +396,9 @@ pub enum DropReason {
     ExactDuplicate,
     /// Its shingle set is within the Jaccard threshold of a kept document's cluster.
     NearDuplicate,
+    /// Its detected language differs from its label, and its source's policy drops such
+    /// documents (see [`language`]).
+    LanguageMismatch,
 }
 
 impl DropReason {
@@ -404,6 +416,7 @@ impl DropReason {
             Self::Digits => "digits",
             Self::ExactDuplicate => "exact_duplicate",
             Self::NearDuplicate => "near_duplicate",
+            Self::LanguageMismatch => "language_mismatch",
         }
     }
 }

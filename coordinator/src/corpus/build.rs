@@ -350,6 +350,108 @@ mod tests {
     }
 
     #[test]
+    fn mislabelled_documents_are_kept_relabelled_or_dropped_by_their_sources_policy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sources = tmp.path().join("sources");
+        let english = "The committee met on Tuesday to discuss the budget for the new library, \
+                       and most members agreed that the reading room should open next spring.";
+        let french = "Le comité s'est réuni mardi pour discuter du budget de la nouvelle \
+                      bibliothèque, et la plupart des membres ont convenu que la salle de \
+                      lecture ouvrirait au printemps prochain.";
+        // Three sources labelled English, each with one French document among English ones.
+        for name in ["kept", "relabelled", "dropped"] {
+            let src = sources.join(name);
+            std::fs::create_dir_all(&src).unwrap();
+            std::fs::write(
+                src.join("source.toml"),
+                format!(
+                    "name = \"{name}\"\nlanguages = [\"en\"]\nlicense = \"CC-BY-4.0\"\n\
+                     provenance_url = \"https://data.example.org/{name}\"\n\
+                     consent_basis = \"open_license\"\nsteward_contact = \"s@example.org\"\n"
+                ),
+            )
+            .unwrap();
+            // Each source's own wording, so that no document duplicates another source's.
+            let en = format!("{english} The {name} archive kept this note for its readers.");
+            let fr = format!("{french} Les archives {name} ont gardé cette note.");
+            let jsonl: String = [en, fr]
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    format!(
+                        "{}\n",
+                        serde_json::json!({"id": format!("d{i}"), "text": t})
+                    )
+                })
+                .collect();
+            std::fs::write(src.join("data.jsonl"), jsonl).unwrap();
+        }
+        std::fs::write(
+            sources.join("corpus.toml"),
+            "[language_id.sources]\nrelabelled = \"relabel\"\ndropped = \"drop\"\n",
+        )
+        .unwrap();
+        let options = BuildOptions {
+            sources: sources.clone(),
+            out: tmp.path().join("out"),
+            ..BuildOptions::default()
+        };
+        build(&Cpu::new(), &options, |_| {}).unwrap();
+        let out = tmp.path().join("out");
+        let kept = lines(&out.join("kept.jsonl"));
+        let doc = |source: &str, id: &str| {
+            kept.iter()
+                .find(|l| l["source"] == source && l["id"] == id)
+                .cloned()
+        };
+        for source in ["kept", "relabelled", "dropped"] {
+            let en = doc(source, "d0").expect("the English document is kept");
+            assert_eq!(
+                (&en["language"], &en["detected_language"]),
+                (&"en".into(), &"en".into())
+            );
+        }
+        let fr = doc("kept", "d1").unwrap();
+        assert_eq!(
+            (&fr["language"], &fr["detected_language"]),
+            (&"en".into(), &"fr".into())
+        );
+        let fr = doc("relabelled", "d1").unwrap();
+        assert_eq!(
+            (&fr["language"], &fr["detected_language"]),
+            (&"fr".into(), &"fr".into())
+        );
+        assert!(doc("dropped", "d1").is_none());
+        let dropped = lines(&out.join("dropped.jsonl"));
+        assert!(
+            dropped.iter().any(|l| l["source"] == "dropped"
+                && l["id"] == "d1"
+                && l["reason"] == "language_mismatch"
+                && l["detail"] == "labelled \"en\", detected \"fr\""),
+            "{dropped:?}"
+        );
+        let card: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("datacard.json")).unwrap()).unwrap();
+        assert_eq!(card["detected_languages"]["en"]["documents"], 3);
+        assert_eq!(card["detected_languages"]["fr"]["documents"], 2);
+        assert_eq!(
+            card["languages"]["fr"]["documents"], 1,
+            "the relabelled one"
+        );
+
+        // A policy for a source that does not exist is a mistake, said as such.
+        std::fs::write(
+            sources.join("corpus.toml"),
+            "[language_id.sources]\nwiki = \"drop\"\n",
+        )
+        .unwrap();
+        let err = build(&Cpu::new(), &options, |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"wiki\", which is not a source"), "{err}");
+    }
+
+    #[test]
     fn a_source_without_license_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let options = SampleOptions {

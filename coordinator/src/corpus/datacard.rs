@@ -11,6 +11,7 @@ use canopy_protocol::governance::DataSource;
 use serde::Serialize;
 
 use super::decide::DedupStats;
+use super::language::LanguageIdConfig;
 use super::pii::{PiiCounts, PiiMode};
 use super::{CorpusConfig, LshConfig, MinHashSection, filter::FilterConfig};
 
@@ -62,6 +63,8 @@ pub struct SettingsCard {
     pub filters: FilterConfig,
     /// What was done with personal data.
     pub pii: PiiMode,
+    /// What was done with documents whose detected language differs from their label.
+    pub language_id: LanguageIdConfig,
 }
 
 impl From<&CorpusConfig> for SettingsCard {
@@ -73,6 +76,7 @@ impl From<&CorpusConfig> for SettingsCard {
             lsh: c.lsh,
             filters: c.filters.clone(),
             pii: c.pii,
+            language_id: c.language_id.clone(),
         }
     }
 }
@@ -105,8 +109,10 @@ pub struct DataCard {
     pub dropped_by_reason: BTreeMap<String, u64>,
     /// Per source.
     pub sources: Vec<SourceCard>,
-    /// Kept documents per language.
+    /// Kept documents per language (as labelled, or relabelled by language ID).
     pub languages: BTreeMap<String, Tally>,
+    /// Kept documents per language detected from their text (`und`: not reliably).
+    pub detected_languages: BTreeMap<String, Tally>,
     /// Kept documents per license.
     pub licenses: BTreeMap<String, Tally>,
     /// Deduplication.
@@ -172,7 +178,11 @@ impl DataCard {
                 s.dropped_documents
             );
         }
-        for (title, map) in [("Languages", &self.languages), ("Licenses", &self.licenses)] {
+        for (title, map) in [
+            ("Languages", &self.languages),
+            ("Languages detected from the text", &self.detected_languages),
+            ("Licenses", &self.licenses),
+        ] {
             let _ = writeln!(m, "\n## {title} (kept)\n");
             let _ = writeln!(m, "| | documents | bytes |\n| --- | ---: | ---: |");
             for (k, t) in map {

@@ -31,6 +31,8 @@ struct KeptLine<'a> {
     id: &'a str,
     source: &'a str,
     language: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detected_language: Option<&'a str>,
     text: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<&'a str>,
@@ -103,6 +105,7 @@ pub fn write_outputs(
             .or_default() += 1;
     }
     let mut languages: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut detected_languages: BTreeMap<String, Tally> = BTreeMap::new();
     let mut licenses: BTreeMap<String, Tally> = BTreeMap::new();
     for (doc, outcome) in plan.documents.iter().zip(&decisions.outcomes) {
         match outcome {
@@ -111,6 +114,9 @@ pub fn write_outputs(
                 for t in [
                     &mut kept[doc.source],
                     languages.entry(doc.language.clone()).or_default(),
+                    detected_languages
+                        .entry(doc.detected_language.unwrap_or("und").to_string())
+                        .or_default(),
                     licenses
                         .entry(plan.sources[doc.source].record.license.clone())
                         .or_default(),
@@ -163,6 +169,7 @@ pub fn write_outputs(
             id: &doc.id,
             source: name(doc.source),
             language: &doc.language,
+            detected_language: doc.detected_language,
             text: &text,
             url: doc.url.as_deref(),
             meta: (!doc.metadata.is_empty()).then_some(&doc.metadata),
@@ -292,6 +299,7 @@ pub fn write_outputs(
         dropped_by_reason: all_reasons.clone(),
         sources,
         languages,
+        detected_languages,
         licenses,
         dedup: decisions.dedup.clone(),
         pii,

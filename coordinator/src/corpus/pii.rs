@@ -92,7 +92,7 @@ static EMAIL_RE: LazyLock<Regex> = LazyLock::new(|| {
 /// (checked by parsing).
 static IP_RE: LazyLock<Regex> = LazyLock::new(|| {
     rule(
-        r"\b(?:[0-9]{1,3}\.){3}[0-9]{1,3}\b|(?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){2,7}(?:\b|[^\w:])",
+        r"(?-u:\b)(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?-u:\b)|(?:[0-9A-Fa-f]{1,4})?(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?-u:\b)|[^\w:])",
     )
 });
 static PHONE_RE: LazyLock<Regex> = LazyLock::new(|| {
@@ -102,9 +102,9 @@ static PHONE_RE: LazyLock<Regex> = LazyLock::new(|| {
         // An area code in parentheses.
         r"|\(\d{2,5}\)[ .-]?\d{2,4}(?:[ .-]?\d{2,4}){1,2}",
         // 555-123-4567, 555.123.4567.
-        r"|\b\d{3}([.-])\d{3}([.-])\d{4}\b",
+        r"|(?-u:\b)\d{3}[.-]\d{3}[.-]\d{4}(?-u:\b)",
         // A leading 0 and four pairs: 06 12 34 56 78.
-        r"|\b0\d(?:[ .-]\d{2}){4}\b",
+        r"|(?-u:\b)0\d(?:[ .-]\d{2}){4}(?-u:\b)",
     ))
 });
 
@@ -127,8 +127,14 @@ fn is_ip(candidate: &str) -> bool {
 /// the longer match wins).
 fn find(text: &str) -> Vec<(usize, usize, Category)> {
     let mut spans: Vec<(usize, usize, Category)> = Vec::new();
-    for m in EMAIL_RE.find_iter(text) {
-        spans.push((m.start(), m.end(), Category::Email));
+    // Each rule needs a character most text lacks, which a cheap scan looks for first.
+    if text.contains('@') {
+        for m in EMAIL_RE.find_iter(text) {
+            spans.push((m.start(), m.end(), Category::Email));
+        }
+    }
+    if !text.contains(|c: char| c == ':' || c.is_numeric()) {
+        return spans;
     }
     for m in IP_RE.find_iter(text) {
         let s = m.as_str();

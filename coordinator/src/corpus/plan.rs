@@ -17,6 +17,7 @@ use canopy_protocol::corpus::{
 use canopy_protocol::governance::DataSource;
 use canopy_protocol::messages::MinHashParams;
 
+use super::language::{self, MismatchPolicy};
 use super::optout::{self, OptOutRule};
 use super::source::{self, RawDocument};
 use super::{CorpusBuildError, CorpusConfig, DropReason, Result};
@@ -30,6 +31,8 @@ pub struct PlannedDocument {
     pub source: usize,
     /// Its language tag.
     pub language: String,
+    /// The language detected from its text, when the detection is reliable.
+    pub detected_language: Option<&'static str>,
     /// Its URL, if any.
     pub url: Option<String>,
     /// Its other metadata.
@@ -136,6 +139,17 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
             reason,
         })?;
     let read = source::read_sources(sources)?;
+    if let Some(unknown) = config
+        .language_id
+        .sources
+        .keys()
+        .find(|n| !read.iter().any(|src| &src.record.name == *n))
+    {
+        return Err(CorpusBuildError::Config {
+            path: sources.join(CorpusConfig::FILE_NAME),
+            reason: format!("language_id.sources names {unknown:?}, which is not a source"),
+        });
+    }
     let default_optout = sources.join(optout::FILE_NAME);
     let rules = match optout_file {
         Some(path) => optout::load(path)?,
@@ -167,8 +181,13 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
                 .sum(),
         });
         let mut ids = HashSet::new();
-        let mut pending: Vec<(RawDocument, Digest)> = Vec::new();
-        for record in records {
+        let mut pending = Vec::new();
+        let detections = language::detect_all(
+            records
+                .iter()
+                .map(|r| r.as_ref().map_or("", |d| d.text.as_str())),
+        );
+        for (record, detected) in records.into_iter().zip(detections) {
             let doc = match record {
                 Ok(doc) => doc,
                 Err(bad) => {
@@ -213,7 +232,27 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
                 ));
                 continue;
             }
-            pending.push((doc, hash));
+            let mut doc = doc;
+            if let Some(found) = detected.filter(|d| !language::same_language(&doc.language, d)) {
+                match config.language_id.policy(&name) {
+                    MismatchPolicy::Keep => {}
+                    MismatchPolicy::Relabel => doc.language = found.to_string(),
+                    MismatchPolicy::Drop => {
+                        plan.dropped.push(DroppedDocument {
+                            id: doc.id.clone(),
+                            source: s,
+                            reason: DropReason::LanguageMismatch,
+                            detail: Some(format!(
+                                "labelled {:?}, detected {found:?}",
+                                doc.language
+                            )),
+                            kept_instead: None,
+                        });
+                        continue;
+                    }
+                }
+            }
+            pending.push((doc, hash, detected));
         }
         pack_source(&mut plan, s, pending)?;
     }
@@ -222,12 +261,16 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
 }
 
 /// Packs one source's documents into chunks of at most `chunk_bytes` of text.
-fn pack_source(plan: &mut Plan, source: usize, docs: Vec<(RawDocument, Digest)>) -> Result<()> {
+fn pack_source(
+    plan: &mut Plan,
+    source: usize,
+    docs: Vec<(RawDocument, Digest, Option<&'static str>)>,
+) -> Result<()> {
     let limit = plan.config.chunk_bytes;
     let mut current: Vec<CorpusDocument> = Vec::new();
     let mut bytes = 0;
     let mut first = plan.documents.len();
-    for (doc, hash) in docs {
+    for (doc, hash, detected_language) in docs {
         if !current.is_empty()
             && (bytes + doc.text.len() > limit || current.len() == MAX_CHUNK_DOCUMENTS)
         {
@@ -240,6 +283,7 @@ fn pack_source(plan: &mut Plan, source: usize, docs: Vec<(RawDocument, Digest)>)
             id: doc.id.clone(),
             source,
             language: doc.language,
+            detected_language,
             url: doc.url,
             metadata: doc.metadata,
             text_hash: hash,
