@@ -164,6 +164,33 @@ mod tests {
         out
     }
 
+    /// Writes source `name` (labelled English, openly licensed) under `sources`, its `texts`
+    /// as `data.jsonl` with ids `d0`, `d1`, …
+    fn write_source(sources: &Path, name: &str, texts: &[String]) {
+        let src = sources.join(name);
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(
+            src.join("source.toml"),
+            format!(
+                "name = \"{name}\"\nlanguages = [\"en\"]\nlicense = \"CC-BY-4.0\"\n\
+                 provenance_url = \"https://data.example.org/{name}\"\n\
+                 consent_basis = \"open_license\"\nsteward_contact = \"s@example.org\"\n"
+            ),
+        )
+        .unwrap();
+        let jsonl: String = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"id": format!("d{i}"), "text": t})
+                )
+            })
+            .collect();
+        std::fs::write(src.join("data.jsonl"), jsonl).unwrap();
+    }
+
     fn lines(path: &Path) -> Vec<serde_json::Value> {
         std::fs::read_to_string(path)
             .unwrap()
@@ -271,16 +298,6 @@ mod tests {
     fn personal_data_is_redacted_in_kept_text_and_shards_and_counted() {
         let tmp = tempfile::tempdir().unwrap();
         let sources = tmp.path().join("sources");
-        let src = sources.join("letters");
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(
-            src.join("source.toml"),
-            "name = \"letters\"\nlanguages = [\"en\"]\nlicense = \"CC-BY-4.0\"\n\
-             provenance_url = \"https://data.example.org/letters\"\n\
-             consent_basis = \"public_domain\"\n\
-             steward_contact = \"stewards@example.org\"\n",
-        )
-        .unwrap();
         let body = "the river rose early that spring and the village gathered by the old \
                     mill to watch the water climb the stones";
         let docs = [
@@ -288,17 +305,7 @@ mod tests {
             format!("{body}, and the gauge at 192.168.4.20 reported every hour (030) 1234 5678"),
             format!("{body} while the children counted boats from 1998 2004 2010 onwards"),
         ];
-        let jsonl: String = docs
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                format!(
-                    "{}\n",
-                    serde_json::json!({"id": format!("d{i}"), "text": t})
-                )
-            })
-            .collect();
-        std::fs::write(src.join("data.jsonl"), jsonl).unwrap();
+        write_source(&sources, "letters", &docs);
         let run = |out: &str, keep: bool| {
             let config = keep.then(|| {
                 let path = tmp.path().join("keep.toml");
@@ -360,31 +367,10 @@ mod tests {
                       lecture ouvrirait au printemps prochain.";
         // Three sources labelled English, each with one French document among English ones.
         for name in ["kept", "relabelled", "dropped"] {
-            let src = sources.join(name);
-            std::fs::create_dir_all(&src).unwrap();
-            std::fs::write(
-                src.join("source.toml"),
-                format!(
-                    "name = \"{name}\"\nlanguages = [\"en\"]\nlicense = \"CC-BY-4.0\"\n\
-                     provenance_url = \"https://data.example.org/{name}\"\n\
-                     consent_basis = \"open_license\"\nsteward_contact = \"s@example.org\"\n"
-                ),
-            )
-            .unwrap();
             // Each source's own wording, so that no document duplicates another source's.
             let en = format!("{english} The {name} archive kept this note for its readers.");
             let fr = format!("{french} Les archives {name} ont gardé cette note.");
-            let jsonl: String = [en, fr]
-                .iter()
-                .enumerate()
-                .map(|(i, t)| {
-                    format!(
-                        "{}\n",
-                        serde_json::json!({"id": format!("d{i}"), "text": t})
-                    )
-                })
-                .collect();
-            std::fs::write(src.join("data.jsonl"), jsonl).unwrap();
+            write_source(&sources, name, &[en, fr]);
         }
         std::fs::write(
             sources.join("corpus.toml"),
