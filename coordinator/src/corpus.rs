@@ -55,6 +55,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub mod build;
+pub mod closed_class;
 pub mod compute;
 pub mod datacard;
 pub mod decide;
@@ -396,6 +397,8 @@ pub enum DropReason {
     ExactDuplicate,
     /// Its shingle set is within the Jaccard threshold of a kept document's cluster.
     NearDuplicate,
+    /// Too few of its words are function words of its language (see [`closed_class`]).
+    ClosedClassRatio,
     /// Its detected language differs from its label, and its source's policy drops such
     /// documents (see [`language`]).
     LanguageMismatch,
@@ -416,6 +419,7 @@ impl DropReason {
             Self::Digits => "digits",
             Self::ExactDuplicate => "exact_duplicate",
             Self::NearDuplicate => "near_duplicate",
+            Self::ClosedClassRatio => "closed_class_ratio",
             Self::LanguageMismatch => "language_mismatch",
         }
     }

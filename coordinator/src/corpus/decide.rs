@@ -92,11 +92,10 @@ pub fn decide(plan: &Plan, results: &[CorpusResult]) -> Result<Decisions> {
 
     // 1. Quality filters.
     for (d, doc) in plan.documents.iter().enumerate() {
-        if let Some(reason) = plan
-            .config
-            .filters
-            .for_language(&doc.language)
+        let thresholds = plan.config.filters.for_language(&doc.language);
+        if let Some(reason) = thresholds
             .check(&signals[d])
+            .or_else(|| thresholds.check_closed_class(&doc.language, plan.text(d)))
         {
             outcomes[d] = Outcome::Dropped {
                 reason,

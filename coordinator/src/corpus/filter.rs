@@ -14,6 +14,8 @@
 //! | `max_special_ratio` | `s.special / s.bytes > max` (ASCII punctuation, symbols, controls) | `special_characters` |
 //! | `max_digit_ratio` | `s.digits / s.bytes > max` | `digits` |
 //!
+//! | `min_closed_class_ratio` | fewer than this share of the words are function words of the language ([`super::closed_class`]; 0, the default, is off; languages without a list are not checked) | `closed_class_ratio` |
+//!
 //! The first failing check, in this order, is the reason. The word-repetition ratio grows with
 //! length (natural text reuses function words), so its default (0.8) suits documents of up to
 //! a few thousand words; raise it for corpora of long books. Languages written without spaces
@@ -42,6 +44,9 @@ pub struct FilterThresholds {
     pub max_special_ratio: f64,
     /// Largest fraction of digit bytes.
     pub max_digit_ratio: f64,
+    /// Smallest fraction of words that are function words of the language (0: off).
+    #[serde(default)]
+    pub min_closed_class_ratio: f64,
 }
 
 impl Default for FilterThresholds {
@@ -53,6 +58,7 @@ impl Default for FilterThresholds {
             max_word_repetition: 0.8,
             max_special_ratio: 0.3,
             max_digit_ratio: 0.4,
+            min_closed_class_ratio: 0.0,
         }
     }
 }
@@ -79,6 +85,9 @@ pub struct ThresholdOverride {
     /// See [`FilterThresholds::max_digit_ratio`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_digit_ratio: Option<f64>,
+    /// See [`FilterThresholds::min_closed_class_ratio`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_closed_class_ratio: Option<f64>,
 }
 
 /// The filter configuration: defaults and per-language overrides (`[filters.default]`,
@@ -129,6 +138,7 @@ impl FilterConfig {
             max_word_repetition: o.max_word_repetition.unwrap_or(d.max_word_repetition),
             max_special_ratio: o.max_special_ratio.unwrap_or(d.max_special_ratio),
             max_digit_ratio: o.max_digit_ratio.unwrap_or(d.max_digit_ratio),
+            min_closed_class_ratio: o.min_closed_class_ratio.unwrap_or(d.min_closed_class_ratio),
         }
     }
 
@@ -144,6 +154,7 @@ impl FilterConfig {
                 ("max_word_repetition", t.max_word_repetition),
                 ("max_special_ratio", t.max_special_ratio),
                 ("max_digit_ratio", t.max_digit_ratio),
+                ("min_closed_class_ratio", t.min_closed_class_ratio),
             ] {
                 if !(0.0..=1.0).contains(&v) {
                     return Err(format!("filters.{lang}.{name} = {v} is outside [0, 1]"));
@@ -187,6 +198,19 @@ impl FilterThresholds {
         } else {
             None
         }
+    }
+}
+
+impl FilterThresholds {
+    /// The closed-class check of `text` in `language`, run after [`Self::check`] (it reads
+    /// the text, which the kernels' signals do not cover).
+    pub fn check_closed_class(&self, language: &str, text: &str) -> Option<DropReason> {
+        if self.min_closed_class_ratio <= 0.0 {
+            return None;
+        }
+        super::closed_class::ratio(language, text)
+            .filter(|&r| r < self.min_closed_class_ratio)
+            .map(|_| DropReason::ClosedClassRatio)
     }
 }
 
@@ -240,6 +264,26 @@ mod tests {
         let t = c.for_language("fr");
         assert_eq!(t.max_word_repetition, 0.99);
         assert_eq!(t.min_words, 15);
+        let keywords = "cheap flights hotels deals discount tickets travel booking online \
+                        vacation packages cruise rental cars insurance offers";
+        let t = c.for_language("en");
+        assert_eq!(t.check_closed_class("en", keywords), None, "off by default");
+        c.default.min_closed_class_ratio = 0.15;
+        let t = c.for_language("en");
+        assert_eq!(
+            t.check_closed_class("en", keywords),
+            Some(DropReason::ClosedClassRatio)
+        );
+        let prose = "The committee met on Tuesday to discuss the budget for the new library.";
+        assert_eq!(t.check_closed_class("en", prose), None);
+        assert_eq!(
+            t.check_closed_class("sw", keywords),
+            None,
+            "no list: not checked"
+        );
+        c.default.min_closed_class_ratio = 1.2;
+        assert!(c.validate().unwrap_err().contains("min_closed_class_ratio"));
+        c.default.min_closed_class_ratio = 0.0;
         c.default.max_special_ratio = 1.5;
         assert!(c.validate().unwrap_err().contains("max_special_ratio"));
     }
