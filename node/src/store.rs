@@ -439,7 +439,10 @@ impl ChunkStore {
         let mut out = Vec::with_capacity(manifest.total_len as usize);
         for id in &manifest.chunks {
             match self.get(id)? {
-                Some(chunk) => out.extend_from_slice(&chunk),
+                Some(chunk) => {
+                    out.extend_from_slice(&chunk);
+                    CHUNKS.give(chunk);
+                }
                 None => return Ok(None),
             }
         }

@@ -148,12 +148,9 @@ pub fn write_outputs(
     let mode = plan.config.pii;
     let mut pii = PiiCounts::default();
     let mut kept_text = |d: usize| -> Cow<'_, str> {
-        let (text, found) = pii::redact(plan.text(d));
+        let (text, found) = pii::apply(mode, plan.text(d));
         pii.add(found);
-        match mode {
-            PiiMode::Redact => text,
-            PiiMode::Keep => Cow::Borrowed(plan.text(d)),
-        }
+        text
     };
 
     std::fs::create_dir_all(out).map_err(io(out))?;

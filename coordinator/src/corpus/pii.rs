@@ -159,6 +159,26 @@ fn find(text: &str) -> Vec<(usize, usize, Category)> {
     kept
 }
 
+impl Category {
+    fn placeholder(self) -> &'static str {
+        match self {
+            Category::Email => EMAIL,
+            Category::Ip => IP_ADDRESS,
+            Category::Phone => PHONE,
+        }
+    }
+}
+
+impl PiiCounts {
+    fn note(&mut self, category: Category) {
+        match category {
+            Category::Email => self.emails += 1,
+            Category::Ip => self.ip_addresses += 1,
+            Category::Phone => self.phone_numbers += 1,
+        }
+    }
+}
+
 /// `text` with personal data replaced by placeholders, and what was found. Text without any
 /// comes back borrowed.
 pub fn redact(text: &str) -> (Cow<'_, str>, PiiCounts) {
@@ -171,20 +191,8 @@ pub fn redact(text: &str) -> (Cow<'_, str>, PiiCounts) {
     let mut at = 0;
     for (start, end, category) in spans {
         out.push_str(&text[at..start]);
-        out.push_str(match category {
-            Category::Email => {
-                counts.emails += 1;
-                EMAIL
-            }
-            Category::Ip => {
-                counts.ip_addresses += 1;
-                IP_ADDRESS
-            }
-            Category::Phone => {
-                counts.phone_numbers += 1;
-                PHONE
-            }
-        });
+        out.push_str(category.placeholder());
+        counts.note(category);
         at = end;
     }
     out.push_str(&text[at..]);
@@ -193,7 +201,19 @@ pub fn redact(text: &str) -> (Cow<'_, str>, PiiCounts) {
 
 /// Counts personal data without changing the text (for [`PiiMode::Keep`]).
 pub fn count(text: &str) -> PiiCounts {
-    redact(text).1
+    let mut counts = PiiCounts::default();
+    for (_, _, category) in find(text) {
+        counts.note(category);
+    }
+    counts
+}
+
+/// The text as `mode` writes it, and what it holds.
+pub fn apply(mode: PiiMode, text: &str) -> (Cow<'_, str>, PiiCounts) {
+    match mode {
+        PiiMode::Redact => redact(text),
+        PiiMode::Keep => (Cow::Borrowed(text), count(text)),
+    }
 }
 
 #[cfg(test)]
@@ -204,74 +224,78 @@ mod tests {
         redact(text).0.into_owned()
     }
 
+    /// Each text of `replaced` redacts to its pair; each of `untouched` stays as it is.
+    fn assert_redacts(replaced: &[(&str, &str)], untouched: &[&str]) {
+        for (text, want) in replaced {
+            assert_eq!(redacted(text), *want, "{text}");
+        }
+        for text in untouched {
+            assert_eq!(redacted(text), *text, "{text}");
+        }
+    }
+
     #[test]
     fn emails_in_several_scripts_are_replaced() {
-        for (text, want) in [
-            (
-                "Write to ana.perez+corpus@example.org today.",
-                "Write to PI:EMAIL today.",
-            ),
-            ("联系 用户@例子.公司 获取", "联系 PI:EMAIL 获取"),
-            ("للتواصل: info@مثال.شبكة شكرا", "للتواصل: PI:EMAIL شكرا"),
-            ("Пишите: иван@пример.рф.", "Пишите: PI:EMAIL."),
-            ("संपर्क राम.शर्मा@example.in करें", "संपर्क PI:EMAIL करें"),
-        ] {
-            assert_eq!(redacted(text), want, "{text}");
-        }
         // Not addresses: a handle, a decorator, a domain alone.
-        for text in ["@canopy said so", "@property def x", "see example.org"] {
-            assert_eq!(redacted(text), text);
-        }
+        assert_redacts(
+            &[
+                (
+                    "Write to ana.perez+corpus@example.org today.",
+                    "Write to PI:EMAIL today.",
+                ),
+                ("联系 用户@例子.公司 获取", "联系 PI:EMAIL 获取"),
+                ("للتواصل: info@مثال.شبكة شكرا", "للتواصل: PI:EMAIL شكرا"),
+                ("Пишите: иван@пример.рф.", "Пишите: PI:EMAIL."),
+                ("संपर्क राम.शर्मा@example.in करें", "संपर्क PI:EMAIL करें"),
+            ],
+            &["@canopy said so", "@property def x", "see example.org"],
+        );
     }
 
     #[test]
     fn ip_addresses_are_replaced_when_they_parse() {
-        for (text, want) in [
-            (
-                "the server at 192.168.0.12 answered",
-                "the server at PI:IP_ADDRESS answered",
-            ),
-            ("from 2001:db8::7, again.", "from PI:IP_ADDRESS, again."),
-            (
-                "fe80::1ff:fe23:4567:890a is link-local",
-                "PI:IP_ADDRESS is link-local",
-            ),
-            ("服务器 10.0.0.1 出错", "服务器 PI:IP_ADDRESS 出错"),
-        ] {
-            assert_eq!(redacted(text), want, "{text}");
-        }
-        for text in [
-            "version 999.1.1.1 is not an address",
-            "at 12:30:45 the train left",
-            "std::fs::read and cafe::latte",
-            "ratio 3.14 and 1.2.3",
-        ] {
-            assert_eq!(redacted(text), text, "{text}");
-        }
+        assert_redacts(
+            &[
+                (
+                    "the server at 192.168.0.12 answered",
+                    "the server at PI:IP_ADDRESS answered",
+                ),
+                ("from 2001:db8::7, again.", "from PI:IP_ADDRESS, again."),
+                (
+                    "fe80::1ff:fe23:4567:890a is link-local",
+                    "PI:IP_ADDRESS is link-local",
+                ),
+                ("服务器 10.0.0.1 出错", "服务器 PI:IP_ADDRESS 出错"),
+            ],
+            &[
+                "version 999.1.1.1 is not an address",
+                "at 12:30:45 the train left",
+                "std::fs::read and cafe::latte",
+                "ratio 3.14 and 1.2.3",
+            ],
+        );
     }
 
     #[test]
     fn phone_numbers_in_their_usual_shapes_and_any_digits_are_replaced() {
-        for (text, want) in [
-            ("Call +44 20 7946 0958 now", "Call PI:PHONE now"),
-            ("Ruf an: (030) 1234 5678.", "Ruf an: PI:PHONE."),
-            ("dial 555-123-4567 or", "dial PI:PHONE or"),
-            ("appelez le 06 12 34 56 78 svp", "appelez le PI:PHONE svp"),
-            ("اتصل ‎+٩٦٦ ٥٠ ١٢٣ ٤٥٦٧ الآن", "اتصل ‎PI:PHONE الآن"),
-            ("फ़ोन +९१ ९८७६५ ४३२१० पर", "फ़ोन PI:PHONE पर"),
-        ] {
-            assert_eq!(redacted(text), want, "{text}");
-        }
         // Years, prices, counts, dates and ISBN-like lists stay.
-        for text in [
-            "in 1998 2004 2010 and 2016",
-            "it cost 1,299.00 euros",
-            "on 2024-01-15 at noon",
-            "population 67 000 000",
-            "+5 points",
-        ] {
-            assert_eq!(redacted(text), text, "{text}");
-        }
+        assert_redacts(
+            &[
+                ("Call +44 20 7946 0958 now", "Call PI:PHONE now"),
+                ("Ruf an: (030) 1234 5678.", "Ruf an: PI:PHONE."),
+                ("dial 555-123-4567 or", "dial PI:PHONE or"),
+                ("appelez le 06 12 34 56 78 svp", "appelez le PI:PHONE svp"),
+                ("اتصل ‎+٩٦٦ ٥٠ ١٢٣ ٤٥٦٧ الآن", "اتصل ‎PI:PHONE الآن"),
+                ("फ़ोन +९१ ९८७६५ ४३२१० पर", "फ़ोन PI:PHONE पर"),
+            ],
+            &[
+                "in 1998 2004 2010 and 2016",
+                "it cost 1,299.00 euros",
+                "on 2024-01-15 at noon",
+                "population 67 000 000",
+                "+5 points",
+            ],
+        );
     }
 
     #[test]
