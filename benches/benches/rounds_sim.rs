@@ -30,8 +30,9 @@ use canopy_coordinator::config::Preset;
 use canopy_coordinator::demo::{self, DemoSettings};
 use canopy_coordinator::outer::outer_step;
 use canopy_coordinator::project::{
-    aggregate_config, evaluate, preset_config, split_text, train_spec, training_text,
+    TrainingData, aggregate_config, evaluate, preset_config, train_spec,
 };
+use canopy_coordinator::training::shard_ids;
 use canopy_node::objects::{pseudo_gradient, update_values};
 use canopy_protocol::Digest;
 use canopy_shaders::{Cpu, Params};
@@ -81,12 +82,17 @@ fn main() {
         config.aggregation.combine
     );
 
-    let model = preset_config(config.model.preset);
-    let text = training_text(&config).expect("the training text");
-    let (shards, heldout) =
-        split_text(&text, config.data.holdout, config.data.shard_bytes as usize);
-    let digests: Vec<Digest> = shards.iter().map(|s| Digest::of(s)).collect();
-    let shard_of: HashMap<Digest, &[u8]> = digests.iter().copied().zip(shards).collect();
+    let data = TrainingData::load(&config, None).expect("the training data");
+    let mut model = preset_config(config.model.preset);
+    model.vocab = data.tokenizer.vocab() as usize;
+    let heldout = &data.heldout;
+    let digests: Vec<Digest> = data.shards.iter().map(|s| Digest::of(s)).collect();
+    let shard_of: HashMap<Digest, &[u8]> = digests
+        .iter()
+        .copied()
+        .zip(data.shards.iter().map(Vec::as_slice))
+        .collect();
+    let tokens = data.format(Some(Digest::of(b"rounds_sim tokenizer")));
     let agg_config = aggregate_config(&config).expect("the aggregation settings");
     let mut params = Params::init(&model, config.project.seed).expect("the initial model");
     let mut outer = OuterOptimizer::new(
@@ -104,14 +110,15 @@ fn main() {
     for round in 0..u64::from(t.rounds) {
         let updates: Vec<Vec<f32>> = (0..t.tasks_per_round)
             .map(|index| {
-                let spec = train_spec(&config, &digests, round, index, &model_root, None);
-                let data: Vec<u8> = spec
+                let spec = train_spec(&config, &digests, round, index, &model_root, None, tokens);
+                let bytes: Vec<u8> = spec
                     .data_shards
                     .iter()
                     .flat_map(|d| shard_of[d].iter().copied())
                     .collect();
+                let ids = shard_ids(data.tokenizer.kind(), &bytes);
                 let inner = canopy_node::worker::inner_settings(&spec);
-                let report = canopy_shaders::train_inner(&cpu, &params, &data, &inner, |_, _| {
+                let report = canopy_shaders::train_inner(&cpu, &params, &ids, &inner, |_, _| {
                     std::ops::ControlFlow::Continue(())
                 })
                 .expect("the inner steps")
@@ -136,7 +143,7 @@ fn main() {
     }
     let decentralized_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let baseline = demo::baseline(&config, &model, heldout).expect("the baseline");
+    let baseline = demo::baseline(&config, &model, &data).expect("the baseline");
     let baseline_s = t1.elapsed().as_secs_f64();
     let last = evals.last().copied().unwrap_or(initial);
     let ratio = last / baseline;

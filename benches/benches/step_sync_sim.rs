@@ -35,9 +35,7 @@ use std::time::Instant;
 
 use canopy_coordinator::config::Preset;
 use canopy_coordinator::demo::{self, DemoSettings};
-use canopy_coordinator::project::{
-    evaluate, lr_schedule, preset_config, split_text, training_text,
-};
+use canopy_coordinator::project::{TrainingData, evaluate, lr_schedule, preset_config};
 use canopy_shaders::model::TensorKind;
 use canopy_shaders::{AdamW, Cpu, Model, Params};
 use rand::{RngCore, SeedableRng};
@@ -104,11 +102,11 @@ fn main() {
         mode.name(),
     );
 
-    let model_config = preset_config(config.model.preset);
-    let text = training_text(&config).expect("the training text");
-    let (shards, heldout) =
-        split_text(&text, config.data.holdout, config.data.shard_bytes as usize);
-    let train: Vec<u8> = shards.concat();
+    let data = TrainingData::load(&config, None).expect("the training data");
+    let mut model_config = preset_config(config.model.preset);
+    model_config.vocab = data.tokenizer.vocab() as usize;
+    let heldout = &data.heldout;
+    let train = data.train_tokens();
     let schedule = lr_schedule(&config);
     let cpu = Cpu::new();
     let mut params = Params::init(&model_config, config.project.seed).expect("the initial model");
@@ -142,8 +140,8 @@ fn main() {
             for b in 0..batch {
                 let start = (rng.next_u64() % (train.len() - seq) as u64) as usize;
                 for (j, pair) in train[start..=start + seq].windows(2).enumerate() {
-                    inputs[b * seq + j] = u32::from(pair[0]);
-                    targets[b * seq + j] = u32::from(pair[1]);
+                    inputs[b * seq + j] = pair[0];
+                    targets[b * seq + j] = pair[1];
                 }
             }
             model
@@ -211,7 +209,7 @@ fn main() {
     }
     let decentralized_s = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
-    let baseline = demo::baseline(&config, &model_config, heldout).expect("the baseline");
+    let baseline = demo::baseline(&config, &model_config, &data).expect("the baseline");
     let baseline_s = t1.elapsed().as_secs_f64();
     // The last step always ends an evaluation interval (steps = rounds × inner steps).
     let last = match evals.last() {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::config::{Config, Preset};
-use crate::project::{self, Project, ProjectError, RoundSummary, split_text, training_text};
+use crate::project::{self, Project, ProjectError, RoundSummary, TrainingData};
 use crate::service::{Service, ServiceEvent};
 
 /// Token windows per inner step on each demo node unless told otherwise: small enough that a
@@ -78,6 +78,17 @@ pub struct DemoSummary {
     pub baseline_eval_loss: f64,
     /// Held-out loss of the initial model.
     pub initial_eval_loss: f64,
+    /// The final model's held-out loss in bits per byte of text.
+    pub final_bits_per_byte: f64,
+    /// The baseline's, in bits per byte.
+    pub baseline_bits_per_byte: f64,
+    /// A unigram byte model of the training text, on the same held-out text, in bits per
+    /// byte: what a model that learned only which bytes are common would score.
+    pub unigram_bits_per_byte: f64,
+    /// The tokenizer the run used, in words.
+    pub tokenizer: String,
+    /// What the final model writes after fixed prompts in several languages.
+    pub samples: Vec<crate::samples::Sample>,
     /// Bytes every peer sent, per training node per round.
     pub bytes_per_node_per_round: f64,
     /// What the data-parallel run would have sent: a ring all-reduce of the f32 gradient per
@@ -313,19 +324,50 @@ pub async fn run(
 
     // The centralized baseline on the same text, from the same initial model.
     let final_params = project.current().params;
-    let exported = settings.dir.join("model");
-    canopy_shaders::export(&final_params, &exported)
-        .map_err(|e| ProjectError::Invalid(format!("exporting the model: {e}")))?;
     let t0 = Instant::now();
     let baseline = {
         let config = config.clone();
-        let heldout = project.heldout.clone();
+        let dir = settings.dir.clone();
         let model = project.model;
-        tokio::task::spawn_blocking(move || baseline(&config, &model, &heldout))
-            .await
-            .map_err(|e| ProjectError::Invalid(e.to_string()))??
+        tokio::task::spawn_blocking(move || {
+            baseline(&config, &model, &TrainingData::load(&config, Some(&dir))?)
+        })
+        .await
+        .map_err(|e| ProjectError::Invalid(e.to_string()))??
     };
     let baseline_s = t0.elapsed().as_secs_f64();
+    let per_token = project.heldout_bytes_per_token;
+    let bpb = |loss: f64| crate::samples::bits_per_byte(loss, per_token);
+    let unigram_bits_per_byte = {
+        let text = crate::training::training_text(&config)?;
+        let split = text.len() - (text.len() as f64 * config.data.holdout) as usize;
+        let (train, tail) = text.split_at(split);
+        crate::samples::unigram_bits_per_byte(train, tail)
+    };
+    let exported = settings.dir.join("model");
+    crate::export::export_model(
+        &settings.dir,
+        &config,
+        &project.state(),
+        &final_params,
+        &exported,
+        vec![
+            (
+                "Synchronous data-parallel baseline, same tokens and steps".into(),
+                bpb(f64::from(baseline)),
+            ),
+            (
+                "Unigram byte model of the training text".into(),
+                unigram_bits_per_byte,
+            ),
+        ],
+    )?;
+    let samples: Vec<crate::samples::Sample> = project
+        .state()
+        .read()
+        .meta(crate::samples::SAMPLES_META)?
+        .and_then(|json| serde_json::from_str(&json).ok())
+        .unwrap_or_default();
     let initial_eval_loss = project
         .state()
         .read()
@@ -342,6 +384,11 @@ pub async fn run(
         final_eval_loss: last.map_or(f64::NAN, |r| r.eval_loss),
         baseline_eval_loss: f64::from(baseline),
         initial_eval_loss,
+        final_bits_per_byte: bpb(last.map_or(f64::NAN, |r| r.eval_loss)),
+        baseline_bits_per_byte: bpb(f64::from(baseline)),
+        unigram_bits_per_byte,
+        tokenizer: project.tokenizer.describe(),
+        samples,
         bytes_per_node_per_round: bytes_total as f64 / n / f64::from(settings.rounds),
         ddp_bytes_equivalent: ddp,
         comm_reduction: ddp / (bytes_total.max(1) as f64),
@@ -362,11 +409,9 @@ pub async fn run(
 pub fn baseline(
     config: &Config,
     model: &canopy_shaders::ModelConfig,
-    heldout: &[u8],
+    data: &TrainingData,
 ) -> Result<f32, ProjectError> {
-    let text = training_text(config)?;
-    let (shards, _) = split_text(&text, config.data.holdout, config.data.shard_bytes as usize);
-    let train: Vec<u8> = shards.concat();
+    let train = data.train_tokens();
     let t = &config.training;
     let params = Params::init(model, config.project.seed)?;
     let settings = InnerSettings {
@@ -389,5 +434,5 @@ pub fn baseline(
         std::ops::ControlFlow::Continue(())
     })?
     .ok_or_else(|| ProjectError::Invalid("the baseline stopped early".into()))?;
-    project::evaluate(config, &report.params, heldout)
+    project::evaluate(config, &report.params, &data.heldout)
 }

@@ -465,7 +465,7 @@ fn export(config_path: &Path, checkpoint: &str, out: &Path) -> anyhow::Result<()
     .with_context(|| format!("no model version {checkpoint} in this project"))?;
     let store = canopy_node::store::ChunkStore::open(&dir, config.store.cap_mib << 20)?;
     let params = project::load_params(&state, &store, &round.model_root)?;
-    canopy_shaders::export(&params, out)
+    canopy_coordinator::export::export_model(&dir, &config, &state, &params, out, Vec::new())
         .with_context(|| format!("exporting to {}", out.display()))?;
     println!(
         "exported the model of round {} to {}",
@@ -552,6 +552,22 @@ fn print_demo_summary(summary: &demo::DemoSummary) {
         summary.baseline_eval_loss,
         (summary.final_eval_loss / summary.baseline_eval_loss - 1.0) * 100.0
     );
+    println!(
+        "in bits per byte: decentralized {:.3}, centralized {:.3}, unigram byte model {:.3}",
+        summary.final_bits_per_byte, summary.baseline_bits_per_byte, summary.unigram_bits_per_byte
+    );
+    println!("tokenizer: {}", summary.tokenizer);
+    if !summary.samples.is_empty() {
+        println!("what the final model writes (greedy, after each prompt):");
+        for s in &summary.samples {
+            println!(
+                "  [{}] {}⟨{}⟩",
+                s.language,
+                s.prompt,
+                s.continuation.replace('\n', " ⏎ ")
+            );
+        }
+    }
     println!(
         "communication: {:.1} MB per node per round; data-parallel would send {:.0}x as much",
         summary.bytes_per_node_per_round / 1e6,

@@ -25,7 +25,8 @@ use crate::sampling::{self, Sampler};
 use crate::state::{ResultRecord, State, StateError};
 use crate::training::make_tasks;
 pub use crate::training::{
-    codec, decode_spec, encode_spec, lr_schedule, split_text, train_spec, training_text,
+    TrainingData, codec, decode_spec, encode_spec, lr_schedule, split_text, train_spec,
+    training_text,
 };
 
 /// What can go wrong running a project.
@@ -129,8 +130,14 @@ pub struct Project {
     pub store: Arc<ChunkStore>,
     /// The model size.
     pub model: ModelConfig,
-    /// The held-out text the coordinator evaluates on.
-    pub heldout: Vec<u8>,
+    /// The held-out token ids the coordinator evaluates on.
+    pub heldout: Vec<u32>,
+    /// Bytes of text per held-out token (see [`TrainingData`]).
+    pub heldout_bytes_per_token: f64,
+    /// The tokenizer of the training data.
+    pub tokenizer: canopy_text::Tokenizer,
+    /// How the training shards hold tokens.
+    pub tokens: canopy_protocol::messages::ShardTokens,
     /// The training shards, by root.
     pub shards: Vec<Digest>,
     current: Mutex<Current>,
@@ -188,29 +195,52 @@ impl Project {
         config.validate()?;
         let (keys, _) = canopy_node::identity::load_or_create(dir)?;
         let mut state = State::open(&dir.join(DB_FILE))?;
-        let model = preset_config(config.model.preset);
+        let data = TrainingData::load(&config, Some(dir))?;
+        let mut model = preset_config(config.model.preset);
+        model.vocab = data.tokenizer.vocab() as usize;
         if config.training.seq_len as usize > model.seq_len {
             return Err(ProjectError::Invalid(format!(
                 "training.seq_len {} exceeds the model's context of {}",
                 config.training.seq_len, model.seq_len
             )));
         }
-        let text = training_text(&config)?;
-        let (shards, heldout) =
-            split_text(&text, config.data.holdout, config.data.shard_bytes as usize);
         let need = config.training.seq_len as usize + 2;
-        if shards.is_empty() || shards.iter().any(|s| s.len() < need) || heldout.len() < need {
+        if data.shards.is_empty()
+            || data.shards.iter().any(|s| data.shard_tokens(s) < need)
+            || data.heldout.len() < need
+        {
+            let tokens: usize = data.shards.iter().map(|s| data.shard_tokens(s)).sum();
             return Err(ProjectError::Invalid(format!(
-                "the training text ({} bytes) is too short for shards of {} bytes and sequences of {}",
-                text.len(),
-                config.data.shard_bytes,
-                config.training.seq_len
+                "the training text ({tokens} tokens) is too short for shards of {} bytes and sequences of {}",
+                config.data.shard_bytes, config.training.seq_len
             )));
         }
         let now = now_ms();
-        let mut roots = Vec::with_capacity(shards.len());
-        let mut manifests = Vec::with_capacity(shards.len());
-        for shard in &shards {
+        let mut roots = Vec::with_capacity(data.shards.len());
+        let mut manifests = Vec::with_capacity(data.shards.len() + 1);
+        // A BPE tokenizer is stored and signed like the model, and named by every task.
+        let tokenizer_root = match data.tokenizer.kind() {
+            canopy_text::TokenizerKind::Bytes => None,
+            canopy_text::TokenizerKind::Bpe { .. } => {
+                let json = data
+                    .tokenizer
+                    .to_json()
+                    .map_err(|e| ProjectError::Invalid(e.to_string()))?;
+                let manifest = Manifest::build(
+                    ObjectKind::Tokenizer,
+                    json.as_bytes(),
+                    DEFAULT_CHUNK_SIZE,
+                    Default::default(),
+                )
+                .map_err(canopy_node::NodeError::from)?;
+                store.put_object(&manifest, json.as_bytes())?;
+                let root = manifest.root;
+                manifests.push(manifest.sign(&keys).map_err(canopy_node::NodeError::from)?);
+                Some(root)
+            }
+        };
+        let tokens = data.format(tokenizer_root);
+        for shard in &data.shards {
             let manifest = Manifest::build(
                 ObjectKind::TrainingShard,
                 shard,
@@ -266,7 +296,7 @@ impl Project {
                     objects::initial_weights_object(&keys, &model, config.project.seed)?;
                 store.put_object(signed.manifest(), &bytes)?;
                 let root = signed.manifest().root;
-                let eval = evaluate(&config, &params, heldout)?;
+                let eval = evaluate(&config, &params, &data.heldout)?;
                 state.transaction(|tx| {
                     for m in &manifests {
                         tx.put_manifest(m, now)?;
@@ -276,7 +306,7 @@ impl Project {
                     tx.set_meta("coordinator", &keys.peer_id().to_string())?;
                     tx.set_meta("initial_eval_loss", &eval.to_string())?;
                     tx.open_round(0, &root, None, now)?;
-                    make_tasks(tx, &config, &roots, 0, &root, None)
+                    make_tasks(tx, &config, &roots, 0, &root, None, tokens)
                 })?;
                 let optimizer = OuterOptimizer::new(
                     model.num_params(),
@@ -303,12 +333,21 @@ impl Project {
             tracing::info!(freed, "collected objects the run no longer needs");
         }
         let sampler = sampling::load_or_create(&mut state)?;
+        state.transaction(|tx| {
+            tx.set_meta(
+                crate::samples::BYTES_PER_TOKEN_META,
+                &data.heldout_bytes_per_token.to_string(),
+            )
+        })?;
         let ver = &config.verification;
         let loss_spread = Mutex::new(LossSpread::new(ver.max_loss_increase, ver.outlier_spreads));
         Ok(Self {
             sampler,
             loss_spread,
-            heldout: heldout.to_vec(),
+            heldout_bytes_per_token: data.heldout_bytes_per_token,
+            heldout: data.heldout,
+            tokenizer: data.tokenizer,
+            tokens,
             shards: roots,
             current: Mutex::new(current),
             optimizer: Mutex::new(optimizer),
@@ -539,6 +578,16 @@ impl Project {
         let train_loss = (!train_losses.is_empty())
             .then(|| train_losses.iter().sum::<f64>() / train_losses.len() as f64);
         let finished = next >= u64::from(t.rounds);
+        // What the final model writes, for the dashboard and the demo.
+        let samples = if finished {
+            let samples = crate::samples::generate(&self.tokenizer, &params)?;
+            Some(
+                serde_json::to_string(&samples)
+                    .map_err(|e| ProjectError::Invalid(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         let now = now_ms();
         let record = {
             let mut state = self.state();
@@ -554,6 +603,9 @@ impl Project {
                     tx.leave_out(*lease, *task, peer, &reason)?;
                 }
                 tx.close_round(round, now, train_loss, Some(f64::from(eval_loss)))?;
+                if let Some(samples) = &samples {
+                    tx.set_meta(crate::samples::SAMPLES_META, samples)?;
+                }
                 tx.tally_round(round)?;
                 tx.mark_aggregated(&used, round)?;
                 tx.open_round(next, &model_root, Some(&mom_signed.manifest().root), now)?;
@@ -574,6 +626,7 @@ impl Project {
                         next,
                         &model_root,
                         Some(delta),
+                        self.tokens,
                     )?;
                 }
                 tx.round(round)
@@ -644,7 +697,7 @@ pub fn aggregate_config(config: &Config) -> Result<AggregateConfig> {
 }
 
 /// Held-out loss of `params` (8 batches of the training batch size).
-pub fn evaluate(config: &Config, params: &Params, heldout: &[u8]) -> Result<f32> {
+pub fn evaluate(config: &Config, params: &Params, heldout: &[u32]) -> Result<f32> {
     let t = &config.training;
     Ok(canopy_shaders::evaluate(
         &Cpu::new(),
@@ -652,6 +705,6 @@ pub fn evaluate(config: &Config, params: &Params, heldout: &[u8]) -> Result<f32>
         heldout,
         t.batch_size as usize,
         t.seq_len as usize,
-        8,
+        crate::training::EVAL_BATCHES,
     )?)
 }

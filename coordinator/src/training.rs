@@ -6,23 +6,28 @@ use std::path::{Path, PathBuf};
 
 use canopy_protocol::Digest;
 use canopy_protocol::compress::{CodecSpec, DEFAULT_INT8_BLOCK};
-use canopy_protocol::messages::{AdamWParams, ModelDelta, TaskSpec, TrainSpec};
+use canopy_protocol::messages::{AdamWParams, ModelDelta, ShardTokens, TaskSpec, TrainSpec};
+use canopy_text::{Tokenizer, TokenizerKind};
 
-use crate::config::{Compression, Config};
+use crate::config::{BuiltinText, Compression, Config, TokenizerChoice};
 use crate::project::ProjectError;
 use crate::state::{self, StateError, TRAIN};
 
 type Result<T> = std::result::Result<T, ProjectError>;
 
 /// The project's training text: the files of `data.corpus` (plain text, or JSONL with a
-/// `text` field; `data.corpus` may also name one such file), or the generated multilingual
-/// text.
+/// `text` field; `data.corpus` may also name one such file), or the built-in text
+/// (`data.text`: the Universal Declaration of Human Rights in 24 languages, or generated
+/// sentences).
 pub fn training_text(config: &Config) -> Result<Vec<u8>> {
     let Some(dir) = &config.data.corpus else {
-        return Ok(canopy_shaders::textgen::generate(
-            config.project.seed,
-            config.data.generated_bytes as usize,
-        ));
+        return Ok(match config.data.text {
+            BuiltinText::Udhr => canopy_text::udhr::training_text(),
+            BuiltinText::Generated => canopy_shaders::textgen::generate(
+                config.project.seed,
+                config.data.generated_bytes as usize,
+            ),
+        });
     };
     let io = |path: &Path, source| ProjectError::Io {
         path: path.to_path_buf(),
@@ -68,6 +73,188 @@ pub fn training_text(config: &Config) -> Result<Vec<u8>> {
     Ok(text)
 }
 
+/// The file in a project directory that keeps its BPE tokenizer.
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// The project's training data as the swarm trains on it: the tokenizer, the shards' bytes
+/// (text for byte-level, 16-bit token ids for BPE) and the held-out token ids.
+#[derive(Debug, Clone)]
+pub struct TrainingData {
+    /// The tokenizer that made the shards and the held-out ids.
+    pub tokenizer: Tokenizer,
+    /// Each training shard's bytes, as [`TrainingData::format`] says.
+    pub shards: Vec<Vec<u8>>,
+    /// The held-out token ids the coordinator evaluates on.
+    pub heldout: Vec<u32>,
+    /// Bytes of text per held-out token, over the targets [`evaluate`](crate::project::evaluate)
+    /// scores (1 for byte-level): a loss in nats per token times this, over ln 2, is bits per
+    /// byte.
+    pub heldout_bytes_per_token: f64,
+}
+
+impl TrainingData {
+    /// The project's data by `config`. A BPE tokenizer is read from `dir/tokenizer.json`
+    /// when the project has one, else trained on the training part of the text (never the
+    /// held-out tail) and written there, so a restart shards the text the same way.
+    pub fn load(config: &Config, dir: Option<&Path>) -> Result<Self> {
+        let text = training_text(config)?;
+        let split = text.len() - (text.len() as f64 * config.data.holdout) as usize;
+        let (train, tail) = text.split_at(split);
+        let shard_bytes = config.data.shard_bytes.max(1) as usize;
+        let tokenizer = tokenizer(config, dir, train)?;
+        if tokenizer.kind() == TokenizerKind::Bytes {
+            let heldout: Vec<u32> = tail.iter().map(|&b| u32::from(b)).collect();
+            return Ok(Self {
+                tokenizer,
+                shards: train.chunks(shard_bytes).map(<[u8]>::to_vec).collect(),
+                heldout,
+                heldout_bytes_per_token: 1.0,
+            });
+        }
+        let encode = |part: &[u8]| {
+            let docs = documents(part);
+            tokenizer
+                .encode_documents(docs.iter().map(String::as_str))
+                .map_err(|e| ProjectError::Invalid(e.to_string()))
+        };
+        let tokens = encode(train)?;
+        let heldout = encode(tail)?;
+        let per_shard = (shard_bytes / 2).max(1);
+        let shards = tokens
+            .chunks(per_shard)
+            .map(|c| c.iter().flat_map(|&t| (t as u16).to_le_bytes()).collect())
+            .collect();
+        let heldout_bytes_per_token = bytes_per_token(&tokenizer, &heldout, config);
+        Ok(Self {
+            tokenizer,
+            shards,
+            heldout,
+            heldout_bytes_per_token,
+        })
+    }
+
+    /// Tokens in one shard's bytes.
+    pub fn shard_tokens(&self, shard: &[u8]) -> usize {
+        match self.tokenizer.kind() {
+            TokenizerKind::Bytes => shard.len(),
+            TokenizerKind::Bpe { .. } => shard.len() / 2,
+        }
+    }
+
+    /// The token ids of all training shards, in order (what a centralized baseline trains on).
+    pub fn train_tokens(&self) -> Vec<u32> {
+        let kind = self.tokenizer.kind();
+        self.shards
+            .iter()
+            .flat_map(|s| shard_ids(kind, s))
+            .collect()
+    }
+
+    /// How a task spec describes the shards, with the root of the stored tokenizer object.
+    pub fn format(&self, tokenizer_root: Option<Digest>) -> ShardTokens {
+        match (self.tokenizer.kind(), tokenizer_root) {
+            (TokenizerKind::Bpe { vocab }, Some(tokenizer)) => {
+                ShardTokens::U16 { tokenizer, vocab }
+            }
+            _ => ShardTokens::Bytes,
+        }
+    }
+}
+
+/// The token ids of a shard's bytes.
+pub fn shard_ids(kind: TokenizerKind, shard: &[u8]) -> Vec<u32> {
+    match kind {
+        TokenizerKind::Bytes => shard.iter().map(|&b| u32::from(b)).collect(),
+        TokenizerKind::Bpe { .. } => shard
+            .chunks_exact(2)
+            .map(|p| u32::from(u16::from_le_bytes([p[0], p[1]])))
+            .collect(),
+    }
+}
+
+/// The documents of a training text (separated by blank lines), as UTF-8 (invalid bytes
+/// replaced).
+fn documents(text: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(text)
+        .split("\n\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The project's tokenizer: byte-level, or BPE read from or trained into `dir`.
+fn tokenizer(config: &Config, dir: Option<&Path>, train: &[u8]) -> Result<Tokenizer> {
+    if config.model.tokenizer == TokenizerChoice::Bytes {
+        return Ok(Tokenizer::bytes());
+    }
+    let invalid = |e: canopy_text::TokenizerError| ProjectError::Invalid(e.to_string());
+    let path = dir.map(|d| d.join(TOKENIZER_FILE));
+    if let Some(path) = &path
+        && path.exists()
+    {
+        return read_tokenizer(config, path);
+    }
+    let docs = documents(train);
+    let tk = Tokenizer::train_bpe(config.model.bpe_vocab, docs.iter()).map_err(invalid)?;
+    if let Some(path) = &path {
+        let json = tk.to_json().map_err(invalid)?;
+        std::fs::write(path, json).map_err(|source| ProjectError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    }
+    Ok(tk)
+}
+
+/// The project's tokenizer as an export needs it: byte-level, or the BPE tokenizer the
+/// project trained when it started (kept in `dir`).
+pub fn project_tokenizer(config: &Config, dir: &Path) -> Result<Tokenizer> {
+    match config.model.tokenizer {
+        TokenizerChoice::Bytes => Ok(Tokenizer::bytes()),
+        TokenizerChoice::Bpe => read_tokenizer(config, &dir.join(TOKENIZER_FILE)),
+    }
+}
+
+/// Reads a project's BPE tokenizer, which must have `model.bpe_vocab` tokens.
+fn read_tokenizer(config: &Config, path: &Path) -> Result<Tokenizer> {
+    let bytes = std::fs::read(path).map_err(|source| ProjectError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let tk = Tokenizer::from_json(&bytes)
+        .map_err(|e| ProjectError::Invalid(format!("{}: {e}", path.display())))?;
+    if tk.vocab() != config.model.bpe_vocab {
+        return Err(ProjectError::Invalid(format!(
+            "{} has {} tokens but model.bpe_vocab is {}; restore the setting or start a new \
+             project directory",
+            path.display(),
+            tk.vocab(),
+            config.model.bpe_vocab
+        )));
+    }
+    Ok(tk)
+}
+
+/// Bytes of text per token over the held-out targets that evaluation scores.
+fn bytes_per_token(tokenizer: &Tokenizer, heldout: &[u32], config: &Config) -> f64 {
+    let seq = config.training.seq_len.max(1) as usize;
+    let windows = (heldout.len().saturating_sub(1) / seq)
+        .min(EVAL_BATCHES * config.training.batch_size as usize);
+    let targets = &heldout[1.min(heldout.len())..(1 + windows * seq).min(heldout.len())];
+    let bytes: usize = targets
+        .iter()
+        .map(|&t| tokenizer.token_bytes(t).len())
+        .sum();
+    if targets.is_empty() || bytes == 0 {
+        1.0
+    } else {
+        bytes as f64 / targets.len() as f64
+    }
+}
+
+/// Batches of held-out windows the coordinator evaluates on.
+pub const EVAL_BATCHES: usize = 8;
+
 /// Splits the text into training shards and the held-out tail.
 pub fn split_text(text: &[u8], holdout: f64, shard_bytes: usize) -> (Vec<&[u8]>, &[u8]) {
     let split = text.len() - (text.len() as f64 * holdout) as usize;
@@ -111,6 +298,7 @@ pub fn train_spec(
     index: u32,
     model: &Digest,
     model_delta: Option<ModelDelta>,
+    tokens: ShardTokens,
 ) -> TrainSpec {
     let t = &config.training;
     let tasks = t.tasks_per_round.max(1) as usize;
@@ -160,6 +348,7 @@ pub fn train_spec(
         },
         compression: codec(config),
         model_delta,
+        tokens,
     }
 }
 
@@ -188,10 +377,11 @@ pub(crate) fn make_tasks(
     round: u64,
     model: &Digest,
     delta: Option<ModelDelta>,
+    tokens: ShardTokens,
 ) -> std::result::Result<(), StateError> {
     let t = &config.training;
     for index in 0..t.tasks_per_round {
-        let spec = train_spec(config, shards, round, index, model, delta);
+        let spec = train_spec(config, shards, round, index, model, delta, tokens);
         let tokens = u64::from(t.inner_steps) * u64::from(t.batch_size) * u64::from(t.seq_len);
         tx.insert_task(
             round,

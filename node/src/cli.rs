@@ -49,8 +49,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train a model locally on a byte stream (Canopy's generated multilingual text, or a
-    /// file), printing loss and tokens/s, and optionally export it in the Hugging Face BLOOM
+    /// Train a model locally on a byte stream (the built-in Universal Declaration of Human
+    /// Rights in 24 languages, or a file), printing loss and tokens/s, and optionally export it in the Hugging Face BLOOM
     /// layout. No swarm: this is the training a task runs, on this machine alone.
     Train(TrainArgs),
     /// Ask the coordinator for this identity's credit: its totals in the contribution ledger
@@ -242,10 +242,11 @@ pub struct TrainArgs {
     /// Peak learning rate (warmup, then cosine decay to a tenth).
     #[arg(long, default_value_t = 5e-3)]
     pub lr: f32,
-    /// Seed of the initialisation, the generated text and the batches.
+    /// Seed of the initialisation and the batches.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Train on this file's bytes instead of the generated text.
+    /// Train on this file's bytes instead of the built-in text (the Universal Declaration of
+    /// Human Rights in 24 languages).
     #[arg(long)]
     pub text: Option<PathBuf>,
     /// Write model.safetensors and config.json here when done.

@@ -194,7 +194,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     );
     let text = match &args.text {
         Some(path) => std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-        None => canopy_shaders::textgen::generate(args.seed, 1 << 20),
+        None => canopy_text::udhr::training_text(),
     };
     anyhow::ensure!(
         text.len() >= 20 * (seq + 1),
@@ -222,11 +222,10 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
             args.preset,
             config.num_params(),
             text.len(),
-            args.text
-                .as_ref()
-                .map_or("generated multilingual text".into(), |p| p
-                    .display()
-                    .to_string()),
+            args.text.as_ref().map_or(
+                "the Universal Declaration of Human Rights in 24 languages".into(),
+                |p| p.display().to_string()
+            ),
             args.steps,
             args.batch
         );
@@ -269,6 +268,7 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
     if let Some(dir) = &args.export {
         canopy_shaders::export(&report.params, dir)
             .with_context(|| format!("exporting to {}", dir.display()))?;
+        write_local_card(dir, &args, &config, &report)?;
     }
     if json {
         println!(
@@ -285,12 +285,69 @@ fn train(args: TrainArgs) -> anyhow::Result<()> {
         );
         if let Some(dir) = &args.export {
             println!(
-                "exported model.safetensors and config.json to {}",
+                "exported model.safetensors, config.json, the tokenizer and a model card to {}",
                 dir.display()
             );
         }
     }
     Ok(())
+}
+
+/// The byte-level tokenizer's files and a model card beside a local training's export.
+fn write_local_card(
+    dir: &std::path::Path,
+    args: &TrainArgs,
+    config: &canopy_shaders::ModelConfig,
+    report: &canopy_shaders::TrainReport,
+) -> anyhow::Result<()> {
+    use canopy_text::card::{ModelCard, Source};
+    let tokenizer = canopy_text::Tokenizer::bytes();
+    tokenizer.write_files(dir, config.seq_len)?;
+    let source = match &args.text {
+        None => Source {
+            name: canopy_text::udhr::NAME.into(),
+            license: canopy_text::udhr::LICENSE.into(),
+            provenance: "the Universal Declaration of Human Rights in 24 translations".into(),
+            bytes_per_language: canopy_text::udhr::bytes_per_language(),
+        },
+        Some(path) => Source {
+            name: path
+                .file_name()
+                .map_or("text".into(), |n| n.to_string_lossy().into_owned()),
+            license: "as given by the text's owner".into(),
+            provenance: format!("the bytes of {}", path.display()),
+            bytes_per_language: Vec::new(),
+        },
+    };
+    let eval = report.eval_losses.last().map(|e| f64::from(e.loss));
+    let card = ModelCard {
+        name: "canopy-local".into(),
+        license: "apache-2.0".into(),
+        architecture: format!(
+            "BLOOM (ALiBi): hidden size {}, {} layers, {} heads, vocabulary of {}",
+            config.hidden, config.layers, config.heads, config.vocab
+        ),
+        parameters: config.num_params() as u64,
+        context: config.seq_len,
+        tokenizer: tokenizer.describe(),
+        sources: vec![source],
+        training: format!(
+            "Trained on one machine by `canopy-node train`: {} AdamW steps of {} × {} bytes \
+             (peak rate {}), the last 10% of the text held out.",
+            args.steps, args.batch, args.seq, args.lr
+        ),
+        tokens: u64::from(args.steps) * u64::from(args.batch) * u64::from(args.seq),
+        eval_loss: eval,
+        bits_per_byte: eval.map(|l| l / std::f64::consts::LN_2),
+        limitations: vec![
+            "A small model trained briefly on one machine, to try Canopy's training; not an \
+             assistant, and not to be relied on."
+                .into(),
+        ],
+        ..ModelCard::default()
+    };
+    std::fs::write(dir.join("README.md"), card.to_markdown())
+        .with_context(|| format!("writing the model card in {}", dir.display()))
 }
 
 fn bench(json: bool, size: usize) -> anyhow::Result<()> {

@@ -45,6 +45,8 @@ pub enum ObjectKind {
     /// The compressed difference between two model versions, from which a node that holds
     /// the older one rebuilds the newer one exactly.
     ModelDelta,
+    /// A project's tokenizer (its `tokenizer.json`), which made its training shards.
+    Tokenizer,
 }
 
 /// The ordered list of an object's chunks.

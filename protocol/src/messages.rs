@@ -16,7 +16,7 @@ pub use node::{
 pub use task::{
     AdamWParams, CorpusOutput, CorpusSpec, LeaseGrant, LeaseId, LeaseRelease, LeaseRenew,
     LeaseRenewed, MAX_NUM_PERM, MAX_SHARDS_PER_TASK, MinHashParams, ModelDelta, ReleaseReason,
-    ResultAck, TaskId, TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
+    ResultAck, ShardTokens, TaskId, TaskOutput, TaskResult, TaskSpec, TrainOutput, TrainSpec,
 };
 
 use serde::{Deserialize, Serialize};

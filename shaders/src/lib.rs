@@ -29,6 +29,7 @@ pub mod corpus;
 pub mod cpu;
 pub mod error;
 pub mod export;
+pub mod generate;
 pub mod kernels;
 pub mod model;
 pub mod quickbench;
@@ -46,6 +47,7 @@ pub use backend::{Backend, Element};
 pub use cpu::Cpu;
 pub use error::{Result, ShaderError};
 pub use export::{ExportError, export, import};
+pub use generate::greedy;
 pub use kernels::adamw::AdamW;
 pub use kernels::attention::{AttentionShape, alibi_slopes};
 pub use kernels::matmul::{MatmulShape, Transpose};
@@ -53,8 +55,8 @@ pub use kernels::quality::QualitySignals;
 pub use model::{Model, ModelConfig, Params, StepStats, TrainConfig, Trainer, Workspace};
 pub use runtime::{AdapterChoice, AdapterKind, AdapterReport, Gpu, GpuBuffer, Runtime};
 pub use train_loop::{
-    InnerReport, InnerSettings, LrSchedule, TrainReport, TrainSettings, evaluate, train_inner,
-    train_local,
+    InnerReport, InnerSettings, LrSchedule, Token, TrainReport, TrainSettings, evaluate,
+    train_inner, train_local,
 };
 /// The wgpu version the runtime is built on, for callers that pick adapters themselves.
 pub use wgpu;

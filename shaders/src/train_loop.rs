@@ -146,10 +146,10 @@ pub struct TrainReport {
 
 /// Trains a model of size `config`, initialized from `settings.seed`, on `text`; see the
 /// module docs. `on_step` sees each step's numbers as they come.
-pub fn train_local<B: Backend>(
+pub fn train_local<B: Backend, T: Token>(
     backend: &B,
     config: &ModelConfig,
-    text: &[u8],
+    text: &[T],
     settings: &TrainSettings,
     on_step: impl FnMut(&StepReport),
 ) -> Result<TrainReport> {
@@ -158,10 +158,10 @@ pub fn train_local<B: Backend>(
 }
 
 /// [`train_local`] starting from `params` (a published model version, say).
-pub fn train_local_from<B: Backend>(
+pub fn train_local_from<B: Backend, T: Token>(
     backend: &B,
     params: &Params,
-    text: &[u8],
+    text: &[T],
     settings: &TrainSettings,
     mut on_step: impl FnMut(&StepReport),
 ) -> Result<TrainReport> {
@@ -277,10 +277,10 @@ pub struct InnerReport {
 /// the coordinator keeps the held-out data). `on_step` sees each step's number and loss and
 /// may stop the run early (a volunteer stopping or pausing the node): then the result is
 /// `Ok(None)`.
-pub fn train_inner<B: Backend>(
+pub fn train_inner<B: Backend, T: Token>(
     backend: &B,
     params: &Params,
-    text: &[u8],
+    text: &[T],
     settings: &InnerSettings,
     mut on_step: impl FnMut(u32, f32) -> std::ops::ControlFlow<()>,
 ) -> Result<Option<InnerReport>> {
@@ -319,10 +319,10 @@ pub fn train_inner<B: Backend>(
 
 /// Mean loss of `params` on held-out `text`: up to `batches` batches of consecutive,
 /// non-overlapping windows from its start.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: Backend, T: Token>(
     backend: &B,
     params: &Params,
-    text: &[u8],
+    text: &[T],
     batch: usize,
     seq: usize,
     batches: usize,
@@ -343,8 +343,8 @@ pub fn evaluate<B: Backend>(
 const WINDOW_STREAM: u64 = 0x7769_6e64_6f77_7321;
 
 /// Batches of random training windows (inputs and next-byte targets), drawn from ChaCha8.
-struct Windows<'a> {
-    text: &'a [u8],
+struct Windows<'a, T> {
+    text: &'a [T],
     batch: usize,
     seq: usize,
     rng: ChaCha8Rng,
@@ -352,9 +352,9 @@ struct Windows<'a> {
     targets: Vec<u32>,
 }
 
-impl<'a> Windows<'a> {
-    /// `text` must hold more than `seq` bytes.
-    fn new(text: &'a [u8], batch: usize, seq: usize, seed: u64) -> Self {
+impl<'a, T: Token> Windows<'a, T> {
+    /// `text` must hold more than `seq` tokens.
+    fn new(text: &'a [T], batch: usize, seq: usize, seed: u64) -> Self {
         Self {
             text,
             batch,
@@ -377,11 +377,17 @@ impl<'a> Windows<'a> {
     }
 }
 
-fn fill(dst: &mut [u32], bytes: &[u8]) {
-    for (d, &b) in dst.iter_mut().zip(bytes) {
-        *d = u32::from(b);
+fn fill<T: Token>(dst: &mut [u32], tokens: &[T]) {
+    for (d, &t) in dst.iter_mut().zip(tokens) {
+        *d = t.into();
     }
 }
+
+/// A token id as the training loop reads it: a byte of byte-level text (`u8`), or an id of
+/// a larger vocabulary (`u16`, `u32`).
+pub trait Token: Copy + Into<u32> + Send + Sync {}
+
+impl<T: Copy + Into<u32> + Send + Sync> Token for T {}
 
 fn param(name: &'static str, value: impl ToString, reason: &'static str) -> ShaderError {
     ShaderError::Parameter {
@@ -399,8 +405,8 @@ struct EvalSet {
 }
 
 impl EvalSet {
-    fn new(tail: &[u8], batch: usize, seq: usize, batches: usize) -> Self {
-        let windows: Vec<&[u8]> = (0..)
+    fn new<T: Token>(tail: &[T], batch: usize, seq: usize, batches: usize) -> Self {
+        let windows: Vec<&[T]> = (0..)
             .map(|k| k * seq)
             .take_while(|&start| start + seq < tail.len())
             .take(batch * batches)

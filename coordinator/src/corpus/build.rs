@@ -223,6 +223,27 @@ mod tests {
         // Per source, from the files themselves.
         let card: serde_json::Value =
             serde_json::from_slice(&std::fs::read(out.join("datacard.json")).unwrap()).unwrap();
+        // The Hugging Face dataset card: metadata naming every language and source, then
+        // the same Markdown as datacard.md.
+        let readme = std::fs::read_to_string(out.join("README.md")).unwrap();
+        let md = std::fs::read_to_string(out.join("datacard.md")).unwrap();
+        let (meta, body) = readme
+            .strip_prefix("---\n")
+            .unwrap()
+            .split_once("---\n\n")
+            .unwrap();
+        assert_eq!(body, md);
+        assert!(
+            meta.contains("task_categories:\n- \"text-generation\""),
+            "{meta}"
+        );
+        for lang in card["languages"].as_object().unwrap().keys() {
+            assert!(meta.contains(&format!("- \"{lang}\"\n")), "{lang}: {meta}");
+        }
+        for s in card["sources"].as_array().unwrap() {
+            let name = s["governance"]["name"].as_str().unwrap();
+            assert!(meta.contains(&format!("- \"{name}\"\n")), "{name}: {meta}");
+        }
         for s in card["sources"].as_array().unwrap() {
             let name = s["governance"]["name"].as_str().unwrap();
             let k = kept.iter().filter(|l| l["source"] == name).count() as u64;

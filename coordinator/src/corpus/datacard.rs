@@ -133,6 +133,49 @@ pub struct DataCard {
 }
 
 impl DataCard {
+    /// The card as a Hugging Face dataset card (`README.md`): YAML metadata (licence,
+    /// languages, size, task) before the Markdown of [`DataCard::to_markdown`].
+    pub fn to_dataset_card(&self) -> String {
+        use canopy_text::card::{Meta, front_matter};
+        let licenses: Vec<&String> = self.licenses.keys().collect();
+        let license = match licenses.as_slice() {
+            [one] => one.to_lowercase(),
+            _ => "other".to_owned(),
+        };
+        let size = match self.kept.documents {
+            n if n < 1_000 => "n<1K",
+            n if n < 10_000 => "1K<n<10K",
+            n if n < 100_000 => "10K<n<100K",
+            n if n < 1_000_000 => "100K<n<1M",
+            n if n < 10_000_000 => "1M<n<10M",
+            _ => "n>10M",
+        };
+        let mut md = front_matter(&[
+            ("license", Meta::Text(license)),
+            (
+                "language",
+                Meta::List(self.languages.keys().cloned().collect()),
+            ),
+            ("pretty_name", Meta::Text("Canopy corpus build".into())),
+            ("size_categories", Meta::List(vec![size.into()])),
+            (
+                "task_categories",
+                Meta::List(vec!["text-generation".into()]),
+            ),
+            (
+                "source_datasets",
+                Meta::List(
+                    self.sources
+                        .iter()
+                        .map(|s| s.governance.name.clone())
+                        .collect(),
+                ),
+            ),
+        ]);
+        md.push_str(&self.to_markdown());
+        md
+    }
+
     /// The card as Markdown.
     pub fn to_markdown(&self) -> String {
         let mut m = String::new();

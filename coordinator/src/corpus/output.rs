@@ -321,6 +321,8 @@ pub fn write_outputs(
     std::fs::write(&card_path, card_json).map_err(io(&card_path))?;
     let md_path = out.join("datacard.md");
     std::fs::write(&md_path, card.to_markdown()).map_err(io(&md_path))?;
+    let hf_path = out.join("README.md");
+    std::fs::write(&hf_path, card.to_dataset_card()).map_err(io(&hf_path))?;
     Ok(OutputSummary {
         input_documents: card.input.documents,
         kept_documents: card.kept.documents,

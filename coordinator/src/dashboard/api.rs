@@ -262,6 +262,10 @@ pub struct Status {
     pub train_loss: Option<f64>,
     /// Held-out loss of the last closed round.
     pub eval_loss: Option<f64>,
+    /// The same in bits per byte of held-out text (comparable across tokenizers).
+    pub eval_bits_per_byte: Option<f64>,
+    /// What the final model writes after fixed prompts (once the run has finished).
+    pub samples: Vec<crate::samples::Sample>,
     /// Measured throughput of the active nodes together.
     pub tokens_per_sec: f64,
     /// Training tokens in accepted results, in all.
@@ -314,6 +318,14 @@ fn read_status(r: &Reader<'_>, info: &ProjectInfo) -> Result<Status, ApiError> {
         initial_eval_loss: r.meta("initial_eval_loss")?.and_then(|v| v.parse().ok()),
         train_loss: last.and_then(|x| x.train_loss),
         eval_loss: last.and_then(|x| x.eval_loss),
+        eval_bits_per_byte: last.and_then(|x| x.eval_loss).and_then(|loss| {
+            let per_token = r.meta(crate::samples::BYTES_PER_TOKEN_META).ok()??;
+            Some(crate::samples::bits_per_byte(loss, per_token.parse().ok()?))
+        }),
+        samples: r
+            .meta(crate::samples::SAMPLES_META)?
+            .and_then(|json| serde_json::from_str(&json).ok())
+            .unwrap_or_default(),
         tokens_per_sec: active.iter().filter_map(|p| p.tokens_per_sec).sum(),
         tokens_total: contributors
             .iter()

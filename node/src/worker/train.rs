@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
-use canopy_protocol::messages::{ModelDelta, TrainOutput, TrainSpec};
+use canopy_protocol::messages::{ModelDelta, ShardTokens, TrainOutput, TrainSpec};
 use canopy_protocol::{Digest, ObjectKind};
 use canopy_shaders::{AdamW, InnerSettings, LrSchedule, Params, Runtime, TrainConfig, train_inner};
 
@@ -108,6 +108,7 @@ impl Worker {
             text.extend_from_slice(&bytes);
         }
         let config = *params.config();
+        let tokens = shard_tokens(spec.tokens, &text, config.vocab)?;
         let (batch, seq) = (spec.batch_size as usize, spec.seq_len as usize);
         if seq > config.seq_len {
             return Err(NodeError::BadObject(format!(
@@ -151,8 +152,8 @@ impl Worker {
                 }
             };
             let report = match &*runtime {
-                Runtime::Gpu(gpu) => train_inner(&**gpu, &start, &text, &settings, on_step),
-                Runtime::Cpu(cpu) => train_inner(cpu, &start, &text, &settings, on_step),
+                Runtime::Gpu(gpu) => train_inner(&**gpu, &start, &tokens, &settings, on_step),
+                Runtime::Cpu(cpu) => train_inner(cpu, &start, &tokens, &settings, on_step),
             };
             // Time spent resting under --cpu-share is not compute.
             let rested = throttle.map_or(0.0, |t| t.rested().as_secs_f64());
@@ -183,6 +184,40 @@ impl Worker {
             (report.secs - rested).max(0.0),
         )))
     }
+}
+
+/// The token ids of a task's shards, as its spec says they are stored; refused when the
+/// bytes do not hold whole ids or an id is outside the model's vocabulary of `vocab`.
+pub(super) fn shard_tokens(
+    format: ShardTokens,
+    bytes: &[u8],
+    vocab: usize,
+) -> Result<Vec<u32>, NodeError> {
+    let tokens: Vec<u32> = match format {
+        ShardTokens::Bytes => bytes.iter().map(|&b| u32::from(b)).collect(),
+        ShardTokens::U16 { vocab: v, .. } => {
+            if v as usize != vocab {
+                return Err(NodeError::BadObject(format!(
+                    "the task's vocabulary of {v} tokens is not the model's {vocab}"
+                )));
+            }
+            if !bytes.len().is_multiple_of(2) {
+                return Err(NodeError::BadObject(
+                    "a shard of 16-bit token ids has an odd length".into(),
+                ));
+            }
+            bytes
+                .chunks_exact(2)
+                .map(|p| u32::from(u16::from_le_bytes([p[0], p[1]])))
+                .collect()
+        }
+    };
+    if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
+        return Err(NodeError::BadObject(format!(
+            "a shard holds token {bad}, outside the model's vocabulary of {vocab}"
+        )));
+    }
+    Ok(tokens)
 }
 
 /// The inner phase a training spec asks for: its steps, batch, window length, learning-rate

@@ -103,6 +103,26 @@ pub struct TrainSpec {
     /// node that holds `base` fetches `delta` instead of the full weights and checks that the
     /// rebuilt weights have the root `model`.
     pub model_delta: Option<ModelDelta>,
+    /// How the shards' bytes are token ids.
+    pub tokens: ShardTokens,
+}
+
+/// How a training shard's bytes are token ids.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ShardTokens {
+    /// Byte-level: each byte is a token id.
+    #[default]
+    Bytes,
+    /// 16-bit little-endian token ids of a byte-level BPE vocabulary of `vocab` tokens,
+    /// made with the tokenizer stored as the object `tokenizer` (`ObjectKind::Tokenizer`,
+    /// its `tokenizer.json`). A shard of odd length, or with an id of `vocab` or more, is
+    /// refused.
+    U16 {
+        /// Root of the tokenizer object the ids come from.
+        tokenizer: Digest,
+        /// Tokens in the vocabulary.
+        vocab: u32,
+    },
 }
 
 /// How a node rebuilds a model version from the one before.
@@ -148,6 +168,14 @@ impl TrainSpec {
             return Err(MessageError::Invalid {
                 field: "train.optimizer",
                 reason: "hyperparameters must be finite, non-negative, betas below 1, lr_end at most lr",
+            });
+        }
+        if let ShardTokens::U16 { vocab, .. } = self.tokens
+            && !(1..=1 << 16).contains(&vocab)
+        {
+            return Err(MessageError::Invalid {
+                field: "train.tokens",
+                reason: "a 16-bit vocabulary holds 1 to 65536 tokens",
             });
         }
         self.compression
