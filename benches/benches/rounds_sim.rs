@@ -26,7 +26,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use canopy_coordinator::aggregate::{Held, OuterOptimizer};
-use canopy_coordinator::config::Preset;
+use canopy_coordinator::config::{Preset, TokenizerChoice};
 use canopy_coordinator::demo::{self, DemoSettings};
 use canopy_coordinator::outer::outer_step;
 use canopy_coordinator::project::{
@@ -54,6 +54,7 @@ fn main() {
         inner_steps: setting("INNER_STEPS", 50),
         batch: setting("BATCH", demo::DEFAULT_BATCH),
         preset: Preset::Tiny,
+        tokenizer: TokenizerChoice::Bytes,
         corpus: None,
         dir: std::env::temp_dir(),
     };

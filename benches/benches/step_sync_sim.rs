@@ -33,7 +33,7 @@
 use std::str::FromStr;
 use std::time::Instant;
 
-use canopy_coordinator::config::Preset;
+use canopy_coordinator::config::{Preset, TokenizerChoice};
 use canopy_coordinator::demo::{self, DemoSettings};
 use canopy_coordinator::project::{TrainingData, evaluate, lr_schedule, preset_config};
 use canopy_shaders::model::TensorKind;
@@ -86,6 +86,7 @@ fn main() {
         inner_steps: setting("INNER_STEPS", 50),
         batch: setting("BATCH", demo::DEFAULT_BATCH),
         preset: Preset::Tiny,
+        tokenizer: TokenizerChoice::Bytes,
         corpus: None,
         dir: std::env::temp_dir(),
     };

@@ -24,7 +24,7 @@
 
 use std::sync::Arc;
 
-use canopy_coordinator::config::Preset;
+use canopy_coordinator::config::{Preset, TokenizerChoice};
 use canopy_coordinator::demo::{self, DemoSettings};
 use canopy_shaders::Runtime;
 
@@ -49,6 +49,7 @@ fn main() {
         inner_steps: setting("SWARM_COMPARE_INNER_STEPS", 50),
         batch: setting("SWARM_COMPARE_BATCH", demo::DEFAULT_BATCH),
         preset: Preset::Tiny,
+        tokenizer: TokenizerChoice::Bytes,
         corpus: None,
         dir: dir.path().to_path_buf(),
     };

@@ -18,7 +18,7 @@ use canopy_shaders::{AdamW, Cpu, InnerSettings, Params, Runtime, TrainConfig};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, Preset};
+use crate::config::{Config, Preset, TokenizerChoice};
 use crate::project::{self, Project, ProjectError, RoundSummary, TrainingData};
 use crate::service::{Service, ServiceEvent};
 
@@ -41,7 +41,9 @@ pub struct DemoSettings {
     pub batch: u32,
     /// Model size.
     pub preset: Preset,
-    /// A corpus directory instead of the generated text.
+    /// How text becomes tokens.
+    pub tokenizer: TokenizerChoice,
+    /// A corpus directory instead of the built-in text.
     pub corpus: Option<PathBuf>,
     /// Where the project, the nodes' stores and the exported model go.
     pub dir: PathBuf,
@@ -121,8 +123,8 @@ pub fn demo_config(settings: &DemoSettings) -> Config {
     config.project.name = "canopy-demo".into();
     config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     config.model.preset = settings.preset;
+    config.model.tokenizer = settings.tokenizer;
     config.data.corpus = settings.corpus.clone();
-    config.data.generated_bytes = 1_000_000;
     config.data.shard_bytes = 32_768;
     let t = &mut config.training;
     t.rounds = settings.rounds;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use canopy_coordinator::admission;
-use canopy_coordinator::config::{Config, FILE_NAME, Preset};
+use canopy_coordinator::config::{Config, FILE_NAME, Preset, TokenizerChoice};
 use canopy_coordinator::corpus_swarm::{CorpusEvent, SwarmBuild};
 use canopy_coordinator::dashboard;
 use canopy_coordinator::demo;
@@ -144,7 +144,12 @@ enum Command {
         /// Model size.
         #[arg(long, value_enum, default_value_t = PresetArg::Tiny)]
         preset: PresetArg,
-        /// Train on this directory's .txt / .jsonl files instead of the generated text.
+        /// How text becomes tokens: bytes, or byte-level BPE of 1024 tokens trained on the
+        /// training text.
+        #[arg(long, value_enum, default_value_t = TokenizerArg::Bytes)]
+        tokenizer: TokenizerArg,
+        /// Train on this directory's .txt / .jsonl files instead of the built-in text (the
+        /// Universal Declaration of Human Rights in 24 languages).
         #[arg(long)]
         corpus: Option<PathBuf>,
         /// Where to keep the run (default: a new directory under the system's temp dir).
@@ -225,6 +230,12 @@ enum PresetArg {
     Tiny,
     Small,
     Base,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TokenizerArg {
+    Bytes,
+    Bpe,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -310,6 +321,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             inner_steps,
             batch,
             preset,
+            tokenizer,
             corpus,
             dir,
             json,
@@ -328,6 +340,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     PresetArg::Tiny => Preset::Tiny,
                     PresetArg::Small => Preset::Small,
                     PresetArg::Base => Preset::Base,
+                },
+                tokenizer: match tokenizer {
+                    TokenizerArg::Bpe => TokenizerChoice::Bpe,
+                    TokenizerArg::Bytes => TokenizerChoice::Bytes,
                 },
                 corpus,
                 dir,

@@ -11,10 +11,27 @@ pub(super) fn status(config: &Path, json: bool, history: bool) -> anyhow::Result
     let leases = r.active_leases(None)?;
     let open = r.tasks(None, "open")?.len();
     let initial: Option<f64> = r.meta("initial_eval_loss")?.and_then(|v| v.parse().ok());
+    let per_token: Option<f64> = r
+        .meta(canopy_coordinator::samples::BYTES_PER_TOKEN_META)?
+        .and_then(|v| v.parse().ok());
+    let last_eval = rounds
+        .iter()
+        .rev()
+        .find(|x| x.closed_ms.is_some())
+        .and_then(|x| x.eval_loss);
+    let bits_per_byte = last_eval
+        .zip(per_token)
+        .map(|(l, p)| canopy_coordinator::samples::bits_per_byte(l, p));
+    let samples: Vec<canopy_coordinator::samples::Sample> = r
+        .meta(canopy_coordinator::samples::SAMPLES_META)?
+        .and_then(|j| serde_json::from_str(&j).ok())
+        .unwrap_or_default();
     if json {
         let mut out = serde_json::json!({
             "rounds": rounds,
             "initial_eval_loss": initial,
+            "eval_bits_per_byte": bits_per_byte,
+            "samples": samples,
             "peers": peers,
             "active_leases": leases.len(),
             "open_tasks": open,
@@ -48,6 +65,20 @@ pub(super) fn status(config: &Path, json: bool, history: bool) -> anyhow::Result
             round.accepted,
             round.rejected
         );
+    }
+    if let Some(b) = bits_per_byte {
+        println!("last held-out loss in bits per byte of text: {b:.3}");
+    }
+    if !samples.is_empty() {
+        println!("\nwhat the final model writes (greedy, after each prompt):");
+        for s in &samples {
+            println!(
+                "  [{}] {}⟨{}⟩",
+                s.language,
+                s.prompt,
+                s.continuation.replace('\n', " ⏎ ")
+            );
+        }
     }
     println!("\n{} peers:", peers.len());
     for p in &peers {

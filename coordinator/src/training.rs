@@ -235,20 +235,22 @@ fn read_tokenizer(config: &Config, path: &Path) -> Result<Tokenizer> {
     Ok(tk)
 }
 
-/// Bytes of text per token over the held-out targets that evaluation scores.
+/// Bytes of text per token over the held-out targets that evaluation scores (the windows of
+/// [`canopy_shaders::eval_window_starts`]).
 fn bytes_per_token(tokenizer: &Tokenizer, heldout: &[u32], config: &Config) -> f64 {
     let seq = config.training.seq_len.max(1) as usize;
-    let windows = (heldout.len().saturating_sub(1) / seq)
-        .min(EVAL_BATCHES * config.training.batch_size as usize);
-    let targets = &heldout[1.min(heldout.len())..(1 + windows * seq).min(heldout.len())];
-    let bytes: usize = targets
-        .iter()
-        .map(|&t| tokenizer.token_bytes(t).len())
-        .sum();
-    if targets.is_empty() || bytes == 0 {
+    let windows = EVAL_BATCHES * config.training.batch_size.max(1) as usize;
+    let (mut tokens, mut bytes) = (0usize, 0usize);
+    for start in canopy_shaders::eval_window_starts(heldout.len(), seq, windows) {
+        for &t in &heldout[start + 1..=start + seq] {
+            tokens += 1;
+            bytes += tokenizer.token_bytes(t).len();
+        }
+    }
+    if tokens == 0 || bytes == 0 {
         1.0
     } else {
-        bytes as f64 / targets.len() as f64
+        bytes as f64 / tokens as f64
     }
 }
 

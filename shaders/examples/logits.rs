@@ -1,9 +1,10 @@
-//! Prints the logits Canopy's model computes for a text, as JSON, from a model exported with
-//! `canopy-node train --export DIR`: `cargo run --release -p canopy-shaders --example logits --
-//! DIR "some text"`. Used to check an export against another implementation of BLOOM, such as
-//! Hugging Face `transformers`, on the same weights and bytes.
+//! Prints the logits Canopy's model computes for a text, as JSON (`text`, `ids`, `logits`),
+//! from an export (`canopy-node train --export DIR`, `canopy-coordinator export`): `cargo run
+//! --release -p canopy-shaders --example logits -- DIR "some text"`. The text is tokenized
+//! with the export's `tokenizer.json`. `tools/check_export.py DIR FILE` compares this with
+//! Hugging Face `transformers` on the same weights and text.
 
-use canopy_shaders::{Cpu, Model, import};
+use canopy_shaders::{Cpu, import, logits};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -11,16 +12,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let text = args
         .next()
         .unwrap_or_else(|| "Canopy grows open models together.".into());
-    let params = import(std::path::Path::new(&dir))?;
-    let cpu = Cpu::new();
-    let model = Model::new(&cpu, &params)?;
-    let ids: Vec<u32> = text.bytes().map(u32::from).collect();
-    let targets = vec![u32::MAX; ids.len()];
-    let mut ws = model.workspace(&cpu, 1, ids.len())?;
-    model.forward(&cpu, &mut ws, &ids, &targets)?;
-    let logits = ws.logits(&cpu)?;
+    let dir = std::path::Path::new(&dir);
+    let params = import(dir)?;
+    let tokenizer = canopy_text::Tokenizer::from_json(&std::fs::read(dir.join("tokenizer.json"))?)?;
+    let ids = tokenizer.encode(&text)?;
+    let logits = logits(&Cpu::new(), &params, &ids)?;
     let vocab = params.config().vocab;
     let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
-    println!("{}", serde_json::json!({ "ids": ids, "logits": rows }));
+    println!(
+        "{}",
+        serde_json::json!({ "text": text, "ids": ids, "logits": rows })
+    );
     Ok(())
 }

@@ -1,9 +1,19 @@
-//! Greedy generation: what a trained model writes after a prompt, for a person to read (the
-//! coordinator's samples at the end of a run, the demo's output).
+//! What a model predicts: its logits on a text, and greedy generation, what a trained model
+//! writes after a prompt for a person to read (the coordinator's samples at the end of a run,
+//! the demo's output).
 
 use crate::backend::Backend;
 use crate::error::{Result, ShaderError};
 use crate::model::{Model, Params};
+
+/// The logits `[ids.len(), vocab]` of `params` on `ids` (row `i` predicts the token after
+/// `ids[i]`), flattened: what an independent implementation is compared against.
+pub fn logits<B: Backend>(backend: &B, params: &Params, ids: &[u32]) -> Result<Vec<f32>> {
+    let model = Model::new(backend, params)?;
+    let mut ws = model.workspace(backend, 1, ids.len())?;
+    model.forward(backend, &mut ws, ids, &vec![u32::MAX; ids.len()])?;
+    ws.logits(backend)
+}
 
 /// The `new_tokens` ids `params` predicts after `prompt`, each the most likely next token
 /// given the text so far (the last `seq_len` tokens of it), stopping early at `stop`.

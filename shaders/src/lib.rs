@@ -47,7 +47,7 @@ pub use backend::{Backend, Element};
 pub use cpu::Cpu;
 pub use error::{Result, ShaderError};
 pub use export::{ExportError, export, import};
-pub use generate::greedy;
+pub use generate::{greedy, logits};
 pub use kernels::adamw::AdamW;
 pub use kernels::attention::{AttentionShape, alibi_slopes};
 pub use kernels::matmul::{MatmulShape, Transpose};
@@ -55,8 +55,8 @@ pub use kernels::quality::QualitySignals;
 pub use model::{Model, ModelConfig, Params, StepStats, TrainConfig, Trainer, Workspace};
 pub use runtime::{AdapterChoice, AdapterKind, AdapterReport, Gpu, GpuBuffer, Runtime};
 pub use train_loop::{
-    InnerReport, InnerSettings, LrSchedule, Token, TrainReport, TrainSettings, evaluate,
-    train_inner, train_local,
+    InnerReport, InnerSettings, LrSchedule, Token, TrainReport, TrainSettings, eval_window_starts,
+    evaluate, train_inner, train_local,
 };
 /// The wgpu version the runtime is built on, for callers that pick adapters themselves.
 pub use wgpu;

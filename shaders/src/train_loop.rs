@@ -397,19 +397,33 @@ fn param(name: &'static str, value: impl ToString, reason: &'static str) -> Shad
     }
 }
 
-/// The held-out windows: consecutive, non-overlapping runs of `seq` targets from the start
-/// of the tail, at most `batches · batch` of them, grouped into batches (the last padded with
-/// ignored targets).
+/// Where the held-out windows start in a tail of `len` tokens: at most `windows` runs of
+/// `seq + 1` tokens (inputs and targets), spread evenly from the start of the tail to its end
+/// and never overlapping, so a tail that holds several languages or documents is scored on
+/// all of them. Empty when the tail is shorter than one window.
+pub fn eval_window_starts(len: usize, seq: usize, windows: usize) -> Vec<usize> {
+    let seq = seq.max(1);
+    let n = (len.saturating_sub(1) / seq).min(windows);
+    if n == 0 {
+        return Vec::new();
+    }
+    // n windows of seq targets fit in len - 1 targets, so the spacing is at least seq.
+    let span = len - 1 - seq;
+    (0..n)
+        .map(|k| if n == 1 { 0 } else { k * span / (n - 1) })
+        .collect()
+}
+
+/// The held-out windows ([`eval_window_starts`]), at most `batches · batch` of them,
+/// grouped into batches (the last padded with ignored targets).
 struct EvalSet {
     batches: Vec<(Vec<u32>, Vec<u32>)>,
 }
 
 impl EvalSet {
     fn new<T: Token>(tail: &[T], batch: usize, seq: usize, batches: usize) -> Self {
-        let windows: Vec<&[T]> = (0..)
-            .map(|k| k * seq)
-            .take_while(|&start| start + seq < tail.len())
-            .take(batch * batches)
+        let windows: Vec<&[T]> = eval_window_starts(tail.len(), seq, batch * batches)
+            .into_iter()
             .map(|start| &tail[start..=start + seq])
             .collect();
         let batches = windows
@@ -450,6 +464,22 @@ mod tests {
     use super::*;
     use crate::Cpu;
     use crate::textgen;
+
+    #[test]
+    fn held_out_windows_spread_over_the_tail_without_overlap() {
+        // Room for 9 windows of 10 targets in 100 tokens; 4 asked for: first at 0, last
+        // ending on the last token.
+        let starts = eval_window_starts(100, 10, 4);
+        assert_eq!(starts, [0, 29, 59, 89]);
+        assert_eq!(starts[3] + 10, 99);
+        for w in starts.windows(2) {
+            assert!(w[1] - w[0] >= 10);
+        }
+        // More asked for than fit: as many as fit, packed.
+        assert_eq!(eval_window_starts(31, 10, 8), [0, 10, 20]);
+        assert_eq!(eval_window_starts(11, 10, 8), [0]);
+        assert!(eval_window_starts(10, 10, 8).is_empty());
+    }
 
     #[test]
     fn the_schedule_warms_up_then_decays_to_the_minimum() {

@@ -315,10 +315,15 @@ impl Tokenizer {
     /// The tokenizer in words, for a model card.
     pub fn describe(&self) -> String {
         match self.kind() {
-            TokenizerKind::Bytes => "byte-level: each UTF-8 byte is a token (ids 0-255),                  then <s>, </s>, <pad>, <unk> (256-259)"
-                .into(),
+            TokenizerKind::Bytes => {
+                "byte-level: each UTF-8 byte is a token (ids 0-255), then <s>, </s>, <pad>, \
+                 <unk> (256-259)"
+                    .into()
+            }
             TokenizerKind::Bpe { vocab } => format!(
-                "byte-level BPE with {vocab} tokens (GPT-2 split pattern, as BLOOM's), trained                  on the project's training text: bytes at ids 0-255, <s>, </s>, <pad>, <unk> at                  256-259, then {} merges",
+                "byte-level BPE with {vocab} tokens (GPT-2 split pattern, as BLOOM's), trained \
+                 on the project's training text: bytes at ids 0-255, <s>, </s>, <pad>, <unk> \
+                 at 256-259, then {} merges",
                 self.merges
             ),
         }

@@ -10,6 +10,7 @@ mod dashboard;
 mod demo;
 mod deploy;
 mod interop;
+mod language;
 mod limits;
 mod nat;
 mod node_cli;

@@ -381,8 +381,8 @@ fn bench_reports_figures_on_the_cpu_path() {
     assert!(report["matmul_gflops_wgsl"].is_null());
 }
 
-/// `canopy-node train` trains the tiny preset on generated text, its loss falls, and the
-/// export it writes is what the shaders crate imports.
+/// `canopy-node train` trains the tiny preset on the built-in real text, its loss falls, and
+/// the export it writes holds the weights, the byte-level tokenizer's files and a model card.
 #[test]
 fn train_lowers_the_loss_and_exports() {
     let out_dir = tempfile::tempdir().unwrap();
@@ -411,4 +411,22 @@ fn train_lowers_the_loss_and_exports() {
         serde_json::from_slice(&std::fs::read(out_dir.path().join("config.json")).unwrap())
             .unwrap();
     assert_eq!(config["architectures"][0], "BloomForCausalLM");
+    let tokenizer = std::fs::read(out_dir.path().join("tokenizer.json")).expect("tokenizer.json");
+    let tokenizer = canopy_text::Tokenizer::from_json(&tokenizer).expect("Canopy's layout");
+    assert_eq!(
+        tokenizer.vocab() as u64,
+        config["vocab_size"].as_u64().unwrap()
+    );
+    for file in ["tokenizer_config.json", "special_tokens_map.json"] {
+        assert!(out_dir.path().join(file).exists(), "{file}");
+    }
+    let card = std::fs::read_to_string(out_dir.path().join("README.md")).expect("model card");
+    for part in [
+        "license: \"apache-2.0\"",
+        "- \"zh\"",
+        "udhr-24",
+        "## Limitations",
+    ] {
+        assert!(card.contains(part), "{part}: {card}");
+    }
 }
