@@ -6,8 +6,10 @@
 //! swaps, appended boilerplate), exact duplicates (verbatim, and differing only in case and
 //! spacing), low-quality documents (word repetition, symbol spam, character runs, too short),
 //! malformed records (bad JSON, no `text`, a non-UTF-8 file), an opt-out list (by URL pattern,
-//! id and text hash), and optionally a source without a license ([`UNLICENSED`]). The words
-//! are synthetic (syllables of each script), so nothing here is anyone's text.
+//! id and text hash), and optionally a source without a license ([`UNLICENSED`]). Documents
+//! are real text: sentences of the Universal Declaration of Human Rights in each language
+//! (`canopy_text::udhr`), drawn in a seeded order. Only [`near_duplicate_documents`], which
+//! needs many distinct documents with a known duplicate structure, uses synthetic words.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -53,75 +55,94 @@ pub struct SampleTruth {
 
 struct Lang {
     tag: &'static str,
-    syllables: &'static [&'static str],
     footer: &'static str,
 }
 
 const EN: Lang = Lang {
     tag: "en",
-    syllables: &[
-        "the", "an", "ro", "mi", "ter", "son", "ly", "ing", "ba", "ke", "wor", "pla", "ne", "sto",
-        "ci", "vel",
-    ],
     footer: "Subscribe to our newsletter for weekly updates and share this page with your friends and colleagues today.",
 };
 const FR: Lang = Lang {
     tag: "fr",
-    syllables: &[
-        "le", "ré", "mon", "çai", "tiè", "eau", "ver", "lou", "pré", "ment", "gan", "ois", "dé",
-        "cou", "ble", "fê",
-    ],
     footer: "Abonnez-vous à notre lettre d'information pour recevoir chaque semaine nos meilleurs articles et nos analyses.",
 };
 const ES: Lang = Lang {
     tag: "es",
-    syllables: &[
-        "ca", "ño", "mas", "ri", "ción", "lo", "de", "pá", "gue", "ra", "tor", "bién", "sa", "mu",
-        "cho", "la",
-    ],
     footer: "Este mensaje fue publicado en el foro comunitario y puede ser editado por los moderadores en cualquier momento.",
 };
 const DE: Lang = Lang {
     tag: "de",
-    syllables: &[
-        "ge", "schaft", "ün", "ber", "lich", "keit", "ma", "ßen", "wer", "tig", "ung", "sto", "hö",
-        "ren", "fal", "ein",
-    ],
     footer: "Dieses Werk ist gemeinfrei und wurde von freiwilligen Helfern sorgfältig korrekturgelesen und digitalisiert.",
 };
 const HI: Lang = Lang {
     tag: "hi",
-    syllables: &[
-        "क",
-        "मा",
-        "रा",
-        "ने",
-        "है",
-        "से",
-        "ता",
-        "प्र",
-        "स्त",
-        "वि",
-        "लो",
-        "की",
-        "भा",
-        "ष",
-        "जी",
-        "दु",
-    ],
     footer: "यह लेख समुदाय के सदस्यों द्वारा लिखा गया है और इसे स्वतंत्र रूप से साझा किया जा सकता है।",
 };
 
+/// Syllables of the synthetic English-like words of [`near_duplicate_documents`].
+const SYLLABLES: &[&str] = &[
+    "the", "an", "ro", "mi", "ter", "son", "ly", "ing", "ba", "ke", "wor", "pla", "ne", "sto",
+    "ci", "vel",
+];
+
 type Doc = Vec<Vec<String>>;
 
-fn vocabulary(r: &mut ChaCha8Rng, lang: &Lang, n: usize) -> Vec<String> {
+/// `n` synthetic words of one to three [`SYLLABLES`].
+fn vocabulary(r: &mut ChaCha8Rng, n: usize) -> Vec<String> {
     (0..n)
         .map(|_| {
             let parts = r.random_range(1..=3);
             (0..parts)
-                .map(|_| lang.syllables[r.random_range(0..lang.syllables.len())])
+                .map(|_| SYLLABLES[r.random_range(0..SYLLABLES.len())])
                 .collect()
         })
+        .collect()
+}
+
+/// The sentences (as words, end punctuation removed) of the Universal Declaration of Human
+/// Rights in `lang`, headings left out.
+fn real_sentences(lang: &Lang) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for doc in canopy_text::udhr::documents() {
+        if doc.language != lang.tag {
+            continue;
+        }
+        // The first line of a section is its heading.
+        for paragraph in doc.text.lines().skip(1) {
+            for sentence in paragraph.split_inclusive(['.', '।', ';']) {
+                let words: Vec<String> = sentence
+                    .trim_end_matches(['.', '।', ';'])
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect();
+                if words.len() >= 4 {
+                    out.push(words);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The distinct words of `sentences`, most frequent first (ties in first-seen order).
+fn real_vocabulary(sentences: &[Vec<String>]) -> Vec<String> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    let mut index = std::collections::HashMap::new();
+    for w in sentences.iter().flatten() {
+        let i = *index.entry(w.clone()).or_insert_with(|| {
+            counts.push((w.clone(), 0));
+            counts.len() - 1
+        });
+        counts[i].1 += 1;
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.into_iter().map(|(w, _)| w).collect()
+}
+
+/// A document of 6 to 13 real sentences drawn from `sentences`.
+fn real_document(r: &mut ChaCha8Rng, sentences: &[Vec<String>]) -> Doc {
+    (0..r.random_range(6..14))
+        .map(|_| sentences[r.random_range(0..sentences.len())].clone())
         .collect()
 }
 
@@ -192,7 +213,7 @@ fn variant(r: &mut ChaCha8Rng, doc: &Doc, vocab: &[String], footer: &str) -> Str
 /// 0 to 3 planted variants of graded similarity, and unrelated documents sharing boilerplate.
 pub fn near_duplicate_documents(seed: u64, originals: usize) -> Vec<String> {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
-    let vocab = vocabulary(&mut r, &EN, 4000);
+    let vocab = vocabulary(&mut r, 4000);
     let mut out = Vec::new();
     for _ in 0..originals {
         let base = document(&mut r, &vocab);
@@ -235,11 +256,12 @@ fn source_toml(name: &str, lang: &str, license: Option<&str>, consent: &str) -> 
 
 /// The texts of one source: originals, planted variants and duplicates, and junk.
 fn texts(r: &mut ChaCha8Rng, lang: &Lang, n: usize) -> Vec<String> {
-    let vocab = vocabulary(r, lang, 3000);
+    let sentences = real_sentences(lang);
+    let vocab = real_vocabulary(&sentences);
     let mut out = Vec::new();
     let mut bases = Vec::new();
     for i in 0..n {
-        let base = document(r, &vocab);
+        let base = real_document(r, &sentences);
         out.push(render(&base));
         if i % 4 == 0 {
             out.push(variant(r, &base, &vocab, lang.footer));
@@ -344,11 +366,12 @@ pub fn write_sample(dir: &Path, options: &SampleOptions) -> Result<SampleTruth> 
         &d.join("source.toml"),
         source_toml("books-de", "de", Some("public-domain"), "public_domain").as_bytes(),
     )?;
-    let vocab = vocabulary(&mut r, &DE, 3000);
+    let sentences = real_sentences(&DE);
+    let vocab = real_vocabulary(&sentences);
     let mut books = 0;
     for i in 0..n / 2 {
-        let mut book = document(&mut r, &vocab);
-        book.extend(document(&mut r, &vocab));
+        let mut book = real_document(&mut r, &sentences);
+        book.extend(real_document(&mut r, &sentences));
         write(
             &d.join(format!("book-{i:03}.txt")),
             format!("{}\n\n{}\n", render(&book), DE.footer).as_bytes(),

@@ -443,6 +443,14 @@ fn element<'a>(dom: &'a str, id: &str) -> &'a str {
     &dom[start..=end]
 }
 
+/// The text of the element with `id` up to its first child or end tag.
+fn element_text<'a>(dom: &'a str, id: &str) -> &'a str {
+    let tag = element(dom, id);
+    let at = dom.find(tag).expect("the tag") + tag.len();
+    let len = dom[at..].find('<').expect("end tag");
+    &dom[at..at + len]
+}
+
 fn attribute<'a>(tag: &'a str, name: &str) -> &'a str {
     let key = format!(" {name}=\"");
     let at = tag
@@ -571,6 +579,18 @@ fn the_dashboard_page_renders_a_demo_run_in_headless_chromium() {
         assert!(table.contains(name), "{name} missing in {table}");
     }
     assert!(dom.contains("no corpus build"), "the corpus panel says so");
+    // The finished run's samples, one row per prompt, and the loss in bits per byte.
+    let section = element(&dom, "samples-section");
+    assert!(!section.contains("hidden"), "the samples are shown: {section}");
+    let start = dom.find("id=\"samples\"").expect("#samples");
+    let table = &dom[start..start + dom[start..].find("</table>").expect("table end")];
+    assert!(table.matches("<tr>").count() >= 5, "prompts in several languages: {table}");
+    assert!(table.contains("<b>Everyone has the right to </b>"), "{table}");
+    assert!(
+        element_text(&dom, "eval-loss").contains("bits/byte"),
+        "{}",
+        element_text(&dom, "eval-loss")
+    );
     assert!(
         dom.contains("<span id=\"error\"></span>"),
         "no API error shown: {}",

@@ -99,7 +99,18 @@ fn the_swarm_demo_trains_and_reports_a_summary() {
         .sum();
     assert_eq!(by_coordinator + by_peers, per_round);
     assert_eq!(s["rounds"], 2);
-    assert!(dir.path().join("model").join("model.safetensors").exists());
+    // Real text, in bits per byte: below what a unigram byte model of the same text scores.
+    let bits = s["final_bits_per_byte"].as_f64().unwrap();
+    let unigram = s["unigram_bits_per_byte"].as_f64().unwrap();
+    assert!(unigram > 4.0 && unigram < 8.0, "{s}");
+    assert!(bits < unigram, "{bits} bits per byte, unigram {unigram}: {s}");
+    assert!(s["tokenizer"].as_str().unwrap().contains("BPE"), "{s}");
+    let samples = s["samples"].as_array().unwrap();
+    assert!(samples.len() >= 5 && samples.iter().any(|x| x["language"] == "zh"));
+    let model = dir.path().join("model");
+    for file in ["model.safetensors", "config.json", "tokenizer.json", "README.md"] {
+        assert!(model.join(file).exists(), "{file}");
+    }
 }
 
 /// The demo's swarm with the WGSL kernels on a software Vulkan adapter (lavapipe): the nodes
