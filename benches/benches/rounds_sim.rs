@@ -32,7 +32,6 @@ use canopy_coordinator::outer::outer_step;
 use canopy_coordinator::project::{
     TrainingData, aggregate_config, evaluate, preset_config, train_spec,
 };
-use canopy_coordinator::training::shard_ids;
 use canopy_node::objects::{pseudo_gradient, update_values};
 use canopy_protocol::Digest;
 use canopy_shaders::{Cpu, Params};
@@ -93,7 +92,7 @@ fn main() {
         .copied()
         .zip(data.shards.iter().map(Vec::as_slice))
         .collect();
-    let tokens = data.format(Some(Digest::of(b"rounds_sim tokenizer")));
+    let tokens = data.tokens;
     let agg_config = aggregate_config(&config).expect("the aggregation settings");
     let mut params = Params::init(&model, config.project.seed).expect("the initial model");
     let mut outer = OuterOptimizer::new(
@@ -117,7 +116,7 @@ fn main() {
                     .iter()
                     .flat_map(|d| shard_of[d].iter().copied())
                     .collect();
-                let ids = shard_ids(data.tokenizer.kind(), &bytes);
+                let ids = tokens.decode(&bytes).expect("the shards' token ids");
                 let inner = canopy_node::worker::inner_settings(&spec);
                 let report = canopy_shaders::train_inner(&cpu, &params, &ids, &inner, |_, _| {
                     std::ops::ControlFlow::Continue(())

@@ -15,18 +15,18 @@ use canopy_node::store::ChunkStore;
 use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
 use canopy_protocol::messages::ModelDelta;
 use canopy_protocol::{Digest, Keypair, Manifest, ObjectKind, SignedManifest};
-use canopy_shaders::{Cpu, ModelConfig, Params};
+use canopy_shaders::{ModelConfig, Params};
 
 use crate::aggregate::{self, AggregateConfig, Combine, Held, OuterOptimizer, RejectionStats};
-use crate::config::{Config, Preset};
+use crate::config::Config;
 use crate::judge::{LossSpread, LossVerdict, quality_weight};
 use crate::outer;
 use crate::sampling::{self, Sampler};
 use crate::state::{ResultRecord, State, StateError};
 use crate::training::make_tasks;
 pub use crate::training::{
-    TrainingData, codec, decode_spec, encode_spec, lr_schedule, split_text, train_spec,
-    training_text,
+    TrainingData, codec, decode_spec, encode_spec, evaluate, lr_schedule, preset_config,
+    split_text, train_spec, training_text,
 };
 
 /// What can go wrong running a project.
@@ -94,15 +94,6 @@ pub const DB_FILE: &str = "canopy.db";
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     canopy_node::worker::now_ms()
-}
-
-/// The model size of a preset.
-pub fn preset_config(preset: Preset) -> ModelConfig {
-    match preset {
-        Preset::Tiny => ModelConfig::tiny(),
-        Preset::Small => ModelConfig::small(),
-        Preset::Base => ModelConfig::base(),
-    }
 }
 
 /// The model of the round in progress.
@@ -219,27 +210,16 @@ impl Project {
         let mut roots = Vec::with_capacity(data.shards.len());
         let mut manifests = Vec::with_capacity(data.shards.len() + 1);
         // A BPE tokenizer is stored and signed like the model, and named by every task.
-        let tokenizer_root = match data.tokenizer.kind() {
-            canopy_text::TokenizerKind::Bytes => None,
-            canopy_text::TokenizerKind::Bpe { .. } => {
-                let json = data
-                    .tokenizer
-                    .to_json()
-                    .map_err(|e| ProjectError::Invalid(e.to_string()))?;
-                let manifest = Manifest::build(
-                    ObjectKind::Tokenizer,
-                    json.as_bytes(),
-                    DEFAULT_CHUNK_SIZE,
-                    Default::default(),
-                )
-                .map_err(canopy_node::NodeError::from)?;
-                store.put_object(&manifest, json.as_bytes())?;
-                let root = manifest.root;
-                manifests.push(manifest.sign(&keys).map_err(canopy_node::NodeError::from)?);
-                Some(root)
-            }
-        };
-        let tokens = data.format(tokenizer_root);
+        if let Some((manifest, json)) = &data.tokenizer_object {
+            store.put_object(manifest, json)?;
+            manifests.push(
+                manifest
+                    .clone()
+                    .sign(&keys)
+                    .map_err(canopy_node::NodeError::from)?,
+            );
+        }
+        let tokens = data.tokens;
         for shard in &data.shards {
             let manifest = Manifest::build(
                 ObjectKind::TrainingShard,
@@ -694,17 +674,4 @@ pub fn aggregate_config(config: &Config) -> Result<AggregateConfig> {
         combine,
         clip_multiple: a.clip_multiple,
     })
-}
-
-/// Held-out loss of `params` (8 batches of the training batch size).
-pub fn evaluate(config: &Config, params: &Params, heldout: &[u32]) -> Result<f32> {
-    let t = &config.training;
-    Ok(canopy_shaders::evaluate(
-        &Cpu::new(),
-        params,
-        heldout,
-        t.batch_size as usize,
-        t.seq_len as usize,
-        crate::training::EVAL_BATCHES,
-    )?)
 }

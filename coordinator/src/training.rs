@@ -4,12 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use canopy_protocol::Digest;
+use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
 use canopy_protocol::compress::{CodecSpec, DEFAULT_INT8_BLOCK};
 use canopy_protocol::messages::{AdamWParams, ModelDelta, ShardTokens, TaskSpec, TrainSpec};
+use canopy_protocol::{Digest, Manifest, ObjectKind};
 use canopy_text::{Tokenizer, TokenizerKind};
 
-use crate::config::{BuiltinText, Compression, Config, TokenizerChoice};
+use canopy_shaders::{Cpu, ModelConfig, Params};
+
+use crate::config::{BuiltinText, Compression, Config, Preset, TokenizerChoice};
 use crate::project::ProjectError;
 use crate::state::{self, StateError, TRAIN};
 
@@ -82,7 +85,12 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub struct TrainingData {
     /// The tokenizer that made the shards and the held-out ids.
     pub tokenizer: Tokenizer,
-    /// Each training shard's bytes, as [`TrainingData::format`] says.
+    /// A BPE tokenizer as the object the swarm stores (its `tokenizer.json`), which every
+    /// task names; `None` for byte-level.
+    pub tokenizer_object: Option<(Manifest, Vec<u8>)>,
+    /// How the shards hold token ids, as task specs say it.
+    pub tokens: ShardTokens,
+    /// Each training shard's bytes.
     pub shards: Vec<Vec<u8>>,
     /// The held-out token ids the coordinator evaluates on.
     pub heldout: Vec<u32>,
@@ -102,73 +110,61 @@ impl TrainingData {
         let (train, tail) = text.split_at(split);
         let shard_bytes = config.data.shard_bytes.max(1) as usize;
         let tokenizer = tokenizer(config, dir, train)?;
-        if tokenizer.kind() == TokenizerKind::Bytes {
-            let heldout: Vec<u32> = tail.iter().map(|&b| u32::from(b)).collect();
+        let invalid = |e: canopy_text::TokenizerError| ProjectError::Invalid(e.to_string());
+        let TokenizerKind::Bpe { vocab } = tokenizer.kind() else {
             return Ok(Self {
                 tokenizer,
+                tokenizer_object: None,
+                tokens: ShardTokens::Bytes,
                 shards: train.chunks(shard_bytes).map(<[u8]>::to_vec).collect(),
-                heldout,
+                heldout: tail.iter().map(|&b| u32::from(b)).collect(),
                 heldout_bytes_per_token: 1.0,
             });
-        }
+        };
+        let json = tokenizer.to_json().map_err(invalid)?.into_bytes();
+        let manifest = Manifest::build(
+            ObjectKind::Tokenizer,
+            &json,
+            DEFAULT_CHUNK_SIZE,
+            Default::default(),
+        )
+        .map_err(canopy_node::NodeError::from)?;
+        let tokens = ShardTokens::U16 {
+            tokenizer: manifest.root,
+            vocab,
+        };
         let encode = |part: &[u8]| {
             let docs = documents(part);
             tokenizer
                 .encode_documents(docs.iter().map(String::as_str))
-                .map_err(|e| ProjectError::Invalid(e.to_string()))
+                .map_err(invalid)
         };
-        let tokens = encode(train)?;
         let heldout = encode(tail)?;
-        let per_shard = (shard_bytes / 2).max(1);
-        let shards = tokens
-            .chunks(per_shard)
-            .map(|c| c.iter().flat_map(|&t| (t as u16).to_le_bytes()).collect())
+        let shards = encode(train)?
+            .chunks((shard_bytes / tokens.width()).max(1))
+            .map(|ids| tokens.encode(ids))
             .collect();
-        let heldout_bytes_per_token = bytes_per_token(&tokenizer, &heldout, config);
         Ok(Self {
+            heldout_bytes_per_token: bytes_per_token(&tokenizer, &heldout, config),
             tokenizer,
+            tokenizer_object: Some((manifest, json)),
+            tokens,
             shards,
             heldout,
-            heldout_bytes_per_token,
         })
     }
 
     /// Tokens in one shard's bytes.
     pub fn shard_tokens(&self, shard: &[u8]) -> usize {
-        match self.tokenizer.kind() {
-            TokenizerKind::Bytes => shard.len(),
-            TokenizerKind::Bpe { .. } => shard.len() / 2,
-        }
+        shard.len() / self.tokens.width()
     }
 
     /// The token ids of all training shards, in order (what a centralized baseline trains on).
     pub fn train_tokens(&self) -> Vec<u32> {
-        let kind = self.tokenizer.kind();
         self.shards
             .iter()
-            .flat_map(|s| shard_ids(kind, s))
+            .flat_map(|s| self.tokens.decode(s).unwrap_or_default())
             .collect()
-    }
-
-    /// How a task spec describes the shards, with the root of the stored tokenizer object.
-    pub fn format(&self, tokenizer_root: Option<Digest>) -> ShardTokens {
-        match (self.tokenizer.kind(), tokenizer_root) {
-            (TokenizerKind::Bpe { vocab }, Some(tokenizer)) => {
-                ShardTokens::U16 { tokenizer, vocab }
-            }
-            _ => ShardTokens::Bytes,
-        }
-    }
-}
-
-/// The token ids of a shard's bytes.
-pub fn shard_ids(kind: TokenizerKind, shard: &[u8]) -> Vec<u32> {
-    match kind {
-        TokenizerKind::Bytes => shard.iter().map(|&b| u32::from(b)).collect(),
-        TokenizerKind::Bpe { .. } => shard
-            .chunks_exact(2)
-            .map(|p| u32::from(u16::from_le_bytes([p[0], p[1]])))
-            .collect(),
     }
 }
 
@@ -252,6 +248,28 @@ fn bytes_per_token(tokenizer: &Tokenizer, heldout: &[u32], config: &Config) -> f
     } else {
         bytes as f64 / tokens as f64
     }
+}
+
+/// The model size of a preset.
+pub fn preset_config(preset: Preset) -> ModelConfig {
+    match preset {
+        Preset::Tiny => ModelConfig::tiny(),
+        Preset::Small => ModelConfig::small(),
+        Preset::Base => ModelConfig::base(),
+    }
+}
+
+/// Held-out loss of `params` ([`EVAL_BATCHES`] batches of the training batch size).
+pub fn evaluate(config: &Config, params: &Params, heldout: &[u32]) -> Result<f32> {
+    let t = &config.training;
+    Ok(canopy_shaders::evaluate(
+        &Cpu::new(),
+        params,
+        heldout,
+        t.batch_size as usize,
+        t.seq_len as usize,
+        EVAL_BATCHES,
+    )?)
 }
 
 /// Batches of held-out windows the coordinator evaluates on.

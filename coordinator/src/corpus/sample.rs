@@ -135,7 +135,7 @@ fn real_vocabulary(sentences: &[Vec<String>]) -> Vec<String> {
         });
         counts[i].1 += 1;
     }
-    counts.sort_by(|a, b| b.1.cmp(&a.1));
+    counts.sort_by_key(|c| std::cmp::Reverse(c.1));
     counts.into_iter().map(|(w, _)| w).collect()
 }
 

@@ -193,25 +193,16 @@ pub(super) fn shard_tokens(
     bytes: &[u8],
     vocab: usize,
 ) -> Result<Vec<u32>, NodeError> {
-    let tokens: Vec<u32> = match format {
-        ShardTokens::Bytes => bytes.iter().map(|&b| u32::from(b)).collect(),
-        ShardTokens::U16 { vocab: v, .. } => {
-            if v as usize != vocab {
-                return Err(NodeError::BadObject(format!(
-                    "the task's vocabulary of {v} tokens is not the model's {vocab}"
-                )));
-            }
-            if !bytes.len().is_multiple_of(2) {
-                return Err(NodeError::BadObject(
-                    "a shard of 16-bit token ids has an odd length".into(),
-                ));
-            }
-            bytes
-                .chunks_exact(2)
-                .map(|p| u32::from(u16::from_le_bytes([p[0], p[1]])))
-                .collect()
-        }
-    };
+    if let ShardTokens::U16 { vocab: v, .. } = format
+        && v as usize != vocab
+    {
+        return Err(NodeError::BadObject(format!(
+            "the task's vocabulary of {v} tokens is not the model's {vocab}"
+        )));
+    }
+    let tokens = format
+        .decode(bytes)
+        .map_err(|e| NodeError::BadObject(e.to_string()))?;
     if let Some(bad) = tokens.iter().find(|&&t| t as usize >= vocab) {
         return Err(NodeError::BadObject(format!(
             "a shard holds token {bad}, outside the model's vocabulary of {vocab}"

@@ -125,6 +125,42 @@ pub enum ShardTokens {
     },
 }
 
+impl ShardTokens {
+    /// The token ids of a shard's bytes; refused when the bytes do not hold whole 16-bit ids
+    /// (the vocabulary bound is the model's to check).
+    pub fn decode(self, bytes: &[u8]) -> Result<Vec<u32>, MessageError> {
+        match self {
+            ShardTokens::Bytes => Ok(bytes.iter().map(|&b| u32::from(b)).collect()),
+            ShardTokens::U16 { .. } if !bytes.len().is_multiple_of(2) => {
+                Err(MessageError::Invalid {
+                    field: "train.tokens",
+                    reason: "a shard of 16-bit token ids has an odd length",
+                })
+            }
+            ShardTokens::U16 { .. } => Ok(bytes
+                .chunks_exact(2)
+                .map(|p| u32::from(u16::from_le_bytes([p[0], p[1]])))
+                .collect()),
+        }
+    }
+
+    /// Encodes token ids (each below 2¹⁶ for `U16`, below 2⁸ for `Bytes`) as a shard.
+    pub fn encode(self, ids: &[u32]) -> Vec<u8> {
+        match self {
+            ShardTokens::Bytes => ids.iter().map(|&t| t as u8).collect(),
+            ShardTokens::U16 { .. } => ids.iter().flat_map(|&t| (t as u16).to_le_bytes()).collect(),
+        }
+    }
+
+    /// Bytes one token takes in a shard.
+    pub fn width(self) -> usize {
+        match self {
+            ShardTokens::Bytes => 1,
+            ShardTokens::U16 { .. } => 2,
+        }
+    }
+}
+
 /// How a node rebuilds a model version from the one before.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelDelta {

@@ -581,11 +581,20 @@ fn the_dashboard_page_renders_a_demo_run_in_headless_chromium() {
     assert!(dom.contains("no corpus build"), "the corpus panel says so");
     // The finished run's samples, one row per prompt, and the loss in bits per byte.
     let section = element(&dom, "samples-section");
-    assert!(!section.contains("hidden"), "the samples are shown: {section}");
+    assert!(
+        !section.contains("hidden"),
+        "the samples are shown: {section}"
+    );
     let start = dom.find("id=\"samples\"").expect("#samples");
     let table = &dom[start..start + dom[start..].find("</table>").expect("table end")];
-    assert!(table.matches("<tr>").count() >= 5, "prompts in several languages: {table}");
-    assert!(table.contains("<b>Everyone has the right to </b>"), "{table}");
+    assert!(
+        table.matches("<tr>").count() >= 5,
+        "prompts in several languages: {table}"
+    );
+    assert!(
+        table.contains("<b>Everyone has the right to </b>"),
+        "{table}"
+    );
     assert!(
         element_text(&dom, "eval-loss").contains("bits/byte"),
         "{}",

@@ -103,12 +103,20 @@ fn the_swarm_demo_trains_and_reports_a_summary() {
     let bits = s["final_bits_per_byte"].as_f64().unwrap();
     let unigram = s["unigram_bits_per_byte"].as_f64().unwrap();
     assert!(unigram > 4.0 && unigram < 8.0, "{s}");
-    assert!(bits < unigram, "{bits} bits per byte, unigram {unigram}: {s}");
+    assert!(
+        bits < unigram,
+        "{bits} bits per byte, unigram {unigram}: {s}"
+    );
     assert!(s["tokenizer"].as_str().unwrap().contains("BPE"), "{s}");
     let samples = s["samples"].as_array().unwrap();
     assert!(samples.len() >= 5 && samples.iter().any(|x| x["language"] == "zh"));
     let model = dir.path().join("model");
-    for file in ["model.safetensors", "config.json", "tokenizer.json", "README.md"] {
+    for file in [
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "README.md",
+    ] {
         assert!(model.join(file).exists(), "{file}");
     }
 }
