@@ -26,7 +26,7 @@ use std::str::FromStr;
 use std::time::Instant;
 
 use canopy_coordinator::aggregate::{Held, OuterOptimizer};
-use canopy_coordinator::config::{Preset, TokenizerChoice};
+use canopy_coordinator::config::{BuiltinText, Preset, TokenizerChoice};
 use canopy_coordinator::demo::{self, DemoSettings};
 use canopy_coordinator::outer::outer_step;
 use canopy_coordinator::project::{
@@ -54,6 +54,8 @@ fn main() {
         batch: setting("BATCH", demo::DEFAULT_BATCH),
         preset: Preset::Tiny,
         tokenizer: TokenizerChoice::Bytes,
+        bpe_vocab: 1024,
+        text: BuiltinText::Udhr,
         corpus: None,
         dir: std::env::temp_dir(),
     };

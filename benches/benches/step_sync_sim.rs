@@ -33,7 +33,7 @@
 use std::str::FromStr;
 use std::time::Instant;
 
-use canopy_coordinator::config::{Preset, TokenizerChoice};
+use canopy_coordinator::config::{BuiltinText, Preset, TokenizerChoice};
 use canopy_coordinator::demo::{self, DemoSettings};
 use canopy_coordinator::project::{TrainingData, evaluate, lr_schedule, preset_config};
 use canopy_shaders::model::TensorKind;
@@ -87,6 +87,8 @@ fn main() {
         batch: setting("BATCH", demo::DEFAULT_BATCH),
         preset: Preset::Tiny,
         tokenizer: TokenizerChoice::Bytes,
+        bpe_vocab: 1024,
+        text: BuiltinText::Udhr,
         corpus: None,
         dir: std::env::temp_dir(),
     };

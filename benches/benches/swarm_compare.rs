@@ -24,7 +24,7 @@
 
 use std::sync::Arc;
 
-use canopy_coordinator::config::{Preset, TokenizerChoice};
+use canopy_coordinator::config::{BuiltinText, Preset, TokenizerChoice};
 use canopy_coordinator::demo::{self, DemoSettings};
 use canopy_shaders::Runtime;
 
@@ -50,6 +50,8 @@ fn main() {
         batch: setting("SWARM_COMPARE_BATCH", demo::DEFAULT_BATCH),
         preset: Preset::Tiny,
         tokenizer: TokenizerChoice::Bytes,
+        bpe_vocab: 1024,
+        text: BuiltinText::Udhr,
         corpus: None,
         dir: dir.path().to_path_buf(),
     };

@@ -397,7 +397,7 @@ impl Config {
             v.ensure(
                 !corpus.as_os_str().is_empty(),
                 "data.corpus",
-                "must be a directory path; leave the key out to use generated text",
+                "must be a directory path; leave the key out to use the built-in text",
             )?;
         }
         if let Some(c) = &self.corpus {

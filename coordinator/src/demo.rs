@@ -1,8 +1,9 @@
 //! The local swarm demo: a coordinator, N volunteer nodes and the datacenter-tier nodes, each
 //! its own libp2p peer on loopback (real sockets, own identity and chunk store), train the
-//! model with DiLoCo rounds on the project's generated multilingual text; then the same model
-//! is trained centrally (synchronous data parallelism: one process taking as many steps as
-//! each volunteer took, with an N-times larger batch, on the same text) for comparison.
+//! model with DiLoCo rounds on the project's text (the built-in Declaration in 24
+//! languages); then the same model is trained centrally (synchronous data parallelism: one
+//! process taking as many steps as each volunteer took, with an N-times larger batch, on the
+//! same text) for comparison.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use canopy_shaders::{AdamW, Cpu, InnerSettings, Params, Runtime, TrainConfig};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::{Config, Preset, TokenizerChoice};
+use crate::config::{BuiltinText, Config, Preset, TokenizerChoice};
 use crate::project::{self, Project, ProjectError, RoundSummary, TrainingData};
 use crate::service::{Service, ServiceEvent};
 
@@ -43,8 +44,12 @@ pub struct DemoSettings {
     pub preset: Preset,
     /// How text becomes tokens.
     pub tokenizer: TokenizerChoice,
+    /// Tokens in the BPE vocabulary, when `tokenizer` is BPE.
+    pub bpe_vocab: u32,
     /// A corpus directory instead of the built-in text.
     pub corpus: Option<PathBuf>,
+    /// The built-in text when there is no corpus.
+    pub text: BuiltinText,
     /// Where the project, the nodes' stores and the exported model go.
     pub dir: PathBuf,
 }
@@ -124,7 +129,11 @@ pub fn demo_config(settings: &DemoSettings) -> Config {
     config.network.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     config.model.preset = settings.preset;
     config.model.tokenizer = settings.tokenizer;
+    config.model.bpe_vocab = settings.bpe_vocab;
     config.data.corpus = settings.corpus.clone();
+    config.data.text = settings.text;
+    // Generated text, when asked for: 1 MB of it.
+    config.data.generated_bytes = 1_000_000;
     config.data.shard_bytes = 32_768;
     let t = &mut config.training;
     t.rounds = settings.rounds;
@@ -329,7 +338,7 @@ pub async fn run(
     let t0 = Instant::now();
     let baseline = {
         let config = config.clone();
-        let dir = settings.dir.clone();
+        let dir = project.dir.clone();
         let model = project.model;
         tokio::task::spawn_blocking(move || {
             baseline(&config, &model, &TrainingData::load(&config, Some(&dir))?)
@@ -342,13 +351,12 @@ pub async fn run(
     let bpb = |loss: f64| crate::samples::bits_per_byte(loss, per_token);
     let unigram_bits_per_byte = {
         let text = crate::training::training_text(&config)?;
-        let split = text.len() - (text.len() as f64 * config.data.holdout) as usize;
-        let (train, tail) = text.split_at(split);
+        let (train, tail) = crate::training::holdout_split(&text, config.data.holdout);
         crate::samples::unigram_bits_per_byte(train, tail)
     };
     let exported = settings.dir.join("model");
     crate::export::export_model(
-        &settings.dir,
+        &project.dir,
         &config,
         &project.state(),
         &final_params,

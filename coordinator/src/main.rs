@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use canopy_coordinator::admission;
-use canopy_coordinator::config::{Config, FILE_NAME, Preset, TokenizerChoice};
+use canopy_coordinator::config::{BuiltinText, Config, FILE_NAME, Preset, TokenizerChoice};
 use canopy_coordinator::corpus_swarm::{CorpusEvent, SwarmBuild};
 use canopy_coordinator::dashboard;
 use canopy_coordinator::demo;
@@ -148,10 +148,17 @@ enum Command {
         /// text (its 64-token windows see about 150 bytes of text), or bytes.
         #[arg(long, value_enum, default_value_t = TokenizerArg::Bpe)]
         tokenizer: TokenizerArg,
+        /// Tokens in the BPE vocabulary (bytes and special tokens included).
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(260..=65536))]
+        bpe_vocab: u32,
         /// Train on this directory's .txt / .jsonl files instead of the built-in text (the
         /// Universal Declaration of Human Rights in 24 languages).
         #[arg(long)]
         corpus: Option<PathBuf>,
+        /// The built-in text when no corpus is given: the Universal Declaration of Human
+        /// Rights in 24 languages, or generated sentences (synthetic; for tests).
+        #[arg(long, value_enum, default_value_t = TextArg::Udhr)]
+        text: TextArg,
         /// Where to keep the run (default: a new directory under the system's temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -230,6 +237,12 @@ enum PresetArg {
     Tiny,
     Small,
     Base,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TextArg {
+    Udhr,
+    Generated,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -322,7 +335,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             batch,
             preset,
             tokenizer,
+            bpe_vocab,
             corpus,
+            text,
             dir,
             json,
             http,
@@ -345,7 +360,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     TokenizerArg::Bpe => TokenizerChoice::Bpe,
                     TokenizerArg::Bytes => TokenizerChoice::Bytes,
                 },
+                bpe_vocab,
                 corpus,
+                text: match text {
+                    TextArg::Udhr => BuiltinText::Udhr,
+                    TextArg::Generated => BuiltinText::Generated,
+                },
                 dir,
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -26,7 +26,7 @@ use crate::state::{ResultRecord, State, StateError};
 use crate::training::make_tasks;
 pub use crate::training::{
     TrainingData, codec, decode_spec, encode_spec, evaluate, lr_schedule, preset_config,
-    split_text, train_spec, training_text,
+    train_spec, training_text,
 };
 
 /// What can go wrong running a project.

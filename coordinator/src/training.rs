@@ -106,8 +106,7 @@ impl TrainingData {
     /// held-out tail) and written there, so a restart shards the text the same way.
     pub fn load(config: &Config, dir: Option<&Path>) -> Result<Self> {
         let text = training_text(config)?;
-        let split = text.len() - (text.len() as f64 * config.data.holdout) as usize;
-        let (train, tail) = text.split_at(split);
+        let (train, tail) = holdout_split(&text, config.data.holdout);
         let shard_bytes = config.data.shard_bytes.max(1) as usize;
         let tokenizer = tokenizer(config, dir, train)?;
         let invalid = |e: canopy_text::TokenizerError| ProjectError::Invalid(e.to_string());
@@ -275,11 +274,9 @@ pub fn evaluate(config: &Config, params: &Params, heldout: &[u32]) -> Result<f32
 /// Batches of held-out windows the coordinator evaluates on.
 pub const EVAL_BATCHES: usize = 8;
 
-/// Splits the text into training shards and the held-out tail.
-pub fn split_text(text: &[u8], holdout: f64, shard_bytes: usize) -> (Vec<&[u8]>, &[u8]) {
-    let split = text.len() - (text.len() as f64 * holdout) as usize;
-    let (train, tail) = text.split_at(split);
-    (train.chunks(shard_bytes.max(1)).collect(), tail)
+/// The training part of a text and its held-out tail (the last `holdout` share of it).
+pub fn holdout_split(text: &[u8], holdout: f64) -> (&[u8], &[u8]) {
+    text.split_at(text.len() - (text.len() as f64 * holdout) as usize)
 }
 
 /// The codec of the configuration.

@@ -39,7 +39,7 @@ pub fn small_project(dir: &Path, port: u16, training: &[(&str, &str)], extra: &s
     };
     let text = format!(
         "[project]\nname = \"e2e\"\n[network]\nlisten = [\"/ip4/127.0.0.1/tcp/{port}\"]\n\
-         [data]\ngenerated_bytes = 300000\nshard_bytes = 32768\n[training]\n{training}{dashboard}{extra}\n"
+         [data]\nshard_bytes = 32768\n[training]\n{training}{dashboard}{extra}\n"
     );
     std::fs::write(&path, text).expect("write config");
     path

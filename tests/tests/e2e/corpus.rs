@@ -1,4 +1,4 @@
-//! `canopy-coordinator corpus build` as a real process on generated multilingual sources:
+//! `canopy-coordinator corpus build` as a real process on the sample sources (real sentences):
 //! accounting, opt-outs, a refused unlicensed source, and byte-identical outputs across two
 //! runs and across the CPU and WGSL paths.
 

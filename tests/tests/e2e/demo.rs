@@ -181,7 +181,9 @@ fn the_swarm_demo_trains_through_wgsl_on_a_software_adapter() {
 /// Parity: 4 volunteers training `tiny` through the real swarm (3 DiLoCo rounds of 40 inner
 /// steps, 128 windows of 64 tokens per step on each) end within 5% of the held-out loss of
 /// synchronous data-parallel training on the same tokens, computed in the same run, while
-/// sending at least 100× less than that run's per-step f32 all-reduce would have.
+/// sending at least 100× less than that run's per-step f32 all-reduce would have. It measures
+/// DiLoCo against data parallelism, so it keeps the byte-level generated text its bound was
+/// set on; on the real built-in text this configuration is not yet within 5%.
 #[test]
 fn four_volunteers_reach_data_parallel_loss_with_100x_less_traffic() {
     let _heavy = canopy_tests::harness::heavy_test();
@@ -199,6 +201,10 @@ fn four_volunteers_reach_data_parallel_loss_with_100x_less_traffic() {
             "40",
             "--batch",
             "128",
+            "--tokenizer",
+            "bytes",
+            "--text",
+            "generated",
         ],
         Duration::from_secs(1800),
     );
