@@ -297,6 +297,18 @@ pub fn coordinator_cli(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `canopy-coordinator export latest <out> --config <config>`: the project's latest model
+/// exported into `out`.
+pub fn export_latest(config: &Path, out: &Path) {
+    coordinator_cli(&[
+        "export",
+        "latest",
+        &out.to_string_lossy(),
+        "--config",
+        &config.to_string_lossy(),
+    ]);
+}
+
 /// `canopy-coordinator <command> --json --config <config>`, parsed.
 pub fn coordinator_json(command: &str, config: &Path) -> serde_json::Value {
     let config = config.to_string_lossy();

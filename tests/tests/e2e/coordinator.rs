@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use canopy_tests::processes::{
-    Coordinator, Volunteer, coordinator_cli, coordinator_json, free_port, node_peer_id, signal,
-    small_project,
+    Coordinator, Volunteer, coordinator_cli, coordinator_json, export_latest, free_port,
+    node_peer_id, signal, small_project,
 };
 
 fn accepted_train(ledger: &serde_json::Value) -> Vec<(u64, String)> {
@@ -114,13 +114,7 @@ fn a_project_trains_verifies_and_exports_through_the_cli() {
     assert_eq!(csv.lines().count(), entries.len() + 1);
 
     let export = tmp.path().join("export");
-    coordinator_cli(&[
-        "export",
-        "latest",
-        &export.to_string_lossy(),
-        "--config",
-        &config_s,
-    ]);
+    export_latest(&config, &export);
     assert!(export.join("model.safetensors").exists());
     assert!(export.join("config.json").exists());
 }

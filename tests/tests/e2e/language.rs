@@ -12,7 +12,7 @@ use std::time::Duration;
 use canopy_shaders::{Cpu, import, logits};
 use canopy_tests::harness::{binary, run_with_timeout};
 use canopy_tests::processes::{
-    Coordinator, Volunteer, coordinator_cli, coordinator_json, free_port, small_project,
+    Coordinator, Volunteer, coordinator_json, export_latest, free_port, small_project,
 };
 use canopy_text::{Tokenizer, TokenizerKind};
 
@@ -157,13 +157,7 @@ fn a_bpe_project_trains_through_the_swarm_and_exports_its_tokenizer() {
     );
 
     let export = tmp.path().join("export");
-    coordinator_cli(&[
-        "export",
-        "latest",
-        &export.to_string_lossy(),
-        "--config",
-        &config.to_string_lossy(),
-    ]);
+    export_latest(&config, &export);
     let card = assert_complete_export(&export, 512);
     assert_eq!(
         std::fs::read(export.join("tokenizer.json")).expect("exported"),
