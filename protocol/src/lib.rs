@@ -43,5 +43,6 @@ pub use keys::{Keypair, PeerId, PublicKey, Signature};
 pub use messages::{Message, MessageKind};
 
 /// The protocol version carried in every envelope header. A change to the encoding of any
-/// message bumps it.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// message bumps it. Version 2: training specs say how their shards' bytes are token ids
+/// (`TrainSpec::tokens`, 16-bit BPE ids beside bytes).
+pub const PROTOCOL_VERSION: u16 = 2;
