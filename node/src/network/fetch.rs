@@ -45,8 +45,11 @@ pub(crate) struct Fetch {
     queue: VecDeque<usize>,
     /// Peers to ask, in round-robin order.
     providers: Vec<PeerId>,
-    /// Peers this fetch no longer asks (bad data, no data, gone).
+    /// Peers this fetch no longer asks (bad data, no data, banned).
     excluded: HashSet<PeerId>,
+    /// Peers not asked again until a provider lookup names them again: a request to them
+    /// failed on the way (a connection reset or refused) without their doing anything wrong.
+    set_aside: HashSet<PeerId>,
     in_flight: HashMap<PeerId, usize>,
     /// Requests each peer may have in flight now (see [`START_WINDOW`]).
     windows: HashMap<PeerId, usize>,
@@ -84,6 +87,7 @@ impl Fetch {
             queue,
             providers: Vec::new(),
             excluded: HashSet::new(),
+            set_aside: HashSet::new(),
             in_flight: HashMap::new(),
             windows: HashMap::new(),
             sources: HashMap::new(),
@@ -103,10 +107,12 @@ impl Fetch {
         self.reassembler.manifest().root
     }
 
-    /// Adds providers found in the DHT (or known otherwise); returns how many were new.
+    /// Adds providers found in the DHT (or known otherwise), set-aside ones among them again;
+    /// returns how many were new.
     pub(crate) fn add_providers(&mut self, peers: impl IntoIterator<Item = PeerId>) -> usize {
         let mut added = 0;
         for peer in peers {
+            self.set_aside.remove(&peer);
             if !self.excluded.contains(&peer) && !self.providers.contains(&peer) {
                 self.providers.push(peer);
                 self.first_provider_at
@@ -120,6 +126,14 @@ impl Fetch {
     /// Stops asking `peer` for this object.
     pub(crate) fn exclude(&mut self, peer: PeerId) {
         self.excluded.insert(peer);
+        self.providers.retain(|p| *p != peer);
+    }
+
+    /// Stops asking `peer` until a provider lookup names it again (see `set_aside`).
+    pub(crate) fn set_aside(&mut self, peer: PeerId) {
+        if !self.excluded.contains(&peer) {
+            self.set_aside.insert(peer);
+        }
         self.providers.retain(|p| *p != peer);
     }
 
@@ -257,5 +271,30 @@ mod tests {
         assert_eq!(fetch.window(slow, max), 1, "slow answers shrink it to one");
         fetch.answered_in(fast, None, max);
         assert_eq!(fetch.window(fast, max), max / 2, "a failure halves it");
+    }
+
+    #[test]
+    fn a_peer_set_aside_comes_back_with_the_next_lookup_and_an_excluded_one_does_not() {
+        let manifest = Manifest::build(ObjectKind::Update, &[7u8; 4096], 1024, BTreeMap::new())
+            .expect("manifest");
+        let (reply, _) = oneshot::channel();
+        let mut fetch = Fetch::new(Fetch::reassembler(manifest).expect("reassembler"), reply);
+        let (reset, liar) = (PeerId::random(), PeerId::random());
+        fetch.add_providers([reset, liar]);
+        fetch.set_aside(reset);
+        fetch.exclude(liar);
+        assert!(fetch.is_stuck(), "nobody left to ask");
+        assert_eq!(
+            fetch.add_providers([reset, liar]),
+            1,
+            "the lookup names both"
+        );
+        assert!(!fetch.is_stuck());
+        fetch.started = true;
+        let (_, _, asked) = fetch.next_request(4).expect("a request");
+        assert_eq!(asked, reset);
+        // Excluded stays excluded, even when set aside afterwards.
+        fetch.set_aside(liar);
+        assert_eq!(fetch.add_providers([liar]), 0);
     }
 }

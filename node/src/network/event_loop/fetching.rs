@@ -264,12 +264,20 @@ impl EventLoop {
             Pending::Chunk { fetch, index, .. } => {
                 // A connection closed under the request (a relayed one replaced by a direct
                 // one, say) while the peer stays connected: ask it again, over what is left.
+                // A peer that sent garbage is asked no more; one whose request failed on the
+                // way (a path reset, a dial refused, a timeout) is set aside until a provider
+                // lookup names it again, so a path changing under a fetch cannot exhaust its
+                // lookups on a peer that holds the object.
                 let path_closed = matches!(error, OutboundFailure::ConnectionClosed)
                     && self.swarm.is_connected(&peer);
+                let garbage = matches!(&error, OutboundFailure::Io(e)
+                    if e.kind() == std::io::ErrorKind::InvalidData);
                 let max = self.config.max_in_flight_per_peer;
                 if let Some(f) = self.fetches.get_mut(&fetch) {
-                    if !path_closed {
+                    if garbage {
                         f.exclude(peer);
+                    } else if !path_closed {
+                        f.set_aside(peer);
                     }
                     f.answered_in(peer, None, max);
                     f.finished(peer, index, true);
