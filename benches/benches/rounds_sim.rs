@@ -11,8 +11,9 @@
 //!
 //! The settings are those of `canopy-coordinator demo`, overridden by `ROUNDS_SIM_NODES`,
 //! `_DATACENTER`, `_ROUNDS`, `_INNER_STEPS`, `_BATCH`, `_SEQ`, `_LR`, `_TASK_LR_DECAY`,
-//! `_OUTER_LR`, `_OUTER_MOMENTUM`, `_COMBINE` and `_SEED` (the project seed: the generated
-//! text, the initial model and every task's windows; each prefixed with `ROUNDS_SIM`). It prints
+//! `_OUTER_LR`, `_OUTER_MOMENTUM`, `_COMBINE`, `_BPE_VOCAB` (0: byte-level tokens) and `_SEED`
+//! (the project seed: the initial model and every task's windows; each prefixed with
+//! `ROUNDS_SIM`), on the built-in text. It prints
 //! the held-out loss of every round, then the loss ratio (final over baseline) as a line and
 //! as one JSON object (`{"rounds_sim": …}`).
 //!
@@ -46,15 +47,21 @@ where
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken from the command line.
+    let bpe_vocab = setting("BPE_VOCAB", demo::DEFAULT_BPE_VOCAB);
     let settings = DemoSettings {
         nodes: setting("NODES", 4),
         datacenter: setting("DATACENTER", 1),
         rounds: setting("ROUNDS", 8),
         inner_steps: setting("INNER_STEPS", 50),
         batch: setting("BATCH", demo::DEFAULT_BATCH),
+        outer_lr: setting("OUTER_LR", demo::DEFAULT_OUTER_LR),
         preset: Preset::Tiny,
-        tokenizer: TokenizerChoice::Bytes,
-        bpe_vocab: 1024,
+        tokenizer: if bpe_vocab > 0 {
+            TokenizerChoice::Bpe
+        } else {
+            TokenizerChoice::Bytes
+        },
+        bpe_vocab: bpe_vocab.max(1),
         text: BuiltinText::Udhr,
         corpus: None,
         dir: std::env::temp_dir(),
@@ -66,7 +73,6 @@ fn main() {
     t.lr = setting("LR", t.lr);
     t.task_lr_decay = setting("TASK_LR_DECAY", t.task_lr_decay);
     let a = &mut config.aggregation;
-    a.outer_lr = setting("OUTER_LR", a.outer_lr);
     a.outer_momentum = setting("OUTER_MOMENTUM", a.outer_momentum);
     a.combine = setting("COMBINE", a.combine.clone());
     config.validate().expect("the settings");

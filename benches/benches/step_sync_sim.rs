@@ -85,6 +85,7 @@ fn main() {
         rounds: setting("ROUNDS", 8),
         inner_steps: setting("INNER_STEPS", 50),
         batch: setting("BATCH", demo::DEFAULT_BATCH),
+        outer_lr: demo::DEFAULT_OUTER_LR,
         preset: Preset::Tiny,
         tokenizer: TokenizerChoice::Bytes,
         bpe_vocab: 1024,

@@ -7,8 +7,8 @@
 //! node took, with the batch of all nodes together). The settings are those of
 //! `canopy-coordinator demo` (4 volunteers, 1 datacenter node, 8 rounds of 50 inner steps of
 //! 8 windows per node, the tiny model), or overridden with `SWARM_COMPARE_NODES`,
-//! `SWARM_COMPARE_DATACENTER`, `SWARM_COMPARE_ROUNDS`, `SWARM_COMPARE_INNER_STEPS` and
-//! `SWARM_COMPARE_BATCH`. The nodes compute on the adapter
+//! `SWARM_COMPARE_DATACENTER`, `SWARM_COMPARE_ROUNDS`, `SWARM_COMPARE_INNER_STEPS`,
+//! `SWARM_COMPARE_BATCH` and `SWARM_COMPARE_OUTER_LR`. The nodes compute on the adapter
 //! `CANOPY_ADAPTER` picks (the CPU path where there is no GPU).
 //!
 //! Reports, as a table and as one JSON line (`{"swarm_compare": …}`):
@@ -28,26 +28,24 @@ use canopy_coordinator::config::{BuiltinText, Preset, TokenizerChoice};
 use canopy_coordinator::demo::{self, DemoSettings};
 use canopy_shaders::Runtime;
 
-/// `name` from the environment, or `default`.
-fn setting(name: &str, default: u32) -> u32 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={v:?} is not a count: {e}")),
-        Err(_) => default,
-    }
+/// `SWARM_COMPARE_<name>` from the environment, or `default`.
+fn setting<T: std::str::FromStr>(name: &str, default: T) -> T
+where
+    T::Err: std::fmt::Display,
+{
+    canopy_benches::env_setting("SWARM_COMPARE", name, default)
 }
 
 fn main() {
     // `cargo bench` passes `--bench`; nothing else is taken from the command line.
     let dir = tempfile::tempdir().expect("a temporary directory");
     let settings = DemoSettings {
-        nodes: setting("SWARM_COMPARE_NODES", 4),
-        datacenter: setting("SWARM_COMPARE_DATACENTER", 1),
-        rounds: setting("SWARM_COMPARE_ROUNDS", 8),
-        inner_steps: setting("SWARM_COMPARE_INNER_STEPS", 50),
-        batch: setting("SWARM_COMPARE_BATCH", demo::DEFAULT_BATCH),
+        nodes: setting("NODES", 4),
+        datacenter: setting("DATACENTER", 1),
+        rounds: setting("ROUNDS", 8),
+        inner_steps: setting("INNER_STEPS", 50),
+        batch: setting("BATCH", demo::DEFAULT_BATCH),
+        outer_lr: setting("OUTER_LR", demo::DEFAULT_OUTER_LR),
         preset: Preset::Tiny,
         tokenizer: TokenizerChoice::Bytes,
         bpe_vocab: 1024,

@@ -27,6 +27,18 @@ use crate::service::{Service, ServiceEvent};
 /// volunteer's laptop keeps up.
 pub const DEFAULT_BATCH: u32 = 8;
 
+/// Tokens in the demo's BPE vocabulary unless told otherwise: with 4096, most tokens are
+/// whole words or word pieces of the built-in text, so the tiny model's continuations are
+/// words; with 1024 they were mostly fragments, at a lower loss ratio to the baseline.
+pub const DEFAULT_BPE_VOCAB: u32 = 4096;
+
+/// The demo's outer learning rate unless told otherwise: each round's averaged update taken
+/// 1.6 times. The nodes' small batches make their local models diverge, so the average of
+/// their steps is shorter than a step of the whole batch would be; on the default demo's
+/// rounds (rounds_sim, BPE 1024, 6 rounds) the loss ratio to the baseline was 1.161 at 1.0,
+/// 1.131 at 1.3, 1.121 at 1.6, 1.129 at 1.8, 1.188 at 2.2 and 1.388 at 2.8.
+pub const DEFAULT_OUTER_LR: f32 = 1.6;
+
 /// Settings of a demo run.
 #[derive(Debug, Clone)]
 pub struct DemoSettings {
@@ -40,6 +52,9 @@ pub struct DemoSettings {
     pub inner_steps: u32,
     /// Token windows per inner step on each node.
     pub batch: u32,
+    /// The outer learning rate: how far the coordinator moves along each round's aggregate
+    /// update (no outer momentum in the demo).
+    pub outer_lr: f32,
     /// Model size.
     pub preset: Preset,
     /// How text becomes tokens.
@@ -148,9 +163,9 @@ pub fn demo_config(settings: &DemoSettings) -> Config {
     t.task_lr_decay = 1.0;
     t.tasks_per_round = settings.nodes + settings.datacenter;
     t.min_updates = t.tasks_per_round;
-    // A short run: plain averaging of the updates (outer rate 1, no momentum) gets further in
-    // a handful of rounds than DiLoCo's Nesterov momentum, which needs rounds to build up.
-    config.aggregation.outer_lr = 1.0;
+    // A short run: the averaged updates, without momentum, get further in a handful of rounds
+    // than DiLoCo's Nesterov momentum, which needs rounds to build up.
+    config.aggregation.outer_lr = settings.outer_lr;
     config.aggregation.outer_momentum = 0.0;
     config.dashboard.listen = None;
     // Every node of the demo runs on this machine: one network, up to 36 identities.

@@ -141,15 +141,19 @@ enum Command {
         /// that of all nodes together.
         #[arg(long, default_value_t = demo::DEFAULT_BATCH, value_parser = clap::value_parser!(u32).range(1..=4096))]
         batch: u32,
+        /// The outer learning rate: how far each round's averaged update is taken (1: plain
+        /// averaging of the nodes' models).
+        #[arg(long, default_value_t = demo::DEFAULT_OUTER_LR, value_parser = outer_lr)]
+        outer_lr: f32,
         /// Model size.
         #[arg(long, value_enum, default_value_t = PresetArg::Tiny)]
         preset: PresetArg,
-        /// How text becomes tokens: byte-level BPE of 1024 tokens trained on the training
-        /// text (its 64-token windows see about 150 bytes of text), or bytes.
+        /// How text becomes tokens: byte-level BPE (4096 tokens unless --bpe-vocab says
+        /// otherwise) trained on the training text, or bytes.
         #[arg(long, value_enum, default_value_t = TokenizerArg::Bpe)]
         tokenizer: TokenizerArg,
         /// Tokens in the BPE vocabulary (bytes and special tokens included).
-        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(260..=65536))]
+        #[arg(long, default_value_t = demo::DEFAULT_BPE_VOCAB, value_parser = clap::value_parser!(u32).range(260..=65536))]
         bpe_vocab: u32,
         /// Train on this directory's .txt / .jsonl files instead of the built-in text (the
         /// Universal Declaration of Human Rights in 24 languages).
@@ -333,6 +337,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             rounds,
             inner_steps,
             batch,
+            outer_lr,
             preset,
             tokenizer,
             bpe_vocab,
@@ -351,6 +356,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 rounds,
                 inner_steps,
                 batch,
+                outer_lr,
                 preset: match preset {
                     PresetArg::Tiny => Preset::Tiny,
                     PresetArg::Small => Preset::Small,
@@ -377,6 +383,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The project directory of a configuration file.
+/// Parses `--outer-lr`: a finite rate above 0 and at most 10.
+fn outer_lr(arg: &str) -> Result<f32, String> {
+    match arg.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 && v <= 10.0 => Ok(v),
+        Ok(v) => Err(format!("{v} is not a rate above 0 and at most 10")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn project_dir(config: &Path) -> PathBuf {
     match config.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -11,14 +11,16 @@ use crate::project::ProjectError;
 type Result<T> = std::result::Result<T, ProjectError>;
 
 /// The prompts, by language: openings the Universal Declaration of Human Rights uses in
-/// each.
+/// each. None ends in a space: a byte-level BPE joins a space to the word after it, so a
+/// prompt that ends in one leaves the model after a token it has almost never seen, and it
+/// writes noise.
 pub const PROMPTS: [(&str, &str); 7] = [
-    ("en", "Everyone has the right to "),
-    ("fr", "Toute personne a droit "),
-    ("es", "Toda persona tiene derecho "),
-    ("de", "Jeder hat das Recht "),
-    ("sw", "Kila mtu ana haki "),
-    ("ru", "Каждый человек имеет право "),
+    ("en", "Everyone has the right to"),
+    ("fr", "Toute personne a droit"),
+    ("es", "Toda persona tiene derecho"),
+    ("de", "Jeder hat das Recht"),
+    ("sw", "Kila mtu ana haki"),
+    ("ru", "Каждый человек имеет право"),
     ("zh", "人人有权"),
 ];
 

@@ -46,7 +46,7 @@ impl Default for ModelConfig {
         Self {
             preset: Preset::Tiny,
             tokenizer: TokenizerChoice::Bytes,
-            bpe_vocab: 1024,
+            bpe_vocab: 4096,
         }
     }
 }

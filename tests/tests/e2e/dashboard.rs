@@ -592,7 +592,7 @@ fn the_dashboard_page_renders_a_demo_run_in_headless_chromium() {
         "prompts in several languages: {table}"
     );
     assert!(
-        table.contains("<b>Everyone has the right to </b>"),
+        table.contains("<b>Everyone has the right to</b>"),
         "{table}"
     );
     assert!(
