@@ -382,7 +382,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// The project directory of a configuration file.
 /// Parses `--outer-lr`: a finite rate above 0 and at most 10.
 fn outer_lr(arg: &str) -> Result<f32, String> {
     match arg.parse::<f32>() {
@@ -392,6 +391,7 @@ fn outer_lr(arg: &str) -> Result<f32, String> {
     }
 }
 
+/// The project directory of a configuration file.
 fn project_dir(config: &Path) -> PathBuf {
     match config.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -50,13 +50,20 @@ fn cpu_demo(
 #[test]
 fn demo_refuses_bad_arguments() {
     let bin = binary("canopy-coordinator", "canopy-coordinator").unwrap();
-    let mut cmd = Command::new(bin);
-    cmd.args(["demo", "--nodes", "0"]);
-    let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--nodes"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
+    for (flag, value) in [
+        ("--nodes", "0"),
+        ("--outer-lr", "0"),
+        ("--outer-lr", "NaN"),
+        ("--outer-lr", "fast"),
+    ] {
+        let mut cmd = Command::new(&bin);
+        cmd.args(["demo", flag, value]);
+        let out = run_with_timeout(cmd, Duration::from_secs(30)).unwrap();
+        assert!(!out.status.success(), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
 }
 
 /// `canopy-coordinator demo --json`: a small swarm on loopback trains for two rounds, one
