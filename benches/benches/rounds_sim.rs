@@ -61,7 +61,12 @@ fn main() {
         } else {
             TokenizerChoice::Bytes
         },
-        bpe_vocab: bpe_vocab.max(1),
+        // Unused with byte-level tokens, but a project's setting is checked either way.
+        bpe_vocab: if bpe_vocab > 0 {
+            bpe_vocab
+        } else {
+            demo::DEFAULT_BPE_VOCAB
+        },
         text: BuiltinText::Udhr,
         corpus: None,
         dir: std::env::temp_dir(),

@@ -88,7 +88,7 @@ fn main() {
         outer_lr: demo::DEFAULT_OUTER_LR,
         preset: Preset::Tiny,
         tokenizer: TokenizerChoice::Bytes,
-        bpe_vocab: 1024,
+        bpe_vocab: demo::DEFAULT_BPE_VOCAB,
         text: BuiltinText::Udhr,
         corpus: None,
         dir: std::env::temp_dir(),

@@ -48,7 +48,7 @@ fn main() {
         outer_lr: setting("OUTER_LR", demo::DEFAULT_OUTER_LR),
         preset: Preset::Tiny,
         tokenizer: TokenizerChoice::Bytes,
-        bpe_vocab: 1024,
+        bpe_vocab: demo::DEFAULT_BPE_VOCAB,
         text: BuiltinText::Udhr,
         corpus: None,
         dir: dir.path().to_path_buf(),
