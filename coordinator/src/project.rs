@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::judge::{LossSpread, LossVerdict, quality_weight};
 use crate::outer;
 use crate::sampling::{self, Sampler};
-use crate::state::{ResultRecord, State, StateError};
+use crate::state::{Judged, ResultRecord, State, StateError};
 use crate::training::make_tasks;
 pub use crate::training::{
     TrainingData, codec, decode_spec, encode_spec, evaluate, lr_schedule, preset_config,
@@ -500,6 +500,7 @@ impl Project {
         let cosines = aggregate::direction::cosines_to_rest(&held, len);
         let best = aggregate::direction::best_pair_cosines(&held, len);
         let flags = aggregate::direction::opposed(&cosines, best.as_deref());
+        let agreement = aggregate::direction::agreement(&cosines, best.as_deref());
         tracing::debug!(
             round,
             to_rest = ?cosines,
@@ -582,6 +583,27 @@ impl Project {
                     );
                     tx.leave_out(*lease, *task, peer, &reason)?;
                 }
+                let judged: Vec<Judged<'_>> = senders
+                    .iter()
+                    .zip(agreement.iter().zip(&flags))
+                    .map(|(r, (&agreement, &left_out))| Judged {
+                        peer: &r.peer,
+                        task: r.task,
+                        agreement,
+                        left_out,
+                    })
+                    .collect();
+                let (held, released) = tx.settle_direction(&judged)?;
+                if held + released > 0 {
+                    tracing::info!(
+                        round,
+                        held,
+                        released,
+                        "credit held and released by direction"
+                    );
+                }
+                self.metrics.credit_held.inc_by(held as u64);
+                self.metrics.credit_released.inc_by(released as u64);
                 tx.close_round(round, now, train_loss, Some(f64::from(eval_loss)))?;
                 if let Some(samples) = &samples {
                     tx.set_meta(crate::samples::SAMPLES_META, samples)?;

@@ -33,13 +33,14 @@
 //! The schema version is SQLite's `user_version`: [`State::open`] migrates an older database
 //! in one transaction (version 1: `contributor_totals` and its triggers, filled from the
 //! ledger once; version 2: each peer's loss score and strikes, in [`judging`]; version 3: invitations' uses
-//! and revocations, in [`invites`]).
+//! and revocations, in [`invites`]; version 4: each peer's direction record, in [`judging`]).
 
 mod invites;
 mod judging;
 mod neighbours;
 
 pub use invites::Redeemed;
+pub use judging::{HELD, Judged};
 pub use neighbours::Nearby;
 
 use std::collections::HashMap;
@@ -95,7 +96,7 @@ pub type Result<T> = std::result::Result<T, StateError>;
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The schema version [`State::open`] migrates to (SQLite's `user_version`).
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -690,6 +691,9 @@ impl State {
         }
         if version < 3 {
             tx.execute_batch(invites::MIGRATION_3)?;
+        }
+        if version < 4 {
+            tx.execute_batch(judging::MIGRATION_4)?;
         }
         if version < SCHEMA_VERSION {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -1543,14 +1547,16 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Sets a round's accepted and rejected counts from its results and ledger.
+    /// Sets a round's accepted and rejected counts from its results and ledger (credit held
+    /// by direction is no rejection: the update was aggregated).
     pub fn tally_round(&self, round: u64) -> Result<()> {
         self.tx.execute(
             "UPDATE rounds SET
                 accepted = (SELECT COUNT(*) FROM results WHERE round = ?1 AND status = 'accepted'),
-                rejected = (SELECT COUNT(*) FROM ledger WHERE round = ?1 AND accepted = 0)
+                rejected = (SELECT COUNT(*) FROM ledger
+                            WHERE round = ?1 AND accepted = 0 AND verified != ?2)
              WHERE round = ?1",
-            [round as i64],
+            params![round as i64, HELD],
         )?;
         Ok(())
     }

@@ -14,6 +14,16 @@
 //! by the same rule. Where the round's updates do not agree (tiny, noisy tasks) nothing is
 //! judged, so noise is never taken for an attack; nor is a round of fewer than
 //! [`MIN_UPDATES`] updates, where "the rest" is too little to speak for the round.
+//!
+//! What those rounds cannot judge, they do not credit blindly either. Each update's
+//! [`agreement`] with its round (its best cosine with a single other update where the round
+//! is judged pair by pair, else its cosine with the rest) moves its sender's *direction
+//! record*, a decaying sum over the peer's updates ([`record_after`]). While a peer's record
+//! does not point with its rounds ([`held`]), its updates keep their place in the aggregate
+//! (noise is not malice) but their credit is held, and released once it does
+//! ([`releases`]). An honest update agrees with its round on average, so honest noise is
+//! released within a round or two; an identity that keeps pulling against its rounds never
+//! earns the credit, even for the update that happens to land on the right side.
 
 use super::held::Held;
 use crate::judge::median;
@@ -29,6 +39,46 @@ pub const OPPOSED_FRACTION: f64 = 0.5;
 /// The largest round also judged pair by pair (the pairs grow with the square of its size;
 /// beyond a few updates the rest speaks for the round by itself).
 pub const PAIRWISE_MAX: usize = 16;
+
+/// How much of a peer's direction record carries over to its next update: about the last
+/// ten updates count, so a record built by honest work cannot pay for many flipped ones.
+pub const RECORD_DECAY: f64 = 0.9;
+
+/// Each update's agreement with its round: its best cosine with a single other update where
+/// the round is judged pair by pair (`best_pair`), else its cosine with the rest; `None` in
+/// a round of one, where there is nothing to compare with.
+pub fn agreement(to_rest: &[f64], best_pair: Option<&[f64]>) -> Vec<Option<f64>> {
+    if to_rest.len() < 2 {
+        return vec![None; to_rest.len()];
+    }
+    let best = best_pair.filter(|b| b.len() == to_rest.len());
+    to_rest
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let a = best.map_or(c, |b| b[i]);
+            a.is_finite().then_some(a)
+        })
+        .collect()
+}
+
+/// A peer's direction record after one more update of the given agreement.
+pub fn record_after(record: f64, agreement: f64) -> f64 {
+    let next = record * RECORD_DECAY + agreement;
+    if next.is_finite() { next } else { record }
+}
+
+/// Whether an update of this agreement, from a peer whose record is now `record`, has its
+/// credit held: it was compared with its round, and its sender's record does not point with
+/// its rounds.
+pub fn held(agreement: Option<f64>, record: f64) -> bool {
+    agreement.is_some() && !releases(record)
+}
+
+/// Whether a peer's held credit is released: its record points with its rounds.
+pub fn releases(record: f64) -> bool {
+    record > 0.0
+}
 
 /// Adds `update` into `sum`.
 fn add_into(update: &Held, sum: &mut [f64]) {
@@ -268,6 +318,68 @@ mod tests {
         assert_eq!(opposed(&[0.5, f64::NAN, 0.4], None), [false; 3]);
         let zero = Held::Dense(vec![0.0; 8]);
         assert_eq!(cosines_to_rest(&[&zero, &zero, &zero], 8), [0.0; 3]);
+    }
+
+    /// Issue 19: in rounds whose updates agree too little for the median rule (here about
+    /// 0.05), a flipped update of ordinary size was aggregated and credited. It stays in the
+    /// aggregate, but its credit is held and never released to an identity that keeps
+    /// pulling against its rounds; honest updates held for their noise are released once
+    /// their senders' records point with their rounds.
+    #[test]
+    fn in_weakly_agreeing_rounds_a_flipped_update_earns_no_credit_and_honest_ones_do() {
+        const PEERS: usize = 4;
+        const ROUNDS: u64 = 200;
+        let mut records = [0.0f64; PEERS];
+        let mut holding = [0usize; PEERS];
+        let mut credited = [0usize; PEERS];
+        let mut unjudged_flips = 0;
+        for seed in 0..ROUNDS {
+            let mut updates = round(PEERS, 2_000, 0.05, seed);
+            updates[PEERS - 1].iter_mut().for_each(|x| *x = -*x);
+            let held_updates: Vec<Held> = updates.into_iter().map(Held::new).collect();
+            let refs: Vec<&Held> = held_updates.iter().collect();
+            let to_rest = cosines_to_rest(&refs, 2_000);
+            let best = best_pair_cosines(&refs, 2_000);
+            let flags = opposed(&to_rest, best.as_deref());
+            let agree = agreement(&to_rest, best.as_deref());
+            unjudged_flips += usize::from(!flags[PEERS - 1]);
+            for i in 0..PEERS {
+                if let Some(a) = agree[i] {
+                    records[i] = record_after(records[i], a);
+                }
+                if flags[i] {
+                    continue;
+                }
+                if held(agree[i], records[i]) {
+                    holding[i] += 1;
+                } else {
+                    credited[i] += 1;
+                }
+                if releases(records[i]) {
+                    credited[i] += std::mem::take(&mut holding[i]);
+                }
+            }
+        }
+        assert!(
+            unjudged_flips as u64 > ROUNDS / 2,
+            "the median rule alone passes most flips here: {unjudged_flips}"
+        );
+        assert_eq!(credited[PEERS - 1], 0, "records {records:?}");
+        for i in 0..PEERS - 1 {
+            assert!(
+                credited[i] as u64 >= ROUNDS * 98 / 100,
+                "honest peer {i}: {} credited, {} held",
+                credited[i],
+                holding[i]
+            );
+        }
+        // A round of one has nothing to agree with, and holds nothing.
+        assert_eq!(agreement(&[0.0], None), [None]);
+        assert!(!held(None, -1.0));
+        assert!(held(Some(0.1), -0.01) && !held(Some(-0.1), 0.2));
+        // Two updates: each one's agreement is the pair's cosine.
+        assert_eq!(agreement(&[-0.3, -0.3], None), [Some(-0.3), Some(-0.3)]);
+        assert_eq!(record_after(1.0, f64::NAN), 1.0);
     }
 
     #[test]

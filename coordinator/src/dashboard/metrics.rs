@@ -49,6 +49,10 @@ pub struct Metrics {
     /// Updates scheduled for a re-run that had not happened when their round closed,
     /// aggregated all the same (`verification.aggregate_unchecked`).
     pub unchecked_aggregated: Counter,
+    /// Credits held because their senders' updates pulled against their rounds.
+    pub credit_held: Counter,
+    /// Held credits released once their senders' updates pointed with their rounds.
+    pub credit_released: Counter,
     rounds_completed: Gauge,
     current_round: Gauge,
     round_duration: Histogram,
@@ -116,6 +120,8 @@ impl Metrics {
             verification_failures: Counter::default(),
             unchecked_held: Counter::default(),
             unchecked_aggregated: Counter::default(),
+            credit_held: Counter::default(),
+            credit_released: Counter::default(),
             rounds_completed: Gauge::default(),
             current_round: Gauge::default(),
             round_duration: Histogram::new(exponential_buckets(start, factor, count)),
@@ -138,7 +144,7 @@ impl Metrics {
 
     fn register(&self, r: &mut Registry) {
         register_build_info(r);
-        let counters: [(&str, &str, &Counter); 5] = [
+        let counters: [(&str, &str, &Counter); 7] = [
             (
                 "results_accepted",
                 "Results (updates and re-runs) accepted on arrival",
@@ -163,6 +169,16 @@ impl Metrics {
                 "updates_unchecked_aggregated",
                 "Updates whose scheduled re-run had not happened when their round closed, aggregated",
                 &self.unchecked_aggregated,
+            ),
+            (
+                "credit_held",
+                "Credits held because their senders' updates pulled against their rounds",
+                &self.credit_held,
+            ),
+            (
+                "credit_released",
+                "Held credits released once their senders' updates pointed with their rounds",
+                &self.credit_released,
             ),
         ];
         for (name, help, counter) in counters {

@@ -16,6 +16,24 @@ ALTER TABLE peers ADD COLUMN loss_score REAL NOT NULL DEFAULT 0;
 ALTER TABLE peers ADD COLUMN strikes REAL NOT NULL DEFAULT 0;
 ALTER TABLE results ADD COLUMN loss_change REAL;";
 
+/// Schema version 4: each peer's direction record (see [`crate::aggregate::direction`]).
+pub(super) const MIGRATION_4: &str =
+    "ALTER TABLE peers ADD COLUMN direction REAL NOT NULL DEFAULT 0;";
+
+/// The `verified` of a ledger entry whose credit is held until its sender's direction
+/// record points with its rounds.
+pub const HELD: &str = "held";
+
+fn direction_of(c: &Connection, peer: &str) -> Result<f64> {
+    Ok(
+        c.query_row("SELECT direction FROM peers WHERE peer = ?1", [peer], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .unwrap_or(0.0),
+    )
+}
+
 fn quality_of(c: &Connection, peer: &str) -> Result<PeerQuality> {
     Ok(c.query_row(
         "SELECT loss_score, strikes FROM peers WHERE peer = ?1",
@@ -71,6 +89,43 @@ impl Tx<'_> {
         quality_of(self.tx, peer)
     }
 
+    /// A peer's direction record (0 for a peer not known).
+    pub fn direction(&self, peer: &str) -> Result<f64> {
+        direction_of(self.tx, peer)
+    }
+
+    /// Moves a peer's direction record by one update's agreement with its round; returns
+    /// the new record (a peer not known is left alone, at 0).
+    pub fn observe_direction(&self, peer: &str, agreement: f64) -> Result<f64> {
+        let record = crate::aggregate::direction::record_after(self.direction(peer)?, agreement);
+        let known = self.tx.execute(
+            "UPDATE peers SET direction = ?2 WHERE peer = ?1",
+            params![peer, record],
+        )?;
+        Ok(if known > 0 { record } else { 0.0 })
+    }
+
+    /// Holds the credit of an accepted, unchecked update (by task and peer), giving
+    /// `reason`; returns whether there was such credit to hold. Credit a re-run verified is
+    /// never held.
+    pub fn hold_credit(&self, task: u64, peer: &str, reason: &str) -> Result<bool> {
+        let n = self.tx.execute(
+            "UPDATE ledger SET accepted = 0, verified = ?3, reason = ?4
+             WHERE task = ?1 AND peer = ?2 AND accepted = 1 AND verified = 'unchecked'",
+            params![task as i64, peer, HELD, reason],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Releases every held credit of a peer, giving `reason`; returns how many entries.
+    pub fn release_held(&self, peer: &str, reason: &str) -> Result<usize> {
+        Ok(self.tx.execute(
+            "UPDATE ledger SET accepted = 1, verified = 'unchecked', reason = ?3
+             WHERE peer = ?1 AND verified = ?2",
+            params![peer, HELD, reason],
+        )?)
+    }
+
     /// Stores a peer's standing (a peer not known is left alone).
     pub fn set_peer_quality(&self, peer: &str, quality: &PeerQuality) -> Result<()> {
         self.tx.execute(
@@ -78,6 +133,58 @@ impl Tx<'_> {
             params![peer, quality.score, quality.strikes],
         )?;
         Ok(())
+    }
+}
+
+/// One update of a closing round, as [`Tx::settle_direction`] takes it.
+#[derive(Debug, Clone, Copy)]
+pub struct Judged<'a> {
+    /// Its sender.
+    pub peer: &'a str,
+    /// Its task.
+    pub task: u64,
+    /// Its agreement with its round (`None` where there was nothing to compare with).
+    pub agreement: Option<f64>,
+    /// Whether it was left out of the round as opposed to it (uncredited already).
+    pub left_out: bool,
+}
+
+/// Why an update's credit is held.
+const HELD_REASON: &str = "credit held: its sender's updates do not yet point with their \
+    rounds; released once they do";
+/// Why a held credit was given after all.
+const RELEASED_REASON: &str = "credit held, then released: its sender's updates point with \
+    their rounds";
+
+impl Tx<'_> {
+    /// Settles the credit of a closing round's updates by direction (see
+    /// [`crate::aggregate::direction`]): each update moves its sender's record, the credit
+    /// of an update whose sender's record does not point with its rounds is held, and the
+    /// held credit of a sender whose record now does is released. Returns how many entries
+    /// were held and released.
+    pub fn settle_direction(&self, updates: &[Judged<'_>]) -> Result<(usize, usize)> {
+        use crate::aggregate::direction::{held, releases};
+        let mut held_now = 0;
+        for u in updates {
+            let Some(agreement) = u.agreement else {
+                continue;
+            };
+            let record = self.observe_direction(u.peer, agreement)?;
+            if !u.left_out
+                && held(u.agreement, record)
+                && self.hold_credit(u.task, u.peer, HELD_REASON)?
+            {
+                held_now += 1;
+            }
+        }
+        let mut released = 0;
+        let mut seen = std::collections::HashSet::new();
+        for u in updates {
+            if seen.insert(u.peer) && releases(self.direction(u.peer)?) {
+                released += self.release_held(u.peer, RELEASED_REASON)?;
+            }
+        }
+        Ok((held_now, released))
     }
 }
 
@@ -234,6 +341,98 @@ mod tests {
             .map(|e| e.peer.as_str())
             .collect();
         assert_eq!(credited, ["ada"]);
+    }
+
+    /// Issue 19: the credit of a peer whose updates pull against their rounds is held (the
+    /// ledger says why), whatever the sign of one update; a peer whose record points with
+    /// its rounds is credited, and gets its held credit back once it does. Verified credit
+    /// is never held, and totals follow the ledger.
+    #[test]
+    fn credit_is_held_while_a_peers_record_points_against_its_rounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = State::open(&dir.path().join("canopy.db")).unwrap();
+        // Each round: (peer, agreement, left out); every update gets a task and an entry.
+        let rounds: [&[(&str, f64, bool)]; 4] = [
+            &[("ada", 0.3, false), ("mallory", -0.2, false)],
+            &[("ada", -0.05, false), ("mallory", 0.1, false)],
+            &[("ada", 0.2, false), ("mallory", -0.5, true)],
+            &[("mallory", 0.6, false), ("mallory", 0.6, false)],
+        ];
+        let mut settled = Vec::new();
+        let mut credited = Vec::new();
+        for round in rounds {
+            let counts = state
+                .transaction(|tx| {
+                    let mut judged = Vec::new();
+                    for &(peer, agreement, left_out) in round {
+                        joined(tx, peer, None, None)?;
+                        let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                        let lease = tx.insert_lease(task, peer, 0, 60_000)?;
+                        tx.ledger_entry(&claim(peer, task, lease, 10, true, 1), 1)?;
+                        if left_out {
+                            tx.leave_out(lease, task, peer, "opposed to its round")?;
+                        }
+                        judged.push(Judged {
+                            peer,
+                            task,
+                            agreement: Some(agreement),
+                            left_out,
+                        });
+                    }
+                    let counts = tx.settle_direction(&judged)?;
+                    let ada = tx.accepted_results("ada")?;
+                    Ok((counts, [ada, tx.accepted_results("mallory")?]))
+                })
+                .unwrap();
+            settled.push(counts.0);
+            credited.push(counts.1);
+        }
+        // Round 1 holds mallory's; round 2's positive update does not lift a record still
+        // below zero, so it is held too, while ada's one negative update is credited; round
+        // 3 leaves mallory's out (not held: never credited); round 4 lifts the record and
+        // releases the two held entries with the two new ones.
+        assert_eq!(settled, [(1, 0), (1, 0), (0, 0), (0, 2)]);
+        assert_eq!(credited, [[1, 0], [2, 0], [3, 0], [3, 4]]);
+        let ledger = state.read().ledger().unwrap();
+        let released: Vec<_> = ledger
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some(RELEASED_REASON))
+            .collect();
+        assert_eq!(released.len(), 2);
+        assert!(ledger.iter().all(|e| e.verified != HELD));
+
+        // Held entries say so in the ledger; a verified entry keeps its credit.
+        state
+            .transaction(|tx| {
+                joined(tx, "eve", None, None)?;
+                let mut judged = Vec::new();
+                for verified in [false, true] {
+                    let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                    let lease = tx.insert_lease(task, "eve", 0, 60_000)?;
+                    tx.ledger_entry(&claim("eve", task, lease, 10, true, 1), 1)?;
+                    if verified {
+                        tx.set_ledger_verified(task, "eve", "verified", true)?;
+                    }
+                    judged.push(Judged {
+                        peer: "eve",
+                        task,
+                        agreement: Some(-0.3),
+                        left_out: false,
+                    });
+                }
+                assert_eq!(tx.settle_direction(&judged)?, (1, 0));
+                Ok(())
+            })
+            .unwrap();
+        let ledger = state.read().ledger().unwrap();
+        let eve: Vec<(bool, &str)> = ledger
+            .iter()
+            .filter(|e| e.peer == "eve")
+            .map(|e| (e.accepted, e.verified.as_str()))
+            .collect();
+        assert_eq!(eve, [(false, HELD), (true, "verified")]);
+        let held = ledger.iter().find(|e| e.verified == HELD).unwrap();
+        assert_eq!(held.reason.as_deref(), Some(HELD_REASON));
     }
 
     /// A peer's standing survives a restart and a fresh join (rejoining does not wash it).

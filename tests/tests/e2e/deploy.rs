@@ -30,6 +30,8 @@ const COORDINATOR_METRICS: &[&str] = &[
     "canopy_verification_failures_total",
     "canopy_updates_unchecked_held_total",
     "canopy_updates_unchecked_aggregated_total",
+    "canopy_credit_held_total",
+    "canopy_credit_released_total",
     "canopy_rounds_completed",
     "canopy_current_round",
     "canopy_round_duration_seconds",
