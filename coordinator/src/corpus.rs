@@ -61,6 +61,7 @@ pub mod datacard;
 pub mod decide;
 pub mod dedup;
 pub mod filter;
+pub mod flagged;
 pub mod language;
 pub mod optout;
 pub mod output;
@@ -399,6 +400,8 @@ pub enum DropReason {
     NearDuplicate,
     /// Too few of its words are function words of its language (see [`closed_class`]).
     ClosedClassRatio,
+    /// Too many of its words are flagged words of its language (see [`flagged`]).
+    FlaggedWords,
     /// Its detected language differs from its label, and its source's policy drops such
     /// documents (see [`language`]).
     LanguageMismatch,
@@ -420,6 +423,7 @@ impl DropReason {
             Self::ExactDuplicate => "exact_duplicate",
             Self::NearDuplicate => "near_duplicate",
             Self::ClosedClassRatio => "closed_class_ratio",
+            Self::FlaggedWords => "flagged_words",
             Self::LanguageMismatch => "language_mismatch",
         }
     }

@@ -458,6 +458,58 @@ mod tests {
         assert!(err.contains("\"wiki\", which is not a source"), "{err}");
     }
 
+    /// ROOTS' flagged-word filter, set in `corpus.toml`: a page dense in flagged words is
+    /// dropped with its reason and counted in the data card; prose is kept.
+    #[test]
+    fn pages_dense_in_flagged_words_are_dropped_when_the_filter_is_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sources = tmp.path().join("sources");
+        let raw: BTreeMap<String, Vec<String>> =
+            serde_json::from_str(include_str!("../../data/flagged_words.json")).unwrap();
+        let flagged: Vec<&String> = raw["en"].iter().filter(|e| !e.contains(' ')).collect();
+        let spam: String = flagged
+            .iter()
+            .take(12)
+            .map(|w| format!("{w} pictures of the day and "))
+            .collect();
+        let prose = "The committee met on Tuesday to discuss the budget for the new library, \
+                     and most members agreed that the reading room should open next spring."
+            .to_string();
+        write_source(&sources, "web", &[prose, spam]);
+        let options = BuildOptions {
+            sources: sources.clone(),
+            out: tmp.path().join("out"),
+            ..BuildOptions::default()
+        };
+        build(&Cpu::new(), &options, |_| {}).unwrap();
+        assert_eq!(
+            lines(&options.out.join("kept.jsonl")).len(),
+            2,
+            "off by default"
+        );
+        std::fs::write(
+            sources.join("corpus.toml"),
+            "[filters.default]\nmax_flagged_word_ratio = 0.05\n",
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&options.out).unwrap();
+        build(&Cpu::new(), &options, |_| {}).unwrap();
+        let kept = lines(&options.out.join("kept.jsonl"));
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0]["id"], "d0");
+        let dropped = lines(&options.out.join("dropped.jsonl"));
+        assert!(
+            dropped
+                .iter()
+                .any(|l| l["id"] == "d1" && l["reason"] == "flagged_words"),
+            "{dropped:?}"
+        );
+        let card: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(options.out.join("datacard.json")).unwrap())
+                .unwrap();
+        assert_eq!(card["dropped_by_reason"]["flagged_words"], 1, "{card}");
+    }
+
     #[test]
     fn a_source_without_license_is_refused() {
         let tmp = tempfile::tempdir().unwrap();

@@ -96,6 +96,7 @@ pub fn decide(plan: &Plan, results: &[CorpusResult]) -> Result<Decisions> {
         if let Some(reason) = thresholds
             .check(&signals[d])
             .or_else(|| thresholds.check_closed_class(&doc.language, plan.text(d)))
+            .or_else(|| thresholds.check_flagged(&doc.language, plan.text(d)))
         {
             outcomes[d] = Outcome::Dropped {
                 reason,

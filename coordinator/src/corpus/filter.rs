@@ -15,6 +15,7 @@
 //! | `max_digit_ratio` | `s.digits / s.bytes > max` | `digits` |
 //!
 //! | `min_closed_class_ratio` | fewer than this share of the words are function words of the language ([`super::closed_class`]; 0, the default, is off; languages without a list are not checked) | `closed_class_ratio` |
+//! | `max_flagged_word_ratio` | more than this share of the words (of the letters, for `zh`) are flagged words of the language ([`super::flagged`]; 1, the default, is off; languages without a list are not checked) | `flagged_words` |
 //!
 //! The first failing check, in this order, is the reason. The word-repetition ratio grows with
 //! length (natural text reuses function words), so its default (0.8) suits documents of up to
@@ -28,9 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use super::DropReason;
 
-/// The thresholds for one language.
+/// The thresholds for one language. A key left out takes its default, so `[filters.default]`
+/// may name only what it changes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct FilterThresholds {
     /// Fewest words.
     pub min_words: u32,
@@ -45,8 +47,9 @@ pub struct FilterThresholds {
     /// Largest fraction of digit bytes.
     pub max_digit_ratio: f64,
     /// Smallest fraction of words that are function words of the language (0: off).
-    #[serde(default)]
     pub min_closed_class_ratio: f64,
+    /// Largest fraction of words that are flagged words of the language (1: off).
+    pub max_flagged_word_ratio: f64,
 }
 
 impl Default for FilterThresholds {
@@ -59,6 +62,7 @@ impl Default for FilterThresholds {
             max_special_ratio: 0.3,
             max_digit_ratio: 0.4,
             min_closed_class_ratio: 0.0,
+            max_flagged_word_ratio: 1.0,
         }
     }
 }
@@ -88,6 +92,9 @@ pub struct ThresholdOverride {
     /// See [`FilterThresholds::min_closed_class_ratio`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_closed_class_ratio: Option<f64>,
+    /// See [`FilterThresholds::max_flagged_word_ratio`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_flagged_word_ratio: Option<f64>,
 }
 
 /// The filter configuration: defaults and per-language overrides (`[filters.default]`,
@@ -139,6 +146,7 @@ impl FilterConfig {
             max_special_ratio: o.max_special_ratio.unwrap_or(d.max_special_ratio),
             max_digit_ratio: o.max_digit_ratio.unwrap_or(d.max_digit_ratio),
             min_closed_class_ratio: o.min_closed_class_ratio.unwrap_or(d.min_closed_class_ratio),
+            max_flagged_word_ratio: o.max_flagged_word_ratio.unwrap_or(d.max_flagged_word_ratio),
         }
     }
 
@@ -155,6 +163,7 @@ impl FilterConfig {
                 ("max_special_ratio", t.max_special_ratio),
                 ("max_digit_ratio", t.max_digit_ratio),
                 ("min_closed_class_ratio", t.min_closed_class_ratio),
+                ("max_flagged_word_ratio", t.max_flagged_word_ratio),
             ] {
                 if !(0.0..=1.0).contains(&v) {
                     return Err(format!("filters.{lang}.{name} = {v} is outside [0, 1]"));
@@ -212,6 +221,16 @@ impl FilterThresholds {
             .filter(|&r| r < self.min_closed_class_ratio)
             .map(|_| DropReason::ClosedClassRatio)
     }
+
+    /// The flagged-word check of `text` in `language`, run after the closed-class check.
+    pub fn check_flagged(&self, language: &str, text: &str) -> Option<DropReason> {
+        if self.max_flagged_word_ratio >= 1.0 {
+            return None;
+        }
+        super::flagged::ratio(language, text)
+            .filter(|&r| r > self.max_flagged_word_ratio)
+            .map(|_| DropReason::FlaggedWords)
+    }
 }
 
 #[cfg(test)]
@@ -246,6 +265,46 @@ mod tests {
         let numbers: Vec<String> = (0..300).map(|i| (1000 + 7 * i).to_string()).collect();
         let digits = format!("{prose} {}", numbers.join(" "));
         assert_eq!(check(&c, "en", &digits), Some(DropReason::Digits));
+    }
+
+    #[test]
+    fn the_flagged_word_filter_is_off_by_default_and_drops_dense_pages_when_set() {
+        let mut c = FilterConfig::default();
+        let word = {
+            let raw: BTreeMap<String, Vec<String>> =
+                serde_json::from_str(include_str!("../../data/flagged_words.json")).unwrap();
+            raw["en"].iter().find(|e| !e.contains(' ')).unwrap().clone()
+        };
+        let spam = format!("{word} pictures free {word} videos now {word} click here today");
+        let prose = "The library opens at nine and closes at six, except on public holidays.";
+        assert_eq!(c.for_language("en").check_flagged("en", &spam), None);
+        c.default.max_flagged_word_ratio = 0.05;
+        let t = c.for_language("en");
+        assert_eq!(t.check_flagged("en", &spam), Some(DropReason::FlaggedWords));
+        assert_eq!(t.check_flagged("en", prose), None);
+        assert_eq!(t.check_flagged("sw", &spam), None, "no list for sw");
+        // A language may set its own bound, and bounds outside [0, 1] are refused.
+        c.languages.insert(
+            "en".into(),
+            ThresholdOverride {
+                max_flagged_word_ratio: Some(0.5),
+                ..Default::default()
+            },
+        );
+        assert_eq!(c.for_language("en").check_flagged("en", &spam), None);
+        c.default.max_flagged_word_ratio = 1.5;
+        assert!(c.validate().unwrap_err().contains("max_flagged_word_ratio"));
+        // `[filters.default]` names only what it changes; the rest keeps its default.
+        let parsed: FilterThresholds = toml::from_str("max_flagged_word_ratio = 0.05").unwrap();
+        assert_eq!(
+            parsed,
+            FilterThresholds {
+                max_flagged_word_ratio: 0.05,
+                ..FilterThresholds::default()
+            }
+        );
+        let parsed: FilterThresholds = toml::from_str("min_words = 3").unwrap();
+        assert_eq!(parsed.max_flagged_word_ratio, 1.0, "off when not given");
     }
 
     #[test]
