@@ -70,6 +70,7 @@ pub mod plan;
 pub mod sample;
 pub mod shards;
 pub mod source;
+pub mod substrings;
 
 pub use build::{BuildSummary, build};
 pub use filter::{FilterConfig, FilterThresholds};

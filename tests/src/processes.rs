@@ -309,6 +309,13 @@ pub fn export_latest(config: &Path, out: &Path) {
     ]);
 }
 
+/// Whether a ledger entry (from `canopy-coordinator ledger --json`) stands for an update that
+/// went into a model version: credited, or held until its sender's record earns the credit
+/// (a new identity's first updates, or a peer whose updates pull against their rounds).
+pub fn aggregated_entry(entry: &serde_json::Value) -> bool {
+    entry["accepted"] == true || entry["verified"] == "held"
+}
+
 /// `canopy-coordinator <command> --json --config <config>`, parsed.
 pub fn coordinator_json(command: &str, config: &Path) -> serde_json::Value {
     let config = config.to_string_lossy();

@@ -18,12 +18,15 @@
 //! What those rounds cannot judge, they do not credit blindly either. Each update's
 //! [`agreement`] with its round (its best cosine with a single other update where the round
 //! is judged pair by pair, else its cosine with the rest) moves its sender's *direction
-//! record*, a decaying sum over the peer's updates ([`record_after`]). While a peer's record
-//! does not point with its rounds ([`held`]), its updates keep their place in the aggregate
-//! (noise is not malice) but their credit is held, and released once it does
-//! ([`releases`]). An honest update agrees with its round on average, so honest noise is
-//! released within a round or two; an identity that keeps pulling against its rounds never
-//! earns the credit, even for the update that happens to land on the right side.
+//! record*, a decaying sum over the peer's updates ([`record_after`]). A new identity is on
+//! probation until [`PROBATION`] of its updates have been compared with their rounds, and a
+//! peer's record may turn against its rounds at any time: meanwhile ([`held`]) its updates
+//! keep their place in the aggregate (noise is not malice) but their credit is held, and it
+//! is released once the peer is past probation with a record that points with its rounds
+//! ([`releases`]). An honest update agrees with its round on average, so honest credit is
+//! released by the third update and honest noise within a round or two; an identity that
+//! sends one flipped update, or keeps pulling against its rounds, never earns the credit,
+//! even for an update that happens to land on the right side.
 
 use super::held::Held;
 use crate::judge::median;
@@ -68,16 +71,21 @@ pub fn record_after(record: f64, agreement: f64) -> f64 {
     if next.is_finite() { next } else { record }
 }
 
-/// Whether an update of this agreement, from a peer whose record is now `record`, has its
-/// credit held: it was compared with its round, and its sender's record does not point with
-/// its rounds.
-pub fn held(agreement: Option<f64>, record: f64) -> bool {
-    agreement.is_some() && !releases(record)
+/// How many of a peer's updates must be compared with their rounds before any of its credit
+/// is released.
+pub const PROBATION: u64 = 3;
+
+/// Whether an update of this agreement, from a peer whose record is now `record` over
+/// `compared` updates, has its credit held: it was compared with its round, and its sender
+/// is on probation or its record does not point with its rounds.
+pub fn held(agreement: Option<f64>, record: f64, compared: u64) -> bool {
+    agreement.is_some() && !releases(record, compared)
 }
 
-/// Whether a peer's held credit is released: its record points with its rounds.
-pub fn releases(record: f64) -> bool {
-    record > 0.0
+/// Whether a peer's held credit is released: it is past probation and its record points
+/// with its rounds.
+pub fn releases(record: f64, compared: u64) -> bool {
+    compared >= PROBATION && record > 0.0
 }
 
 /// Adds `update` into `sum`.
@@ -330,6 +338,7 @@ mod tests {
         const PEERS: usize = 4;
         const ROUNDS: u64 = 200;
         let mut records = [0.0f64; PEERS];
+        let mut compared = [0u64; PEERS];
         let mut holding = [0usize; PEERS];
         let mut credited = [0usize; PEERS];
         let mut unjudged_flips = 0;
@@ -346,16 +355,17 @@ mod tests {
             for i in 0..PEERS {
                 if let Some(a) = agree[i] {
                     records[i] = record_after(records[i], a);
+                    compared[i] += 1;
                 }
                 if flags[i] {
                     continue;
                 }
-                if held(agree[i], records[i]) {
+                if held(agree[i], records[i], compared[i]) {
                     holding[i] += 1;
                 } else {
                     credited[i] += 1;
                 }
-                if releases(records[i]) {
+                if releases(records[i], compared[i]) {
                     credited[i] += std::mem::take(&mut holding[i]);
                 }
             }
@@ -375,8 +385,10 @@ mod tests {
         }
         // A round of one has nothing to agree with, and holds nothing.
         assert_eq!(agreement(&[0.0], None), [None]);
-        assert!(!held(None, -1.0));
-        assert!(held(Some(0.1), -0.01) && !held(Some(-0.1), 0.2));
+        assert!(!held(None, -1.0, 0));
+        assert!(held(Some(0.1), -0.01, 9) && !held(Some(-0.1), 0.2, 3));
+        // On probation, whatever the record.
+        assert!(held(Some(0.9), 2.0, PROBATION - 1));
         // Two updates: each one's agreement is the pair's cosine.
         assert_eq!(agreement(&[-0.3, -0.3], None), [Some(-0.3), Some(-0.3)]);
         assert_eq!(record_after(1.0, f64::NAN), 1.0);

@@ -16,22 +16,26 @@ ALTER TABLE peers ADD COLUMN loss_score REAL NOT NULL DEFAULT 0;
 ALTER TABLE peers ADD COLUMN strikes REAL NOT NULL DEFAULT 0;
 ALTER TABLE results ADD COLUMN loss_change REAL;";
 
-/// Schema version 4: each peer's direction record (see [`crate::aggregate::direction`]).
-pub(super) const MIGRATION_4: &str =
-    "ALTER TABLE peers ADD COLUMN direction REAL NOT NULL DEFAULT 0;";
+/// Schema version 4: each peer's direction record and how many of its updates it covers
+/// (see [`crate::aggregate::direction`]).
+pub(super) const MIGRATION_4: &str = "
+ALTER TABLE peers ADD COLUMN direction REAL NOT NULL DEFAULT 0;
+ALTER TABLE peers ADD COLUMN compared INTEGER NOT NULL DEFAULT 0;";
 
 /// The `verified` of a ledger entry whose credit is held until its sender's direction
 /// record points with its rounds.
 pub const HELD: &str = "held";
 
-fn direction_of(c: &Connection, peer: &str) -> Result<f64> {
-    Ok(
-        c.query_row("SELECT direction FROM peers WHERE peer = ?1", [peer], |r| {
-            r.get(0)
-        })
-        .optional()?
-        .unwrap_or(0.0),
-    )
+/// A peer's direction record and how many updates it covers ((0, 0) for a peer not known).
+fn direction_of(c: &Connection, peer: &str) -> Result<(f64, u64)> {
+    let row: Option<(f64, i64)> = c
+        .query_row(
+            "SELECT direction, compared FROM peers WHERE peer = ?1",
+            [peer],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.map_or((0.0, 0), |(d, n)| (d, n.max(0) as u64)))
 }
 
 fn quality_of(c: &Connection, peer: &str) -> Result<PeerQuality> {
@@ -89,20 +93,27 @@ impl Tx<'_> {
         quality_of(self.tx, peer)
     }
 
-    /// A peer's direction record (0 for a peer not known).
-    pub fn direction(&self, peer: &str) -> Result<f64> {
+    /// A peer's direction record and how many of its updates it covers ((0, 0) for a peer
+    /// not known).
+    pub fn direction(&self, peer: &str) -> Result<(f64, u64)> {
         direction_of(self.tx, peer)
     }
 
     /// Moves a peer's direction record by one update's agreement with its round; returns
-    /// the new record (a peer not known is left alone, at 0).
-    pub fn observe_direction(&self, peer: &str, agreement: f64) -> Result<f64> {
-        let record = crate::aggregate::direction::record_after(self.direction(peer)?, agreement);
+    /// the new record and count (a peer not known is left alone, at (0, 0)).
+    pub fn observe_direction(&self, peer: &str, agreement: f64) -> Result<(f64, u64)> {
+        let (record, compared) = self.direction(peer)?;
+        let record = crate::aggregate::direction::record_after(record, agreement);
+        let compared = compared.saturating_add(1);
         let known = self.tx.execute(
-            "UPDATE peers SET direction = ?2 WHERE peer = ?1",
-            params![peer, record],
+            "UPDATE peers SET direction = ?2, compared = ?3 WHERE peer = ?1",
+            params![peer, record, compared.min(i64::MAX as u64) as i64],
         )?;
-        Ok(if known > 0 { record } else { 0.0 })
+        Ok(if known > 0 {
+            (record, compared)
+        } else {
+            (0.0, 0)
+        })
     }
 
     /// Holds the credit of an accepted, unchecked update (by task and peer), giving
@@ -150,8 +161,8 @@ pub struct Judged<'a> {
 }
 
 /// Why an update's credit is held.
-const HELD_REASON: &str = "credit held: its sender's updates do not yet point with their \
-    rounds; released once they do";
+const HELD_REASON: &str = "credit held: its sender is new, or its updates do not point with \
+    their rounds; released once it has a record of updates that do";
 /// Why a held credit was given after all.
 const RELEASED_REASON: &str = "credit held, then released: its sender's updates point with \
     their rounds";
@@ -169,9 +180,9 @@ impl Tx<'_> {
             let Some(agreement) = u.agreement else {
                 continue;
             };
-            let record = self.observe_direction(u.peer, agreement)?;
+            let (record, compared) = self.observe_direction(u.peer, agreement)?;
             if !u.left_out
-                && held(u.agreement, record)
+                && held(u.agreement, record, compared)
                 && self.hold_credit(u.task, u.peer, HELD_REASON)?
             {
                 held_now += 1;
@@ -180,7 +191,8 @@ impl Tx<'_> {
         let mut released = 0;
         let mut seen = std::collections::HashSet::new();
         for u in updates {
-            if seen.insert(u.peer) && releases(self.direction(u.peer)?) {
+            let (record, compared) = self.direction(u.peer)?;
+            if seen.insert(u.peer) && releases(record, compared) {
                 released += self.release_held(u.peer, RELEASED_REASON)?;
             }
         }
@@ -343,10 +355,10 @@ mod tests {
         assert_eq!(credited, ["ada"]);
     }
 
-    /// Issue 19: the credit of a peer whose updates pull against their rounds is held (the
-    /// ledger says why), whatever the sign of one update; a peer whose record points with
-    /// its rounds is credited, and gets its held credit back once it does. Verified credit
-    /// is never held, and totals follow the ledger.
+    /// Issue 19: the credit of a new peer, or of one whose updates pull against their rounds,
+    /// is held (the ledger says why), whatever the sign of one update; a peer past probation
+    /// whose record points with its rounds is credited, and gets its held credit back.
+    /// Verified credit is never held, and totals follow the ledger.
     #[test]
     fn credit_is_held_while_a_peers_record_points_against_its_rounds() {
         let dir = tempfile::tempdir().unwrap();
@@ -387,18 +399,19 @@ mod tests {
             settled.push(counts.0);
             credited.push(counts.1);
         }
-        // Round 1 holds mallory's; round 2's positive update does not lift a record still
-        // below zero, so it is held too, while ada's one negative update is credited; round
-        // 3 leaves mallory's out (not held: never credited); round 4 lifts the record and
-        // releases the two held entries with the two new ones.
-        assert_eq!(settled, [(1, 0), (1, 0), (0, 0), (0, 2)]);
-        assert_eq!(credited, [[1, 0], [2, 0], [3, 0], [3, 4]]);
+        // Both are new: their first two updates are held on probation. Round 3 is ada's
+        // third, with a record pointing with its rounds (its one negative update did not
+        // turn it): all three credited. Mallory's positive update of round 2 did not lift a
+        // record still below zero; round 3 leaves its update out (not held: never credited);
+        // round 4 lifts the record and releases the two held entries with the two new ones.
+        assert_eq!(settled, [(2, 0), (2, 0), (0, 2), (0, 2)]);
+        assert_eq!(credited, [[0, 0], [0, 0], [3, 0], [3, 4]]);
         let ledger = state.read().ledger().unwrap();
         let released: Vec<_> = ledger
             .iter()
             .filter(|e| e.reason.as_deref() == Some(RELEASED_REASON))
             .collect();
-        assert_eq!(released.len(), 2);
+        assert_eq!(released.len(), 4, "two of ada's, two of mallory's");
         assert!(ledger.iter().all(|e| e.verified != HELD));
 
         // Held entries say so in the ledger; a verified entry keeps its credit.
@@ -420,6 +433,11 @@ mod tests {
                         left_out: false,
                     });
                 }
+                // Past probation with a record against its rounds.
+                tx.tx.execute(
+                    "UPDATE peers SET direction = -1, compared = 9 WHERE peer = 'eve'",
+                    [],
+                )?;
                 assert_eq!(tx.settle_direction(&judged)?, (1, 0));
                 Ok(())
             })

@@ -130,7 +130,7 @@ async fn adversarial_updates_are_refused_and_training_survives() {
         .as_array()
         .expect("ledger")
         .iter()
-        .filter(|e| e["peer"] == mallory.as_str() && e["accepted"] == true)
+        .filter(|e| e["peer"] == mallory.as_str() && canopy_tests::processes::aggregated_entry(e))
         .count();
     assert_eq!(
         accepted_from_attacker,

@@ -237,7 +237,7 @@ fn training_survives_killed_volunteers_and_a_newcomer() {
     let ledger = ledger.as_array().expect("ledger");
     let accepted: Vec<(u64, &str)> = ledger
         .iter()
-        .filter(|e| e["kind"] == "train" && e["accepted"] == true)
+        .filter(|e| e["kind"] == "train" && canopy_tests::processes::aggregated_entry(e))
         .map(|e| (u64_of(e, "task"), str_of(e, "peer")))
         .collect();
     assert!(

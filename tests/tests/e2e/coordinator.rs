@@ -14,7 +14,7 @@ fn accepted_train(ledger: &serde_json::Value) -> Vec<(u64, String)> {
         .as_array()
         .expect("ledger array")
         .iter()
-        .filter(|e| e["kind"] == "train" && e["accepted"] == true)
+        .filter(|e| e["kind"] == "train" && canopy_tests::processes::aggregated_entry(e))
         .map(|e| {
             (
                 e["task"].as_u64().expect("task"),

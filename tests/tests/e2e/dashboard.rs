@@ -250,7 +250,7 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
         .as_array()
         .expect("ledger")
         .iter()
-        .filter(|e| e["accepted"] == true)
+        .filter(|e| canopy_tests::processes::aggregated_entry(e))
         .count() as f64;
     assert_eq!(
         metric(&samples, "canopy_results_accepted_total")

@@ -555,7 +555,7 @@ fn a_thousand_rounds_with_churn_grow_nothing_without_bound() {
         .as_array()
         .expect("ledger array")
         .iter()
-        .filter(|e| e["kind"] == "train" && e["accepted"] == true)
+        .filter(|e| e["kind"] == "train" && canopy_tests::processes::aggregated_entry(e))
         .map(|e| (u64_of(e, "task"), str_of(e, "peer").to_owned()))
         .collect();
     let results_accepted: BTreeSet<(u64, String)> = accepted
