@@ -287,6 +287,9 @@ pub struct CorpusConfig {
     pub pii: PiiMode,
     /// What to do with documents whose detected language differs from their label.
     pub language_id: LanguageIdConfig,
+    /// Repeated-substring removal (see [`substrings`]): substrings of at least this many
+    /// bytes are cut from every kept document but the first that holds them (0: off).
+    pub repeated_substrings_min_bytes: usize,
 }
 
 impl Default for CorpusConfig {
@@ -299,6 +302,7 @@ impl Default for CorpusConfig {
             filters: FilterConfig::default(),
             pii: PiiMode::default(),
             language_id: LanguageIdConfig::default(),
+            repeated_substrings_min_bytes: 0,
         }
     }
 }

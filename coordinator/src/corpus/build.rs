@@ -510,6 +510,56 @@ mod tests {
         assert_eq!(card["dropped_by_reason"]["flagged_words"], 1, "{card}");
     }
 
+    /// Repeated-substring removal, set in `corpus.toml`: a footer shared by documents that
+    /// are otherwise different stays only in the first, in `kept.jsonl` and the shards alike,
+    /// and the data card says what was cut.
+    #[test]
+    fn a_repeated_footer_is_cut_from_all_but_the_first_document_when_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sources = tmp.path().join("sources");
+        let footer = " Published by the county archive; copying is allowed with credit given.";
+        let bodies = [
+            "The committee met on Tuesday to discuss the budget for the new library.",
+            "Heavy rain closed the mountain road for most of the weekend, said the police!",
+            "Will the school choir sing at the harvest festival on the village green?",
+        ];
+        let texts: Vec<String> = bodies.iter().map(|b| format!("{b}{footer}")).collect();
+        write_source(&sources, "archive", &texts);
+        let options = BuildOptions {
+            sources: sources.clone(),
+            out: tmp.path().join("out"),
+            ..BuildOptions::default()
+        };
+        std::fs::write(
+            sources.join("corpus.toml"),
+            "repeated_substrings_min_bytes = 50\n",
+        )
+        .unwrap();
+        build(&Cpu::new(), &options, |_| {}).unwrap();
+        let kept: Vec<String> = lines(&options.out.join("kept.jsonl"))
+            .iter()
+            .map(|l| l["text"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(kept, [texts[0].as_str(), bodies[1], bodies[2]]);
+        let card: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(options.out.join("datacard.json")).unwrap())
+                .unwrap();
+        assert_eq!(card["settings"]["repeated_substrings_min_bytes"], 50);
+        assert_eq!(card["repeated_substrings"]["documents"], 2);
+        assert_eq!(card["repeated_substrings"]["bytes"], 2 * footer.len());
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(options.out.join("shards/index.json")).unwrap())
+                .unwrap();
+        // Byte-level shards: a token per byte and two per document around it.
+        let tokens: u64 = kept.iter().map(|t| t.len() as u64 + 2).sum();
+        assert_eq!(
+            index["total_tokens"], tokens,
+            "the shards hold the cut text"
+        );
+        let md = std::fs::read_to_string(options.out.join("datacard.md")).unwrap();
+        assert!(md.contains("## Repeated substrings"), "{md}");
+    }
+
     #[test]
     fn a_source_without_license_is_refused() {
         let tmp = tempfile::tempdir().unwrap();

@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::decide::DedupStats;
 use super::language::LanguageIdConfig;
 use super::pii::{PiiCounts, PiiMode};
+use super::substrings::Removed;
 use super::{CorpusConfig, LshConfig, MinHashSection, filter::FilterConfig};
 
 /// Documents and bytes.
@@ -65,6 +66,8 @@ pub struct SettingsCard {
     pub pii: PiiMode,
     /// What was done with documents whose detected language differs from their label.
     pub language_id: LanguageIdConfig,
+    /// Repeated-substring removal: the shortest substring cut (0: off).
+    pub repeated_substrings_min_bytes: usize,
 }
 
 impl From<&CorpusConfig> for SettingsCard {
@@ -77,6 +80,7 @@ impl From<&CorpusConfig> for SettingsCard {
             filters: c.filters.clone(),
             pii: c.pii,
             language_id: c.language_id.clone(),
+            repeated_substrings_min_bytes: c.repeated_substrings_min_bytes,
         }
     }
 }
@@ -120,6 +124,8 @@ pub struct DataCard {
     /// Personal data found in kept text (replaced by placeholders unless `settings.pii` is
     /// `keep`).
     pub pii: PiiCounts,
+    /// What repeated-substring removal cut from kept text.
+    pub repeated_substrings: Removed,
     /// Opt-out requests applied.
     pub opt_outs: Vec<OptOutCard>,
     /// Settings.
@@ -273,6 +279,17 @@ impl DataCard {
             p.ip_addresses,
             p.phone_numbers
         );
+        let _ = writeln!(m, "\n## Repeated substrings\n");
+        let r = &self.repeated_substrings;
+        let _ = match self.settings.repeated_substrings_min_bytes {
+            0 => writeln!(m, "Not removed (`repeated_substrings_min_bytes = 0`)."),
+            min => writeln!(
+                m,
+                "Substrings of {min} bytes or more that an earlier kept document already \
+                 holds were cut: {} bytes from {} documents.",
+                r.bytes, r.documents
+            ),
+        };
         let _ = writeln!(m, "\n## Opt-outs\n");
         if self.opt_outs.is_empty() {
             let _ = writeln!(m, "No opt-out requests.");

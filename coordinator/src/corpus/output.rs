@@ -12,7 +12,7 @@
 //! dropped, else [`CorpusBuildError::Accounting`].
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
@@ -24,6 +24,7 @@ use super::datacard::{ChunkCard, DataCard, OptOutCard, SourceCard, Tally};
 use super::decide::{Decisions, Outcome};
 use super::pii::{self, PiiCounts, PiiMode};
 use super::plan::Plan;
+use super::substrings::{self, Removed};
 use super::{CorpusBuildError, DropReason, Result, shards};
 
 #[derive(Serialize)]
@@ -153,6 +154,33 @@ pub fn write_outputs(
         text
     };
 
+    // Repeated substrings, when the project asks: cut from every kept document but the first
+    // that holds them. This needs every kept text at once, so it is held in memory.
+    let min_bytes = plan.config.repeated_substrings_min_bytes;
+    let mut cut: HashMap<usize, String> = HashMap::new();
+    let mut repeated = Removed::default();
+    if min_bytes > 0 {
+        let kept_ids: Vec<usize> = (0..plan.documents.len())
+            .filter(|&d| decisions.outcomes[d] == Outcome::Kept)
+            .collect();
+        let texts: Vec<Cow<'_, str>> = kept_ids
+            .iter()
+            .map(|&d| pii::apply(mode, plan.text(d)).0)
+            .collect();
+        let refs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        for ((d, text), ranges) in kept_ids
+            .iter()
+            .zip(&refs)
+            .zip(substrings::repeated(&refs, min_bytes))
+        {
+            if !ranges.is_empty() {
+                repeated.documents += 1;
+                repeated.bytes += ranges.iter().map(|(a, b)| (b - a) as u64).sum::<u64>();
+                cut.insert(*d, substrings::cut(text, &ranges));
+            }
+        }
+    }
+
     std::fs::create_dir_all(out).map_err(io(out))?;
     let kept_path = out.join("kept.jsonl");
     let mut kept_file =
@@ -162,6 +190,7 @@ pub fn write_outputs(
             continue;
         }
         let text = kept_text(d);
+        let text = cut.get(&d).map_or(text, |c| Cow::Borrowed(c.as_str()));
         let line = KeptLine {
             id: &doc.id,
             source: name(doc.source),
@@ -235,9 +264,10 @@ pub fn write_outputs(
         &shard_dir,
         (0..plan.documents.len())
             .filter(|&d| decisions.outcomes[d] == Outcome::Kept)
-            .map(|d| match mode {
-                PiiMode::Redact => pii::redact(plan.text(d)).0,
-                PiiMode::Keep => Cow::Borrowed(plan.text(d)),
+            .map(|d| match (cut.get(&d), mode) {
+                (Some(c), _) => Cow::Borrowed(c.as_str()),
+                (None, PiiMode::Redact) => pii::redact(plan.text(d)).0,
+                (None, PiiMode::Keep) => Cow::Borrowed(plan.text(d)),
             }),
         plan.config.shard_tokens,
     )?;
@@ -300,6 +330,7 @@ pub fn write_outputs(
         licenses,
         dedup: decisions.dedup.clone(),
         pii,
+        repeated_substrings: repeated,
         opt_outs: plan
             .optouts
             .iter()
