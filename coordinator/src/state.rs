@@ -161,7 +161,11 @@ CREATE TABLE IF NOT EXISTS corpus_agreed (
 const TOTAL_COLUMNS: [(&str, &str); 8] = [
     ("results", "1"),
     ("accepted", "CASE WHEN {r}.accepted = 1 THEN 1 ELSE 0 END"),
-    ("rejected", "CASE WHEN {r}.accepted = 0 THEN 1 ELSE 0 END"),
+    // Credit held by direction (`judging::HELD`) is neither: it is counted once released.
+    (
+        "rejected",
+        "CASE WHEN {r}.accepted = 0 AND {r}.verified != 'held' THEN 1 ELSE 0 END",
+    ),
     (
         "verified",
         "CASE WHEN {r}.verified = 'verified' THEN 1 ELSE 0 END",
@@ -694,6 +698,8 @@ impl State {
         }
         if version < 4 {
             tx.execute_batch(judging::MIGRATION_4)?;
+            // The totals' triggers again: held credit is no rejection.
+            tx.execute_batch(&migration_1())?;
         }
         if version < SCHEMA_VERSION {
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
@@ -1826,7 +1832,7 @@ mod tests {
     /// reference the totals must equal.
     const GROUP_BY_PEER: &str = "SELECT peer, COUNT(*),
             SUM(CASE WHEN accepted = 1 THEN 1 ELSE 0 END),
-            SUM(CASE WHEN accepted = 0 THEN 1 ELSE 0 END),
+            SUM(CASE WHEN accepted = 0 AND verified != 'held' THEN 1 ELSE 0 END),
             SUM(CASE WHEN verified = 'verified' THEN 1 ELSE 0 END),
             SUM(CASE WHEN verified = 'verifier' THEN 1 ELSE 0 END),
             SUM(CASE WHEN accepted = 1 THEN tokens ELSE 0 END),

@@ -212,21 +212,32 @@ fn variant(r: &mut ChaCha8Rng, doc: &Doc, vocab: &[String], footer: &str) -> Str
 /// Documents for measuring near-duplicate detection: `originals` English documents, each with
 /// 0 to 3 planted variants of graded similarity, and unrelated documents sharing boilerplate.
 pub fn near_duplicate_documents(seed: u64, originals: usize) -> Vec<String> {
+    near_duplicate_groups(seed, originals)
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// [`near_duplicate_documents`] grouped: each original with its planted variants, and each
+/// unrelated document alone. Documents of different groups are far apart; within a group,
+/// the variants' similarity to the original is graded across the usual 0.8 threshold.
+pub fn near_duplicate_groups(seed: u64, originals: usize) -> Vec<Vec<String>> {
     let mut r = ChaCha8Rng::seed_from_u64(seed);
     let vocab = vocabulary(&mut r, 4000);
     let mut out = Vec::new();
     for _ in 0..originals {
         let base = document(&mut r, &vocab);
-        out.push(render(&base));
+        let mut group = vec![render(&base)];
         for _ in 0..r.random_range(0..=3) {
-            out.push(variant(&mut r, &base, &vocab, EN.footer));
+            group.push(variant(&mut r, &base, &vocab, EN.footer));
         }
+        out.push(group);
         if r.random_bool(0.2) {
-            out.push(format!(
+            out.push(vec![format!(
                 "{} {}",
                 render(&document(&mut r, &vocab)),
                 EN.footer
-            ));
+            )]);
         }
     }
     out

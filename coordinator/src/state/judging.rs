@@ -439,6 +439,13 @@ mod tests {
                     [],
                 )?;
                 assert_eq!(tx.settle_direction(&judged)?, (1, 0));
+                // Held credit is neither accepted nor rejected in the totals.
+                let (accepted, rejected, results): (i64, i64, i64) = tx.tx.query_row(
+                    "SELECT accepted, rejected, results FROM contributor_totals WHERE peer = 'eve'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
+                assert_eq!((accepted, rejected, results), (1, 0, 2));
                 Ok(())
             })
             .unwrap();

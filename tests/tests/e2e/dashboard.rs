@@ -91,9 +91,11 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
     );
     assert_eq!(get(http, "/nowhere").status, 404);
 
+    // Three rounds: a new volunteer's credit is held until three of its updates were compared
+    // with their rounds (probation), and the figures below check credit, not only entries.
     coordinator
-        .wait_for(Duration::from_secs(300), |e| e["round"]["round"] == 0)
-        .expect("round 0 closes");
+        .wait_for(Duration::from_secs(300), |e| e["round"]["round"] == 2)
+        .expect("round 2 closes");
     let rounds = get(http, "/api/rounds").json();
     let initial = rounds["initial_eval_loss"].as_f64().expect("initial loss");
     let first = &rounds["rounds"][0];
