@@ -458,6 +458,53 @@ mod tests {
         assert!(err.contains("\"wiki\", which is not a source"), "{err}");
     }
 
+    /// A source in a language the detector does not know (Yoruba here, which it calls
+    /// something else with confidence) keeps its documents under a `drop` policy: a detection
+    /// says nothing of such a label, and none is recorded.
+    #[test]
+    fn labels_the_detector_cannot_judge_are_kept_whatever_the_policy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sources = tmp.path().join("sources");
+        let src = sources.join("yoruba");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(
+            src.join("source.toml"),
+            "name = \"yoruba\"\nlanguages = [\"yo\"]\nlicense = \"CC-BY-4.0\"\n\
+             provenance_url = \"https://data.example.org/yo\"\n\
+             consent_basis = \"open_license\"\nsteward_contact = \"s@example.org\"\n",
+        )
+        .unwrap();
+        let docs: Vec<String> = canopy_text::udhr::documents()
+            .into_iter()
+            .filter(|d| d.language == "yo")
+            .map(|d| serde_json::json!({"id": d.id, "text": d.text}).to_string() + "\n")
+            .collect();
+        std::fs::write(src.join("data.jsonl"), docs.concat()).unwrap();
+        std::fs::write(
+            sources.join("corpus.toml"),
+            "[language_id]\ndefault = \"drop\"\n",
+        )
+        .unwrap();
+        let options = BuildOptions {
+            sources: sources.clone(),
+            out: tmp.path().join("out"),
+            ..BuildOptions::default()
+        };
+        build(&Cpu::new(), &options, |_| {}).unwrap();
+        let dropped = lines(&options.out.join("dropped.jsonl"));
+        assert!(
+            dropped.iter().all(|l| l["reason"] != "language_mismatch"),
+            "{dropped:?}"
+        );
+        let kept = lines(&options.out.join("kept.jsonl"));
+        assert!(kept.len() >= 25, "{} kept", kept.len());
+        assert!(
+            kept.iter()
+                .all(|l| l["language"] == "yo" && l["detected_language"].is_null()),
+            "{kept:?}"
+        );
+    }
+
     /// ROOTS' flagged-word filter, set in `corpus.toml`: a page dense in flagged words is
     /// dropped with its reason and counted in the data card; prose is kept.
     #[test]

@@ -166,6 +166,24 @@ pub fn detect_all<'a>(texts: impl Iterator<Item = &'a str>) -> Vec<Option<&'stat
     })
 }
 
+/// Whether the detector knows the language of `label` (by primary subtag). For a label it
+/// does not know (Basque, Igbo, Swahili, Yoruba among ROOTS' languages), a "reliable"
+/// detection is another language that looks alike, so it says nothing about the label: such
+/// documents keep their label whatever the policy, and no detection is recorded.
+pub fn detectable(label: &str) -> bool {
+    let primary = label
+        .split(['-', '_'])
+        .next()
+        .unwrap_or(label)
+        .to_ascii_lowercase();
+    let primary = if primary == "no" {
+        "nb"
+    } else {
+        primary.as_str()
+    };
+    whatlang::Lang::all().iter().any(|&l| tag(l) == primary)
+}
+
 /// Whether a label and a detected tag name the same language (primary subtags, case-folded;
 /// Norwegian `no` and Bokmål `nb` are one).
 pub fn same_language(label: &str, detected: &str) -> bool {
@@ -179,6 +197,60 @@ pub fn same_language(label: &str, detected: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Accuracy on real text with known labels: the Universal Declaration of Human Rights in
+    /// the 24 languages Canopy ships (31 sections each, headings and articles of a few
+    /// hundred bytes). Per language: how many sections the detector calls reliably, and of
+    /// those, how many it gets right. Languages the detector does not know (`whatlang` has no
+    /// Basque, Catalan, Igbo, Swahili or Yoruba profile) can only be unknown or wrong: they
+    /// are reported, and must mostly be left unknown rather than mislabelled.
+    #[test]
+    fn accuracy_on_the_declaration_in_24_languages() {
+        let docs = canopy_text::udhr::documents();
+        let detected = detect_all(docs.iter().map(|d| d.text.as_str()));
+        let mut per: BTreeMap<&str, (u32, u32, u32)> = BTreeMap::new();
+        for (d, found) in docs.iter().zip(&detected) {
+            let e = per.entry(d.language.as_str()).or_default();
+            e.0 += 1;
+            if let Some(found) = found {
+                e.1 += 1;
+                e.2 += u32::from(same_language(&d.language, found));
+            }
+        }
+        let known: Vec<&str> = per
+            .iter()
+            .filter(|(_, (_, _, right))| *right > 0)
+            .map(|(l, _)| *l)
+            .collect();
+        let (mut reliable, mut right, mut total) = (0, 0, 0);
+        let mut unknown = Vec::new();
+        for (lang, (n, called, ok)) in &per {
+            println!("{lang}: {called}/{n} called, {ok} right");
+            if known.contains(lang) {
+                total += n;
+                reliable += called;
+                right += ok;
+            } else {
+                unknown.push(*lang);
+            }
+        }
+        let accuracy = f64::from(right) / f64::from(reliable);
+        let coverage = f64::from(reliable) / f64::from(total);
+        println!(
+            "{} languages known to the detector: accuracy {accuracy:.3} of {reliable} \
+             reliable calls, coverage {coverage:.3} of {total} sections",
+            known.len()
+        );
+        assert!(known.len() >= 18, "{known:?}");
+        // The detector "reliably" calls the others something else (Yoruba 30 times in 31):
+        // they are the labels it cannot judge.
+        println!("not known to the detector: {unknown:?}");
+        assert!(known.iter().all(|l| detectable(l)));
+        assert!(unknown.iter().all(|l| !detectable(l)), "{unknown:?}");
+        assert!(detectable("zh-Hant") && detectable("no") && !detectable("xx"));
+        assert!(accuracy >= 0.97, "accuracy {accuracy}");
+        assert!(coverage >= 0.85, "coverage {coverage}");
+    }
 
     #[test]
     fn languages_of_several_scripts_are_detected() {

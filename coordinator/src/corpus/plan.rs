@@ -233,6 +233,8 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
                 continue;
             }
             let mut doc = doc;
+            // A detection says nothing of a label the detector does not know.
+            let detected = detected.filter(|_| language::detectable(&doc.language));
             if let Some(found) = detected.filter(|d| !language::same_language(&doc.language, d)) {
                 match config.language_id.policy(&name) {
                     MismatchPolicy::Keep => {}
