@@ -570,6 +570,7 @@ impl Project {
             None
         };
         let now = now_ms();
+        let mut settled = (0, 0);
         let record = {
             let mut state = self.state();
             state.transaction(|tx| {
@@ -593,17 +594,7 @@ impl Project {
                         left_out,
                     })
                     .collect();
-                let (held, released) = tx.settle_direction(&judged)?;
-                if held + released > 0 {
-                    tracing::info!(
-                        round,
-                        held,
-                        released,
-                        "credit held and released by direction"
-                    );
-                }
-                self.metrics.credit_held.inc_by(held as u64);
-                self.metrics.credit_released.inc_by(released as u64);
+                settled = tx.settle_direction(&judged)?;
                 tx.close_round(round, now, train_loss, Some(f64::from(eval_loss)))?;
                 if let Some(samples) = &samples {
                     tx.set_meta(crate::samples::SAMPLES_META, samples)?;
@@ -634,6 +625,12 @@ impl Project {
                 tx.round(round)
             })?
         };
+        let (held, released) = settled;
+        if held + released > 0 {
+            tracing::info!(round, held, released, "credit held and released");
+        }
+        self.metrics.credit_held.inc_by(held as u64);
+        self.metrics.credit_released.inc_by(released as u64);
         // The momentum moves on with the model, once both are stored.
         *self.optimizer.lock().unwrap_or_else(|e| e.into_inner()) = optimizer;
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Current {
