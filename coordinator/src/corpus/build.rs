@@ -167,12 +167,17 @@ mod tests {
     /// Writes source `name` (labelled English, openly licensed) under `sources`, its `texts`
     /// as `data.jsonl` with ids `d0`, `d1`, …
     fn write_source(sources: &Path, name: &str, texts: &[String]) {
+        write_source_in(sources, name, "en", texts);
+    }
+
+    /// [`write_source`] for a source labelled `language`.
+    fn write_source_in(sources: &Path, name: &str, language: &str, texts: &[String]) {
         let src = sources.join(name);
         std::fs::create_dir_all(&src).unwrap();
         std::fs::write(
             src.join("source.toml"),
             format!(
-                "name = \"{name}\"\nlanguages = [\"en\"]\nlicense = \"CC-BY-4.0\"\n\
+                "name = \"{name}\"\nlanguages = [\"{language}\"]\nlicense = \"CC-BY-4.0\"\n\
                  provenance_url = \"https://data.example.org/{name}\"\n\
                  consent_basis = \"open_license\"\nsteward_contact = \"s@example.org\"\n"
             ),
@@ -465,21 +470,12 @@ mod tests {
     fn labels_the_detector_cannot_judge_are_kept_whatever_the_policy() {
         let tmp = tempfile::tempdir().unwrap();
         let sources = tmp.path().join("sources");
-        let src = sources.join("yoruba");
-        std::fs::create_dir_all(&src).unwrap();
-        std::fs::write(
-            src.join("source.toml"),
-            "name = \"yoruba\"\nlanguages = [\"yo\"]\nlicense = \"CC-BY-4.0\"\n\
-             provenance_url = \"https://data.example.org/yo\"\n\
-             consent_basis = \"open_license\"\nsteward_contact = \"s@example.org\"\n",
-        )
-        .unwrap();
-        let docs: Vec<String> = canopy_text::udhr::documents()
+        let texts: Vec<String> = canopy_text::udhr::documents()
             .into_iter()
             .filter(|d| d.language == "yo")
-            .map(|d| serde_json::json!({"id": d.id, "text": d.text}).to_string() + "\n")
+            .map(|d| d.text)
             .collect();
-        std::fs::write(src.join("data.jsonl"), docs.concat()).unwrap();
+        write_source_in(&sources, "yoruba", "yo", &texts);
         std::fs::write(
             sources.join("corpus.toml"),
             "[language_id]\ndefault = \"drop\"\n",
