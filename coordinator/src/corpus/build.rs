@@ -196,6 +196,21 @@ mod tests {
         std::fs::write(src.join("data.jsonl"), jsonl).unwrap();
     }
 
+    /// Builds `sources` on the CPU into `out` beside it, after writing `corpus_toml` as its
+    /// `corpus.toml` when given; returns the output directory.
+    fn build_sources(sources: &Path, corpus_toml: Option<&str>) -> PathBuf {
+        if let Some(toml) = corpus_toml {
+            std::fs::write(sources.join("corpus.toml"), toml).unwrap();
+        }
+        let options = BuildOptions {
+            sources: sources.to_path_buf(),
+            out: sources.with_file_name("out"),
+            ..BuildOptions::default()
+        };
+        build(&Cpu::new(), &options, |_| {}).unwrap();
+        options.out
+    }
+
     fn lines(path: &Path) -> Vec<serde_json::Value> {
         std::fs::read_to_string(path)
             .unwrap()
@@ -476,23 +491,13 @@ mod tests {
             .map(|d| d.text)
             .collect();
         write_source_in(&sources, "yoruba", "yo", &texts);
-        std::fs::write(
-            sources.join("corpus.toml"),
-            "[language_id]\ndefault = \"drop\"\n",
-        )
-        .unwrap();
-        let options = BuildOptions {
-            sources: sources.clone(),
-            out: tmp.path().join("out"),
-            ..BuildOptions::default()
-        };
-        build(&Cpu::new(), &options, |_| {}).unwrap();
-        let dropped = lines(&options.out.join("dropped.jsonl"));
+        let out = build_sources(&sources, Some("[language_id]\ndefault = \"drop\"\n"));
+        let dropped = lines(&out.join("dropped.jsonl"));
         assert!(
             dropped.iter().all(|l| l["reason"] != "language_mismatch"),
             "{dropped:?}"
         );
-        let kept = lines(&options.out.join("kept.jsonl"));
+        let kept = lines(&out.join("kept.jsonl"));
         assert!(kept.len() >= 25, "{} kept", kept.len());
         assert!(
             kept.iter()
@@ -519,28 +524,17 @@ mod tests {
                      and most members agreed that the reading room should open next spring."
             .to_string();
         write_source(&sources, "web", &[prose, spam]);
-        let options = BuildOptions {
-            sources: sources.clone(),
-            out: tmp.path().join("out"),
-            ..BuildOptions::default()
-        };
-        build(&Cpu::new(), &options, |_| {}).unwrap();
-        assert_eq!(
-            lines(&options.out.join("kept.jsonl")).len(),
-            2,
-            "off by default"
+        let out = build_sources(&sources, None);
+        assert_eq!(lines(&out.join("kept.jsonl")).len(), 2, "off by default");
+        std::fs::remove_dir_all(&out).unwrap();
+        build_sources(
+            &sources,
+            Some("[filters.default]\nmax_flagged_word_ratio = 0.05\n"),
         );
-        std::fs::write(
-            sources.join("corpus.toml"),
-            "[filters.default]\nmax_flagged_word_ratio = 0.05\n",
-        )
-        .unwrap();
-        std::fs::remove_dir_all(&options.out).unwrap();
-        build(&Cpu::new(), &options, |_| {}).unwrap();
-        let kept = lines(&options.out.join("kept.jsonl"));
+        let kept = lines(&out.join("kept.jsonl"));
         assert_eq!(kept.len(), 1);
         assert_eq!(kept[0]["id"], "d0");
-        let dropped = lines(&options.out.join("dropped.jsonl"));
+        let dropped = lines(&out.join("dropped.jsonl"));
         assert!(
             dropped
                 .iter()
@@ -548,8 +542,7 @@ mod tests {
             "{dropped:?}"
         );
         let card: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(options.out.join("datacard.json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(out.join("datacard.json")).unwrap()).unwrap();
         assert_eq!(card["dropped_by_reason"]["flagged_words"], 1, "{card}");
     }
 
@@ -568,38 +561,26 @@ mod tests {
         ];
         let texts: Vec<String> = bodies.iter().map(|b| format!("{b}{footer}")).collect();
         write_source(&sources, "archive", &texts);
-        let options = BuildOptions {
-            sources: sources.clone(),
-            out: tmp.path().join("out"),
-            ..BuildOptions::default()
-        };
-        std::fs::write(
-            sources.join("corpus.toml"),
-            "repeated_substrings_min_bytes = 50\n",
-        )
-        .unwrap();
-        build(&Cpu::new(), &options, |_| {}).unwrap();
-        let kept: Vec<String> = lines(&options.out.join("kept.jsonl"))
+        let out = build_sources(&sources, Some("repeated_substrings_min_bytes = 50\n"));
+        let kept: Vec<String> = lines(&out.join("kept.jsonl"))
             .iter()
             .map(|l| l["text"].as_str().unwrap().to_string())
             .collect();
         assert_eq!(kept, [texts[0].as_str(), bodies[1], bodies[2]]);
         let card: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(options.out.join("datacard.json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(out.join("datacard.json")).unwrap()).unwrap();
         assert_eq!(card["settings"]["repeated_substrings_min_bytes"], 50);
         assert_eq!(card["repeated_substrings"]["documents"], 2);
         assert_eq!(card["repeated_substrings"]["bytes"], 2 * footer.len());
         let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(options.out.join("shards/index.json")).unwrap())
-                .unwrap();
+            serde_json::from_slice(&std::fs::read(out.join("shards/index.json")).unwrap()).unwrap();
         // Byte-level shards: a token per byte and two per document around it.
         let tokens: u64 = kept.iter().map(|t| t.len() as u64 + 2).sum();
         assert_eq!(
             index["total_tokens"], tokens,
             "the shards hold the cut text"
         );
-        let md = std::fs::read_to_string(options.out.join("datacard.md")).unwrap();
+        let md = std::fs::read_to_string(out.join("datacard.md")).unwrap();
         assert!(md.contains("## Repeated substrings"), "{md}");
     }
 
