@@ -65,6 +65,7 @@ pub mod flagged;
 pub mod language;
 pub mod optout;
 pub mod output;
+pub mod parquet;
 pub mod pii;
 pub mod plan;
 pub mod sample;
@@ -253,6 +254,7 @@ impl From<MinHashSection> for MinHashParams {
 /// chunk_bytes = 4194304      # text per corpus chunk (one corpus task)
 /// shard_tokens = 1048576     # tokens per training shard
 /// pii = "redact"             # personal data in kept text: "redact" or "keep"
+/// kept_parquet = false       # also write kept.parquet
 /// [minhash]
 /// num_perm = 128
 /// shingle_words = 5
@@ -290,6 +292,8 @@ pub struct CorpusConfig {
     /// Repeated-substring removal (see [`substrings`]): substrings of at least this many
     /// bytes are cut from every kept document but the first that holds them (0: off).
     pub repeated_substrings_min_bytes: usize,
+    /// Also write the kept corpus as `kept.parquet` (see [`parquet`]), beside `kept.jsonl`.
+    pub kept_parquet: bool,
 }
 
 impl Default for CorpusConfig {
@@ -303,6 +307,7 @@ impl Default for CorpusConfig {
             pii: PiiMode::default(),
             language_id: LanguageIdConfig::default(),
             repeated_substrings_min_bytes: 0,
+            kept_parquet: false,
         }
     }
 }

@@ -145,6 +145,7 @@ mod tests {
     use canopy_shaders::Cpu;
 
     use super::*;
+    use crate::corpus::parquet::{self, StringTable};
     use crate::corpus::sample::{self, SampleOptions};
 
     fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -582,6 +583,140 @@ mod tests {
         );
         let md = std::fs::read_to_string(out.join("datacard.md")).unwrap();
         assert!(md.contains("## Repeated substrings"), "{md}");
+    }
+
+    /// Rewrites every `.jsonl` file under `sources` keeping only the lines a Parquet file of
+    /// string columns can hold (JSON objects of strings and numbers, numbers written as
+    /// strings), each with its id (the one `<file>:<line>` would derive where it has none), and
+    /// writes the same rows as a `.parquet` twin under `twin`; other files are copied.
+    fn parquet_twin(sources: &Path, twin: &Path) {
+        for (rel, bytes) in files(sources) {
+            let (from, to) = (sources.join(&rel), twin.join(&rel));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            if !rel.ends_with(".jsonl") {
+                std::fs::copy(&from, &to).unwrap();
+                continue;
+            }
+            let file = from.file_name().unwrap().to_string_lossy().into_owned();
+            let rows: Vec<serde_json::Map<String, serde_json::Value>> = bytes
+                .split(|&b| b == b'\n')
+                .enumerate()
+                .filter_map(|(n, line)| {
+                    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+                    let mut row = serde_json::Map::new();
+                    for (k, v) in value.as_object()? {
+                        let v = match v {
+                            serde_json::Value::String(_) => v.clone(),
+                            serde_json::Value::Number(n) => n.to_string().into(),
+                            _ => return None,
+                        };
+                        row.insert(k.clone(), v);
+                    }
+                    row.entry("id")
+                        .or_insert(format!("{file}:{}", n + 1).into());
+                    Some(row)
+                })
+                .collect();
+            let jsonl: String = rows
+                .iter()
+                .map(|o| format!("{}\n", serde_json::Value::Object(o.clone())))
+                .collect();
+            std::fs::write(&from, jsonl).unwrap();
+            let mut names: Vec<&str> = rows
+                .iter()
+                .flat_map(|o| o.keys())
+                .map(String::as_str)
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            let columns: Vec<(&str, bool)> = names.iter().map(|n| (*n, false)).collect();
+            let mut table = StringTable::create(&to.with_extension("parquet"), &columns).unwrap();
+            for o in &rows {
+                let row: Vec<Option<&str>> = names
+                    .iter()
+                    .map(|n| o.get(*n).and_then(|v| v.as_str()))
+                    .collect();
+                table.push(&row).unwrap();
+            }
+            table.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_parquet_source_builds_the_same_corpus_as_the_same_documents_in_jsonl() {
+        let tmp = tempfile::tempdir().unwrap();
+        let jsonl = tmp.path().join("jsonl");
+        let parquet = tmp.path().join("parquet");
+        sample::write_sample(&jsonl, &SampleOptions::small(3)).unwrap();
+        parquet_twin(&jsonl, &parquet);
+        let toml = "kept_parquet = true\n";
+        for dir in [&jsonl, &parquet] {
+            std::fs::write(dir.join("corpus.toml"), toml).unwrap();
+        }
+        let build_into = |sources: &Path, out: &str| {
+            let options = BuildOptions {
+                sources: sources.to_path_buf(),
+                out: tmp.path().join(out),
+                ..BuildOptions::default()
+            };
+            build(&Cpu::new(), &options, |_| {}).unwrap();
+            files(&options.out)
+        };
+        let from_jsonl = build_into(&jsonl, "out-jsonl");
+        let from_parquet = build_into(&parquet, "out-parquet");
+        // Derived ids and malformed records name their file: the twins differ only there.
+        let same_names =
+            |bytes: &[u8]| String::from_utf8_lossy(bytes).replace(".parquet:", ".jsonl:");
+        assert_eq!(
+            from_jsonl.keys().collect::<Vec<_>>(),
+            from_parquet.keys().collect::<Vec<_>>()
+        );
+        for (name, bytes) in &from_jsonl {
+            if name.ends_with(".jsonl") || name.ends_with(".json") || name.ends_with(".md") {
+                assert_eq!(
+                    same_names(bytes),
+                    same_names(&from_parquet[name]),
+                    "{name} differs"
+                );
+            } else {
+                assert!(bytes == &from_parquet[name], "{name} differs");
+            }
+        }
+        let kept = lines(&tmp.path().join("out-jsonl/kept.jsonl"));
+        let card: serde_json::Value =
+            serde_json::from_slice(&from_parquet["datacard.json"]).unwrap();
+        for source in card["sources"].as_array().unwrap() {
+            assert!(source["kept"]["documents"].as_u64() > Some(0), "{source}");
+        }
+        assert!(
+            kept.iter().any(|k| k["url"].is_string())
+                && kept
+                    .iter()
+                    .any(|k| k["id"].as_str().is_some_and(|i| i.contains(".jsonl:"))),
+            "the sample should exercise URLs and derived ids"
+        );
+
+        // kept.parquet holds what kept.jsonl holds, row for line.
+        let mut rows = Vec::new();
+        parquet::read_rows(
+            &tmp.path().join("out-jsonl/kept.parquet"),
+            u64::MAX,
+            |_, row| {
+                rows.push(row);
+            },
+        )
+        .unwrap();
+        assert_eq!(rows.len(), kept.len());
+        for (row, line) in rows.iter().zip(&kept) {
+            let mut row = row.clone();
+            if let Some(meta) = row.remove("meta") {
+                row.insert(
+                    "meta".into(),
+                    serde_json::from_str(meta.as_str().unwrap()).unwrap(),
+                );
+            }
+            assert_eq!(&serde_json::Value::Object(row), line);
+        }
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //!
 //! - `kept.jsonl`: one object per kept document, in plan order: `id`, `source`, `language`,
 //!   `text`, and `url` and `meta` (the record's other fields) when it has them.
+//! - `kept.parquet`, when the build asks for it: the same documents and fields, one row each,
+//!   `meta` as JSON text (see [`super::parquet`]).
 //! - `dropped.jsonl`: one object per dropped input record: `id`, `source`, `reason`, `detail`
 //!   when there is one (malformed records name `file:line`), and for duplicates `kept_instead`
 //!   (the kept document's id) and `kept_instead_source`. Records dropped while planning come
@@ -22,6 +24,7 @@ use serde::Serialize;
 
 use super::datacard::{ChunkCard, DataCard, OptOutCard, SourceCard, Tally};
 use super::decide::{Decisions, Outcome};
+use super::parquet::{KEPT_COLUMNS, StringTable};
 use super::pii::{self, PiiCounts, PiiMode};
 use super::plan::Plan;
 use super::substrings::{self, Removed};
@@ -185,6 +188,14 @@ pub fn write_outputs(
     let kept_path = out.join("kept.jsonl");
     let mut kept_file =
         std::io::BufWriter::new(std::fs::File::create(&kept_path).map_err(io(&kept_path))?);
+    let mut kept_parquet = if plan.config.kept_parquet {
+        Some(StringTable::create(
+            &out.join("kept.parquet"),
+            &KEPT_COLUMNS,
+        )?)
+    } else {
+        None
+    };
     for (d, doc) in plan.documents.iter().enumerate() {
         if decisions.outcomes[d] != Outcome::Kept {
             continue;
@@ -204,8 +215,30 @@ pub fn write_outputs(
             .write_all(&json("a kept document", &line)?)
             .and_then(|()| kept_file.write_all(b"\n"))
             .map_err(io(&kept_path))?;
+        if let Some(writer) = &mut kept_parquet {
+            let meta = line
+                .meta
+                .map(serde_json::to_string)
+                .transpose()
+                .map_err(|source| CorpusBuildError::Json {
+                    what: "a kept document's fields",
+                    source,
+                })?;
+            writer.push(&[
+                Some(line.id),
+                Some(line.source),
+                Some(line.language),
+                line.detected_language,
+                Some(line.text),
+                line.url,
+                meta.as_deref(),
+            ])?;
+        }
     }
     kept_file.flush().map_err(io(&kept_path))?;
+    if let Some(writer) = kept_parquet {
+        writer.finish()?;
+    }
 
     let dropped_path = out.join("dropped.jsonl");
     let mut dropped_file =

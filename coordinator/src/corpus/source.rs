@@ -31,11 +31,14 @@
 //!   and never a stop of the whole build.
 //! - `*.txt`: the whole file is one document, id `<file>` (one document per file, as a book
 //!   or an article is). A file that is not UTF-8 is dropped as `malformed`.
+//! - `*.parquet`: one document per row, read as a `.jsonl` line holding the row's columns
+//!   (see [`super::parquet`]); a derived id is `<file>:<row>`, counting rows from 1.
 //!
-//! Either may be compressed, as datasets are published: `*.jsonl.gz`, `*.jsonl.zst`,
-//! `*.txt.gz`, `*.txt.zst` (gzip and zstd, several members or frames allowed). A file that
-//! does not decompress, or would expand past [`MAX_FILE_BYTES`], stops the build with an
-//! error naming it (its records cannot be counted, so none can be accounted for).
+//! `.jsonl` and `.txt` may be compressed, as datasets are published: `*.jsonl.gz`,
+//! `*.jsonl.zst`, `*.txt.gz`, `*.txt.zst` (gzip and zstd, several members or frames allowed).
+//! A file that does not decompress or decode, or would expand past [`MAX_FILE_BYTES`], stops
+//! the build with an error naming it (its records cannot be counted, so none can be accounted
+//! for).
 
 use std::path::{Path, PathBuf};
 
@@ -57,6 +60,8 @@ enum Format {
     Jsonl,
     /// One document.
     Txt,
+    /// One document per row (compressed inside, by column chunk).
+    Parquet,
 }
 
 /// How a document file is compressed.
@@ -80,6 +85,7 @@ fn file_kind(path: &Path) -> Option<(Format, Compression)> {
     let format = match Path::new(stem).extension()?.to_str()? {
         "jsonl" => Format::Jsonl,
         "txt" => Format::Txt,
+        "parquet" if compression == Compression::None => Format::Parquet,
         _ => return None,
     };
     Some((format, compression))
@@ -131,7 +137,7 @@ pub struct Source {
     pub record: DataSource,
     /// Its directory.
     pub dir: PathBuf,
-    /// Its document files (`.jsonl`, `.txt`, either compressed), in name order.
+    /// Its document files (`.jsonl`, `.txt`, either compressed, and `.parquet`), in name order.
     pub files: Vec<PathBuf>,
 }
 
@@ -299,6 +305,12 @@ impl Source {
             let Some((format, compression)) = file_kind(path) else {
                 continue;
             };
+            if format == Format::Parquet {
+                super::parquet::read_rows(path, MAX_FILE_BYTES, |row, object| {
+                    out.push(self.object_record(object, &format!("{file}:{row}")));
+                })?;
+                continue;
+            }
             let bytes = read_document_file(path, compression, MAX_FILE_BYTES)?;
             if format == Format::Txt {
                 out.push(match String::from_utf8(bytes) {
@@ -329,16 +341,21 @@ impl Source {
     }
 
     fn json_record(&self, line: &[u8], at: &str) -> Record {
-        let bad = |what: String| Unreadable {
-            id: at.to_string(),
-            reason: DropReason::Malformed,
-            detail: format!("{at}: {what}"),
-        };
         let value: serde_json::Value =
-            serde_json::from_slice(line).map_err(|e| bad(format!("not JSON ({e})")))?;
-        let serde_json::Value::Object(mut map) = value else {
-            return Err(bad("not a JSON object".into()));
+            serde_json::from_slice(line).map_err(|e| malformed(at, format!("not JSON ({e})")))?;
+        let serde_json::Value::Object(map) = value else {
+            return Err(malformed(at, "not a JSON object".into()));
         };
+        self.object_record(map, at)
+    }
+
+    /// A record from one JSON object (a `.jsonl` line or a Parquet row); `at` names it.
+    fn object_record(
+        &self,
+        mut map: serde_json::Map<String, serde_json::Value>,
+        at: &str,
+    ) -> Record {
+        let bad = |what: String| malformed(at, what);
         let text = match map.remove("text") {
             Some(serde_json::Value::String(t)) => t,
             Some(_) => return Err(bad("`text` is not a string".into())),
@@ -383,6 +400,15 @@ impl Source {
             url,
             metadata: map,
         })
+    }
+}
+
+/// A record dropped as malformed; `at` is its `file:line` (or `file:row`).
+fn malformed(at: &str, what: String) -> Unreadable {
+    Unreadable {
+        id: at.to_string(),
+        reason: DropReason::Malformed,
+        detail: format!("{at}: {what}"),
     }
 }
 
@@ -469,6 +495,49 @@ mod tests {
         assert_eq!((fr.id.as_str(), fr.language.as_str()), ("a.jsonl:5", "fr"));
         assert!(records[4].as_ref().unwrap_err().detail.contains("de"));
         assert_eq!(records[5].as_ref().unwrap().id, "b.txt");
+    }
+
+    #[test]
+    fn parquet_rows_read_like_jsonl_lines_with_row_numbers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("s");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(SOURCE_FILE), GOOD).unwrap();
+        let columns = [
+            ("id", false),
+            ("text", false),
+            ("lang", false),
+            ("title", false),
+        ];
+        let mut table =
+            super::super::parquet::StringTable::create(&dir.join("part.parquet"), &columns)
+                .unwrap();
+        table
+            .push(&[Some("a"), Some("first"), Some("fr"), Some("T")])
+            .unwrap();
+        table.push(&[None, Some("second"), None, None]).unwrap();
+        table.push(&[Some("c"), None, None, None]).unwrap();
+        table
+            .push(&[Some("d"), Some("fourth"), Some("xx"), None])
+            .unwrap();
+        table.finish().unwrap();
+        let records = read_source(&dir).unwrap().records().unwrap();
+        assert_eq!(records.len(), 4);
+        let first = records[0].as_ref().unwrap();
+        assert_eq!((first.id.as_str(), first.language.as_str()), ("a", "fr"));
+        assert_eq!(first.metadata["title"], "T");
+        let second = records[1].as_ref().unwrap();
+        assert_eq!(
+            (second.id.as_str(), second.language.as_str()),
+            ("part.parquet:2", "en")
+        );
+        let no_text = records[2].as_ref().unwrap_err();
+        assert_eq!(no_text.detail, "part.parquet:3: no `text` field");
+        let bad_language = records[3].as_ref().unwrap_err();
+        assert!(
+            bad_language.detail.starts_with("part.parquet:4: language"),
+            "{bad_language:?}"
+        );
     }
 
     #[test]
