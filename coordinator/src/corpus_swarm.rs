@@ -267,11 +267,7 @@ impl SwarmBuild {
                         .clone()
                         .sign(&keys)
                         .map_err(canopy_node::NodeError::from)?,
-                    c.chunk
-                        .documents
-                        .iter()
-                        .map(|d| d.text.len() as u64)
-                        .sum::<u64>(),
+                    c.texts.iter().map(|t| t.len() as u64).sum::<u64>(),
                 ));
             }
             entry.push(i);
@@ -986,21 +982,16 @@ impl SwarmBuild {
                 true,
             ));
         }
-        if *documents != chunk.chunk.documents.len() as u64 {
+        if *documents != chunk.documents() as u64 {
             return Err(refuse(
                 format!(
                     "{documents} documents reported for a chunk of {}",
-                    chunk.chunk.documents.len()
+                    chunk.documents()
                 ),
                 true,
             ));
         }
-        let tokens = chunk
-            .chunk
-            .documents
-            .iter()
-            .map(|d| d.text.len() as u64)
-            .sum();
+        let tokens = chunk.texts.iter().map(|t| t.len() as u64).sum();
         Ok(Checked {
             lease: lease.id,
             task: task.id,

@@ -18,6 +18,7 @@
 //! exact deduplication and for opt-out requests ([`crate::governance::OptOutTarget`]).
 
 use std::collections::HashSet;
+use std::ops::Range;
 
 use serde::{Deserialize, Serialize};
 
@@ -148,6 +149,31 @@ impl CorpusChunk {
         chunk.validate()?;
         Ok(chunk)
     }
+
+    /// Encodes the chunk as [`Self::encode`] does, and says where each document's text lies
+    /// in the frame, so that whoever keeps the frame can read the texts without holding a
+    /// decoded copy as well. Each range is checked against the text it locates.
+    pub fn encode_locating_texts(&self) -> Result<(Vec<u8>, Vec<Range<usize>>), CorpusError> {
+        let mut frame = self.encode()?;
+        // A frame is kept for the whole build: no spare capacity from its growth.
+        frame.shrink_to_fit();
+        // The version byte and the document count, then per document its id and its text,
+        // each a u64 length and the bytes.
+        let mut at = 1 + 8;
+        let mut ranges = Vec::with_capacity(self.documents.len());
+        for d in &self.documents {
+            at += 8 + d.id.len() + 8;
+            let range = at..at + d.text.len();
+            if frame.get(range.clone()) != Some(d.text.as_bytes()) {
+                return Err(CorpusError::Shape {
+                    reason: "a text is not where the chunk layout puts it".into(),
+                });
+            }
+            at = range.end;
+            ranges.push(range);
+        }
+        Ok((frame, ranges))
+    }
 }
 
 fn check_id(index: usize, id: &str) -> Result<(), CorpusError> {
@@ -214,11 +240,12 @@ impl CorpusResult {
         Ok(())
     }
 
-    /// Checks that this result answers `chunk` under `params`: same parameters, one entry per
-    /// document, and each document's byte count signal equal to its text length.
+    /// Checks that this result answers a chunk whose documents' texts have `text_lengths`
+    /// bytes, under `params`: same parameters, one entry per document, and each document's
+    /// byte count signal equal to its text length.
     pub fn check_against(
         &self,
-        chunk: &CorpusChunk,
+        text_lengths: &[usize],
         params: &MinHashParams,
     ) -> Result<(), CorpusError> {
         self.validate()?;
@@ -230,22 +257,21 @@ impl CorpusResult {
                 ),
             });
         }
-        if self.documents.len() != chunk.documents.len() {
+        if self.documents.len() != text_lengths.len() {
             return Err(CorpusError::Shape {
                 reason: format!(
                     "{} results for a chunk of {} documents",
                     self.documents.len(),
-                    chunk.documents.len()
+                    text_lengths.len()
                 ),
             });
         }
-        for (i, (r, d)) in self.documents.iter().zip(&chunk.documents).enumerate() {
-            if r.signals[0] as usize != d.text.len() {
+        for (i, (r, &len)) in self.documents.iter().zip(text_lengths).enumerate() {
+            if r.signals[0] as usize != len {
                 return Err(CorpusError::Shape {
                     reason: format!(
-                        "document {i}: {} bytes reported, the text has {}",
+                        "document {i}: {} bytes reported, the text has {len}",
                         r.signals[0],
-                        d.text.len()
                     ),
                 });
             }
@@ -306,6 +332,31 @@ pub fn text_hash(text: &str) -> Digest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn located_texts_are_the_documents_texts_in_the_frame() {
+        let chunk = CorpusChunk {
+            documents: vec![
+                CorpusDocument {
+                    id: "a".into(),
+                    text: "première".into(),
+                },
+                CorpusDocument {
+                    id: "b-longer-id".into(),
+                    text: String::new(),
+                },
+                CorpusDocument {
+                    id: "c".into(),
+                    text: "第三".into(),
+                },
+            ],
+        };
+        let (frame, ranges) = chunk.encode_locating_texts().unwrap();
+        assert_eq!(frame, chunk.encode().unwrap());
+        let texts: Vec<&[u8]> = ranges.iter().map(|r| &frame[r.clone()]).collect();
+        let want: Vec<&[u8]> = chunk.documents.iter().map(|d| d.text.as_bytes()).collect();
+        assert_eq!(texts, want);
+    }
 
     fn chunk() -> CorpusChunk {
         CorpusChunk {
@@ -395,7 +446,8 @@ mod tests {
     #[test]
     fn results_check_against_their_chunk_and_a_tampered_one_changes_the_digest() {
         let r = result();
-        let c = chunk();
+        let chunk = chunk();
+        let c: Vec<usize> = chunk.documents.iter().map(|d| d.text.len()).collect();
         r.check_against(&c, &r.params).unwrap();
         let frame = r.encode().unwrap();
         assert_eq!(CorpusResult::decode(&frame).unwrap(), r);

@@ -39,8 +39,7 @@ pub fn compute_chunk<B: Backend>(
     Ok((result, encoded))
 }
 
-/// [`compute_chunk`] on an already decoded chunk (the coordinator's local build holds its
-/// chunks decoded).
+/// [`compute_chunk`] on an already decoded chunk.
 pub fn compute_documents<B: Backend>(
     backend: &B,
     chunk: &CorpusChunk,
@@ -129,7 +128,8 @@ mod tests {
         let params = MinHashParams::default();
         let frame = c.encode().unwrap();
         let (result, encoded) = compute_chunk(backend, &frame, &params).unwrap();
-        result.check_against(&c, &params).unwrap();
+        let lengths: Vec<usize> = c.documents.iter().map(|d| d.text.len()).collect();
+        result.check_against(&lengths, &params).unwrap();
         for (d, r) in c.documents.iter().zip(&result.documents) {
             assert_eq!(
                 r.signals,

@@ -48,7 +48,10 @@ pub fn accept_result(plan: &Plan, index: usize, encoded: &[u8]) -> Result<Corpus
             chunks: plan.chunks.len(),
         })?;
     let result = CorpusResult::decode(encoded)
-        .and_then(|r| r.check_against(&chunk.chunk, &plan.params()).map(|()| r))
+        .and_then(|r| {
+            r.check_against(&chunk.text_lengths(), &plan.params())
+                .map(|()| r)
+        })
         .map_err(|source| CorpusBuildError::Chunk { index, source })?;
     Ok(result)
 }
@@ -62,7 +65,7 @@ pub fn compute_local<B: Backend>(
     let params = plan.params();
     let mut results = Vec::with_capacity(plan.chunks.len());
     for (index, chunk) in plan.chunks.iter().enumerate() {
-        let result = canopy_shaders::corpus::compute_documents(backend, &chunk.chunk, &params)
+        let (result, _) = canopy_shaders::corpus::compute_chunk(backend, &chunk.frame, &params)
             .map_err(|source| CorpusBuildError::Compute { index, source })?;
         tracing::debug!(
             "chunk {index} ({}): {} documents",

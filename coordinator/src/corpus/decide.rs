@@ -78,7 +78,7 @@ pub fn decide(plan: &Plan, results: &[CorpusResult]) -> Result<Decisions> {
     }
     let params = plan.params();
     for (index, (r, c)) in results.iter().zip(&plan.chunks).enumerate() {
-        r.check_against(&c.chunk, &params)
+        r.check_against(&c.text_lengths(), &params)
             .map_err(|source| CorpusBuildError::Chunk { index, source })?;
     }
     let doc_result = |d: usize| {

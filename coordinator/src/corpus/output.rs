@@ -41,7 +41,7 @@ struct KeptLine<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    meta: Option<&'a serde_json::Map<String, serde_json::Value>>,
+    meta: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Serialize)]
@@ -209,21 +209,13 @@ pub fn write_outputs(
             detected_language: doc.detected_language,
             text: &text,
             url: doc.url.as_deref(),
-            meta: (!doc.metadata.is_empty()).then_some(&doc.metadata),
+            meta: doc.metadata.as_deref(),
         };
         kept_file
             .write_all(&json("a kept document", &line)?)
             .and_then(|()| kept_file.write_all(b"\n"))
             .map_err(io(&kept_path))?;
         if let Some(writer) = &mut kept_parquet {
-            let meta = line
-                .meta
-                .map(serde_json::to_string)
-                .transpose()
-                .map_err(|source| CorpusBuildError::Json {
-                    what: "a kept document's fields",
-                    source,
-                })?;
             writer.push(&[
                 Some(line.id),
                 Some(line.source),
@@ -231,7 +223,7 @@ pub fn write_outputs(
                 line.detected_language,
                 Some(line.text),
                 line.url,
-                meta.as_deref(),
+                line.meta.map(serde_json::value::RawValue::get),
             ])?;
         }
     }
@@ -339,7 +331,7 @@ pub fn write_outputs(
                     .digest()
                     .map_err(|source| CorpusBuildError::Chunk { index: 0, source })?
                     .to_string(),
-                documents: c.chunk.documents.len() as u64,
+                documents: c.documents() as u64,
             })
         })
         .collect::<Result<Vec<_>>>()?;

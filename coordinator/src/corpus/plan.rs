@@ -8,6 +8,7 @@
 //! document gets a chunk of its own).
 
 use std::collections::HashSet;
+use std::ops::Range;
 use std::path::Path;
 
 use canopy_protocol::Digest;
@@ -23,7 +24,7 @@ use super::source::{self, RawDocument};
 use super::{CorpusBuildError, CorpusConfig, DropReason, Result};
 
 /// A document that goes to the compute stage.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct PlannedDocument {
     /// Its id, unique within its source.
     pub id: String,
@@ -35,8 +36,9 @@ pub struct PlannedDocument {
     pub detected_language: Option<&'static str>,
     /// Its URL, if any.
     pub url: Option<String>,
-    /// Its other metadata.
-    pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// Its other metadata, as a JSON object's text (`None` when it has none): kept as text,
+    /// a few dozen bytes, where a parsed map would take several hundred.
+    pub metadata: Option<Box<serde_json::value::RawValue>>,
     /// blake3 of its normalised text.
     pub text_hash: Digest,
     /// Its chunk's position in [`Plan::chunks`].
@@ -50,10 +52,11 @@ pub struct PlannedDocument {
 pub struct PlannedChunk {
     /// blake3 of [`Self::frame`]: the chunk's content address.
     pub digest: Digest,
-    /// The encoded chunk (a [`CorpusChunk`] frame) that volunteers fetch.
+    /// The encoded chunk (a [`CorpusChunk`] frame) that volunteers fetch. Its documents'
+    /// texts are read from it in place, so the plan holds each text once.
     pub frame: Vec<u8>,
-    /// The same chunk, decoded.
-    pub chunk: CorpusChunk,
+    /// Where each document's text lies in [`Self::frame`], in order.
+    pub texts: Vec<Range<usize>>,
     /// The position in [`Plan::documents`] of its first document (its documents follow in
     /// order).
     pub first_document: usize,
@@ -120,12 +123,31 @@ impl Plan {
     /// The text of planned document `doc`.
     pub fn text(&self, doc: usize) -> &str {
         let d = &self.documents[doc];
-        &self.chunks[d.chunk].chunk.documents[d.index].text
+        self.chunks[d.chunk].text(d.index)
     }
 
     /// The length in bytes of a planned document's text.
     pub fn text_len(&self, doc: &PlannedDocument) -> u64 {
-        self.chunks[doc.chunk].chunk.documents[doc.index].text.len() as u64
+        self.chunks[doc.chunk].texts[doc.index].len() as u64
+    }
+}
+
+impl PlannedChunk {
+    /// How many documents the chunk holds.
+    pub fn documents(&self) -> usize {
+        self.texts.len()
+    }
+
+    /// Its documents' text lengths in bytes, in order.
+    pub fn text_lengths(&self) -> Vec<usize> {
+        self.texts.iter().map(Range::len).collect()
+    }
+
+    /// The text of the chunk's document `index`, read from the frame.
+    pub fn text(&self, index: usize) -> &str {
+        // Sealing checked that each range holds its document's text, which was a `String`.
+        std::str::from_utf8(&self.frame[self.texts[index].clone()])
+            .expect("a sealed chunk holds each text as UTF-8 where its range says")
     }
 }
 
@@ -169,19 +191,64 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
         optouts: Vec::new(),
     };
     for (s, src) in read.iter().enumerate() {
-        let records = src.records()?;
         let name = src.record.name.clone();
-        tracing::info!("source {name}: {} records", records.len());
         plan.sources.push(PlannedSource {
             record: src.record.clone(),
-            input: records.len() as u64,
-            input_bytes: records
-                .iter()
-                .map(|r| r.as_ref().map_or(0, |d| d.text.len() as u64))
-                .sum(),
+            input: 0,
+            input_bytes: 0,
         });
-        let mut ids = HashSet::new();
-        let mut pending = Vec::new();
+        let mut source = SourcePlanner {
+            source: s,
+            name: &name,
+            config,
+            ids: HashSet::new(),
+            optouts: &mut optouts,
+            packer: Packer::new(plan.documents.len()),
+        };
+        // Records are read and planned a batch at a time, so that the source's raw text is
+        // never held whole: only what its chunks keep.
+        let mut batch = Vec::with_capacity(RECORD_BATCH);
+        let mut planned = Ok(());
+        src.for_each_record(source::MAX_FILE_BYTES, |record| {
+            let input = &mut plan.sources[s];
+            input.input += 1;
+            input.input_bytes += record.as_ref().map_or(0, |d| d.text.len() as u64);
+            if planned.is_err() {
+                return;
+            }
+            batch.push(record);
+            if batch.len() == RECORD_BATCH {
+                planned = source.plan_batch(&mut plan, std::mem::take(&mut batch));
+            }
+        })?;
+        planned?;
+        source.plan_batch(&mut plan, batch)?;
+        source.packer.seal(&mut plan)?;
+        tracing::info!("source {name}: {} records", plan.sources[s].input);
+    }
+    plan.optouts = optouts;
+    Ok(plan)
+}
+
+/// Records planned together: language detection runs over a batch on every core.
+const RECORD_BATCH: usize = 16384;
+
+/// Plans one source's records as they are read.
+struct SourcePlanner<'a> {
+    source: usize,
+    name: &'a str,
+    config: &'a CorpusConfig,
+    /// blake3 of each id seen, cut to 128 bits (a collision is beyond reach).
+    ids: HashSet<[u8; 16]>,
+    optouts: &'a mut Vec<AppliedOptOut>,
+    packer: Packer,
+}
+
+impl SourcePlanner<'_> {
+    /// Drops what governance, opt-outs, limits and the language policy refuse, and packs the
+    /// rest into chunks.
+    fn plan_batch(&mut self, plan: &mut Plan, records: Vec<source::Record>) -> Result<()> {
+        let (s, name) = (self.source, self.name);
         let detections = language::detect_all(
             records
                 .iter()
@@ -208,7 +275,7 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
                 detail: Some(detail),
                 kept_instead: None,
             };
-            if !ids.insert(doc.id.clone()) {
+            if !self.ids.insert(id_key(&doc.id)) {
                 plan.dropped.push(drop(
                     DropReason::DuplicateId,
                     format!("id {:?} appears earlier in {name}", doc.id),
@@ -216,9 +283,10 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
                 continue;
             }
             let hash = text_hash(&doc.text);
-            if let Some(o) = optouts
+            if let Some(o) = self
+                .optouts
                 .iter_mut()
-                .find(|o| o.rule.matches(&name, &hash, &doc.id, doc.url.as_deref()))
+                .find(|o| o.rule.matches(name, &hash, &doc.id, doc.url.as_deref()))
             {
                 o.removed += 1;
                 plan.dropped
@@ -236,7 +304,7 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
             // A detection says nothing of a label the detector does not know.
             let detected = detected.filter(|_| language::detectable(&doc.language));
             if let Some(found) = detected.filter(|d| !language::same_language(&doc.language, d)) {
-                match config.language_id.policy(&name) {
+                match self.config.language_id.policy(name) {
                     MismatchPolicy::Keep => {}
                     MismatchPolicy::Relabel => doc.language = found.to_string(),
                     MismatchPolicy::Drop => {
@@ -254,65 +322,96 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
                     }
                 }
             }
-            pending.push((doc, hash, detected));
+            self.packer.push(plan, s, doc, hash, detected)?;
         }
-        pack_source(&mut plan, s, pending)?;
+        Ok(())
     }
-    plan.optouts = optouts;
-    Ok(plan)
 }
 
-/// Packs one source's documents into chunks of at most `chunk_bytes` of text.
-fn pack_source(
-    plan: &mut Plan,
-    source: usize,
-    docs: Vec<(RawDocument, Digest, Option<&'static str>)>,
-) -> Result<()> {
-    let limit = plan.config.chunk_bytes;
-    let mut current: Vec<CorpusDocument> = Vec::new();
-    let mut bytes = 0;
-    let mut first = plan.documents.len();
-    for (doc, hash, detected_language) in docs {
-        if !current.is_empty()
-            && (bytes + doc.text.len() > limit || current.len() == MAX_CHUNK_DOCUMENTS)
-        {
-            seal(plan, std::mem::take(&mut current), first)?;
-            bytes = 0;
-            first = plan.documents.len();
+/// The key an id is remembered by while a source is planned.
+fn id_key(id: &str) -> [u8; 16] {
+    let hash = blake3::hash(id.as_bytes());
+    let mut key = [0; 16];
+    key.copy_from_slice(&hash.as_bytes()[..16]);
+    key
+}
+
+/// Packs one source's documents, in order, into chunks of at most `chunk_bytes` of text.
+struct Packer {
+    current: Vec<CorpusDocument>,
+    bytes: usize,
+    first: usize,
+}
+
+impl Packer {
+    fn new(first: usize) -> Self {
+        Self {
+            current: Vec::new(),
+            bytes: 0,
+            first,
         }
-        bytes += doc.text.len();
+    }
+
+    fn push(
+        &mut self,
+        plan: &mut Plan,
+        source: usize,
+        doc: RawDocument,
+        hash: Digest,
+        detected_language: Option<&'static str>,
+    ) -> Result<()> {
+        if !self.current.is_empty()
+            && (self.bytes + doc.text.len() > plan.config.chunk_bytes
+                || self.current.len() == MAX_CHUNK_DOCUMENTS)
+        {
+            self.seal(plan)?;
+        }
+        self.bytes += doc.text.len();
+        let metadata = (!doc.metadata.is_empty())
+            .then(|| serde_json::value::to_raw_value(&doc.metadata))
+            .transpose()
+            .map_err(|source| CorpusBuildError::Json {
+                what: "a document's metadata",
+                source,
+            })?;
         plan.documents.push(PlannedDocument {
             id: doc.id.clone(),
             source,
             language: doc.language,
             detected_language,
             url: doc.url,
-            metadata: doc.metadata,
+            metadata,
             text_hash: hash,
             chunk: plan.chunks.len(),
-            index: current.len(),
+            index: self.current.len(),
         });
-        current.push(CorpusDocument {
+        self.current.push(CorpusDocument {
             id: doc.id,
             text: doc.text,
         });
+        Ok(())
     }
-    if !current.is_empty() {
-        seal(plan, current, first)?;
+
+    /// Seals the documents held into a chunk.
+    fn seal(&mut self, plan: &mut Plan) -> Result<()> {
+        if !self.current.is_empty() {
+            seal(plan, std::mem::take(&mut self.current), self.first)?;
+        }
+        self.bytes = 0;
+        self.first = plan.documents.len();
+        Ok(())
     }
-    Ok(())
 }
 
 fn seal(plan: &mut Plan, documents: Vec<CorpusDocument>, first: usize) -> Result<()> {
     let index = plan.chunks.len();
-    let chunk = CorpusChunk { documents };
-    let frame = chunk
-        .encode()
+    let (frame, texts) = CorpusChunk { documents }
+        .encode_locating_texts()
         .map_err(|source| CorpusBuildError::Chunk { index, source })?;
     plan.chunks.push(PlannedChunk {
         digest: Digest::of(&frame),
         frame,
-        chunk,
+        texts,
         first_document: first,
     });
     Ok(())

@@ -40,6 +40,7 @@
 //! the build with an error naming it (its records cannot be counted, so none can be accounted
 //! for).
 
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
 
 use canopy_protocol::governance::{ConsentBasis, DataSource};
@@ -91,43 +92,87 @@ fn file_kind(path: &Path) -> Option<(Format, Compression)> {
     Some((format, compression))
 }
 
-/// Reads a document file, decompressing it, refusing one that expands past `max` bytes.
-fn read_document_file(path: &Path, compression: Compression, max: u64) -> Result<Vec<u8>> {
-    use std::io::Read;
-    let raw = std::fs::read(path).map_err(io(path))?;
-    let invalid = |reason: String| CorpusBuildError::DocumentFile {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut out = Vec::new();
-    let limit = max + 1;
-    match compression {
-        Compression::None => return Ok(raw),
-        Compression::Gzip => {
-            flate2::read::MultiGzDecoder::new(&raw[..])
-                .take(limit)
-                .read_to_end(&mut out)
-                .map_err(|e| invalid(format!("not a valid gzip file: {e}")))?;
-        }
+/// Opens a document file as a stream of its decompressed bytes.
+fn open_document_file(path: &Path, compression: Compression) -> Result<Box<dyn Read>> {
+    let file =
+        std::io::BufReader::with_capacity(1 << 16, std::fs::File::open(path).map_err(io(path))?);
+    Ok(match compression {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
         Compression::Zstd => {
-            // One frame after another, as multi-threaded compressors write them.
-            let mut rest = &raw[..];
-            while !rest.is_empty() && (out.len() as u64) < limit {
-                let frame = ruzstd::decoding::StreamingDecoder::new(&mut rest)
-                    .map_err(|e| invalid(format!("not a valid zstd file: {e}")))?;
-                frame
-                    .take(limit - out.len() as u64)
-                    .read_to_end(&mut out)
-                    .map_err(|e| invalid(format!("not a valid zstd file: {e}")))?;
+            Box::new(
+                ZstdFrames::new(file).map_err(|e| CorpusBuildError::DocumentFile {
+                    path: path.to_path_buf(),
+                    reason: format!("not a valid zstd file: {e}"),
+                })?,
+            )
+        }
+    })
+}
+
+/// The error for a document file that fails while it is read: an I/O error of an
+/// uncompressed file, else a decompression failure.
+fn read_error(path: &Path, compression: Compression, e: std::io::Error) -> CorpusBuildError {
+    let codec = match compression {
+        Compression::None => return io(path)(e),
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+    };
+    CorpusBuildError::DocumentFile {
+        path: path.to_path_buf(),
+        reason: format!("not a valid {codec} file: {e}"),
+    }
+}
+
+/// The error for a document file that expands past `max` bytes.
+fn too_large(path: &Path, max: u64) -> CorpusBuildError {
+    CorpusBuildError::DocumentFile {
+        path: path.to_path_buf(),
+        reason: format!("expands past {max} bytes; split it into smaller files"),
+    }
+}
+
+/// One zstd frame after another, as multi-threaded compressors write them, decoded as one
+/// stream.
+struct ZstdFrames<R: BufRead> {
+    frame: Option<ruzstd::decoding::StreamingDecoder<R, ruzstd::decoding::FrameDecoder>>,
+}
+
+impl<R: BufRead> ZstdFrames<R> {
+    fn new(source: R) -> std::result::Result<Self, ruzstd::decoding::errors::FrameDecoderError> {
+        Ok(Self {
+            frame: Some(ruzstd::decoding::StreamingDecoder::new(source)?),
+        })
+    }
+}
+
+impl<R: BufRead> Read for ZstdFrames<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            let Some(frame) = self.frame.as_mut() else {
+                return Ok(0);
+            };
+            let n = frame.read(buf)?;
+            if n > 0 {
+                return Ok(n);
             }
+            // This frame is done: the next one starts where it ended, if any is left.
+            if frame.get_mut().fill_buf()?.is_empty() {
+                self.frame = None;
+                return Ok(0);
+            }
+            let Some((source, decoder)) = self.frame.take().map(|f| f.into_parts()) else {
+                return Ok(0);
+            };
+            self.frame = Some(
+                ruzstd::decoding::StreamingDecoder::new_with_decoder(source, decoder)
+                    .map_err(std::io::Error::other)?,
+            );
         }
     }
-    if out.len() as u64 > max {
-        return Err(invalid(format!(
-            "expands past {max} bytes; split it into smaller files"
-        )));
-    }
-    Ok(out)
 }
 
 /// One source: its governance record and its document files.
@@ -297,6 +342,14 @@ impl Source {
     /// Every record of the source, in file and line order.
     pub fn records(&self) -> Result<Vec<Record>> {
         let mut out = Vec::new();
+        self.for_each_record(MAX_FILE_BYTES, |r| out.push(r))?;
+        Ok(out)
+    }
+
+    /// Streams every record of the source, in file and line order, to `record`, holding one
+    /// record at a time (a `.txt` file is one record). A file that expands past `max_file`
+    /// bytes, or fails to decompress, stops the reading with an error naming it.
+    pub fn for_each_record(&self, max_file: u64, mut record: impl FnMut(Record)) -> Result<()> {
         for path in &self.files {
             let file = path
                 .file_name()
@@ -306,14 +359,21 @@ impl Source {
                 continue;
             };
             if format == Format::Parquet {
-                super::parquet::read_rows(path, MAX_FILE_BYTES, |row, object| {
-                    out.push(self.object_record(object, &format!("{file}:{row}")));
+                super::parquet::read_rows(path, max_file, |row, object| {
+                    record(self.object_record(object, &format!("{file}:{row}")));
                 })?;
                 continue;
             }
-            let bytes = read_document_file(path, compression, MAX_FILE_BYTES)?;
+            let mut reader =
+                std::io::BufReader::new(open_document_file(path, compression)?.take(max_file + 1));
+            let failed = |e| read_error(path, compression, e);
             if format == Format::Txt {
-                out.push(match String::from_utf8(bytes) {
+                let mut bytes = Vec::new();
+                reader.read_to_end(&mut bytes).map_err(failed)?;
+                if bytes.len() as u64 > max_file {
+                    return Err(too_large(path, max_file));
+                }
+                record(match String::from_utf8(bytes) {
                     Ok(text) => Ok(RawDocument {
                         id: file.clone(),
                         language: self.record.languages[0].clone(),
@@ -329,15 +389,26 @@ impl Source {
                 });
                 continue;
             }
-            for (n, line) in bytes.split(|&b| b == b'\n').enumerate() {
+            let mut line = Vec::new();
+            let mut total = 0u64;
+            for n in 1.. {
+                line.clear();
+                let read = reader.read_until(b'\n', &mut line).map_err(failed)?;
+                if read == 0 {
+                    break;
+                }
+                total += read as u64;
+                if total > max_file {
+                    return Err(too_large(path, max_file));
+                }
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let at = format!("{file}:{}", n + 1);
-                out.push(self.json_record(line, &at));
+                let body = line.strip_suffix(b"\n").unwrap_or(&line);
+                record(self.json_record(body, &format!("{file}:{n}")));
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     fn json_record(&self, line: &[u8], at: &str) -> Record {
@@ -613,15 +684,23 @@ mod tests {
             err.contains("part.jsonl.gz") && err.contains("gzip"),
             "{err}"
         );
-        let big = tmp.path().join("big.jsonl.zst");
-        std::fs::write(&big, zstd(&vec![b' '; 1 << 16])).unwrap();
-        let err = read_document_file(&big, Compression::Zstd, 1000).unwrap_err();
+        let d = tmp.path().join("big");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(SOURCE_FILE), GOOD).unwrap();
+        let line = "{\"text\": \"fifteen bytes..\"}\n";
+        let body = line.repeat((1 << 16) / line.len());
+        std::fs::write(d.join("big.jsonl.zst"), zstd(body.as_bytes())).unwrap();
+        let big = read_source(&d).unwrap();
+        let mut seen = 0;
+        let err = big.for_each_record(1000, |_| seen += 1).unwrap_err();
         assert!(err.to_string().contains("expands past 1000 bytes"), "{err}");
-        assert_eq!(
-            read_document_file(&big, Compression::Zstd, 1 << 16)
-                .unwrap()
-                .len(),
-            1 << 16
+        assert!(
+            seen <= 1000 / line.len(),
+            "records past the bound were passed on"
         );
+        let mut all = 0;
+        big.for_each_record(body.len() as u64, |r| all += usize::from(r.is_ok()))
+            .unwrap();
+        assert_eq!(all, (1 << 16) / line.len());
     }
 }
