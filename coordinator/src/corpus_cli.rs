@@ -129,8 +129,13 @@ pub(crate) fn run(command: CorpusCommand) -> anyhow::Result<()> {
                 d.near_candidate_pairs,
                 d.near_verified_pairs
             );
+            let parquet = if summary.out.join("kept.parquet").is_file() {
+                "kept.parquet, "
+            } else {
+                ""
+            };
             println!(
-                "wrote {}/{{kept.jsonl, dropped.jsonl, shards/, datacard.json, datacard.md}} in {:.2}s",
+                "wrote {}/{{kept.jsonl, {parquet}dropped.jsonl, shards/, datacard.json, datacard.md}} in {:.2}s",
                 summary.out.display(),
                 summary.seconds.plan
                     + summary.seconds.compute

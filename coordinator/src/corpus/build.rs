@@ -717,6 +717,10 @@ mod tests {
             }
             assert_eq!(&serde_json::Value::Object(row), line);
         }
+
+        // A build that does not ask for it leaves no kept.parquet of an earlier one behind.
+        std::fs::remove_file(jsonl.join("corpus.toml")).unwrap();
+        assert!(!build_into(&jsonl, "out-jsonl").contains_key("kept.parquet"));
     }
 
     #[test]

@@ -188,13 +188,17 @@ pub fn write_outputs(
     let kept_path = out.join("kept.jsonl");
     let mut kept_file =
         std::io::BufWriter::new(std::fs::File::create(&kept_path).map_err(io(&kept_path))?);
+    let parquet_path = out.join("kept.parquet");
     let mut kept_parquet = if plan.config.kept_parquet {
-        Some(StringTable::create(
-            &out.join("kept.parquet"),
-            &KEPT_COLUMNS,
-        )?)
+        Some(StringTable::create(&parquet_path, &KEPT_COLUMNS)?)
     } else {
-        None
+        // Not left over from an earlier build into the same directory.
+        match std::fs::remove_file(&parquet_path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io(&parquet_path)(e));
+            }
+            _ => None,
+        }
     };
     for (d, doc) in plan.documents.iter().enumerate() {
         if decisions.outcomes[d] != Outcome::Kept {

@@ -45,7 +45,7 @@ pub fn read_rows(
             .map_err(|e| invalid(format!("not a readable Parquet file: {e}")))?;
         let mut total = 0u64;
         for (n, next) in rows.enumerate() {
-            let next = next.map_err(|e| invalid(format!("row {}: {e}", n + 1)))?;
+            let next = next.map_err(|e| invalid(row_error(n + 1, &e)))?;
             let mut object = serde_json::Map::new();
             for (name, field) in next.get_column_iter() {
                 let value = field.to_json_value();
@@ -64,6 +64,18 @@ pub fn read_rows(
         Ok(())
     }));
     read.unwrap_or_else(|_| Err(invalid("the Parquet reader failed on this file".into())))
+}
+
+/// Why row `row` could not be read, in words a dataset's owner can act on.
+fn row_error(row: usize, e: &parquet::errors::ParquetError) -> String {
+    let message = e.to_string();
+    match message.split("Disabled feature at compile time: ").nth(1) {
+        Some(codec) => format!(
+            "its columns are compressed with {codec}, which Canopy does not read; \
+             save it again with Snappy, gzip, LZ4 or no compression"
+        ),
+        None => format!("row {row}: {message}"),
+    }
 }
 
 /// About how many bytes a value holds (strings by length), to bound what a file expands to.
@@ -258,6 +270,43 @@ mod tests {
         assert_eq!(rows[8]["detected_language"], "en");
         assert!(!rows[8].contains_key("meta"));
         assert_eq!(rows[19_999]["text"], texts[19_999].as_str());
+    }
+
+    /// A fixture written by pyarrow (see `coordinator/testdata/make_parquet.py`).
+    fn fixture(name: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata")
+            .join(name)
+    }
+
+    #[test]
+    fn a_file_written_by_pyarrow_reads_with_its_types_and_nulls() {
+        let rows = rows_of(&fixture("pyarrow-snappy.parquet"));
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0]["id"], 1);
+        assert_eq!(rows[0]["tags"], serde_json::json!(["a", "b"]));
+        assert_eq!(rows[0]["score"], 0.5);
+        assert!(
+            rows[1]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("Toute personne")
+        );
+        assert!(!rows[1].contains_key("url"));
+        assert!(!rows[2].contains_key("text") && !rows[2].contains_key("id"));
+        assert!(!rows[3].contains_key("score"));
+    }
+
+    #[test]
+    fn a_codec_canopy_does_not_read_is_named_with_what_to_do() {
+        let err = read_rows(&fixture("pyarrow-zstd.parquet"), u64::MAX, |_, _| {})
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("pyarrow-zstd.parquet"), "{err}");
+        assert!(
+            err.contains("compressed with zstd") && err.contains("Snappy"),
+            "{err}"
+        );
     }
 
     #[test]
