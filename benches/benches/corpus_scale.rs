@@ -37,7 +37,8 @@ use canopy_shaders::Cpu;
 /// Set in the child: the directory holding `sources/`, where it writes `out/`.
 const CHILD: &str = "CORPUS_SCALE_CHILD";
 
-/// The child: builds, then prints the build's seconds and peak resident bytes.
+/// The child: builds, then prints the build's seconds (in all and by stage) and peak
+/// resident bytes.
 fn child(dir: &Path) {
     let options = BuildOptions {
         sources: dir.join("sources"),
@@ -45,7 +46,7 @@ fn child(dir: &Path) {
         ..BuildOptions::default()
     };
     let start = Instant::now();
-    build(&Cpu::new(), &options, |_| {}).expect("the corpus builds");
+    let summary = build(&Cpu::new(), &options, |_| {}).expect("the corpus builds");
     let seconds = start.elapsed().as_secs_f64();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let peak_kib: u64 = status
@@ -56,7 +57,11 @@ fn child(dir: &Path) {
         .unwrap_or(0);
     println!(
         "{}",
-        serde_json::json!({"seconds": seconds, "peak_rss_bytes": peak_kib * 1024})
+        serde_json::json!({
+            "seconds": seconds,
+            "stage_seconds": summary.seconds,
+            "peak_rss_bytes": peak_kib * 1024,
+        })
     );
 }
 
@@ -176,6 +181,7 @@ fn main() {
             "documents": documents,
             "input_bytes": groups.iter().flatten().map(|t| t.len() as u64).sum::<u64>(),
             "seconds": seconds,
+            "stage_seconds": child["stage_seconds"],
             "docs_per_sec": documents as f64 / seconds,
             "peak_rss_bytes": peak,
             "peak_rss_bytes_per_doc": peak as f64 / documents as f64,
