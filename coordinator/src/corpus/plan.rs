@@ -218,7 +218,8 @@ pub fn plan(sources: &Path, optout_file: Option<&Path>, config: &CorpusConfig) -
             }
             batch.push(record);
             if batch.len() == RECORD_BATCH {
-                planned = source.plan_batch(&mut plan, std::mem::take(&mut batch));
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(RECORD_BATCH));
+                planned = source.plan_batch(&mut plan, full);
             }
         })?;
         planned?;
