@@ -6,7 +6,7 @@
 //! result for a chunk ([`accept_result`]: decode, check against the chunk).
 
 use canopy_protocol::Digest;
-use canopy_protocol::corpus::CorpusResult;
+use canopy_protocol::corpus::{CorpusChunk, CorpusResult};
 use canopy_shaders::Backend;
 
 use super::plan::Plan;
@@ -65,7 +65,11 @@ pub fn compute_local<B: Backend>(
     let params = plan.params();
     let mut results = Vec::with_capacity(plan.chunks.len());
     for (index, chunk) in plan.chunks.iter().enumerate() {
-        let (result, _) = canopy_shaders::corpus::compute_chunk(backend, &chunk.frame, &params)
+        // Decoded one chunk at a time (the plan keeps only frames); the result's encoding
+        // is not needed here, so this is not `compute_chunk`.
+        let decoded = CorpusChunk::decode(&chunk.frame)
+            .map_err(|source| CorpusBuildError::Chunk { index, source })?;
+        let result = canopy_shaders::corpus::compute_documents(backend, &decoded, &params)
             .map_err(|source| CorpusBuildError::Compute { index, source })?;
         tracing::debug!(
             "chunk {index} ({}): {} documents",

@@ -491,6 +491,13 @@ mod tests {
         provenance_url = \"https://example.org\"\nconsent_basis = \"public_domain\"\n\
         steward_contact = \"data@example.org\"\n";
 
+    /// Makes `dir` a source directory with the [`GOOD`] governance record; returns it.
+    fn governed(dir: std::path::PathBuf) -> std::path::PathBuf {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(SOURCE_FILE), GOOD).unwrap();
+        dir
+    }
+
     #[test]
     fn a_source_without_license_or_consent_is_refused_by_name_and_key() {
         let tmp = tempfile::tempdir().unwrap();
@@ -527,9 +534,7 @@ mod tests {
     #[test]
     fn records_are_read_and_malformed_lines_recorded_with_file_and_line() {
         let tmp = tempfile::tempdir().unwrap();
-        let d = tmp.path().join("s");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(SOURCE_FILE), GOOD).unwrap();
+        let d = governed(tmp.path().join("s"));
         std::fs::write(
             d.join("a.jsonl"),
             "{\"text\": \"hello\", \"id\": 7, \"url\": \"https://x\", \"year\": 2020}\n\n\
@@ -571,9 +576,7 @@ mod tests {
     #[test]
     fn parquet_rows_read_like_jsonl_lines_with_row_numbers() {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("s");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(SOURCE_FILE), GOOD).unwrap();
+        let dir = governed(tmp.path().join("s"));
         let columns = [
             ("id", false),
             ("text", false),
@@ -651,9 +654,7 @@ mod tests {
         ];
         let mut texts = Vec::new();
         for (name, files) in &sources {
-            let d = tmp.path().join(name);
-            std::fs::create_dir_all(&d).unwrap();
-            std::fs::write(d.join(SOURCE_FILE), GOOD).unwrap();
+            let d = governed(tmp.path().join(name));
             for (file, bytes) in files {
                 std::fs::write(d.join(file), bytes).unwrap();
             }
@@ -672,9 +673,7 @@ mod tests {
         assert_eq!(texts[5], vec!["once upon a time".to_string()]);
 
         // A damaged file stops the build, named; so does one that expands too far.
-        let d = tmp.path().join("damaged");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(SOURCE_FILE), GOOD).unwrap();
+        let d = governed(tmp.path().join("damaged"));
         let mut bad = gzip(lines.as_bytes());
         let mid = bad.len() / 2;
         bad.truncate(mid);
@@ -684,9 +683,7 @@ mod tests {
             err.contains("part.jsonl.gz") && err.contains("gzip"),
             "{err}"
         );
-        let d = tmp.path().join("big");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join(SOURCE_FILE), GOOD).unwrap();
+        let d = governed(tmp.path().join("big"));
         let line = "{\"text\": \"fifteen bytes..\"}\n";
         let body = line.repeat((1 << 16) / line.len());
         std::fs::write(d.join("big.jsonl.zst"), zstd(body.as_bytes())).unwrap();
