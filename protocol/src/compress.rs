@@ -6,11 +6,16 @@
 //! | [`CodecSpec::F16`] | 2 | `max(|x|·2⁻¹¹, 2⁻²⁵)` (round to nearest); inputs beyond ±65504 are refused |
 //! | [`CodecSpec::Int8`] | 1 + 4/block | `absmax(block)/254`, absmax taken over the value's block |
 //! | [`CodecSpec::TopK`] | 8·k/n | sent values exact; every value not sent is at most the smallest sent magnitude, and is carried to the next round by error feedback |
+//! | [`CodecSpec::TopKQuant`] | about (1 + bits/8)·k/n | as top-k, but each sent magnitude is rounded to one of `2^(bits-1)` levels spread over its block's span `[lo, hi]`: error at most `(hi - lo) / (2·(2^(bits-1) - 1))`, also carried by error feedback |
 //!
 //! Non-finite inputs are refused by every codec: a NaN must never leave a node. Decompression
 //! checks the body against the codec and the length the receiver expects before allocating.
 
 use serde::{Deserialize, Serialize};
+
+mod sparse;
+
+pub use sparse::QUANT_BLOCK;
 
 use crate::codec::{self, MAX_OBJECT_LEN};
 use crate::error::{CodecError, CompressError};
@@ -41,6 +46,15 @@ pub enum CodecSpec {
         /// Fraction of values sent, in parts per million (1..=1,000,000).
         density_ppm: u32,
     },
+    /// Top-k as [`CodecSpec::TopK`], with the indices as varint gaps and each kept value in
+    /// `bits` bits (a sign and a magnitude level within its block's span); the rounding is
+    /// kept by the sender's [`Compressor`] with the values not sent.
+    TopKQuant {
+        /// Fraction of values sent, in parts per million (1..=1,000,000).
+        density_ppm: u32,
+        /// Bits per kept value (2..=8).
+        bits: u8,
+    },
 }
 
 impl Default for CodecSpec {
@@ -62,11 +76,20 @@ impl CodecSpec {
                     reason: "must be between 1 and 65536",
                 })
             }
-            CodecSpec::TopK { density_ppm } if density_ppm == 0 || density_ppm > 1_000_000 => {
+            CodecSpec::TopK { density_ppm } | CodecSpec::TopKQuant { density_ppm, .. }
+                if density_ppm == 0 || density_ppm > 1_000_000 =>
+            {
                 Err(CompressError::Parameter {
                     name: "density_ppm",
                     value: u64::from(density_ppm),
                     reason: "must be between 1 and 1000000",
+                })
+            }
+            CodecSpec::TopKQuant { bits, .. } if !(2..=8).contains(&bits) => {
+                Err(CompressError::Parameter {
+                    name: "bits",
+                    value: u64::from(bits),
+                    reason: "must be between 2 and 8",
                 })
             }
             _ => Ok(()),
@@ -86,6 +109,10 @@ impl CodecSpec {
             CodecSpec::F16 => len * 2,
             CodecSpec::Int8 { block } => len.div_ceil(block.max(1) as usize) * 4 + len,
             CodecSpec::TopK { density_ppm } => 8 + Self::top_k(density_ppm, len) * 8,
+            CodecSpec::TopKQuant { density_ppm, bits } => {
+                let k = Self::top_k(density_ppm, len);
+                8 + k * 5 + k.div_ceil(QUANT_BLOCK) * 8 + (k * usize::from(bits)).div_ceil(8)
+            }
         }
     }
 }
@@ -114,7 +141,7 @@ impl Compressor {
     pub fn new(spec: CodecSpec, len: usize) -> Result<Self, CompressError> {
         spec.validate()?;
         let residual = match spec {
-            CodecSpec::TopK { .. } => vec![0.0; len],
+            CodecSpec::TopK { .. } | CodecSpec::TopKQuant { .. } => vec![0.0; len],
             _ => Vec::new(),
         };
         Ok(Self { spec, residual })
@@ -157,7 +184,7 @@ impl Compressor {
             CodecSpec::F32 => encode_f32(values, body),
             CodecSpec::F16 => encode_f16(values, body)?,
             CodecSpec::Int8 { block } => encode_int8(values, block as usize, body),
-            CodecSpec::TopK { density_ppm } => {
+            CodecSpec::TopK { density_ppm } | CodecSpec::TopKQuant { density_ppm, .. } => {
                 if self.residual.len() != values.len() {
                     return Err(CompressError::LengthMismatch {
                         len: values.len(),
@@ -170,7 +197,14 @@ impl Compressor {
                         max: u64::from(u32::MAX),
                     });
                 }
-                encode_top_k(values, &mut self.residual, density_ppm, body)
+                let k = CodecSpec::top_k(density_ppm, values.len());
+                let indices = sparse::select(values, &mut self.residual, k);
+                match self.spec {
+                    CodecSpec::TopKQuant { bits, .. } => {
+                        sparse::encode_quant(&indices, &mut self.residual, bits, body)
+                    }
+                    _ => sparse::encode_exact(&indices, &mut self.residual, body),
+                }
             }
         }
         out.len = values.len() as u64;
@@ -234,6 +268,8 @@ impl CompressedUpdate {
                 }
                 8 + k as usize * 8
             }
+            // Varint gaps have no fixed size: the decoder checks the parts add up.
+            CodecSpec::TopKQuant { .. } => return Ok(()),
             other => other.body_len(len),
         };
         if self.body.len() != expected {
@@ -250,7 +286,8 @@ impl CompressedUpdate {
             CodecSpec::F32 => decode_f32(&self.body, out),
             CodecSpec::F16 => decode_f16(&self.body, out),
             CodecSpec::Int8 { block } => decode_int8(&self.body, block as usize, out),
-            CodecSpec::TopK { .. } => decode_top_k(&self.body, out),
+            CodecSpec::TopK { .. } => sparse::decode_exact(&self.body, out),
+            CodecSpec::TopKQuant { bits, .. } => sparse::decode_quant(&self.body, bits, out),
         }
     }
 }
@@ -394,70 +431,6 @@ fn decode_int8(body: &[u8], block: usize, out: &mut [f32]) -> Result<(), Compres
     Ok(())
 }
 
-/// Layout: `k` as little-endian u64, then `k` strictly increasing little-endian u32 indices,
-/// then their `k` f32 values. `residual` holds what earlier rounds did not send; it is added in
-/// before choosing, and afterwards holds what this round did not send.
-fn encode_top_k(values: &[f32], residual: &mut [f32], density_ppm: u32, body: &mut Vec<u8>) {
-    let k = CodecSpec::top_k(density_ppm, values.len());
-    for (r, v) in residual.iter_mut().zip(values) {
-        *r += v;
-    }
-    body.reserve(8 + k * 8);
-    body.extend((k as u64).to_le_bytes());
-    if k == 0 {
-        return;
-    }
-    // The k-th largest magnitude is the threshold; ties at it are taken in index order.
-    let mut magnitudes: Vec<f32> = residual.iter().map(|v| v.abs()).collect();
-    let (_, threshold, _) = magnitudes.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
-    let threshold = *threshold;
-    drop(magnitudes);
-    let above = residual.iter().filter(|v| v.abs() > threshold).count();
-    let mut ties_left = k - above;
-    let mut indices = Vec::with_capacity(k);
-    for (i, v) in residual.iter().enumerate() {
-        let m = v.abs();
-        if m > threshold || (m == threshold && ties_left > 0) {
-            if m == threshold {
-                ties_left -= 1;
-            }
-            indices.push(i as u32);
-        }
-    }
-    for i in &indices {
-        body.extend(i.to_le_bytes());
-    }
-    for &i in &indices {
-        let slot = &mut residual[i as usize];
-        body.extend(slot.to_le_bytes());
-        *slot = 0.0;
-    }
-}
-
-fn decode_top_k(body: &[u8], out: &mut [f32]) -> Result<(), CompressError> {
-    let k = (body.len() - 8) / 8;
-    let (indices, values) = body[8..].split_at(k * 4);
-    out.fill(0.0);
-    let mut next_allowed = 0u64;
-    for (position, (ib, vb)) in indices
-        .chunks_exact(4)
-        .zip(values.chunks_exact(4))
-        .enumerate()
-    {
-        let index = u32::from_le_bytes([ib[0], ib[1], ib[2], ib[3]]);
-        if u64::from(index) < next_allowed || index as usize >= out.len() {
-            return Err(CompressError::SparseIndex { position, index });
-        }
-        next_allowed = u64::from(index) + 1;
-        let v = f32::from_le_bytes([vb[0], vb[1], vb[2], vb[3]]);
-        if !v.is_finite() {
-            return Err(CompressError::NonFiniteBody { position });
-        }
-        out[index as usize] = v;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -593,6 +566,173 @@ mod tests {
         }
     }
 
+    /// Per block of kept values (in index order), the span of their magnitudes.
+    fn kept_spans(v: &[f32], kept: &[usize]) -> Vec<(f32, f32)> {
+        kept.chunks(QUANT_BLOCK)
+            .map(|b| {
+                b.iter().fold((f32::MAX, 0f32), |(lo, hi), &i| {
+                    (lo.min(v[i].abs()), hi.max(v[i].abs()))
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn top_k_quant_within_bound_and_feeds_back_the_rounding() {
+        let len = 100_000;
+        for bits in [2u8, 3, 4, 8] {
+            let v = update(len, 40 + u64::from(bits));
+            let spec = CodecSpec::TopKQuant {
+                density_ppm: 10_000,
+                bits,
+            };
+            let mut c = Compressor::new(spec, len).unwrap();
+            let sent = c.compress(&v).unwrap();
+            assert!(sent.body.len() <= spec.body_len(len));
+            let y = sent.decompress(len).unwrap();
+            let kept: Vec<usize> = (0..len).filter(|&i| y[i] != 0.0).collect();
+            assert_eq!(kept.len(), 1000, "{bits} bits");
+            let levels = (1u32 << (bits - 1)) as f32;
+            let smallest_kept = kept.iter().fold(f32::MAX, |m, &i| m.min(v[i].abs()));
+            for (block, (lo, hi)) in kept.chunks(QUANT_BLOCK).zip(kept_spans(&v, &kept)) {
+                let bound = (hi - lo) / (2.0 * (levels - 1.0)) * (1.0 + 1e-5) + hi * 1e-6;
+                for &i in block {
+                    assert_eq!(v[i].signum(), y[i].signum(), "index {i}: the sign is kept");
+                    assert!(
+                        (v[i] - y[i]).abs() <= bound,
+                        "{bits} bits: {} -> {}",
+                        v[i],
+                        y[i]
+                    );
+                    assert_eq!(c.residual()[i], v[i] - y[i], "the rounding is kept");
+                }
+            }
+            for i in (0..len).filter(|&i| y[i] == 0.0) {
+                assert!(v[i].abs() <= smallest_kept);
+                assert_eq!(c.residual()[i], v[i], "unsent values are kept");
+            }
+            // Over many rounds, what was sent plus what is held back is what came in.
+            let mut total_in = v.clone();
+            let mut total_sent = y;
+            for round in 0..5 {
+                let next = update(len, 200 + round);
+                let y = c.compress(&next).unwrap().decompress(len).unwrap();
+                for i in 0..len {
+                    total_in[i] += next[i];
+                    total_sent[i] += y[i];
+                }
+            }
+            for i in 0..len {
+                let err = (total_in[i] - total_sent[i] - c.residual()[i]).abs();
+                assert!(err <= 1e-5 * total_in[i].abs().max(1.0), "index {i}: {err}");
+            }
+        }
+    }
+
+    #[test]
+    fn top_k_quant_is_several_times_smaller_than_exact_top_k() {
+        let v = update(1_000_000, 9);
+        let size = |spec| {
+            Compressor::new(spec, v.len())
+                .unwrap()
+                .compress(&v)
+                .unwrap()
+                .to_frame()
+                .unwrap()
+                .len()
+        };
+        let exact = size(CodecSpec::TopK {
+            density_ppm: 10_000,
+        });
+        let four = size(CodecSpec::TopKQuant {
+            density_ppm: 10_000,
+            bits: 4,
+        });
+        let two = size(CodecSpec::TopKQuant {
+            density_ppm: 10_000,
+            bits: 2,
+        });
+        // 8 bytes a kept value against about 1.1 (a gap byte or two) plus the code.
+        assert!(four * 4 < exact, "{four} vs {exact}");
+        assert!(two < four, "{two} vs {four}");
+        assert!(four < 10_000 * 2, "{four} bytes for 10,000 kept values");
+    }
+
+    #[test]
+    fn hostile_low_bit_bodies_are_refused() {
+        let v = update(4096, 10);
+        let spec = CodecSpec::TopKQuant {
+            density_ppm: 100_000,
+            bits: 4,
+        };
+        let good = Compressor::new(spec, 4096).unwrap().compress(&v).unwrap();
+        assert!(good.decompress(4096).is_ok());
+        let mut k_lie = good.clone();
+        k_lie.body[..8].copy_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(matches!(
+            k_lie.decompress(4096),
+            Err(CompressError::BodyLength { .. })
+        ));
+        let mut far = good.clone();
+        // A first gap of 2^28 points past the end.
+        far.body.splice(8..9, [0x80, 0x80, 0x80, 0x80, 0x01]);
+        assert!(far.decompress(4096).is_err());
+        let mut overlong = good.clone();
+        overlong.body.splice(8..9, [0xff; 6]);
+        assert!(overlong.decompress(4096).is_err());
+        for span in [f32::NAN, f32::INFINITY, -1.0] {
+            let mut bad = good.clone();
+            let k = 410;
+            let mut at = 8;
+            for _ in 0..k {
+                while bad.body[at] & 0x80 != 0 {
+                    at += 1;
+                }
+                at += 1;
+            }
+            bad.body[at..at + 4].copy_from_slice(&span.to_le_bytes());
+            assert!(
+                matches!(
+                    bad.decompress(4096),
+                    Err(CompressError::NonFiniteBody { position: 0 })
+                ),
+                "span {span}"
+            );
+        }
+        let mut short = good.clone();
+        short.body.pop();
+        assert!(matches!(
+            short.decompress(4096),
+            Err(CompressError::BodyLength { .. })
+        ));
+        let mut long = good.clone();
+        long.body.push(0);
+        assert!(matches!(
+            long.decompress(4096),
+            Err(CompressError::BodyLength { .. })
+        ));
+        assert!(
+            Compressor::new(
+                CodecSpec::TopKQuant {
+                    density_ppm: 1,
+                    bits: 1
+                },
+                1
+            )
+            .is_err()
+        );
+        assert!(
+            Compressor::new(
+                CodecSpec::TopKQuant {
+                    density_ppm: 1,
+                    bits: 9
+                },
+                1
+            )
+            .is_err()
+        );
+    }
+
     #[test]
     fn refuses_non_finite_and_bad_parameters() {
         for spec in [
@@ -684,6 +824,8 @@ mod tests {
             Just(CodecSpec::F16),
             (1u32..300).prop_map(|block| CodecSpec::Int8 { block }),
             (1u32..=1_000_000).prop_map(|density_ppm| CodecSpec::TopK { density_ppm }),
+            (1u32..=1_000_000, 2u8..=8)
+                .prop_map(|(density_ppm, bits)| CodecSpec::TopKQuant { density_ppm, bits }),
         ]
     }
 

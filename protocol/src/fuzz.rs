@@ -257,6 +257,13 @@ pub fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error + Send + Sync>> {
                 density_ppm: 20_000,
             },
         ),
+        (
+            "valid-topk-4bit",
+            CodecSpec::TopKQuant {
+                density_ppm: 20_000,
+                bits: 4,
+            },
+        ),
     ] {
         let update = Compressor::new(spec, values.len()).and_then(|mut c| c.compress(&values))?;
         push("update", name, update.to_frame()?);
