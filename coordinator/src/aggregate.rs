@@ -38,6 +38,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use canopy_protocol::{CodecSpec, Compressor};
 use rayon::prelude::*;
 
 pub mod direction;
@@ -131,6 +132,9 @@ pub enum AggregateError {
         /// First offending index.
         index: usize,
     },
+    /// The model step's codec, or the carry restored for it, is not usable.
+    #[error("model step codec: {0}")]
+    StepCodec(canopy_protocol::error::CompressError),
 }
 
 /// L2 norm of `values`, accumulated in `f64`.
@@ -483,11 +487,17 @@ pub fn aggregate(
 /// With outer gradient `g` (the aggregated Δ):
 /// `buf = momentum·buf + g; update = g + momentum·buf; θ -= lr·update`.
 /// DiLoCo uses `lr` [`DILOCO_OUTER_LR`] and momentum [`DILOCO_OUTER_MOMENTUM`].
+///
+/// It also holds how each move is published ([`step_codec`](Self::step_codec), int8 unless
+/// set) and, for a low-bit codec, the part of earlier moves the published steps have not
+/// carried yet (the [`step_carry`](Self::step_carry)), checkpointed with the momentum.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OuterOptimizer {
     lr: f32,
     momentum: f32,
     buf: Vec<f32>,
+    step: CodecSpec,
+    carry: Vec<f32>,
 }
 
 fn check_hyper(lr: f32, momentum: f32) -> Result<(), AggregateError> {
@@ -508,6 +518,8 @@ impl OuterOptimizer {
             lr,
             momentum,
             buf: vec![0.0; len],
+            step: CodecSpec::default(),
+            carry: Vec::new(),
         })
     }
 
@@ -521,7 +533,41 @@ impl OuterOptimizer {
             lr,
             momentum,
             buf: buffer,
+            step: CodecSpec::default(),
+            carry: Vec::new(),
         })
+    }
+
+    /// Publishes moves with `codec`, going on from a checkpointed `carry` (empty: none yet;
+    /// ignored by a codec without error feedback).
+    pub fn with_step(mut self, codec: CodecSpec, carry: Vec<f32>) -> Result<Self, AggregateError> {
+        let compressor = Compressor::with_residual(codec, self.buf.len(), carry)
+            .map_err(AggregateError::StepCodec)?;
+        self.step = codec;
+        self.carry = compressor.into_residual();
+        Ok(self)
+    }
+
+    /// The codec of the model step each move is published as.
+    pub fn step_codec(&self) -> CodecSpec {
+        self.step
+    }
+
+    /// What the published steps have not carried yet of the moves so far (empty for a codec
+    /// without error feedback), for checkpointing.
+    pub fn step_carry(&self) -> &[f32] {
+        &self.carry
+    }
+
+    /// A compressor for the next model step, holding the carry.
+    pub fn step_compressor(&self) -> Result<Compressor, AggregateError> {
+        Compressor::with_residual(self.step, self.buf.len(), self.carry.clone())
+            .map_err(AggregateError::StepCodec)
+    }
+
+    /// Keeps what `compressor` did not send of the last step.
+    pub fn keep_carry(&mut self, compressor: Compressor) {
+        self.carry = compressor.into_residual();
     }
 
     /// The outer learning rate.

@@ -442,6 +442,13 @@ impl Config {
         v.non_negative("training.weight_decay", t.weight_decay)?;
         v.positive("training.grad_clip", t.grad_clip)?;
         v.unit_interval("training.topk_density", t.topk_density)?;
+        if let Some(bits) = t.compression_bits {
+            v.ensure(
+                (2..=8).contains(&bits),
+                "training.compression_bits",
+                format_args!("must be 2 to 8 (got {bits}); leave it out for exact top-k values"),
+            )?;
+        }
         v.at_least("training.tasks_per_round", t.tasks_per_round, 1)?;
         v.at_least("training.min_updates", t.min_updates, 1)?;
         v.ensure(
@@ -476,6 +483,13 @@ impl Config {
             "aggregation.outer_momentum",
             format_args!("must be at least 0 and below 1 (got {})", a.outer_momentum),
         )?;
+        if let Some(bits) = a.step_bits {
+            v.ensure(
+                (2..=8).contains(&bits),
+                "aggregation.step_bits",
+                format_args!("must be 2 to 8 (got {bits}); leave it out for int8 steps"),
+            )?;
+        }
 
         let s = &self.scheduling;
         v.ensure(
@@ -805,6 +819,36 @@ mod tests {
     }
 
     #[test]
+    fn compression_bits_choose_the_low_bit_codecs() {
+        use canopy_protocol::CodecSpec;
+        let exact = Config::from_toml("[training]\ncompression = \"topk\"\n", "p").unwrap();
+        assert_eq!(
+            crate::training::codec(&exact),
+            CodecSpec::TopK {
+                density_ppm: 10_000
+            }
+        );
+        let text =
+            "[training]\ncompression = \"topk\"\ntopk_density = 0.02\ncompression_bits = 4\n";
+        let low = Config::from_toml(text, "p").unwrap();
+        assert_eq!(
+            crate::training::codec(&low),
+            CodecSpec::TopKQuant {
+                density_ppm: 20_000,
+                bits: 4
+            }
+        );
+        let dense = Config::from_toml("[training]\ncompression = \"lowbit\"\n", "p").unwrap();
+        assert_eq!(
+            crate::training::codec(&dense),
+            CodecSpec::Quant {
+                block: canopy_protocol::compress::DEFAULT_INT8_BLOCK,
+                bits: 4
+            }
+        );
+    }
+
+    #[test]
     fn unknown_key_is_an_error_naming_it() {
         let err = Config::from_toml("[training]\ninner_stepz = 3\n", "canopy.toml").unwrap_err();
         assert!(matches!(err, ConfigError::Parse { .. }));
@@ -900,6 +944,16 @@ mod tests {
         invalid("[training]\ngrad_clip = 0.0", "training.grad_clip");
         invalid("[training]\ntopk_density = 0.0", "training.topk_density");
         invalid("[training]\ntopk_density = 1.5", "training.topk_density");
+        invalid(
+            "[training]\ncompression_bits = 1",
+            "training.compression_bits",
+        );
+        invalid(
+            "[training]\ncompression_bits = 32",
+            "training.compression_bits",
+        );
+        invalid("[aggregation]\nstep_bits = 9", "aggregation.step_bits");
+        invalid("[aggregation]\nstep_bits = 1", "aggregation.step_bits");
         invalid(
             "[training]\ntasks_per_round = 2\nmin_updates = 3",
             "training.min_updates",

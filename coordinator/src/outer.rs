@@ -1,7 +1,8 @@
 //! The DiLoCo outer step as one pure function: a round's accepted updates are combined by the
 //! robust aggregation of [`aggregate`](crate::aggregate), the outer optimizer moves the model
-//! by the result, and the move is rounded to the int8 model step nodes fetch instead of the
-//! full weights, so the new version is exactly the old one plus that step.
+//! by the result, and the move is rounded to the model step nodes fetch instead of the full
+//! weights (int8, or a low-bit codec whose rounding the optimizer carries into the next
+//! step), so the new version is exactly the old one plus that step.
 //!
 //! [`outer_step`] touches no database, clock, network or lock: the coordinator's
 //! [`Project::close_round`](crate::project::Project::close_round) calls it between gathering
@@ -9,15 +10,10 @@
 //! call the same function, so a simulated round is the coordinator's round.
 
 use canopy_node::objects;
-use canopy_protocol::compress::{CodecSpec, CompressedUpdate, DEFAULT_INT8_BLOCK};
+use canopy_protocol::compress::CompressedUpdate;
 use canopy_shaders::Params;
 
 use crate::aggregate::{self, AggregateConfig, AggregateError, Held, OuterOptimizer};
-
-/// The codec of the model step published with every new version.
-pub const STEP_CODEC: CodecSpec = CodecSpec::Int8 {
-    block: DEFAULT_INT8_BLOCK,
-};
 
 /// What can go wrong in the outer step.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +33,8 @@ pub struct OuterStep {
     /// The new model version: the old parameters plus the decoded [`step`](Self::step),
     /// exactly as a node rebuilds it.
     pub params: Params,
-    /// The model step nodes fetch instead of the full weights ([`STEP_CODEC`]).
+    /// The model step nodes fetch instead of the full weights (in the optimizer's
+    /// [`step_codec`](OuterOptimizer::step_codec)).
     pub step: CompressedUpdate,
     /// The outer optimizer after the step (its momentum buffer is the run's checkpoint).
     pub optimizer: OuterOptimizer,
@@ -47,7 +44,7 @@ pub struct OuterStep {
 
 /// One DiLoCo outer step from `params`: aggregates `updates` (each a pseudo-gradient with its
 /// weight in `(0, 1]`) by `config`, applies `optimizer`'s step to a copy of `params`, and
-/// rounds the move to the [`STEP_CODEC`] model step.
+/// rounds the move (with what earlier steps did not carry) to the model step.
 ///
 /// With no updates the model and the momentum stay as they are (the step is zero). `params`
 /// and `optimizer` are not changed: the caller keeps the returned ones once it has stored
@@ -67,7 +64,9 @@ pub fn outer_step(
         optimizer.step(moved.values_mut(), &agg.delta)?;
         agg.clipped
     };
-    let (step, params) = objects::quantized_step(params, &moved, STEP_CODEC)?;
+    let mut compressor = optimizer.step_compressor()?;
+    let (step, params) = objects::quantized_step_with(params, &moved, &mut compressor)?;
+    optimizer.keep_carry(compressor);
     Ok(OuterStep {
         params,
         step,
@@ -80,6 +79,7 @@ pub fn outer_step(
 mod tests {
     use super::*;
     use crate::aggregate::{Candidate, Combine};
+    use canopy_protocol::compress::{CodecSpec, DEFAULT_INT8_BLOCK};
     use canopy_shaders::ModelConfig;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -227,6 +227,72 @@ mod tests {
         // The inputs are untouched; the momentum moved.
         assert!(optimizer.momentum_buffer().iter().all(|m| *m == 0.0));
         assert!(out.optimizer.momentum_buffer().iter().any(|m| *m != 0.0));
+    }
+
+    #[test]
+    fn a_low_bit_step_carries_its_rounding_into_the_next_step() {
+        let mut rng = ChaCha8Rng::seed_from_u64(13);
+        let start = Params::init(&model(), 5).unwrap();
+        let len = start.values().len();
+        let codec = CodecSpec::Quant {
+            block: DEFAULT_INT8_BLOCK,
+            bits: 2,
+        };
+        let mut optimizer = OuterOptimizer::new(len, 0.7, 0.0)
+            .unwrap()
+            .with_step(codec, Vec::new())
+            .unwrap();
+        let mut params = start.clone();
+        // Where the moves alone lead: the model without any rounding.
+        let mut exact: Vec<f64> = start.values().iter().map(|v| f64::from(*v)).collect();
+        for _ in 0..4 {
+            let updates = round_updates(&mut rng, len);
+            let out = outer_step(
+                &params,
+                &optimizer,
+                &held(&updates),
+                &AggregateConfig::default(),
+            )
+            .unwrap();
+            let rebuilt = objects::apply_delta(&params, &out.step.to_frame().unwrap()).unwrap();
+            assert_eq!(bits(out.params.values()), bits(rebuilt.values()));
+            assert_eq!(out.step.codec, codec);
+            // The move of this round, as the optimizer made it (momentum 0: lr times the
+            // aggregate).
+            let agg = aggregate::aggregate_held(&held(&updates), len, &AggregateConfig::default())
+                .unwrap();
+            for (e, d) in exact.iter_mut().zip(&agg.delta) {
+                *e -= 0.7 * f64::from(*d);
+            }
+            // The published model plus the carry is where the moves lead.
+            for (i, e) in exact.iter().enumerate() {
+                let got =
+                    f64::from(out.params.values()[i]) + f64::from(out.optimizer.step_carry()[i]);
+                assert!((got - e).abs() < 1e-5, "index {i}: {got} vs {e}");
+            }
+            params = out.params;
+            optimizer = out.optimizer;
+        }
+        assert!(optimizer.step_carry().iter().any(|c| *c != 0.0));
+        // A checkpointed carry restores the same optimizer; a wrong one is refused.
+        let restored = OuterOptimizer::new(len, 0.7, 0.0)
+            .unwrap()
+            .with_step(codec, optimizer.step_carry().to_vec())
+            .unwrap();
+        assert!(bits(restored.step_carry()) == bits(optimizer.step_carry()));
+        assert_eq!(restored.step_codec(), codec);
+        assert!(
+            OuterOptimizer::new(len, 0.7, 0.0)
+                .unwrap()
+                .with_step(codec, vec![0.0; len - 1])
+                .is_err()
+        );
+        assert!(
+            OuterOptimizer::new(len, 0.7, 0.0)
+                .unwrap()
+                .with_step(codec, vec![f32::NAN; len])
+                .is_err()
+        );
     }
 
     #[test]

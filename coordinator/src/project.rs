@@ -26,8 +26,12 @@ use crate::state::{Judged, ResultRecord, State, StateError};
 use crate::training::make_tasks;
 pub use crate::training::{
     TrainingData, codec, decode_spec, encode_spec, evaluate, lr_schedule, preset_config,
-    train_spec, training_text,
+    step_codec, train_spec, training_text,
 };
+
+/// The state's meta key naming the checkpoint of the step carry (see
+/// [`OuterOptimizer::step_carry`]) after the latest closed round.
+pub const STEP_CARRY_META: &str = "step_carry";
 
 /// What can go wrong running a project.
 #[derive(Debug, thiserror::Error)]
@@ -257,11 +261,22 @@ impl Project {
                     Some(root) => load_params(&state, &store, root)?.into_values(),
                     None => vec![0.0; model.num_params()],
                 };
+                // What the published steps have not carried yet (low-bit steps only).
+                let carry = match state.read().meta(STEP_CARRY_META)? {
+                    Some(root) => {
+                        let root = root.parse().map_err(|e| {
+                            ProjectError::Invalid(format!("the step carry's root: {e}"))
+                        })?;
+                        load_params(&state, &store, &root)?.into_values()
+                    }
+                    _ => Vec::new(),
+                };
                 let optimizer = OuterOptimizer::with_momentum(
                     config.aggregation.outer_lr,
                     config.aggregation.outer_momentum,
                     momentum,
-                )?;
+                )?
+                .with_step(step_codec(&config), carry)?;
                 (
                     Current {
                         round: round.round,
@@ -292,7 +307,8 @@ impl Project {
                     model.num_params(),
                     config.aggregation.outer_lr,
                     config.aggregation.outer_momentum,
-                )?;
+                )?
+                .with_step(step_codec(&config), Vec::new())?;
                 (
                     Current {
                         round: 0,
@@ -544,6 +560,15 @@ impl Project {
         self.store
             .put_object(model_signed.manifest(), &model_bytes)?;
         self.store.put_object(mom_signed.manifest(), &mom_bytes)?;
+        let carry_signed = if optimizer.step_carry().is_empty() {
+            None
+        } else {
+            let carry = Params::from_values(&self.model, optimizer.step_carry().to_vec())?;
+            let (signed, bytes) =
+                objects::weights_object(&self.keys, ObjectKind::Checkpoint, &carry, next)?;
+            self.store.put_object(signed.manifest(), &bytes)?;
+            Some(signed)
+        };
         self.store
             .put_object(delta_signed.manifest(), &delta_bytes)?;
         let model_root = model_signed.manifest().root;
@@ -577,6 +602,10 @@ impl Project {
                 tx.put_manifest(&model_signed, now)?;
                 tx.put_manifest(&mom_signed, now)?;
                 tx.put_manifest(&delta_signed, now)?;
+                if let Some(carry) = &carry_signed {
+                    tx.put_manifest(carry, now)?;
+                    tx.set_meta(STEP_CARRY_META, &carry.manifest().root.to_string())?;
+                }
                 for (lease, task, peer, cosine) in &left_out {
                     let reason = format!(
                         "the update points against the rest of its round (cosine {cosine:.2}): \

@@ -43,6 +43,9 @@ fn live(r: &Reader<'_>, current: u64, checkpoint_every: u32) -> Result<HashSet<D
         keep.insert(round.model_root);
         keep.extend(round.momentum_root);
     }
+    if let Some(root) = r.meta(crate::project::STEP_CARRY_META)? {
+        keep.extend(root.parse::<Digest>().ok());
+    }
     if let Some(previous) = current.checked_sub(1).and_then(|p| r.round(p).transpose()) {
         keep.insert(previous?.model_root);
     }

@@ -279,6 +279,22 @@ pub fn holdout_split(text: &[u8], holdout: f64) -> (&[u8], &[u8]) {
     text.split_at(text.len() - (text.len() as f64 * holdout) as usize)
 }
 
+/// The codec of the model step the coordinator publishes each round.
+pub fn step_codec(config: &Config) -> CodecSpec {
+    match config.aggregation.step_bits {
+        None => CodecSpec::Int8 {
+            block: DEFAULT_INT8_BLOCK,
+        },
+        Some(bits) => CodecSpec::Quant {
+            block: DEFAULT_INT8_BLOCK,
+            bits,
+        },
+    }
+}
+
+/// Bits per value of `lowbit` compression when `compression_bits` is unset.
+pub const DEFAULT_LOWBIT_BITS: u8 = 4;
+
 /// The codec of the configuration.
 pub fn codec(config: &Config) -> CodecSpec {
     match config.training.compression {
@@ -287,8 +303,19 @@ pub fn codec(config: &Config) -> CodecSpec {
         Compression::Int8 => CodecSpec::Int8 {
             block: DEFAULT_INT8_BLOCK,
         },
-        Compression::TopK => CodecSpec::TopK {
-            density_ppm: ((config.training.topk_density * 1e6) as u32).clamp(1, 1_000_000),
+        Compression::TopK => {
+            let density_ppm = ((config.training.topk_density * 1e6) as u32).clamp(1, 1_000_000);
+            match config.training.compression_bits {
+                None => CodecSpec::TopK { density_ppm },
+                Some(bits) => CodecSpec::TopKQuant { density_ppm, bits },
+            }
+        }
+        Compression::LowBit => CodecSpec::Quant {
+            block: DEFAULT_INT8_BLOCK,
+            bits: config
+                .training
+                .compression_bits
+                .unwrap_or(DEFAULT_LOWBIT_BITS),
         },
     }
 }

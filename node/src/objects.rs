@@ -134,7 +134,19 @@ pub fn quantized_step(
     new: &Params,
     codec: CodecSpec,
 ) -> Result<(CompressedUpdate, Params), NodeError> {
-    let compressed = compressed_difference(new, old, codec, "the model delta")?;
+    let mut compressor = Compressor::new(codec, old.values().len())
+        .map_err(|e| NodeError::BadObject(format!("compressing the model delta: {e}")))?;
+    quantized_step_with(old, new, &mut compressor)
+}
+
+/// [`quantized_step`] with a `compressor` that carries what its codec did not send of earlier
+/// steps (error feedback) into this one, and keeps what it does not send of this one.
+pub fn quantized_step_with(
+    old: &Params,
+    new: &Params,
+    compressor: &mut Compressor,
+) -> Result<(CompressedUpdate, Params), NodeError> {
+    let compressed = difference_with(new, old, compressor, "the model delta")?;
     let bytes = compressed
         .to_frame()
         .map_err(|e| NodeError::BadObject(format!("encoding the model delta: {e}")))?;
@@ -232,14 +244,35 @@ fn compressed_difference(
     codec: CodecSpec,
     what: &str,
 ) -> Result<CompressedUpdate, NodeError> {
+    let mut compressor = Compressor::new(codec, a.values().len())
+        .map_err(|e| NodeError::BadObject(format!("compressing {what}: {e}")))?;
+    difference_with(a, b, &mut compressor, what)
+}
+
+/// A pseudo-gradient `before − after` compressed by `compressor`, which keeps what a sparse
+/// codec did not send (error feedback) for the next call.
+pub fn pseudo_gradient_with(
+    before: &Params,
+    after: &Params,
+    compressor: &mut Compressor,
+) -> Result<CompressedUpdate, NodeError> {
+    difference_with(before, after, compressor, "the update")
+}
+
+fn difference_with(
+    a: &Params,
+    b: &Params,
+    compressor: &mut Compressor,
+    what: &str,
+) -> Result<CompressedUpdate, NodeError> {
     let difference: Vec<f32> = a
         .values()
         .iter()
         .zip(b.values())
         .map(|(x, y)| x - y)
         .collect();
-    Compressor::new(codec, difference.len())
-        .and_then(|mut c| c.compress(&difference))
+    compressor
+        .compress(&difference)
         .map_err(|e| NodeError::BadObject(format!("compressing {what}: {e}")))
 }
 

@@ -6,6 +6,7 @@
 //! | [`CodecSpec::F16`] | 2 | `max(|x|·2⁻¹¹, 2⁻²⁵)` (round to nearest); inputs beyond ±65504 are refused |
 //! | [`CodecSpec::Int8`] | 1 + 4/block | `absmax(block)/254`, absmax taken over the value's block |
 //! | [`CodecSpec::TopK`] | 8·k/n | sent values exact; every value not sent is at most the smallest sent magnitude, and is carried to the next round by error feedback |
+//! | [`CodecSpec::Quant`] | bits/8 + 4/block | `absmax(block)/(2·(2^(bits-1) - 1))` (ternary at 2 bits: `absmax/2`); the rounding is carried to the next round by error feedback |
 //! | [`CodecSpec::TopKQuant`] | about (1 + bits/8)·k/n | as top-k, but each sent magnitude is rounded to one of `2^(bits-1)` levels spread over its block's span `[lo, hi]`: error at most `(hi - lo) / (2·(2^(bits-1) - 1))`, also carried by error feedback |
 //!
 //! Non-finite inputs are refused by every codec: a NaN must never leave a node. Decompression
@@ -13,6 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
+mod bits;
+mod lowbit;
 mod sparse;
 
 pub use sparse::QUANT_BLOCK;
@@ -55,6 +58,16 @@ pub enum CodecSpec {
         /// Bits per kept value (2..=8).
         bits: u8,
     },
+    /// Every value in `bits` bits: each block of `block` values shares its largest magnitude
+    /// `m` as scale, and each value is rounded to the nearest of `(j − h)·m/h`, `h =
+    /// 2^(bits-1) − 1`; the rounding is kept by the sender's [`Compressor`] and added to the
+    /// next update.
+    Quant {
+        /// Values per block (1..=65536).
+        block: u32,
+        /// Bits per value (2..=8).
+        bits: u8,
+    },
 }
 
 impl Default for CodecSpec {
@@ -69,7 +82,9 @@ impl CodecSpec {
     /// Checks the parameters.
     pub fn validate(&self) -> Result<(), CompressError> {
         match *self {
-            CodecSpec::Int8 { block } if block == 0 || block > MAX_INT8_BLOCK => {
+            CodecSpec::Int8 { block } | CodecSpec::Quant { block, .. }
+                if block == 0 || block > MAX_INT8_BLOCK =>
+            {
                 Err(CompressError::Parameter {
                     name: "block",
                     value: u64::from(block),
@@ -85,7 +100,9 @@ impl CodecSpec {
                     reason: "must be between 1 and 1000000",
                 })
             }
-            CodecSpec::TopKQuant { bits, .. } if !(2..=8).contains(&bits) => {
+            CodecSpec::TopKQuant { bits, .. } | CodecSpec::Quant { bits, .. }
+                if !(2..=8).contains(&bits) =>
+            {
                 Err(CompressError::Parameter {
                     name: "bits",
                     value: u64::from(bits),
@@ -108,6 +125,9 @@ impl CodecSpec {
             CodecSpec::F32 => len * 4,
             CodecSpec::F16 => len * 2,
             CodecSpec::Int8 { block } => len.div_ceil(block.max(1) as usize) * 4 + len,
+            CodecSpec::Quant { block, bits } => {
+                len.div_ceil(block.max(1) as usize) * 4 + (len * usize::from(bits)).div_ceil(8)
+            }
             CodecSpec::TopK { density_ppm } => 8 + Self::top_k(density_ppm, len) * 8,
             CodecSpec::TopKQuant { density_ppm, bits } => {
                 let k = Self::top_k(density_ppm, len);
@@ -141,10 +161,37 @@ impl Compressor {
     pub fn new(spec: CodecSpec, len: usize) -> Result<Self, CompressError> {
         spec.validate()?;
         let residual = match spec {
-            CodecSpec::TopK { .. } | CodecSpec::TopKQuant { .. } => vec![0.0; len],
+            CodecSpec::TopK { .. } | CodecSpec::TopKQuant { .. } | CodecSpec::Quant { .. } => {
+                vec![0.0; len]
+            }
             _ => Vec::new(),
         };
         Ok(Self { spec, residual })
+    }
+
+    /// A compressor for updates of `len` values that goes on from an earlier one's
+    /// [`residual`](Self::residual) (a checkpoint): ignored by codecs without error feedback,
+    /// zeros when empty, refused when of another length or not finite.
+    pub fn with_residual(
+        spec: CodecSpec,
+        len: usize,
+        residual: Vec<f32>,
+    ) -> Result<Self, CompressError> {
+        let mut compressor = Self::new(spec, len)?;
+        if compressor.residual.is_empty() || residual.is_empty() {
+            return Ok(compressor);
+        }
+        compressor.check_residual(residual.len())?;
+        if let Some(index) = residual.iter().position(|v| !v.is_finite()) {
+            return Err(CompressError::NonFinite { index });
+        }
+        compressor.residual = residual;
+        Ok(compressor)
+    }
+
+    /// What the codec has held back, taken out of the compressor (for a checkpoint).
+    pub fn into_residual(self) -> Vec<f32> {
+        self.residual
     }
 
     /// The codec in use.
@@ -152,7 +199,8 @@ impl Compressor {
         self.spec
     }
 
-    /// What top-k has held back so far (empty for the other codecs).
+    /// What the codec has held back so far: error feedback of top-k and the low-bit codecs
+    /// (empty for the others).
     pub fn residual(&self) -> &[f32] {
         &self.residual
     }
@@ -184,13 +232,12 @@ impl Compressor {
             CodecSpec::F32 => encode_f32(values, body),
             CodecSpec::F16 => encode_f16(values, body)?,
             CodecSpec::Int8 { block } => encode_int8(values, block as usize, body),
+            CodecSpec::Quant { block, bits } => {
+                self.check_residual(values.len())?;
+                lowbit::encode(values, &mut self.residual, block as usize, bits, body)
+            }
             CodecSpec::TopK { density_ppm } | CodecSpec::TopKQuant { density_ppm, .. } => {
-                if self.residual.len() != values.len() {
-                    return Err(CompressError::LengthMismatch {
-                        len: values.len(),
-                        expected: self.residual.len(),
-                    });
-                }
+                self.check_residual(values.len())?;
                 if u32::try_from(values.len()).is_err() {
                     return Err(CompressError::TooLarge {
                         len: values.len() as u64,
@@ -208,6 +255,19 @@ impl Compressor {
             }
         }
         out.len = values.len() as u64;
+        Ok(())
+    }
+}
+
+impl Compressor {
+    /// Refuses values of another length than the error-feedback residual.
+    fn check_residual(&self, len: usize) -> Result<(), CompressError> {
+        if self.residual.len() != len {
+            return Err(CompressError::LengthMismatch {
+                len,
+                expected: self.residual.len(),
+            });
+        }
         Ok(())
     }
 }
@@ -286,6 +346,9 @@ impl CompressedUpdate {
             CodecSpec::F32 => decode_f32(&self.body, out),
             CodecSpec::F16 => decode_f16(&self.body, out),
             CodecSpec::Int8 { block } => decode_int8(&self.body, block as usize, out),
+            CodecSpec::Quant { block, bits } => {
+                lowbit::decode(&self.body, block as usize, bits, out)
+            }
             CodecSpec::TopK { .. } => sparse::decode_exact(&self.body, out),
             CodecSpec::TopKQuant { bits, .. } => sparse::decode_quant(&self.body, bits, out),
         }
@@ -659,6 +722,103 @@ mod tests {
     }
 
     #[test]
+    fn quant_within_bound_and_feeds_back_the_rounding() {
+        let len = 10_001;
+        for (bits, block) in [(2u8, 128usize), (3, 64), (4, 128), (8, 128), (4, 1)] {
+            let v = update(len, 60 + u64::from(bits) + block as u64);
+            let spec = CodecSpec::Quant {
+                block: block as u32,
+                bits,
+            };
+            let mut c = Compressor::new(spec, len).unwrap();
+            let sent = c.compress(&v).unwrap();
+            assert_eq!(sent.body.len(), spec.body_len(len));
+            let y = sent.decompress(len).unwrap();
+            let h = ((1u32 << (bits - 1)) - 1) as f32;
+            for (xs, (ys, rs)) in v
+                .chunks(block)
+                .zip(y.chunks(block).zip(c.residual().chunks(block)))
+            {
+                let absmax = xs.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let bound = absmax / (2.0 * h) * (1.0 + 1e-5);
+                for ((x, y), r) in xs.iter().zip(ys).zip(rs) {
+                    assert!(
+                        (x - y).abs() <= bound,
+                        "{bits} bits: {x} -> {y}, bound {bound}"
+                    );
+                    assert_eq!(*r, x - y, "the rounding is kept");
+                }
+            }
+            let mut total_in = v.clone();
+            let mut total_sent = y;
+            for round in 0..5 {
+                let next = update(len, 300 + round);
+                let y = c.compress(&next).unwrap().decompress(len).unwrap();
+                for i in 0..len {
+                    total_in[i] += next[i];
+                    total_sent[i] += y[i];
+                }
+            }
+            for i in 0..len {
+                let err = (total_in[i] - total_sent[i] - c.residual()[i]).abs();
+                assert!(err <= 1e-5 * total_in[i].abs().max(1.0), "index {i}: {err}");
+            }
+        }
+        // A block of zeros stays zero; the ternary grid holds 0 and ±absmax exactly.
+        let y = round_trip(
+            CodecSpec::Quant { block: 4, bits: 2 },
+            &[0.0, 0.0, 0.0, 0.0, 2.0, -2.0, 0.0, 0.1],
+        );
+        assert_eq!(y, [0.0, 0.0, 0.0, 0.0, 2.0, -2.0, 0.0, 0.0]);
+        // 2 bits a value and a scale per block: 16x smaller than f32 at large blocks.
+        assert_eq!(
+            CodecSpec::Quant {
+                block: 128,
+                bits: 2
+            }
+            .body_len(1 << 20),
+            (1 << 20) / 4 + (1 << 13) * 4
+        );
+    }
+
+    #[test]
+    fn hostile_quant_bodies_are_refused() {
+        let v = update(1000, 11);
+        let spec = CodecSpec::Quant {
+            block: 100,
+            bits: 2,
+        };
+        let good = Compressor::new(spec, 1000).unwrap().compress(&v).unwrap();
+        assert!(good.decompress(1000).is_ok());
+        let mut unused_code = good.clone();
+        // The first value of the first block holds code 3, which 2 bits never write.
+        unused_code.body[40] |= 0b11;
+        assert!(matches!(
+            unused_code.decompress(1000),
+            Err(CompressError::BadCode {
+                position: 0,
+                code: 3
+            })
+        ));
+        for scale in [f32::NAN, f32::NEG_INFINITY, -1.0] {
+            let mut bad = good.clone();
+            bad.body[4..8].copy_from_slice(&scale.to_le_bytes());
+            assert!(matches!(
+                bad.decompress(1000),
+                Err(CompressError::NonFiniteBody { position: 100 })
+            ));
+        }
+        let mut short = good.clone();
+        short.body.pop();
+        assert!(matches!(
+            short.decompress(1000),
+            Err(CompressError::BodyLength { .. })
+        ));
+        assert!(Compressor::new(CodecSpec::Quant { block: 0, bits: 4 }, 1).is_err());
+        assert!(Compressor::new(CodecSpec::Quant { block: 8, bits: 1 }, 1).is_err());
+    }
+
+    #[test]
     fn hostile_low_bit_bodies_are_refused() {
         let v = update(4096, 10);
         let spec = CodecSpec::TopKQuant {
@@ -824,6 +984,7 @@ mod tests {
             Just(CodecSpec::F16),
             (1u32..300).prop_map(|block| CodecSpec::Int8 { block }),
             (1u32..=1_000_000).prop_map(|density_ppm| CodecSpec::TopK { density_ppm }),
+            (1u32..300, 2u8..=8).prop_map(|(block, bits)| CodecSpec::Quant { block, bits }),
             (1u32..=1_000_000, 2u8..=8)
                 .prop_map(|(density_ppm, bits)| CodecSpec::TopKQuant { density_ppm, bits }),
         ]

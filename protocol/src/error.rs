@@ -273,6 +273,16 @@ pub enum CompressError {
         /// Position in the body.
         position: usize,
     },
+    /// A low-bit code the codec never writes.
+    #[error(
+        "compressed body holds code {code} at position {position}, which the codec never writes"
+    )]
+    BadCode {
+        /// Position of the value.
+        position: usize,
+        /// The code found.
+        code: u32,
+    },
     /// The output buffer or error-feedback state has another length than the update.
     #[error("buffer of {len} elements given for an update of {expected}")]
     LengthMismatch {

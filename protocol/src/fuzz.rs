@@ -258,6 +258,13 @@ pub fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error + Send + Sync>> {
             },
         ),
         (
+            "valid-quant-2bit",
+            CodecSpec::Quant {
+                block: 128,
+                bits: 2,
+            },
+        ),
+        (
             "valid-topk-4bit",
             CodecSpec::TopKQuant {
                 density_ppm: 20_000,

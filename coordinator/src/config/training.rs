@@ -16,6 +16,8 @@ pub enum Compression {
     Int8,
     /// Only the largest-magnitude entries (see `topk_density`); `"topk"`.
     TopK,
+    /// Every entry in a few bits (see `compression_bits`); `"lowbit"`.
+    LowBit,
 }
 
 /// What happens to an update that arrives after its round has closed.
@@ -62,6 +64,9 @@ pub struct TrainingConfig {
     pub compression: Compression,
     /// Share of entries kept by `topk` compression, in (0, 1].
     pub topk_density: f32,
+    /// Bits per entry: for `lowbit`, 2 to 8 (4 when unset); for `topk`, 2 to 8 send each kept
+    /// entry as a sign and a magnitude level, unset sends them exactly (f32).
+    pub compression_bits: Option<u8>,
     /// Training tasks handed out per round; at least 1.
     pub tasks_per_round: u32,
     /// Accepted updates that let a round close early; 1 to `tasks_per_round`.
@@ -89,6 +94,7 @@ impl Default for TrainingConfig {
             grad_clip: 1.0,
             compression: Compression::Int8,
             topk_density: 0.01,
+            compression_bits: None,
             tasks_per_round: 4,
             min_updates: 3,
             round_deadline_secs: 900,
@@ -112,6 +118,9 @@ pub struct AggregationConfig {
     pub outer_lr: f32,
     /// Outer momentum, in [0, 1).
     pub outer_momentum: f32,
+    /// Bits per value of the model step published each round, 2 to 8 (the coordinator
+    /// carries the rounding into the next step); unset, the step is int8 without carry.
+    pub step_bits: Option<u8>,
 }
 
 impl Default for AggregationConfig {
@@ -122,6 +131,7 @@ impl Default for AggregationConfig {
             clip_multiple: 2.0,
             outer_lr: 0.7,
             outer_momentum: 0.9,
+            step_bits: None,
         }
     }
 }

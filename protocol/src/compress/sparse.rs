@@ -2,6 +2,7 @@
 //! ([`CodecSpec::TopK`](super::CodecSpec::TopK)) and its low-bit layout
 //! ([`CodecSpec::TopKQuant`](super::CodecSpec::TopKQuant)).
 
+use super::bits::{BitReader, BitWriter};
 use crate::error::CompressError;
 
 /// Kept values per scale block of the low-bit layout.
@@ -195,10 +196,7 @@ pub(super) fn decode_quant(body: &[u8], bits: u8, out: &mut [f32]) -> Result<(),
         })
         .collect::<Result<_, _>>()?;
     out.fill(0.0);
-    let mut reader = BitReader {
-        bytes: codes,
-        at: 0,
-    };
+    let mut reader = BitReader::new(codes);
     for (block, &(lo, hi)) in indices.chunks(QUANT_BLOCK).zip(&spans) {
         for &i in block {
             let code = reader.take(bits);
@@ -234,50 +232,4 @@ fn take_varint(body: &[u8], at: &mut usize) -> Option<u32> {
         }
     }
     None
-}
-
-/// Packs codes from the low bit of each byte.
-struct BitWriter<'a> {
-    body: &'a mut Vec<u8>,
-    start: usize,
-    bit: usize,
-}
-
-impl<'a> BitWriter<'a> {
-    fn new(body: &'a mut Vec<u8>, total_bits: usize) -> Self {
-        let start = body.len();
-        body.resize(start + total_bits.div_ceil(8), 0);
-        Self {
-            body,
-            start,
-            bit: 0,
-        }
-    }
-
-    fn put(&mut self, code: u32, bits: u32) {
-        for b in 0..bits {
-            if code >> b & 1 == 1 {
-                self.body[self.start + self.bit / 8] |= 1 << (self.bit % 8);
-            }
-            self.bit += 1;
-        }
-    }
-}
-
-/// Reads what [`BitWriter`] packed; the caller checked the length.
-struct BitReader<'a> {
-    bytes: &'a [u8],
-    at: usize,
-}
-
-impl BitReader<'_> {
-    fn take(&mut self, bits: u32) -> u32 {
-        let mut code = 0;
-        for b in 0..bits {
-            let bit = self.bytes[self.at / 8] >> (self.at % 8) & 1;
-            code |= u32::from(bit) << b;
-            self.at += 1;
-        }
-        code
-    }
 }

@@ -121,15 +121,21 @@ fn a_project_trains_verifies_and_exports_through_the_cli() {
 
 /// SIGKILL in the middle of a round, restart on the same directory: the volunteers reconnect
 /// by themselves, the run finishes, and every result accepted before the kill is still in the
-/// ledger and was aggregated.
+/// ledger and was aggregated. Updates and model steps travel in 2 bits, so the restart also
+/// reloads the coordinator's step carry and the nodes rebuild every version from low-bit steps.
 #[test]
 fn the_coordinator_resumes_after_a_kill_mid_round() {
     let tmp = tempfile::tempdir().expect("tmp");
     let config = small_project(
         &tmp.path().join("project"),
         free_port(),
-        &[("inner_steps", "40"), ("rounds", "4")],
-        "",
+        &[
+            ("inner_steps", "40"),
+            ("rounds", "4"),
+            ("compression", "\"lowbit\""),
+            ("compression_bits", "2"),
+        ],
+        "[aggregation]\nstep_bits = 2\n",
     );
     let mut coordinator = Coordinator::start(&config);
     let _v1 = Volunteer::start(&tmp.path().join("v1"), &coordinator.addr, &[]);
