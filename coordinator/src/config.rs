@@ -442,13 +442,11 @@ impl Config {
         v.non_negative("training.weight_decay", t.weight_decay)?;
         v.positive("training.grad_clip", t.grad_clip)?;
         v.unit_interval("training.topk_density", t.topk_density)?;
-        if let Some(bits) = t.compression_bits {
-            v.ensure(
-                (2..=8).contains(&bits),
-                "training.compression_bits",
-                format_args!("must be 2 to 8 (got {bits}); leave it out for exact top-k values"),
-            )?;
-        }
+        v.bits(
+            "training.compression_bits",
+            t.compression_bits,
+            "exact top-k values",
+        )?;
         v.at_least("training.tasks_per_round", t.tasks_per_round, 1)?;
         v.at_least("training.min_updates", t.min_updates, 1)?;
         v.ensure(
@@ -483,13 +481,7 @@ impl Config {
             "aggregation.outer_momentum",
             format_args!("must be at least 0 and below 1 (got {})", a.outer_momentum),
         )?;
-        if let Some(bits) = a.step_bits {
-            v.ensure(
-                (2..=8).contains(&bits),
-                "aggregation.step_bits",
-                format_args!("must be 2 to 8 (got {bits}); leave it out for int8 steps"),
-            )?;
-        }
+        v.bits("aggregation.step_bits", a.step_bits, "int8 steps")?;
 
         let s = &self.scheduling;
         v.ensure(
@@ -624,6 +616,14 @@ impl Validator<'_> {
                 reason: reason.to_string(),
             })
         }
+    }
+
+    /// Bits per value of a low-bit codec, 2 to 8 when set; unset means `unset`.
+    fn bits(&self, key: &'static str, bits: Option<u8>, unset: &str) -> Result<(), ConfigError> {
+        bits.map_or(Ok(()), |b| {
+            let reason = format_args!("must be 2 to 8 (got {b}); leave it out for {unset}");
+            self.ensure((2..=8).contains(&b), key, reason)
+        })
     }
 
     /// An integer at least `min`.
