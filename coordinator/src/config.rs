@@ -10,7 +10,6 @@
 //!
 //! [`validate`]: Config::validate
 
-use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
 use canopy_node::network::{MAX_PROVIDER_TTL_SECS, MIN_PROVIDER_TTL_SECS};
@@ -21,10 +20,12 @@ mod admission;
 mod dashboard;
 mod model;
 mod training;
+mod validator;
 pub use admission::{AdmissionConfig, AdmissionPolicy};
 pub use dashboard::{DashboardConfig, token_ok};
 pub use model::{BuiltinText, DataConfig, ModelConfig, Preset, TokenizerChoice};
 pub use training::{AggregationConfig, Compression, LateUpdates, TrainingConfig};
+use validator::Validator;
 
 /// The configuration file's usual name; also the file named by errors from
 /// [`Config::validate`], which does not know where the values came from.
@@ -595,107 +596,6 @@ fn is_host_port(text: &str) -> bool {
             !host.is_empty() && !host.contains(char::is_whitespace) && port.parse::<u16>().is_ok()
         }
         None => false,
-    }
-}
-
-/// Builds [`ConfigError::Invalid`] errors for one origin.
-struct Validator<'a> {
-    /// Where the values came from.
-    origin: &'a str,
-}
-
-impl Validator<'_> {
-    /// Fails with `reason` for `key` unless `ok`.
-    fn ensure(&self, ok: bool, key: &'static str, reason: impl Display) -> Result<(), ConfigError> {
-        if ok {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid {
-                origin: self.origin.to_owned(),
-                key,
-                reason: reason.to_string(),
-            })
-        }
-    }
-
-    /// Bits per value of a low-bit codec, 2 to 8 when set; unset means `unset`.
-    fn bits(&self, key: &'static str, bits: Option<u8>, unset: &str) -> Result<(), ConfigError> {
-        bits.map_or(Ok(()), |b| {
-            let reason = format_args!("must be 2 to 8 (got {b}); leave it out for {unset}");
-            self.ensure((2..=8).contains(&b), key, reason)
-        })
-    }
-
-    /// An integer at least `min`.
-    fn at_least<T: PartialOrd + Display>(
-        &self,
-        key: &'static str,
-        value: T,
-        min: T,
-    ) -> Result<(), ConfigError> {
-        let ok = value >= min;
-        self.ensure(
-            ok,
-            key,
-            format_args!("must be at least {min} (got {value})"),
-        )
-    }
-
-    /// A finite number above 0.
-    fn positive<T: Into<f64> + Copy + Display>(
-        &self,
-        key: &'static str,
-        value: T,
-    ) -> Result<(), ConfigError> {
-        let x: f64 = value.into();
-        self.ensure(
-            x.is_finite() && x > 0.0,
-            key,
-            format_args!("must be a finite number above 0 (got {value})"),
-        )
-    }
-
-    /// A finite number at least 0.
-    fn non_negative<T: Into<f64> + Copy + Display>(
-        &self,
-        key: &'static str,
-        value: T,
-    ) -> Result<(), ConfigError> {
-        let x: f64 = value.into();
-        self.ensure(
-            x.is_finite() && x >= 0.0,
-            key,
-            format_args!("must be a finite number of at least 0 (got {value})"),
-        )
-    }
-
-    /// A number in (0, 1].
-    fn unit_interval<T: Into<f64> + Copy + Display>(
-        &self,
-        key: &'static str,
-        value: T,
-    ) -> Result<(), ConfigError> {
-        let x: f64 = value.into();
-        self.ensure(
-            x > 0.0 && x <= 1.0,
-            key,
-            format_args!("must be above 0 and at most 1 (got {value})"),
-        )
-    }
-
-    /// A number strictly between `low` and `high`.
-    fn open_range(
-        &self,
-        key: &'static str,
-        value: f64,
-        low: f64,
-        high: f64,
-    ) -> Result<(), ConfigError> {
-        self.ensure(
-            value > low && value < high,
-            key,
-            format_args!("must be above {low} and below {high} (got {value})"),
-        )
     }
 }
 

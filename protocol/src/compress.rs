@@ -629,6 +629,26 @@ mod tests {
         }
     }
 
+    /// Over five more rounds of updates (seeded from `seed`), what `c` sent plus what it holds
+    /// back is what came in, starting from `first` of which `first_sent` was sent.
+    fn feedback_adds_up(c: &mut Compressor, first: &[f32], first_sent: Vec<f32>, seed: u64) {
+        let len = first.len();
+        let mut total_in = first.to_vec();
+        let mut total_sent = first_sent;
+        for round in 0..5 {
+            let next = update(len, seed + round);
+            let y = c.compress(&next).unwrap().decompress(len).unwrap();
+            for i in 0..len {
+                total_in[i] += next[i];
+                total_sent[i] += y[i];
+            }
+        }
+        for i in 0..len {
+            let err = (total_in[i] - total_sent[i] - c.residual()[i]).abs();
+            assert!(err <= 1e-5 * total_in[i].abs().max(1.0), "index {i}: {err}");
+        }
+    }
+
     /// Per block of kept values (in index order), the span of their magnitudes.
     fn kept_spans(v: &[f32], kept: &[usize]) -> Vec<(f32, f32)> {
         kept.chunks(QUANT_BLOCK)
@@ -674,21 +694,7 @@ mod tests {
                 assert!(v[i].abs() <= smallest_kept);
                 assert_eq!(c.residual()[i], v[i], "unsent values are kept");
             }
-            // Over many rounds, what was sent plus what is held back is what came in.
-            let mut total_in = v.clone();
-            let mut total_sent = y;
-            for round in 0..5 {
-                let next = update(len, 200 + round);
-                let y = c.compress(&next).unwrap().decompress(len).unwrap();
-                for i in 0..len {
-                    total_in[i] += next[i];
-                    total_sent[i] += y[i];
-                }
-            }
-            for i in 0..len {
-                let err = (total_in[i] - total_sent[i] - c.residual()[i]).abs();
-                assert!(err <= 1e-5 * total_in[i].abs().max(1.0), "index {i}: {err}");
-            }
+            feedback_adds_up(&mut c, &v, y, 200);
         }
     }
 
@@ -749,20 +755,7 @@ mod tests {
                     assert_eq!(*r, x - y, "the rounding is kept");
                 }
             }
-            let mut total_in = v.clone();
-            let mut total_sent = y;
-            for round in 0..5 {
-                let next = update(len, 300 + round);
-                let y = c.compress(&next).unwrap().decompress(len).unwrap();
-                for i in 0..len {
-                    total_in[i] += next[i];
-                    total_sent[i] += y[i];
-                }
-            }
-            for i in 0..len {
-                let err = (total_in[i] - total_sent[i] - c.residual()[i]).abs();
-                assert!(err <= 1e-5 * total_in[i].abs().max(1.0), "index {i}: {err}");
-            }
+            feedback_adds_up(&mut c, &v, y, 300);
         }
         // A block of zeros stays zero; the ternary grid holds 0 and ±absmax exactly.
         let y = round_trip(
