@@ -44,7 +44,7 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
     let config = small_project(
         &tmp.path().join("project"),
         free_port(),
-        &[("rounds", "8")],
+        &[("rounds", "12")],
         &format!("[dashboard]\nlisten = \"127.0.0.1:{http_port}\"\ntoken = \"{TOKEN}\"\n"),
     );
     let config_s = config.to_string_lossy().to_string();
@@ -128,6 +128,26 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
             "{p}"
         );
     }
+
+    // Credit is released only once a volunteer is past probation with a record that points
+    // with its rounds; which rounds each volunteer's tasks land in is up to the scheduler, so
+    // wait until both have released credit before the figures below compare it (12 rounds
+    // leave enough for that and for the actions after it).
+    let credited = poll_until(Duration::from_secs(300), POLL, || {
+        let contributors = get(http, "/api/contributors").json();
+        [&p1, &p2].iter().all(|peer| {
+            contributors["volunteers"].as_array().is_some_and(|rows| {
+                rows.iter().any(|v| {
+                    v["key"] == peer.as_str() && v["tokens"].as_u64().is_some_and(|t| t > 0)
+                })
+            })
+        })
+    });
+    assert!(
+        credited,
+        "both volunteers earn released credit: {}",
+        get(http, "/api/contributors").json()
+    );
 
     // Changing actions: 401 without the token or with a wrong one.
     for token in [None, Some("wrong-token-wrong-token")] {
