@@ -13,8 +13,8 @@
 //! `_DATACENTER`, `_ROUNDS`, `_INNER_STEPS`, `_BATCH`, `_SEQ`, `_LR`, `_TASK_LR_DECAY`,
 //! `_OUTER_LR`, `_OUTER_MOMENTUM`, `_COMBINE`, `_BPE_VOCAB` (0: byte-level tokens), `_SEED`
 //! (the project seed: the initial model and every task's windows), `_COMPRESSION` (`f32`,
-//! `f16`, `int8`, `lowbit`, `topk`), `_TOPK_DENSITY`, `_BITS` and `_STEP_BITS` (0: unset;
-//! each prefixed with `ROUNDS_SIM`),
+//! `f16`, `int8`, `lowbit`, `topk`), `_TOPK_DENSITY`, `_BITS` (0: unset) and `_STEP_BITS`
+//! (each prefixed with `ROUNDS_SIM`),
 //! on the built-in text. `ROUNDS_SIM_ERROR_FEEDBACK=1` carries each task slot's top-k residual
 //! from round to round (as a node that kept its residual would); `ROUNDS_SIM_BASELINE` takes
 //! the baseline's held-out loss from an earlier run of the same settings instead of training
@@ -88,7 +88,7 @@ fn main() {
     a.outer_momentum = setting("OUTER_MOMENTUM", a.outer_momentum);
     a.combine = setting("COMBINE", a.combine.clone());
     let t = &mut config.training;
-    t.compression = match setting("COMPRESSION", String::from("int8")).as_str() {
+    t.compression = match setting("COMPRESSION", String::from("lowbit")).as_str() {
         "f32" => Compression::F32,
         "f16" => Compression::F16,
         "int8" => Compression::Int8,
@@ -99,8 +99,7 @@ fn main() {
     t.topk_density = setting("TOPK_DENSITY", t.topk_density);
     let bits = setting("BITS", 0u8);
     t.compression_bits = (bits > 0).then_some(bits);
-    let step_bits = setting("STEP_BITS", 0u8);
-    config.aggregation.step_bits = (step_bits > 0).then_some(step_bits);
+    config.aggregation.step_bits = setting("STEP_BITS", config.aggregation.step_bits);
     let error_feedback = setting("ERROR_FEEDBACK", 0u8) == 1;
     let given_baseline = setting("BASELINE", 0f32);
     config.validate().expect("the settings");

@@ -443,11 +443,9 @@ impl Config {
         v.non_negative("training.weight_decay", t.weight_decay)?;
         v.positive("training.grad_clip", t.grad_clip)?;
         v.unit_interval("training.topk_density", t.topk_density)?;
-        v.bits(
-            "training.compression_bits",
-            t.compression_bits,
-            "exact top-k values",
-        )?;
+        if let Some(bits) = t.compression_bits {
+            v.bits("training.compression_bits", bits)?;
+        }
         v.at_least("training.tasks_per_round", t.tasks_per_round, 1)?;
         v.at_least("training.min_updates", t.min_updates, 1)?;
         v.ensure(
@@ -482,7 +480,7 @@ impl Config {
             "aggregation.outer_momentum",
             format_args!("must be at least 0 and below 1 (got {})", a.outer_momentum),
         )?;
-        v.bits("aggregation.step_bits", a.step_bits, "int8 steps")?;
+        v.bits("aggregation.step_bits", a.step_bits)?;
 
         let s = &self.scheduling;
         v.ensure(

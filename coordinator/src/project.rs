@@ -388,6 +388,15 @@ impl Project {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The outer optimizer as the last closed round left it (for tests of its checkpoint).
+    #[cfg(test)]
+    pub(crate) fn outer_optimizer(&self) -> OuterOptimizer {
+        self.optimizer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The round in progress.
     pub fn current(&self) -> Current {
         self.current

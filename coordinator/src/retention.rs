@@ -252,9 +252,15 @@ mod tests {
             bytes.push(project.store.stats().bytes);
         }
         assert_eq!(bytes[3], bytes[29], "store bytes by round: {bytes:?}");
-        // The current and previous weights, the current momentum and the current step.
-        assert_eq!(objects(&project), 4);
+        // The current and previous weights, the current momentum, the current step and what
+        // the steps have not carried yet.
+        assert_eq!(objects(&project), 5);
         let round = project.current().round;
+        let carry = project.outer_optimizer().step_carry().to_vec();
+        assert!(
+            carry.iter().any(|c| *c != 0.0),
+            "the 4-bit steps left a carry"
+        );
         let previous = project
             .state()
             .read()
@@ -272,6 +278,11 @@ mod tests {
 
         let project = Project::open(dir.path(), config).expect("reopened");
         assert_eq!(project.current().round, round);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert!(
+            bits(project.outer_optimizer().step_carry()) == bits(&carry),
+            "the restart reloads the step carry"
+        );
         assert!(
             !project.store.has_object(&m),
             "the stray object was collected"

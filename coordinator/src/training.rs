@@ -281,14 +281,9 @@ pub fn holdout_split(text: &[u8], holdout: f64) -> (&[u8], &[u8]) {
 
 /// The codec of the model step the coordinator publishes each round.
 pub fn step_codec(config: &Config) -> CodecSpec {
-    match config.aggregation.step_bits {
-        None => CodecSpec::Int8 {
-            block: DEFAULT_INT8_BLOCK,
-        },
-        Some(bits) => CodecSpec::Quant {
-            block: DEFAULT_INT8_BLOCK,
-            bits,
-        },
+    CodecSpec::Quant {
+        block: DEFAULT_INT8_BLOCK,
+        bits: config.aggregation.step_bits,
     }
 }
 

@@ -12,11 +12,11 @@ pub enum Compression {
     /// 16-bit floats.
     F16,
     /// 8-bit integers with a per-tensor scale.
-    #[default]
     Int8,
     /// Only the largest-magnitude entries (see `topk_density`); `"topk"`.
     TopK,
-    /// Every entry in a few bits (see `compression_bits`); `"lowbit"`.
+    /// Every entry in a few bits (see `compression_bits`); `"lowbit"`, the default.
+    #[default]
     LowBit,
 }
 
@@ -92,7 +92,7 @@ impl Default for TrainingConfig {
             task_lr_decay: 0.1,
             weight_decay: 0.1,
             grad_clip: 1.0,
-            compression: Compression::Int8,
+            compression: Compression::LowBit,
             topk_density: 0.01,
             compression_bits: None,
             tasks_per_round: 4,
@@ -118,9 +118,9 @@ pub struct AggregationConfig {
     pub outer_lr: f32,
     /// Outer momentum, in [0, 1).
     pub outer_momentum: f32,
-    /// Bits per value of the model step published each round, 2 to 8 (the coordinator
-    /// carries the rounding into the next step); unset, the step is int8 without carry.
-    pub step_bits: Option<u8>,
+    /// Bits per value of the model step published each round, 2 to 8; the coordinator
+    /// carries the rounding into the next step.
+    pub step_bits: u8,
 }
 
 impl Default for AggregationConfig {
@@ -131,7 +131,7 @@ impl Default for AggregationConfig {
             clip_multiple: 2.0,
             outer_lr: 0.7,
             outer_momentum: 0.9,
-            step_bits: None,
+            step_bits: 4,
         }
     }
 }

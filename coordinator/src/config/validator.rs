@@ -30,17 +30,10 @@ impl Validator<'_> {
         }
     }
 
-    /// Bits per value of a low-bit codec, 2 to 8 when set; unset means `unset`.
-    pub(super) fn bits(
-        &self,
-        key: &'static str,
-        bits: Option<u8>,
-        unset: &str,
-    ) -> Result<(), ConfigError> {
-        bits.map_or(Ok(()), |b| {
-            let reason = format_args!("must be 2 to 8 (got {b}); leave it out for {unset}");
-            self.ensure((2..=8).contains(&b), key, reason)
-        })
+    /// Bits per value of a low-bit codec: 2 to 8.
+    pub(super) fn bits(&self, key: &'static str, bits: u8) -> Result<(), ConfigError> {
+        let reason = format_args!("must be 2 to 8 (got {bits})");
+        self.ensure((2..=8).contains(&bits), key, reason)
     }
 
     /// An integer at least `min`.
