@@ -1,5 +1,7 @@
 //! Tests of the state database: transactions, migrations, the ledger and its totals.
 
+use rusqlite::params;
+
 use super::*;
 
 #[test]

@@ -1,0 +1,342 @@
+//! A result's verdict committed: the checks' outcome becomes the result record, the ledger
+//! claim and the reputation change, before the node gets its acknowledgement.
+
+use std::sync::Arc;
+
+use canopy_node::network::Client;
+use canopy_protocol::messages::{ResultAck, TaskOutput, TaskResult};
+use libp2p::PeerId;
+
+use super::checks::{Checked, RerunVerdict, check_result};
+use super::peer::datacenter_active;
+use crate::aggregate;
+use crate::judge::LossVerdict;
+use crate::project::{Project, now_ms};
+use crate::scheduler::DATACENTER;
+use crate::state::{LedgerClaim, OUTLIER, TRAIN, VERIFY};
+
+/// A refusal, with the reputation counter it feeds.
+pub(super) struct Refusal {
+    pub(super) reason: String,
+    pub(super) count: fn(&mut aggregate::RejectionStats),
+    pub(super) penalise: bool,
+    /// The loss judge's verdict, for a refusal on the update's effect on held-out loss.
+    pub(super) judged: Option<LossVerdict>,
+}
+
+/// An accepted update's change of held-out loss and the judge's verdict on it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Judged {
+    pub(super) change: f64,
+    pub(super) verdict: LossVerdict,
+}
+
+pub(super) fn refuse(
+    reason: impl Into<String>,
+    count: fn(&mut aggregate::RejectionStats),
+    penalise: bool,
+) -> Refusal {
+    Refusal {
+        reason: reason.into(),
+        count,
+        penalise,
+        judged: None,
+    }
+}
+
+/// Judges a result and commits the verdict; the returned ack is sent only after that.
+pub(super) async fn judge(
+    project: &Arc<Project>,
+    client: &Client,
+    peer: PeerId,
+    result: TaskResult,
+) -> ResultAck {
+    let task = result.task;
+    // The end of the wall time that bounds the compute time the ledger records.
+    let arrived = now_ms();
+    let verdict = check_result(project, client, peer, &result).await;
+    let key = peer.to_string();
+    let now = now_ms();
+    let rep = &project.config.reputation;
+    let ack = |accepted: bool, reason: Option<String>| ResultAck {
+        task,
+        accepted,
+        reason,
+    };
+    match verdict {
+        Ok(Checked::Internal(e)) => {
+            tracing::warn!(%peer, task = task.0, "could not judge a result: {e}");
+            project.metrics.rejected("coordinator_error");
+            ack(
+                false,
+                Some("the coordinator could not judge this result; it will be re-run".into()),
+            )
+        }
+        Ok(Checked::Accepted(record, verify, judged)) => {
+            let outlier = record.status == OUTLIER;
+            let kind = if verify.is_some() { VERIFY } else { TRAIN };
+            let update_root = record.update_root;
+            let committed = project.state().transaction(|tx| {
+                let mut record = (*record).clone();
+                let mut verified_original = None;
+                if let Some(compared) = &verify {
+                    let (original, cosine) = &**compared;
+                    // A verification run: judge the original, keep this one out of aggregation
+                    // (its update may be the original's, byte for byte: the ledger keeps its
+                    // hash, the results table does not).
+                    record.status = "verifier".into();
+                    record.update_root = None;
+                    let verdict = RerunVerdict::of(*cosine, project.config.verification.min_cosine);
+                    if let Some(orig) = original
+                        && verdict == RerunVerdict::Unverifiable
+                    {
+                        tracing::warn!(
+                            task = orig.task,
+                            "the original update of a re-run could not be loaded; left unverified"
+                        );
+                        tx.set_ledger_verified(orig.task, &orig.peer, "unverifiable", true)?;
+                    } else if let Some(orig) = original {
+                        let ok = verdict == RerunVerdict::Agrees;
+                        let (status, verdict) = if ok {
+                            ("accepted", "verified")
+                        } else {
+                            ("rejected", "failed")
+                        };
+                        tx.set_result_status(
+                            orig.lease,
+                            status,
+                            (!ok).then_some("failed verification by re-run"),
+                        )?;
+                        tx.set_ledger_verified(orig.task, &orig.peer, verdict, ok)?;
+                        let mut quality = tx.peer_quality(&orig.peer)?;
+                        quality.observe_rerun(ok);
+                        tx.set_peer_quality(&orig.peer, &quality)?;
+                        let delta = if ok {
+                            rep.accepted
+                        } else {
+                            rep.failed_verification
+                        };
+                        tx.adjust_reputation(&orig.peer, delta, rep.ban_below)?;
+                        verified_original = Some((orig.peer.clone(), ok));
+                    }
+                }
+                if let TaskOutput::Train(output) = &result.output {
+                    tx.put_manifest(&output.update, now)?;
+                }
+                // Volunteer work is sampled for a datacenter re-run while one is active to
+                // run it; a sampled update waits for its verdict (`pending`) before any round
+                // aggregates it.
+                let rerun = verify.is_none()
+                    && !outlier
+                    && tx.peer(&key)?.is_none_or(|p| p.tier != DATACENTER)
+                    && project.rerun_sampled(record.task)
+                    && datacenter_active(&tx.reader(), now)?;
+                if rerun {
+                    record.status = "pending".into();
+                }
+                tx.insert_result(&record)?;
+                let mut quality = tx.peer_quality(&key)?;
+                let pattern = quality.observe(&judged.verdict);
+                tx.set_peer_quality(&key, &quality)?;
+                // An outlier costs nothing by itself (nor earns anything); a repeated pattern
+                // of them does.
+                let delta = match (outlier, pattern) {
+                    (false, _) => rep.accepted,
+                    (true, false) => 0,
+                    (true, true) => rep.failed_verification,
+                };
+                if pattern {
+                    tracing::info!(%peer, "outliers again and again: penalised");
+                }
+                if delta != 0 {
+                    tx.adjust_reputation(&key, delta, rep.ban_below)?;
+                }
+                // The ledger takes the task's tokens and bounds the compute time claimed.
+                tx.ledger_entry(
+                    &LedgerClaim {
+                        peer: &key,
+                        round: record.round,
+                        task: record.task,
+                        lease: record.lease,
+                        kind,
+                        compute_ms: result.compute_ms,
+                        accepted: !outlier,
+                        verified: if verify.is_some() {
+                            "verifier"
+                        } else {
+                            "unchecked"
+                        },
+                        result_hash: update_root.as_ref(),
+                        reason: record.reason.as_deref(),
+                        arrived_ms: arrived,
+                    },
+                    now,
+                )?;
+                tx.set_lease_status(record.lease, "done")?;
+                tx.set_task_status(record.task, "done")?;
+                // The throughput estimate (which sizes this peer's leases) takes the compute
+                // time claimed only up to the lease's wall time, as the coordinator saw it: a
+                // node cannot claim to be slower than it is to hold its tasks longer.
+                let ran_ms = tx
+                    .lease(record.lease)?
+                    .map_or(0, |l| arrived.saturating_sub(l.granted_ms));
+                tx.record_throughput(
+                    &key,
+                    measured_throughput(record.tokens, result.compute_ms, ran_ms),
+                )?;
+                if rerun && let Some(t) = tx.task(record.task)? {
+                    tx.insert_task(t.round, VERIFY, &t.spec, Some(t.id), t.tokens)?;
+                }
+                Ok(verified_original)
+            });
+            match committed {
+                Ok(_) if outlier => {
+                    let reason = record.reason.clone();
+                    tracing::info!(%peer, task = task.0, "result left out: {reason:?}");
+                    project.count_rejection(|s| s.outliers += 1);
+                    project.metrics.rejected("outlier");
+                    if let Some(root) = record.update_root {
+                        let _ = client.release(root).await;
+                    }
+                    ack(false, reason)
+                }
+                Ok(verified) => {
+                    project.metrics.results_accepted.inc();
+                    if verify.is_none() {
+                        project.record_loss_change(judged.change);
+                    }
+                    if let Some((orig, ok)) = verified {
+                        tracing::info!(original = %orig, passed = ok, "verification re-run compared");
+                        if !ok {
+                            project.count_rejection(|s| s.failed_verification += 1);
+                            project.metrics.verification_failures.inc();
+                        }
+                    }
+                    // A verifier's update has served its purpose once compared (unless it
+                    // is the original's, byte for byte, which aggregation still needs).
+                    let original_root = verify
+                        .as_ref()
+                        .and_then(|c| c.0.as_ref())
+                        .and_then(|o| o.update_root);
+                    if let Some(root) = record.update_root
+                        && verify.is_some()
+                        && original_root != Some(root)
+                    {
+                        let _ = client.release(root).await;
+                    }
+                    ack(true, None)
+                }
+                Err(e) => {
+                    if let Some(root) = record.update_root {
+                        let _ = client.release(root).await;
+                    }
+                    tracing::warn!("committing a result: {e}");
+                    project.metrics.rejected("coordinator_error");
+                    ack(
+                        false,
+                        Some("the coordinator could not record this result".into()),
+                    )
+                }
+            }
+        }
+        Err(refusal) => {
+            project.count_rejection(refusal.count);
+            project
+                .metrics
+                .rejected(crate::dashboard::metrics::rejection_reason(refusal.count));
+            tracing::info!(%peer, task = task.0, "result refused: {}", refusal.reason);
+            let lease = result.lease.0;
+            let committed = project.state().transaction(|tx| {
+                let l = tx.lease(lease)?;
+                let owned = l.as_ref().is_some_and(|l| l.peer == key);
+                let round = match l.as_ref().and_then(|l| tx.task(l.task).ok().flatten()) {
+                    Some(t) => t.round,
+                    None => project.current().round,
+                };
+                // No entry for a sender that never joined; no tokens or compute time for a
+                // refused result.
+                tx.ledger_entry(
+                    &LedgerClaim {
+                        peer: &key,
+                        round,
+                        task: task.0,
+                        lease,
+                        kind: TRAIN,
+                        compute_ms: result.compute_ms,
+                        accepted: false,
+                        verified: "unchecked",
+                        result_hash: None,
+                        reason: Some(&refusal.reason),
+                        arrived_ms: arrived,
+                    },
+                    now,
+                )?;
+                if owned
+                    && let Some(l) = l
+                    && l.status == "active"
+                {
+                    tx.set_lease_status(l.id, "done")?;
+                    crate::scheduler::reopen(tx, l.task)?;
+                }
+                if tx.peer(&key)?.is_some() {
+                    // A gross update also counts as a strike and weighs on the peer's score.
+                    let mut pattern = false;
+                    if let Some(verdict) = &refusal.judged {
+                        let mut quality = tx.peer_quality(&key)?;
+                        pattern = quality.observe(verdict);
+                        tx.set_peer_quality(&key, &quality)?;
+                    }
+                    // A gross effect on held-out loss is evidence of tampering, as a failed
+                    // re-run is; other penalised refusals cost a rejection.
+                    let mut delta = 0;
+                    if refusal.penalise {
+                        delta += match refusal.judged {
+                            Some(LossVerdict::Gross { .. }) => rep.failed_verification,
+                            _ => rep.rejected,
+                        };
+                    }
+                    if pattern {
+                        tracing::info!(%peer, "outliers again and again: penalised");
+                        delta += rep.failed_verification;
+                    }
+                    if delta != 0 {
+                        let (score, banned) = tx.adjust_reputation(&key, delta, rep.ban_below)?;
+                        if banned {
+                            tracing::warn!(%peer, score, "peer banned");
+                        }
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = committed {
+                tracing::warn!("recording a refusal: {e}");
+            }
+            ack(false, Some(refusal.reason))
+        }
+    }
+}
+
+/// Tokens a second from a task's `tokens`, the compute time a node claimed and the wall time
+/// its lease ran: the claim counts only up to the wall time (and at least a millisecond).
+fn measured_throughput(tokens: u64, claimed_ms: u64, ran_ms: u64) -> f64 {
+    let ms = claimed_ms.min(ran_ms).max(1);
+    tokens as f64 / (ms as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19, "nothing a peer says about itself is trusted": the throughput that sizes a
+    /// peer's leases came from the compute time it claimed, so a node claiming to be slow got
+    /// long leases to sit on. The claim now counts only up to the lease's wall time.
+    #[test]
+    fn a_claimed_compute_time_counts_only_up_to_the_leases_wall_time() {
+        // Honest: 1,000 tokens in 2 s of a lease that ran 2.5 s.
+        assert_eq!(measured_throughput(1000, 2000, 2500), 500.0);
+        // Claims an hour for a lease that ran 2 s.
+        assert_eq!(measured_throughput(1000, 3_600_000, 2000), 500.0);
+        // Nothing claimed, nothing measured: bounded, not infinite.
+        assert_eq!(measured_throughput(1000, 0, 0), 1_000_000.0);
+    }
+}

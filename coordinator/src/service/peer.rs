@@ -1,0 +1,220 @@
+//! The requests the corpus build and training answer alike (joins, heartbeats, credit
+//! queries, lease renewals and releases, manifests), and how long a waiting peer is asked to wait.
+
+use canopy_protocol::Message;
+use canopy_protocol::messages::{JoinAck, LeaseRenewed, ManifestResponse, NoWork, Tier};
+
+use crate::project::now_ms;
+use crate::scheduler::{self, ACTIVE_MS, DATACENTER, VOLUNTEER};
+use crate::state::PeerRecord;
+
+/// How stale a peer's recorded last contact may get before a request of its updates it.
+const LAST_SEEN_STEP_MS: u64 = 10_000;
+/// Requests a second the coordinator aims to get from peers that are only waiting, however
+/// many there are (see [`waiting_retry_ms`]).
+const WAITING_REQUESTS_PER_SEC: u64 = 100;
+
+/// Who sent a request: its key, and the network its connection comes from (see
+/// [`crate::admission::network_of`]), if known.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// The peer id, as text.
+    pub key: &'a str,
+    /// Its network, if the connection shows it.
+    pub network: Option<&'a str>,
+}
+
+/// What [`answer_peer`] did with a request.
+pub enum Answered {
+    /// Answered it, and for a join the tier granted.
+    Reply(Message, Option<&'static str>),
+    /// Not one of the requests it answers: handed back.
+    Other(Message),
+}
+
+/// The answer to a node's [`CreditQuery`](canopy_protocol::messages::CreditQuery): its
+/// ledger totals, `own`, where it has any.
+fn credit_report(
+    own: Option<crate::state::Contribution>,
+    known: bool,
+    round: u64,
+) -> canopy_protocol::messages::CreditReport {
+    let mut report = canopy_protocol::messages::CreditReport {
+        known,
+        round,
+        ..Default::default()
+    };
+    if let Some(c) = own {
+        report.known = true;
+        report.results = c.results;
+        report.accepted = c.accepted;
+        report.rejected = c.rejected;
+        report.verified = c.verified;
+        report.tokens = c.tokens;
+        report.compute_ms = c.compute_ms;
+    }
+    report
+}
+
+/// Answers the requests that the corpus build and training answer alike: joins, heartbeats,
+/// credit queries, lease renewals and releases, manifest requests (notes the contact first). Any other
+/// message comes back as [`Answered::Other`].
+pub fn answer_peer(
+    state: &mut crate::state::State,
+    config: &crate::config::Config,
+    issuer: &canopy_protocol::PublicKey,
+    caller: Caller<'_>,
+    round: u64,
+    now: u64,
+    message: Message,
+) -> Result<Answered, crate::state::StateError> {
+    let key = caller.key.to_string();
+    let mut known = state.read().peer(&key)?;
+    // Noting every contact would write (and sync) the database on every request; a peer's
+    // last contact is kept to within LAST_SEEN_STEP_MS, far finer than what reads it (a
+    // peer is active when heard from in the last minute).
+    if let Some(p) = known.as_mut()
+        && now.saturating_sub(p.last_seen_ms) >= LAST_SEEN_STEP_MS
+    {
+        state.transaction(|tx| tx.touch_peer(&key, now))?;
+        p.last_seen_ms = now;
+    }
+    let mut joined = None;
+    let reply = match message {
+        Message::Join(join) => {
+            let admission =
+                crate::admission::admit(state, config, issuer, caller, round, now, join)?;
+            joined = admission.joined;
+            Message::JoinAck(admission.ack)
+        }
+        Message::CreditQuery(_) => {
+            let own = state.read().contribution_of(&key)?;
+            Message::CreditReport(credit_report(own, known.is_some(), round))
+        }
+        Message::Heartbeat(_) => match known {
+            Some(p) => Message::JoinAck(JoinAck {
+                accepted: !p.banned,
+                tier: if p.tier == DATACENTER {
+                    Tier::Datacenter
+                } else {
+                    Tier::Volunteer
+                },
+                round,
+                message: String::new(),
+                work_bits: 0,
+            }),
+            None => no_work(0, "join first", true),
+        },
+        Message::LeaseRenew(renew) => {
+            let lease = state.read().lease(renew.lease.0)?;
+            match lease {
+                Some(l) if l.peer == key && l.status == "active" => {
+                    let task = state.read().task(l.task)?;
+                    let tokens = task.map_or(0, |t| t.tokens);
+                    let p = known.unwrap_or_else(|| unknown_peer(&key));
+                    let expires = now + scheduler::lease_ms(&config.scheduling, &p, tokens);
+                    state.transaction(|tx| {
+                        tx.extend_lease(l.id, expires, renew.progress_permille)
+                    })?;
+                    Message::LeaseRenewed(LeaseRenewed {
+                        lease: renew.lease,
+                        expires_at_ms: expires,
+                    })
+                }
+                _ => no_work(0, "this lease has expired or was reassigned", false),
+            }
+        }
+        Message::LeaseRelease(release) => {
+            let lease = state.read().lease(release.lease.0)?;
+            if let Some(l) = lease.filter(|l| l.peer == key && l.status == "active") {
+                tracing::info!(lease = l.id, task = l.task, peer = %key, reason = ?release.reason, "lease handed back");
+                state.transaction(|tx| {
+                    tx.set_lease_status(l.id, "released")?;
+                    scheduler::reopen(tx, l.task)
+                })?;
+            }
+            no_work(0, "lease released", false)
+        }
+        Message::ManifestRequest(req) => Message::ManifestResponse(Box::new(ManifestResponse {
+            root: req.root,
+            manifest: state.read().manifest(&req.root)?,
+        })),
+        other => return Ok(Answered::Other(other)),
+    };
+    Ok(Answered::Reply(reply, joined))
+}
+
+/// The record of a peer seen for the first time: a volunteer with no reputation yet.
+pub(crate) fn unknown_peer(key: &str) -> PeerRecord {
+    PeerRecord {
+        peer: key.into(),
+        tier: VOLUNTEER.into(),
+        name: None,
+        org: None,
+        country: None,
+        reputation: 0,
+        banned: false,
+        tokens_per_sec: None,
+        slots: 1,
+        joined_ms: 0,
+        last_seen_ms: 0,
+    }
+}
+
+/// How long a peer that is only waiting (for a task to open, for the round to close) is asked
+/// to wait before it asks again: `base_ms`, stretched when `active` peers are about so that
+/// together they send about [`WAITING_REQUESTS_PER_SEC`] such requests a second, and jittered
+/// by ±25 % so that peers turned away together do not come back together. At most a minute.
+pub fn waiting_retry_ms(base_ms: u64, active: u64) -> u32 {
+    use rand::{Rng, SeedableRng};
+    // Jitter needs no secrecy: a generator seeded from a counter and the clock.
+    static DRAWS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let draw = DRAWS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(draw ^ now_ms().rotate_left(32));
+    let spread = active.saturating_mul(1000) / WAITING_REQUESTS_PER_SEC;
+    let ms = base_ms
+        .max(spread)
+        .saturating_mul(rng.random_range(75..=125))
+        / 100;
+    ms.min(60_000) as u32
+}
+
+/// A "no work now" answer: ask again after `retry_after_ms`, or join first.
+pub(crate) fn no_work(retry_after_ms: u32, reason: &str, join_first: bool) -> Message {
+    Message::NoWork(NoWork {
+        retry_after_ms,
+        reason: reason.into(),
+        join_first,
+    })
+}
+
+/// Whether a datacenter node that is not banned was heard from in the last minute (one
+/// indexed count, however many peers the project has).
+pub fn datacenter_active(
+    r: &crate::state::Reader<'_>,
+    now: u64,
+) -> Result<bool, crate::state::StateError> {
+    Ok(r.peers_seen_since(Some(DATACENTER), (now + 1).saturating_sub(ACTIVE_MS))? > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A thousand waiting peers polling every second would swamp the coordinator: the retry
+    /// interval stretches with the peers about, and stays jittered and bounded.
+    #[test]
+    fn waiting_peers_are_spread_out_as_their_number_grows() {
+        for _ in 0..200 {
+            let few = u64::from(waiting_retry_ms(1000, 4));
+            assert!((750..=1250).contains(&few), "{few}");
+            let many = u64::from(waiting_retry_ms(1000, 1000));
+            let spread = 1000 * 1000 / WAITING_REQUESTS_PER_SEC;
+            assert!((spread * 3 / 4..=spread * 5 / 4).contains(&many), "{many}");
+            assert!(waiting_retry_ms(1000, u64::MAX) <= 60_000);
+        }
+        let draws: std::collections::BTreeSet<u32> =
+            (0..50).map(|_| waiting_retry_ms(1000, 0)).collect();
+        assert!(draws.len() > 10, "not jittered: {draws:?}");
+    }
+}
