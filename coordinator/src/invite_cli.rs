@@ -12,7 +12,8 @@ use canopy_protocol::messages::Tier;
 use canopy_protocol::{Invite, InviteTerms};
 use clap::Subcommand;
 
-use crate::{TierArg, project_dir};
+use crate::args::TierArg;
+use crate::project_dir;
 
 /// The invitation commands.
 #[derive(Subcommand)]

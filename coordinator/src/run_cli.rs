@@ -2,6 +2,7 @@
 //! the lines it prints for people or scripts (kept out of `main.rs`).
 
 use super::*;
+use crate::args::HttpArgs;
 
 pub(super) async fn run_project(
     config_path: &Path,
