@@ -1,6 +1,7 @@
-//! What the trained model writes: greedy continuations of fixed prompts in several
-//! languages, made when a run finishes and shown on the dashboard and by the demo; and the
-//! held-out loss in bits per byte, which compares runs whatever their tokenizer.
+//! What the trained model writes: greedy continuations (with a repetition penalty) of fixed
+//! prompts in several languages, made when a run finishes and shown on the dashboard and by
+//! the demo; and the held-out loss in bits per byte, which compares runs whatever their
+//! tokenizer.
 
 use canopy_shaders::{Cpu, Params};
 use canopy_text::Tokenizer;
@@ -27,6 +28,10 @@ pub const PROMPTS: [(&str, &str); 7] = [
 /// Tokens written after each prompt (fewer when the model ends the document).
 pub const SAMPLE_TOKENS: usize = 60;
 
+/// How much less likely the samples make each token already in the text (transformers'
+/// `repetition_penalty`): plain greedy text from a small model repeats one word.
+pub const REPETITION_PENALTY: f32 = 1.3;
+
 /// The state database's key for the samples of the finished run.
 pub const SAMPLES_META: &str = "samples";
 
@@ -44,7 +49,7 @@ pub struct Sample {
     pub continuation: String,
 }
 
-/// Greedy continuations of [`PROMPTS`] by `params`.
+/// Greedy continuations of [`PROMPTS`] by `params`, with [`REPETITION_PENALTY`].
 pub fn generate(tokenizer: &Tokenizer, params: &Params) -> Result<Vec<Sample>> {
     let cpu = Cpu::new();
     let eos = canopy_shaders::tokens::EOS_ID;
@@ -54,7 +59,14 @@ pub fn generate(tokenizer: &Tokenizer, params: &Params) -> Result<Vec<Sample>> {
             let ids = tokenizer
                 .encode(prompt)
                 .map_err(|e| ProjectError::Invalid(e.to_string()))?;
-            let out = canopy_shaders::greedy(&cpu, params, &ids, SAMPLE_TOKENS, Some(eos))?;
+            let out = canopy_shaders::greedy(
+                &cpu,
+                params,
+                &ids,
+                SAMPLE_TOKENS,
+                Some(eos),
+                REPETITION_PENALTY,
+            )?;
             Ok(Sample {
                 language: (*language).to_owned(),
                 prompt: (*prompt).to_owned(),
