@@ -624,6 +624,7 @@ impl SwarmBuild {
 mod tests {
     use super::*;
     use crate::corpus::sample::{SampleOptions, write_sample};
+    use crate::state::{CorpusRunStatus, LeaseStatus, TaskStatus};
 
     /// A build of a small sample in `dir`, with `peers` joined as volunteers.
     fn small_build(dir: &Path, peers: &[&str]) -> SwarmBuild {
@@ -732,7 +733,7 @@ mod tests {
         let open = build
             .state()
             .read()
-            .tasks(Some(CORPUS_ROUND), "open")
+            .tasks(Some(CORPUS_ROUND), TaskStatus::Open)
             .expect("tasks");
         let chunk = task_chunk(&open[0]).expect("a corpus task");
         let tasks: Vec<TaskRecord> = open
@@ -769,7 +770,10 @@ mod tests {
         let (done, _) = build.progress().expect("progress");
         assert_eq!(done, 1);
         let runs = runs_of(&build, &chunk);
-        assert!(runs.iter().all(|r| r.status == "accepted"), "{runs:?}");
+        assert!(
+            runs.iter().all(|r| r.status == CorpusRunStatus::Accepted),
+            "{runs:?}"
+        );
     }
 
     #[tokio::test]
@@ -810,7 +814,10 @@ mod tests {
             .corpus_agreed(build.build)
             .expect("agreed");
         let runs = runs_of(&build, &chunk);
-        assert!(runs.iter().all(|r| r.status == "failed"), "{runs:?}");
+        assert!(
+            runs.iter().all(|r| r.status == CorpusRunStatus::Failed),
+            "{runs:?}"
+        );
         assert!(runs.iter().all(|r| Some(&r.result) != agreed.get(&chunk)));
     }
 
@@ -871,9 +878,9 @@ mod tests {
                     tx.touch_peer(peer, now)?;
                 }
                 // Only the first chunk's two runs are left open; sybil-a holds the first.
-                for t in tx.tasks(Some(CORPUS_ROUND), "open")? {
+                for t in tx.tasks(Some(CORPUS_ROUND), TaskStatus::Open)? {
                     if task_chunk(&t) != Some(chunk) {
-                        tx.set_task_status(t.id, "done")?;
+                        tx.set_task_status(t.id, TaskStatus::Done)?;
                     }
                 }
                 tx.insert_lease(tasks[0].id, "sybil-a", now, u64::MAX)?;
@@ -894,11 +901,11 @@ mod tests {
         assert_eq!(task_chunk(&task), Some(chunk));
         build
             .state()
-            .transaction(|tx| tx.set_lease_status(lease, "released"))
+            .transaction(|tx| tx.set_lease_status(lease, LeaseStatus::Released))
             .expect("release");
         build
             .state()
-            .transaction(|tx| tx.set_task_status(tasks[1].id, "open"))
+            .transaction(|tx| tx.set_task_status(tasks[1].id, TaskStatus::Open))
             .expect("reopen");
         let (task, _, _) = ask("honest", now).expect("another network gets the run");
         assert_eq!(task_chunk(&task), Some(chunk));
@@ -906,7 +913,7 @@ mod tests {
         build
             .state()
             .transaction(|tx| {
-                tx.set_task_status(tasks[1].id, "open")?;
+                tx.set_task_status(tasks[1].id, TaskStatus::Open)?;
                 tx.execute(
                     "UPDATE leases SET status = 'released' WHERE peer = 'honest'",
                     [],
@@ -947,7 +954,10 @@ mod tests {
         };
         assert_eq!(failed.len(), 2, "both colluding runs failed: {failed:?}");
         let runs = runs_of(&build, &chunk);
-        assert!(runs.iter().all(|r| r.status == "failed"), "{runs:?}");
+        assert!(
+            runs.iter().all(|r| r.status == CorpusRunStatus::Failed),
+            "{runs:?}"
+        );
         for peer in ["sybil-a", "sybil-b"] {
             let rep = build
                 .state()

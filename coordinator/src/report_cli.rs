@@ -9,7 +9,9 @@ pub(super) fn status(config: &Path, json: bool, history: bool) -> anyhow::Result
     let rounds = r.rounds()?;
     let peers = r.peers()?;
     let leases = r.active_leases(None)?;
-    let open = r.tasks(None, "open")?.len();
+    let open = r
+        .tasks(None, canopy_coordinator::state::TaskStatus::Open)?
+        .len();
     let initial: Option<f64> = r.meta("initial_eval_loss")?.and_then(|v| v.parse().ok());
     let per_token: Option<f64> = r
         .meta(canopy_coordinator::samples::BYTES_PER_TOKEN_META)?

@@ -11,7 +11,9 @@
 //!   slots.
 
 use crate::config::SchedulingConfig;
-use crate::state::{LeaseRecord, PeerRecord, Result, TaskRecord, Tx, VERIFY};
+use crate::state::{
+    LeaseRecord, LeaseStatus, PeerRecord, Result, TaskRecord, TaskStatus, Tx, VERIFY,
+};
 
 /// A node counts as active this long after it was last heard from.
 pub const ACTIVE_MS: u64 = 60_000;
@@ -97,7 +99,7 @@ pub fn grant(
     }
     // A datacenter node takes the highest-ranked task (reopened ones, then re-run checks),
     // never a check of its own work. Open tasks come reopened first, then by id.
-    let open = tx.tasks(Some(round), "open")?;
+    let open = tx.tasks(Some(round), TaskStatus::Open)?;
     let mut best: Option<&TaskRecord> = None;
     for task in &open {
         if task.kind == VERIFY
@@ -147,7 +149,7 @@ pub fn expire(tx: &Tx<'_>, now_ms: u64) -> Result<Vec<LeaseRecord>> {
         .filter(|l| l.expires_ms < now_ms)
         .collect();
     for lease in &expired {
-        tx.set_lease_status(lease.id, "expired")?;
+        tx.set_lease_status(lease.id, LeaseStatus::Expired)?;
         reopen(tx, lease.task)?;
     }
     Ok(expired)
@@ -156,9 +158,9 @@ pub fn expire(tx: &Tx<'_>, now_ms: u64) -> Result<Vec<LeaseRecord>> {
 /// Puts a task back up for lease unless it is finished or cancelled.
 pub fn reopen(tx: &Tx<'_>, task: u64) -> Result<()> {
     if let Some(t) = tx.task(task)?
-        && t.status == "leased"
+        && t.status == TaskStatus::Leased
     {
-        tx.set_task_status(task, "open")?;
+        tx.set_task_status(task, TaskStatus::Open)?;
     }
     Ok(())
 }
@@ -213,7 +215,7 @@ mod tests {
                 assert_eq!(expire(tx, 20_000)?.len(), 0);
                 let expired = expire(tx, 40_000)?;
                 assert_eq!(expired.len(), 1);
-                assert_eq!(tx.lease(g.lease)?.unwrap().status, "expired");
+                assert_eq!(tx.lease(g.lease)?.unwrap().status, LeaseStatus::Expired);
                 // A volunteer asking now gets the fresh task, not the reopened one.
                 let v = grant(tx, &config, &vol_b, 0, 40_000, true)?.unwrap();
                 assert_ne!(v.task.id, t1);
@@ -266,12 +268,12 @@ mod tests {
                 let g = grant(tx, &config, &vol, 0, 0, false)?.unwrap();
                 assert_eq!(g.task.kind, TRAIN);
                 assert_eq!(grant(tx, &config, &vol, 0, 0, false)?, Err(NoTask::Busy));
-                tx.set_lease_status(g.lease, "done")?;
-                tx.set_task_status(g.task.id, "done")?;
+                tx.set_lease_status(g.lease, LeaseStatus::Done)?;
+                tx.set_task_status(g.task.id, TaskStatus::Done)?;
                 let g2 = grant(tx, &config, &vol, 0, 0, false)?.unwrap();
                 assert_eq!(g2.task.kind, TRAIN);
-                tx.set_lease_status(g2.lease, "done")?;
-                tx.set_task_status(g2.task.id, "done")?;
+                tx.set_lease_status(g2.lease, LeaseStatus::Done)?;
+                tx.set_task_status(g2.task.id, TaskStatus::Done)?;
                 // Only the verification task is left: not for a volunteer.
                 assert_eq!(grant(tx, &config, &vol, 0, 0, false)?, Err(NoTask::Nothing));
                 Ok(())

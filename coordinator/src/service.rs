@@ -28,7 +28,7 @@ pub use peer::{Answered, Caller, answer_peer, datacenter_active, waiting_retry_m
 
 use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
 use crate::scheduler::{self, ACTIVE_MS, NoTask};
-use crate::state::{OUTLIER, TRAIN};
+use crate::state::{OUTLIER, TRAIN, TaskStatus};
 
 /// How often a peer asks again while a round closes, when few peers are about.
 const CLOSING_RETRY_MS: u64 = 500;
@@ -311,7 +311,7 @@ impl Service {
         // Open verification tasks hold the round only while a datacenter node can run them.
         let verifiers = datacenter_active(&r, now)?;
         let mut busy = false;
-        for status in ["open", "leased"] {
+        for status in [TaskStatus::Open, TaskStatus::Leased] {
             busy |= r
                 .tasks(Some(round.round), status)?
                 .iter()

@@ -42,6 +42,7 @@ mod neighbours;
 mod reads;
 mod records;
 mod rows;
+mod status;
 mod writes;
 
 pub use invites::Redeemed;
@@ -49,6 +50,7 @@ pub use judging::{HELD, Judged};
 pub use ledger::{Contribution, ContributorGroup, Contributors, LedgerClaim, LedgerEntry};
 pub use neighbours::Nearby;
 pub use records::*;
+pub use status::{CorpusRunStatus, LeaseStatus, TaskStatus, UnknownStatus};
 
 use std::path::Path;
 use std::time::Duration;

@@ -8,7 +8,7 @@ use canopy_coordinator::config::{Config, Preset};
 use canopy_coordinator::project::{Project, decode_spec, now_ms};
 use canopy_coordinator::scheduler;
 use canopy_coordinator::service::{Answered, Caller, answer_peer, datacenter_active};
-use canopy_coordinator::state::{LedgerClaim, ResultRecord, TRAIN};
+use canopy_coordinator::state::{LeaseStatus, LedgerClaim, ResultRecord, TRAIN, TaskStatus};
 use canopy_node::objects;
 use canopy_protocol::messages::{LeaseRenew, LeaseRequest, TaskId};
 use canopy_protocol::{Keypair, Message};
@@ -171,7 +171,10 @@ pub(crate) fn core_part() -> (Value, Vec<String>) {
             let b1 = Instant::now();
             let all = state.read().peers().expect("peers");
             let b2 = Instant::now();
-            let open = state.read().tasks(Some(round), "open").expect("tasks");
+            let open = state
+                .read()
+                .tasks(Some(round), TaskStatus::Open)
+                .expect("tasks");
             let b3 = Instant::now();
             assert!(!all.is_empty() && open.len() < tasks as usize);
             spans.old_touch.push(ms(b1 - b0));
@@ -252,7 +255,7 @@ pub(crate) fn core_part() -> (Value, Vec<String>) {
             let lease = r.lease(g.lease).expect("lease").expect("a lease");
             let task = r.task(g.task.id).expect("task").expect("a task");
             let sender = r.peer(key).expect("peer").expect("a peer");
-            assert!(lease.peer == *key && task.status == "leased" && !sender.banned);
+            assert!(lease.peer == *key && task.status == TaskStatus::Leased && !sender.banned);
             assert!(!r.update_seen(&root).expect("seen"));
         }
         let record = ResultRecord {
@@ -294,8 +297,8 @@ pub(crate) fn core_part() -> (Value, Vec<String>) {
                     },
                     now,
                 )?;
-                tx.set_lease_status(record.lease, "done")?;
-                tx.set_task_status(record.task, "done")?;
+                tx.set_lease_status(record.lease, LeaseStatus::Done)?;
+                tx.set_task_status(record.task, TaskStatus::Done)?;
                 tx.adjust_reputation(key, rep.accepted, rep.ban_below)?;
                 tx.record_throughput(key, tps)?;
                 // The service asks whether the sender is a volunteer before sampling re-runs.

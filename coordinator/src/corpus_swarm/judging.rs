@@ -2,6 +2,7 @@
 //! and the chunks the coordinator settles itself.
 
 use super::*;
+use crate::state::{CorpusRunStatus, LeaseStatus, TaskStatus};
 
 impl SwarmBuild {
     /// Judges a result and commits the verdict; returns the acknowledgement to send after
@@ -47,8 +48,9 @@ impl SwarmBuild {
                         },
                         now,
                     )?;
-                    if let Some(l) = l.filter(|l| l.peer == key && l.status == "active") {
-                        tx.set_lease_status(l.id, "done")?;
+                    if let Some(l) = l.filter(|l| l.peer == key && l.status == LeaseStatus::Active)
+                    {
+                        tx.set_lease_status(l.id, LeaseStatus::Done)?;
                         scheduler::reopen(tx, l.task)?;
                     }
                     if refusal.penalise && tx.peer(&key)?.is_some() {
@@ -98,9 +100,9 @@ impl SwarmBuild {
         let status = runs
             .iter()
             .find(|x| x.lease == checked.lease)
-            .map_or("pending", |x| x.status.as_str());
+            .map_or(CorpusRunStatus::Pending, |x| x.status);
         let event = agreement.and_then(|a| self.agreed_event(checked.chunk, &a).ok());
-        if status == "failed" {
+        if status == CorpusRunStatus::Failed {
             (
                 ack(
                     false,
@@ -135,11 +137,11 @@ impl SwarmBuild {
                 chunk: c.chunk,
                 peer: key.to_string(),
                 result: c.result,
-                status: "pending".into(),
+                status: CorpusRunStatus::Pending,
                 received_ms: now,
             })?;
-            tx.set_lease_status(c.lease, "done")?;
-            tx.set_task_status(c.task, "done")?;
+            tx.set_lease_status(c.lease, LeaseStatus::Done)?;
+            tx.set_task_status(c.task, TaskStatus::Done)?;
             // The ledger takes the task's tokens and bounds the compute time claimed by the
             // lease's wall time (`now` is when the result arrived).
             tx.ledger_entry(
@@ -223,7 +225,7 @@ impl SwarmBuild {
             let r = state.read();
             let agreed = r.corpus_agreed(self.build)?;
             let mut running = HashSet::new();
-            for status in ["open", "leased"] {
+            for status in [TaskStatus::Open, TaskStatus::Leased] {
                 for t in r.tasks(Some(CORPUS_ROUND), status)? {
                     running.extend(task_chunk(&t));
                 }
@@ -254,7 +256,7 @@ impl SwarmBuild {
             total: self.plan.chunks.len(),
             failed: runs
                 .iter()
-                .filter(|r| r.status == "failed")
+                .filter(|r| r.status == CorpusRunStatus::Failed)
                 .map(|r| r.peer.clone())
                 .collect(),
         })
@@ -337,10 +339,10 @@ impl SwarmBuild {
         if !matches!(task.kind.as_str(), CORPUS | CORPUS_CHECK) {
             return Err(refuse("this is not a corpus task", true));
         }
-        if !matches!(lease.status.as_str(), "active" | "expired") {
+        if !matches!(lease.status, LeaseStatus::Active | LeaseStatus::Expired) {
             return Err(refuse("this lease's result is already in", true));
         }
-        if task.status == "done" {
+        if task.status == TaskStatus::Done {
             // Late after an expired lease, not dishonest: no reputation cost.
             return Err(refuse(
                 "another node finished this task after the lease expired",

@@ -2,6 +2,7 @@
 //! applying an agreement, the build's progress), and the small pieces the answers share.
 
 use super::*;
+use crate::state::{CorpusRunStatus, TaskStatus};
 
 /// `e` with its sources, for a refusal reason.
 pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -44,7 +45,7 @@ pub(super) fn plan_progress(plan: &Plan, agreed: &HashMap<Digest, Digest>) -> (u
 /// The corpus tasks of `chunk` that are open or leased.
 pub(super) fn chunk_tasks(tx: &Tx<'_>, chunk: &Digest) -> Result<Vec<TaskRecord>, StateError> {
     let mut out = Vec::new();
-    for status in ["open", "leased"] {
+    for status in [TaskStatus::Open, TaskStatus::Leased] {
         for t in tx.tasks(Some(CORPUS_ROUND), status)? {
             if task_chunk(&t).as_ref() == Some(chunk) {
                 out.push(t);
@@ -73,15 +74,15 @@ pub(super) fn apply_agreement(
 ) -> Result<(), StateError> {
     tx.set_corpus_agreed(build, chunk, root)?;
     for run in tx.corpus_runs(build, chunk)? {
-        if run.status != "pending" {
+        if run.status != CorpusRunStatus::Pending {
             continue;
         }
         if run.result == *root {
-            tx.set_corpus_run_status(run.lease, "accepted")?;
+            tx.set_corpus_run_status(run.lease, CorpusRunStatus::Accepted)?;
             tx.set_ledger_verdict(run.task, &run.peer, "verified", true, None)?;
             tx.adjust_reputation(&run.peer, rep.accepted, rep.ban_below)?;
         } else {
-            tx.set_corpus_run_status(run.lease, "failed")?;
+            tx.set_corpus_run_status(run.lease, CorpusRunStatus::Failed)?;
             tx.set_ledger_verdict(
                 run.task,
                 &run.peer,
@@ -95,7 +96,7 @@ pub(super) fn apply_agreement(
         }
     }
     for t in chunk_tasks(tx, chunk)? {
-        tx.set_task_status(t.id, "cancelled")?;
+        tx.set_task_status(t.id, TaskStatus::Cancelled)?;
     }
     Ok(())
 }
@@ -151,7 +152,7 @@ pub(super) fn grant(
         }
     }
     let mut best: Option<TaskRecord> = None;
-    for task in tx.tasks(Some(CORPUS_ROUND), "open")? {
+    for task in tx.tasks(Some(CORPUS_ROUND), TaskStatus::Open)? {
         let check = task.kind == CORPUS_CHECK;
         if !datacenter && datacenter_active && (check || task.reopened) {
             continue;

@@ -16,7 +16,7 @@ use super::{
 use crate::aggregate::{self, Held};
 use crate::judge::quality_weight;
 use crate::outer;
-use crate::state::{Judged, ResultRecord};
+use crate::state::{Judged, LeaseStatus, ResultRecord, TaskStatus};
 use crate::training::make_tasks;
 
 impl Project {
@@ -211,9 +211,9 @@ impl Project {
                 for lease in tx.active_leases(None)? {
                     if tx
                         .task(lease.task)?
-                        .is_some_and(|t| t.status == "cancelled")
+                        .is_some_and(|t| t.status == TaskStatus::Cancelled)
                     {
-                        tx.set_lease_status(lease.id, "expired")?;
+                        tx.set_lease_status(lease.id, LeaseStatus::Expired)?;
                     }
                 }
                 if !finished {

@@ -16,7 +16,9 @@ use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, decode_spec, now_ms};
 use crate::scheduler::DATACENTER;
-use crate::state::{CORPUS, CORPUS_CHECK, OUTLIER, PeerRecord, ResultRecord, VERIFY};
+use crate::state::{
+    CORPUS, CORPUS_CHECK, LeaseStatus, OUTLIER, PeerRecord, ResultRecord, TaskStatus, VERIFY,
+};
 
 /// How long the coordinator waits for an update's chunks.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -103,14 +105,14 @@ pub(super) async fn check_result(
             false,
         ));
     }
-    if !matches!(lease.status.as_str(), "active" | "expired") {
+    if !matches!(lease.status, LeaseStatus::Active | LeaseStatus::Expired) {
         return Err(refuse(
             "this lease's result is already in",
             |s| s.replay += 1,
             true,
         ));
     }
-    if task.status == "done" {
+    if task.status == TaskStatus::Done {
         // This node's lease ran out and another node finished the task first: late, not
         // dishonest, so it costs no reputation.
         return Err(refuse(

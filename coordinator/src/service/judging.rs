@@ -13,7 +13,7 @@ use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, now_ms};
 use crate::scheduler::DATACENTER;
-use crate::state::{LedgerClaim, OUTLIER, TRAIN, VERIFY};
+use crate::state::{LeaseStatus, LedgerClaim, OUTLIER, TRAIN, TaskStatus, VERIFY};
 
 /// A refusal, with the reputation counter it feeds.
 pub(super) struct Refusal {
@@ -172,8 +172,8 @@ pub(super) async fn judge(
                     },
                     now,
                 )?;
-                tx.set_lease_status(record.lease, "done")?;
-                tx.set_task_status(record.task, "done")?;
+                tx.set_lease_status(record.lease, LeaseStatus::Done)?;
+                tx.set_task_status(record.task, TaskStatus::Done)?;
                 // The throughput estimate (which sizes this peer's leases) takes the compute
                 // time claimed only up to the lease's wall time, as the coordinator saw it: a
                 // node cannot claim to be slower than it is to hold its tasks longer.
@@ -273,9 +273,9 @@ pub(super) async fn judge(
                 )?;
                 if owned
                     && let Some(l) = l
-                    && l.status == "active"
+                    && l.status == LeaseStatus::Active
                 {
-                    tx.set_lease_status(l.id, "done")?;
+                    tx.set_lease_status(l.id, LeaseStatus::Done)?;
                     crate::scheduler::reopen(tx, l.task)?;
                 }
                 if tx.peer(&key)?.is_some() {

@@ -6,7 +6,7 @@ use canopy_protocol::messages::{JoinAck, LeaseRenewed, ManifestResponse, NoWork,
 
 use crate::project::now_ms;
 use crate::scheduler::{self, ACTIVE_MS, DATACENTER, VOLUNTEER};
-use crate::state::PeerRecord;
+use crate::state::{LeaseStatus, PeerRecord};
 
 /// How stale a peer's recorded last contact may get before a request of its updates it.
 const LAST_SEEN_STEP_MS: u64 = 10_000;
@@ -108,7 +108,7 @@ pub fn answer_peer(
         Message::LeaseRenew(renew) => {
             let lease = state.read().lease(renew.lease.0)?;
             match lease {
-                Some(l) if l.peer == key && l.status == "active" => {
+                Some(l) if l.peer == key && l.status == LeaseStatus::Active => {
                     let task = state.read().task(l.task)?;
                     let tokens = task.map_or(0, |t| t.tokens);
                     let p = known.unwrap_or_else(|| unknown_peer(&key));
@@ -126,10 +126,10 @@ pub fn answer_peer(
         }
         Message::LeaseRelease(release) => {
             let lease = state.read().lease(release.lease.0)?;
-            if let Some(l) = lease.filter(|l| l.peer == key && l.status == "active") {
+            if let Some(l) = lease.filter(|l| l.peer == key && l.status == LeaseStatus::Active) {
                 tracing::info!(lease = l.id, task = l.task, peer = %key, reason = ?release.reason, "lease handed back");
                 state.transaction(|tx| {
-                    tx.set_lease_status(l.id, "released")?;
+                    tx.set_lease_status(l.id, LeaseStatus::Released)?;
                     scheduler::reopen(tx, l.task)
                 })?;
             }

@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::records::*;
 use super::rows::*;
+use super::status::TaskStatus;
 use super::{PAUSED_KEY, Reader, Result, StateError, Tx, digest};
 
 macro_rules! reads {
@@ -121,7 +122,7 @@ impl $t {
     }
 
     /// Tasks of `round` (every round when `None`) with `status`.
-    pub fn tasks(&self, round: Option<u64>, status: &str) -> Result<Vec<TaskRecord>> {
+    pub fn tasks(&self, round: Option<u64>, status: TaskStatus) -> Result<Vec<TaskRecord>> {
         let mut stmt = self.c().prepare(&format!(
             "{TASK_SELECT} WHERE status = ?1 AND (?2 IS NULL OR round = ?2) ORDER BY reopened DESC, id"
         ))?;

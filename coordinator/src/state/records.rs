@@ -4,6 +4,8 @@
 use canopy_protocol::Digest;
 use serde::Serialize;
 
+use super::status::{CorpusRunStatus, LeaseStatus, TaskStatus};
+
 /// A node the coordinator knows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PeerRecord {
@@ -86,8 +88,8 @@ pub struct CorpusRun {
     pub peer: String,
     /// The root of the result object it named (the blake3 of the encoding).
     pub result: Digest,
-    /// `pending`, `accepted` or `failed`.
-    pub status: String,
+    /// Where it stands.
+    pub status: CorpusRunStatus,
     /// Received at.
     pub received_ms: u64,
 }
@@ -103,8 +105,8 @@ pub struct TaskRecord {
     pub kind: String,
     /// The encoded `TaskSpec`.
     pub spec: Vec<u8>,
-    /// `open`, `leased`, `done` or `cancelled`.
-    pub status: String,
+    /// Where it stands.
+    pub status: TaskStatus,
     /// For a verification task, the task it re-runs.
     pub verifies: Option<u64>,
     /// Whether a lease on it expired or was handed back (datacenter nodes take these first).
@@ -126,8 +128,8 @@ pub struct LeaseRecord {
     pub granted_ms: u64,
     /// Expires at.
     pub expires_ms: u64,
-    /// `active`, `done`, `expired` or `released`.
-    pub status: String,
+    /// What became of it.
+    pub status: LeaseStatus,
 }
 
 /// One received result.

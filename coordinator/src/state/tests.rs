@@ -36,7 +36,10 @@ fn state_survives_reopening_and_transactions_are_all_or_nothing() {
     );
     let leases = r.active_leases(Some("peer-a")).unwrap();
     assert_eq!(leases.len(), 1);
-    assert_eq!(r.task(leases[0].task).unwrap().unwrap().status, "leased");
+    assert_eq!(
+        r.task(leases[0].task).unwrap().unwrap().status,
+        TaskStatus::Leased
+    );
     let ro = State::open_read_only(&path).unwrap();
     assert_eq!(ro.read().rounds().unwrap().len(), 1);
 }

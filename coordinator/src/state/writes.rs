@@ -4,6 +4,7 @@ use canopy_protocol::{Digest, SignedManifest};
 use rusqlite::{OptionalExtension, params};
 
 use super::records::*;
+use super::status::{CorpusRunStatus, LeaseStatus, TaskStatus};
 use super::{HELD, PAUSED_KEY, Result, StateError, Tx};
 
 impl Tx<'_> {
@@ -19,7 +20,7 @@ impl Tx<'_> {
     }
 
     /// Sets a corpus result's verdict.
-    pub fn set_corpus_run_status(&self, lease: u64, status: &str) -> Result<()> {
+    pub fn set_corpus_run_status(&self, lease: u64, status: CorpusRunStatus) -> Result<()> {
         self.tx.execute(
             "UPDATE corpus_results SET status = ?2 WHERE lease = ?1",
             params![lease as i64, status],
@@ -235,7 +236,7 @@ impl Tx<'_> {
     }
 
     /// Sets a task's status (and marks it reopened when it goes back to `open`).
-    pub fn set_task_status(&self, task: u64, status: &str) -> Result<()> {
+    pub fn set_task_status(&self, task: u64, status: TaskStatus) -> Result<()> {
         self.tx.execute(
             "UPDATE tasks SET status = ?2, reopened = CASE WHEN ?2 = 'open' THEN 1 ELSE reopened END WHERE id = ?1",
             params![task as i64, status],
@@ -258,12 +259,12 @@ impl Tx<'_> {
             "INSERT INTO leases(task, peer, granted_ms, expires_ms, status) VALUES (?1, ?2, ?3, ?4, 'active')",
             params![task as i64, peer, now_ms as i64, expires_ms as i64],
         )?;
-        self.set_task_status(task, "leased")?;
+        self.set_task_status(task, TaskStatus::Leased)?;
         Ok(self.tx.last_insert_rowid() as u64)
     }
 
     /// Sets a lease's status.
-    pub fn set_lease_status(&self, lease: u64, status: &str) -> Result<()> {
+    pub fn set_lease_status(&self, lease: u64, status: LeaseStatus) -> Result<()> {
         self.tx.execute(
             "UPDATE leases SET status = ?2 WHERE id = ?1",
             params![lease as i64, status],
