@@ -11,7 +11,6 @@ use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
 use crate::config::{AdmissionPolicy, Config};
-use crate::scheduler::{DATACENTER, VOLUNTEER};
 use crate::service::Caller;
 use crate::state::{PeerRecord, Redeemed, State, StateError};
 
@@ -80,7 +79,7 @@ pub struct Admission {
     /// What to send back.
     pub ack: JoinAck,
     /// The tier the node runs in now, if admitted (and not banned).
-    pub joined: Option<&'static str>,
+    pub joined: Option<Tier>,
 }
 
 fn refused(round: u64, message: String) -> Admission {
@@ -257,17 +256,17 @@ pub fn admit(
     }
     // A datacenter node is one the operator vouched for: by the allowlist or an invitation.
     let earlier_record = known.as_ref().filter(|_| earlier.is_some());
-    let vouched = allowed.as_deref() == Some(DATACENTER)
+    let vouched = allowed == Some(Tier::Datacenter)
         || terms.as_ref().is_some_and(|t| t.tier == Tier::Datacenter)
-        || earlier_record.is_some_and(|p| p.tier == DATACENTER);
+        || earlier_record.is_some_and(|p| p.tier == Tier::Datacenter);
     let tier = if join.capabilities.tier == Tier::Datacenter && vouched {
-        DATACENTER
+        Tier::Datacenter
     } else {
-        VOLUNTEER
+        Tier::Volunteer
     };
     let record = PeerRecord {
         peer: key.to_string(),
-        tier: tier.into(),
+        tier,
         name: join.display_name.clone(),
         org: match (&terms, earlier_record) {
             (Some(t), _) => Some(t.organisation.clone()),
@@ -329,9 +328,11 @@ pub fn admit(
     }
     let banned = state.read().peer(key)?.is_some_and(|p| p.banned);
     let note = match (join.capabilities.tier == Tier::Datacenter, tier) {
-        (true, VOLUNTEER) => "admitted as a volunteer: neither the allowlist nor an invitation \
+        (true, Tier::Volunteer) => {
+            "admitted as a volunteer: neither the allowlist nor an invitation \
                               vouches for this key as a datacenter node"
-            .to_string(),
+                .to_string()
+        }
         _ => match &terms {
             Some(t) => format!("welcome, {}", t.organisation),
             None => "welcome".to_string(),
@@ -340,11 +341,7 @@ pub fn admit(
     Ok(Admission {
         ack: JoinAck {
             accepted: !banned,
-            tier: if tier == DATACENTER {
-                Tier::Datacenter
-            } else {
-                Tier::Volunteer
-            },
+            tier,
             round,
             message: if banned {
                 "this node is banned after failed verifications".into()
@@ -483,12 +480,16 @@ mod tests {
         let mut d = desk(AdmissionPolicy::Open);
         let a = d.admit("claimer", join(Tier::Datacenter, Some("CERN"), None));
         assert!(a.ack.accepted);
-        assert_eq!(a.joined, Some(VOLUNTEER), "a claim vouches for nothing");
+        assert_eq!(
+            a.joined,
+            Some(Tier::Volunteer),
+            "a claim vouches for nothing"
+        );
         assert_eq!(d.org("claimer").as_deref(), Some("CERN"));
         let token = d.token("GENCI", Tier::Datacenter, 4);
         let a = d.admit("invited", join(Tier::Datacenter, Some("CERN"), Some(token)));
         assert!(a.ack.accepted, "{}", a.ack.message);
-        assert_eq!(a.joined, Some(DATACENTER));
+        assert_eq!(a.joined, Some(Tier::Datacenter));
         assert_eq!(d.org("invited").as_deref(), Some("GENCI"));
         // A bad token is an error to report, not a claim to ignore.
         let a = d.admit(
@@ -653,7 +654,7 @@ mod tests {
         let a = d.admit("invited", join(Tier::Volunteer, None, Some(token)));
         assert!(a.ack.accepted, "{}", a.ack.message);
         d.state
-            .transaction(|tx| tx.allow("listed", VOLUNTEER, 1))
+            .transaction(|tx| tx.allow("listed", Tier::Volunteer, 1))
             .expect("allow");
         let a = d.admit("listed", join(Tier::Volunteer, None, None));
         assert!(a.ack.accepted, "{}", a.ack.message);

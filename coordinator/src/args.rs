@@ -6,6 +6,7 @@ use anyhow::bail;
 use canopy_coordinator::config::FILE_NAME;
 use canopy_coordinator::dashboard;
 use canopy_coordinator::demo;
+use canopy_node::cli::TierArg;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// The Canopy coordinator: schedules, verifies and aggregates a training project.
@@ -236,12 +237,6 @@ pub(crate) enum TextArg {
 pub(crate) enum TokenizerArg {
     Bpe,
     Bytes,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum TierArg {
-    Datacenter,
-    Volunteer,
 }
 
 /// Parses `--outer-lr`: a finite rate above 0 and at most 10.

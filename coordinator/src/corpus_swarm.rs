@@ -51,7 +51,7 @@ use crate::corpus::plan::Plan;
 use crate::corpus::{CorpusBuildError, compute, decide, output, plan};
 use crate::project::{DB_FILE, decode_spec, encode_spec, now_ms};
 use crate::sampling::Sampler;
-use crate::scheduler::{self, DATACENTER, NoTask};
+use crate::scheduler::{self, NoTask};
 use crate::service::{Answered, Caller, answer_peer, datacenter_active};
 use crate::state::{
     CORPUS, CORPUS_CHECK, CORPUS_ROUND, CorpusRun, LedgerClaim, PeerRecord, State, StateError,

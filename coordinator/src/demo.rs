@@ -252,7 +252,7 @@ pub async fn run(
             let now = project::now_ms();
             project
                 .state()
-                .transaction(|tx| tx.allow(&keys.peer_id().to_string(), "datacenter", now))?;
+                .transaction(|tx| tx.allow(&keys.peer_id().to_string(), Tier::Datacenter, now))?;
         }
         let join = Join {
             capabilities: Capabilities {

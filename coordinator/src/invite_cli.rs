@@ -8,11 +8,10 @@ use anyhow::{Context, bail};
 use canopy_coordinator::config::{Config, FILE_NAME};
 use canopy_coordinator::project::{self, DB_FILE};
 use canopy_coordinator::state::State;
-use canopy_protocol::messages::Tier;
+use canopy_node::cli::TierArg;
 use canopy_protocol::{Invite, InviteTerms};
 use clap::Subcommand;
 
-use crate::args::TierArg;
 use crate::project_dir;
 
 /// The invitation commands.
@@ -83,10 +82,7 @@ fn new(
     let terms = InviteTerms {
         project,
         organisation: org.trim().to_string(),
-        tier: match tier {
-            TierArg::Datacenter => Tier::Datacenter,
-            TierArg::Volunteer => Tier::Volunteer,
-        },
+        tier: tier.into(),
         expires_at_ms: project::now_ms().saturating_add(u64::from(days) * 86_400_000),
         max_uses: uses,
         id,
@@ -98,7 +94,7 @@ fn new(
         let value = serde_json::json!({
             "id": terms.id_hex(),
             "organisation": terms.organisation,
-            "tier": format!("{:?}", terms.tier).to_lowercase(),
+            "tier": terms.tier.as_str(),
             "uses": terms.max_uses,
             "expires_at_ms": terms.expires_at_ms,
             "token": token,
@@ -109,7 +105,7 @@ fn new(
             "invitation {} for {} ({} tier, up to {} node(s), for {days} day(s)):",
             terms.id_hex(),
             terms.organisation,
-            format!("{:?}", terms.tier).to_lowercase(),
+            terms.tier,
             terms.max_uses
         );
         println!("{token}");

@@ -8,8 +8,9 @@ use canopy_coordinator::admission;
 use canopy_coordinator::config::{Config, FILE_NAME};
 use canopy_coordinator::project::{self, DB_FILE};
 use canopy_coordinator::state::State;
+use canopy_node::cli::TierArg;
+use canopy_protocol::messages::Tier;
 
-use crate::args::TierArg;
 use crate::{open_state, project_dir};
 
 /// `init`: a project directory with a commented `canopy.toml` (owner-only) and the
@@ -63,10 +64,7 @@ pub(crate) fn allow(
     );
     let dir = project_dir(config);
     let mut state = State::open(&dir.join(DB_FILE))?;
-    let tier = match tier {
-        TierArg::Datacenter => "datacenter",
-        TierArg::Volunteer => "volunteer",
-    };
+    let tier = Tier::from(tier);
     let now = project::now_ms();
     state.transaction(|tx| {
         for id in &ids {

@@ -14,13 +14,10 @@ use crate::config::SchedulingConfig;
 use crate::state::{
     LeaseRecord, LeaseStatus, PeerRecord, Result, TaskRecord, TaskStatus, Tx, VERIFY,
 };
+use canopy_protocol::messages::Tier;
 
 /// A node counts as active this long after it was last heard from.
 pub const ACTIVE_MS: u64 = 60_000;
-/// The datacenter tier's name in the state database.
-pub const DATACENTER: &str = "datacenter";
-/// The volunteer tier's name in the state database.
-pub const VOLUNTEER: &str = "volunteer";
 
 /// A lease just granted.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +62,7 @@ pub const RESULTS_PER_SLOT: u64 = 4;
 /// identity nothing. Datacenter nodes are allowlisted by the operator and get their claim.
 pub fn usable_slots(tx: &Tx<'_>, peer: &PeerRecord) -> Result<usize> {
     let claimed = u64::from(peer.slots.max(1));
-    if peer.tier == DATACENTER {
+    if peer.tier == Tier::Datacenter {
         return Ok(claimed as usize);
     }
     let earned = 1 + tx.accepted_results(&peer.peer)? / RESULTS_PER_SLOT;
@@ -89,7 +86,7 @@ pub fn grant(
     if tx.active_leases(Some(&peer.peer))?.len() >= usable_slots(tx, peer)? {
         return Ok(Err(NoTask::Busy));
     }
-    if peer.tier != DATACENTER {
+    if peer.tier != Tier::Datacenter {
         // A volunteer takes the first task in grant order it may take: one indexed lookup,
         // however many tasks are open.
         let Some(task) = tx.first_open_task(round, datacenter_active)? else {
@@ -170,10 +167,10 @@ mod tests {
     use super::*;
     use crate::state::{State, TRAIN};
 
-    fn peer(name: &str, tier: &str) -> PeerRecord {
+    fn peer(name: &str, tier: Tier) -> PeerRecord {
         PeerRecord {
             peer: name.into(),
-            tier: tier.into(),
+            tier,
             name: None,
             org: None,
             country: None,
@@ -197,9 +194,9 @@ mod tests {
         let (_dir, mut state) = setup();
         let config = SchedulingConfig::default();
         let (vol_a, vol_b, dc) = (
-            peer("vol-a", VOLUNTEER),
-            peer("vol-b", VOLUNTEER),
-            peer("dc", DATACENTER),
+            peer("vol-a", Tier::Volunteer),
+            peer("vol-b", Tier::Volunteer),
+            peer("dc", Tier::Datacenter),
         );
         state
             .transaction(|tx| {
@@ -232,7 +229,7 @@ mod tests {
     fn without_an_active_datacenter_node_volunteers_take_reopened_tasks() {
         let (_dir, mut state) = setup();
         let config = SchedulingConfig::default();
-        let (a, b) = (peer("a", VOLUNTEER), peer("b", VOLUNTEER));
+        let (a, b) = (peer("a", Tier::Volunteer), peer("b", Tier::Volunteer));
         state
             .transaction(|tx| {
                 tx.upsert_peer(&a)?;
@@ -251,9 +248,9 @@ mod tests {
     fn banned_busy_and_volunteer_peers_get_no_verification_or_extra_work() {
         let (_dir, mut state) = setup();
         let config = SchedulingConfig::default();
-        let mut banned = peer("banned", VOLUNTEER);
+        let mut banned = peer("banned", Tier::Volunteer);
         banned.banned = true;
-        let vol = peer("vol", VOLUNTEER);
+        let vol = peer("vol", Tier::Volunteer);
         state
             .transaction(|tx| {
                 tx.upsert_peer(&banned)?;
@@ -287,9 +284,9 @@ mod tests {
     fn a_volunteer_earns_its_slots_with_accepted_results() {
         let (_dir, mut state) = setup();
         let config = SchedulingConfig::default();
-        let mut vol = peer("vol", VOLUNTEER);
+        let mut vol = peer("vol", Tier::Volunteer);
         vol.slots = 16;
-        let mut dc = peer("dc", DATACENTER);
+        let mut dc = peer("dc", Tier::Datacenter);
         dc.slots = 3;
         state
             .transaction(|tx| {
@@ -337,7 +334,7 @@ mod tests {
     #[test]
     fn lease_length_follows_measured_throughput_within_bounds() {
         let config = SchedulingConfig::default();
-        let mut p = peer("p", VOLUNTEER);
+        let mut p = peer("p", Tier::Volunteer);
         p.tokens_per_sec = Some(100.0);
         let slow = lease_ms(&config, &p, 100_000);
         p.tokens_per_sec = Some(10_000.0);

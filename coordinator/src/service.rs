@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canopy_node::network::{self, Client, MODELS_TOPIC, NetworkConfig, NetworkEvent};
-use canopy_protocol::messages::{LeaseGrant, LeaseId, ModelAnnouncement, ResultAck};
+use canopy_protocol::messages::{LeaseGrant, LeaseId, ModelAnnouncement, ResultAck, Tier};
 use canopy_protocol::{Digest, Message};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
@@ -50,7 +50,7 @@ pub enum ServiceEvent {
         /// The node.
         peer: PeerId,
         /// Its tier.
-        tier: String,
+        tier: Tier,
     },
     /// A result was judged.
     Result {
@@ -415,10 +415,7 @@ impl Service {
         )? {
             Answered::Reply(reply, joined) => {
                 if let Some(tier) = joined {
-                    let _ = self.report.try_send(ServiceEvent::Joined {
-                        peer,
-                        tier: tier.into(),
-                    });
+                    let _ = self.report.try_send(ServiceEvent::Joined { peer, tier });
                 }
                 return Ok(reply);
             }

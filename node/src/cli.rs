@@ -268,13 +268,23 @@ pub enum PresetArg {
     Base,
 }
 
-/// `--tier` values.
+/// `--tier` values (of `canopy-node join` and of the coordinator's `allow` and `invite`):
+/// the protocol's [`Tier`](canopy_protocol::messages::Tier) on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TierArg {
     /// A volunteer desktop.
     Volunteer,
     /// An institution's allowlisted cluster node.
     Datacenter,
+}
+
+impl From<TierArg> for canopy_protocol::messages::Tier {
+    fn from(arg: TierArg) -> Self {
+        match arg {
+            TierArg::Volunteer => Self::Volunteer,
+            TierArg::Datacenter => Self::Datacenter,
+        }
+    }
 }
 
 /// A checked `join` configuration.

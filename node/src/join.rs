@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use canopy_node::cli::{JoinConfig, TierArg};
+use canopy_node::cli::JoinConfig;
 use canopy_node::metrics::NodeMetrics;
 use canopy_node::network::{self, NetworkEvent};
 use canopy_node::polite;
@@ -16,7 +16,7 @@ use canopy_node::settings;
 use canopy_node::store::ChunkStore;
 use canopy_node::worker::{self, Shared, Worker, WorkerConfig};
 use canopy_node::{VERSION, control, gpus, identity, lock};
-use canopy_protocol::messages::{AdapterInfo, Capabilities, Join, Tier};
+use canopy_protocol::messages::{AdapterInfo, Capabilities, Join};
 use canopy_shaders::Runtime;
 
 use crate::{credit, status};
@@ -124,10 +124,7 @@ pub(crate) async fn join(
             adapters: adapters.clone(),
             threads,
             memory_bytes: 0,
-            tier: match config.tier {
-                TierArg::Volunteer => Tier::Volunteer,
-                TierArg::Datacenter => Tier::Datacenter,
-            },
+            tier: config.tier.into(),
             software_version: VERSION.into(),
         },
         display_name: config.display_name.clone(),

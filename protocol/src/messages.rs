@@ -11,7 +11,7 @@ mod task;
 
 pub use node::{
     AdapterInfo, AdapterKind, Capabilities, CreditQuery, CreditReport, Heartbeat, Join, JoinAck,
-    MAX_ADAPTERS, Tier,
+    MAX_ADAPTERS, Tier, UnknownTier,
 };
 pub use task::{
     AdamWParams, CorpusOutput, CorpusSpec, LeaseGrant, LeaseId, LeaseRelease, LeaseRenew,

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::state::{CorpusRunStatus, TaskStatus};
+use canopy_protocol::messages::Tier;
 
 /// `e` with its sources, for a refusal reason.
 pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
@@ -25,7 +26,10 @@ pub(super) fn no_work(retry_after_ms: u32, reason: &str) -> Message {
 /// re-check).
 pub(super) fn any_datacenter_run(tx: &Tx<'_>, runs: &[CorpusRun]) -> Result<bool, StateError> {
     for run in runs {
-        if tx.peer(&run.peer)?.is_some_and(|p| p.tier == DATACENTER) {
+        if tx
+            .peer(&run.peer)?
+            .is_some_and(|p| p.tier == Tier::Datacenter)
+        {
             return Ok(true);
         }
     }
@@ -137,7 +141,7 @@ pub(super) fn grant(
             ran.insert(c);
         }
     }
-    let datacenter = peer.tier == DATACENTER;
+    let datacenter = peer.tier == Tier::Datacenter;
     let mut near: HashSet<Digest> = HashSet::new();
     if !datacenter {
         let since = (now + 1).saturating_sub(crate::scheduler::ACTIVE_MS);

@@ -26,10 +26,10 @@ use super::ProjectInfo;
 use super::metrics::{Metrics, StateGauges};
 use super::page::DASHBOARD_HTML;
 use crate::project::now_ms;
-use crate::scheduler::{DATACENTER, VOLUNTEER};
 use crate::state::{self, Contributors, CorpusBuildRecord, Reader, RoundRecord, State};
 
 use crate::scheduler::ACTIVE_MS;
+use canopy_protocol::messages::Tier;
 
 /// An API error: its status and a message for people.
 #[derive(Debug, thiserror::Error)]
@@ -369,8 +369,8 @@ async fn rounds(AxumState(app): AxumState<App>) -> Result<Json<Rounds>, ApiError
 pub struct PeerView {
     /// Its peer id.
     pub peer: String,
-    /// `volunteer` or `datacenter`.
-    pub tier: String,
+    /// Its tier.
+    pub tier: Tier,
     /// Self-declared display name.
     pub name: Option<String>,
     /// Self-declared organisation.
@@ -460,9 +460,9 @@ async fn metrics(AxumState(app): AxumState<App>) -> Result<Response, ApiError> {
             let peers = r.peers()?;
             let mut by_tier: Vec<(String, u64)> = Vec::new();
             for p in peers.iter().filter(|p| !p.banned) {
-                match by_tier.iter_mut().find(|(t, _)| *t == p.tier) {
+                match by_tier.iter_mut().find(|(t, _)| t == p.tier.as_str()) {
                     Some((_, n)) => *n += 1,
-                    None => by_tier.push((p.tier.clone(), 1)),
+                    None => by_tier.push((p.tier.to_string(), 1)),
                 }
             }
             Ok(StateGauges {
@@ -575,15 +575,10 @@ async fn allowlist(
         ))
     })?;
     let peer = parse_peer(&req.peer)?;
-    let tier = match req.tier.as_str() {
-        DATACENTER => DATACENTER,
-        VOLUNTEER => VOLUNTEER,
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "tier must be \"datacenter\" or \"volunteer\", not {other:?}"
-            )));
-        }
-    };
+    let tier: Tier = req
+        .tier
+        .parse()
+        .map_err(|e: canopy_protocol::messages::UnknownTier| ApiError::BadRequest(e.to_string()))?;
     let p = peer.clone();
     app.write(move |tx| tx.allow(&p, tier, now_ms())).await?;
     Ok(done(format!("{peer} admitted to the {tier} tier")))

@@ -15,10 +15,10 @@ use super::judging::{Judged, Refusal, refuse};
 use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, decode_spec, now_ms};
-use crate::scheduler::DATACENTER;
 use crate::state::{
     CORPUS, CORPUS_CHECK, LeaseStatus, OUTLIER, PeerRecord, ResultRecord, TaskStatus, VERIFY,
 };
+use canopy_protocol::messages::Tier;
 
 /// How long the coordinator waits for an update's chunks.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(120);
@@ -369,7 +369,7 @@ async fn check_fetched(
     };
     // A verification run: compare with the original's update.
     if task.kind == VERIFY {
-        if sender.tier != DATACENTER {
+        if sender.tier != Tier::Datacenter {
             return Err(refuse(
                 "verification tasks are for the datacenter tier",
                 |_| {},

@@ -12,8 +12,8 @@ use super::peer::datacenter_active;
 use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, now_ms};
-use crate::scheduler::DATACENTER;
 use crate::state::{LeaseStatus, LedgerClaim, OUTLIER, TRAIN, TaskStatus, VERIFY};
+use canopy_protocol::messages::Tier;
 
 /// A refusal, with the reputation counter it feeds.
 pub(super) struct Refusal {
@@ -128,7 +128,7 @@ pub(super) async fn judge(
                 // aggregates it.
                 let rerun = verify.is_none()
                     && !outlier
-                    && tx.peer(&key)?.is_none_or(|p| p.tier != DATACENTER)
+                    && tx.peer(&key)?.is_none_or(|p| p.tier != Tier::Datacenter)
                     && project.rerun_sampled(record.task)
                     && datacenter_active(&tx.reader(), now)?;
                 if rerun {

@@ -5,7 +5,7 @@ use canopy_protocol::Message;
 use canopy_protocol::messages::{JoinAck, LeaseRenewed, ManifestResponse, NoWork, Tier};
 
 use crate::project::now_ms;
-use crate::scheduler::{self, ACTIVE_MS, DATACENTER, VOLUNTEER};
+use crate::scheduler::{self, ACTIVE_MS};
 use crate::state::{LeaseStatus, PeerRecord};
 
 /// How stale a peer's recorded last contact may get before a request of its updates it.
@@ -27,7 +27,7 @@ pub struct Caller<'a> {
 /// What [`answer_peer`] did with a request.
 pub enum Answered {
     /// Answered it, and for a join the tier granted.
-    Reply(Message, Option<&'static str>),
+    Reply(Message, Option<Tier>),
     /// Not one of the requests it answers: handed back.
     Other(Message),
 }
@@ -94,7 +94,7 @@ pub fn answer_peer(
         Message::Heartbeat(_) => match known {
             Some(p) => Message::JoinAck(JoinAck {
                 accepted: !p.banned,
-                tier: if p.tier == DATACENTER {
+                tier: if p.tier == Tier::Datacenter {
                     Tier::Datacenter
                 } else {
                     Tier::Volunteer
@@ -148,7 +148,7 @@ pub fn answer_peer(
 pub(crate) fn unknown_peer(key: &str) -> PeerRecord {
     PeerRecord {
         peer: key.into(),
-        tier: VOLUNTEER.into(),
+        tier: Tier::Volunteer,
         name: None,
         org: None,
         country: None,
@@ -194,7 +194,7 @@ pub fn datacenter_active(
     r: &crate::state::Reader<'_>,
     now: u64,
 ) -> Result<bool, crate::state::StateError> {
-    Ok(r.peers_seen_since(Some(DATACENTER), (now + 1).saturating_sub(ACTIVE_MS))? > 0)
+    Ok(r.peers_seen_since(Some(Tier::Datacenter), (now + 1).saturating_sub(ACTIVE_MS))? > 0)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The queries, on a connection ([`Reader`]) or inside a transaction ([`Tx`]) alike.
 
+use canopy_protocol::messages::Tier;
 use canopy_protocol::{Digest, SignedManifest};
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -66,11 +67,11 @@ impl $t {
 
     /// Peers of `tier` (any tier when `None`) that are not banned and were heard from at or
     /// after `since_ms`: one indexed count, not a scan of every peer.
-    pub fn peers_seen_since(&self, tier: Option<&str>, since_ms: u64) -> Result<u64> {
+    pub fn peers_seen_since(&self, tier: Option<Tier>, since_ms: u64) -> Result<u64> {
         let n: i64 = match tier {
             Some(tier) => self.c().query_row(
                 "SELECT COUNT(*) FROM peers WHERE tier = ?1 AND last_seen_ms >= ?2 AND banned = 0",
-                params![tier, since_ms as i64],
+                params![tier.as_str(), since_ms as i64],
                 |r| r.get(0),
             )?,
             None => self.c().query_row(
@@ -83,10 +84,12 @@ impl $t {
     }
 
     /// The tier `peer` is allowlisted for.
-    pub fn allowlisted(&self, peer: &str) -> Result<Option<String>> {
+    pub fn allowlisted(&self, peer: &str) -> Result<Option<Tier>> {
         Ok(self
             .c()
-            .query_row("SELECT tier FROM allowlist WHERE peer = ?1", [peer], |r| r.get(0))
+            .query_row("SELECT tier FROM allowlist WHERE peer = ?1", [peer], |r| {
+                tier_at(r, 0)
+            })
             .optional()?)
     }
 

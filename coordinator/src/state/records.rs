@@ -2,6 +2,7 @@
 //! leases, results and corpus runs and builds, and the kinds and statuses they carry.
 
 use canopy_protocol::Digest;
+use canopy_protocol::messages::Tier;
 use serde::Serialize;
 
 use super::status::{CorpusRunStatus, LeaseStatus, TaskStatus};
@@ -12,7 +13,7 @@ pub struct PeerRecord {
     /// Its peer id.
     pub peer: String,
     /// `volunteer` or `datacenter`.
-    pub tier: String,
+    pub tier: Tier,
     /// Display name.
     pub name: Option<String>,
     /// Organisation.

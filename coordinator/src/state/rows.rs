@@ -1,16 +1,25 @@
 //! How each record is selected and read from its row.
 
 use canopy_protocol::Digest;
+use canopy_protocol::messages::Tier;
 
 use super::records::*;
 use super::{Result, digest, opt_digest};
 
 pub(super) const PEER_SELECT: &str = "SELECT peer, tier, name, org, country, reputation, banned, tokens_per_sec, slots, joined_ms, last_seen_ms FROM peers";
 
+/// The tier named in column `i`: a name that is not a tier is a conversion error.
+pub(super) fn tier_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Tier> {
+    let name: String = r.get(i)?;
+    name.parse().map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
 pub(super) fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PeerRecord> {
     Ok(PeerRecord {
         peer: r.get(0)?,
-        tier: r.get(1)?,
+        tier: tier_at(r, 1)?,
         name: r.get(2)?,
         org: r.get(3)?,
         country: r.get(4)?,

@@ -1,5 +1,6 @@
 //! Tests of the state database: transactions, migrations, the ledger and its totals.
 
+use canopy_protocol::messages::Tier;
 use rusqlite::params;
 
 use super::*;
@@ -87,7 +88,7 @@ pub(super) fn joined(
 ) -> Result<()> {
     tx.upsert_peer(&PeerRecord {
         peer: peer.into(),
-        tier: "volunteer".into(),
+        tier: Tier::Volunteer,
         name: Some(format!("name of {peer}")),
         org: org.map(Into::into),
         country: country.map(Into::into),

@@ -1,5 +1,6 @@
 //! The changes, each inside a transaction ([`Tx`]).
 
+use canopy_protocol::messages::Tier;
 use canopy_protocol::{Digest, SignedManifest};
 use rusqlite::{OptionalExtension, params};
 
@@ -95,7 +96,7 @@ impl Tx<'_> {
             "INSERT INTO peers(peer, tier, name, org, country, reputation, banned, tokens_per_sec, slots, joined_ms, last_seen_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT(peer) DO UPDATE SET tier = ?2, name = ?3, org = ?4, country = ?5, slots = ?9, last_seen_ms = ?11",
-            params![p.peer, p.tier, p.name, p.org, p.country, p.reputation, p.banned, p.tokens_per_sec, p.slots, p.joined_ms as i64, p.last_seen_ms as i64],
+            params![p.peer, p.tier.as_str(), p.name, p.org, p.country, p.reputation, p.banned, p.tokens_per_sec, p.slots, p.joined_ms as i64, p.last_seen_ms as i64],
         )?;
         Ok(())
     }
@@ -139,7 +140,8 @@ impl Tx<'_> {
     }
 
     /// Allowlists a key for a tier.
-    pub fn allow(&self, peer: &str, tier: &str, now_ms: u64) -> Result<()> {
+    pub fn allow(&self, peer: &str, tier: Tier, now_ms: u64) -> Result<()> {
+        let tier = tier.as_str();
         self.tx.execute(
             "INSERT INTO allowlist(peer, tier, added_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT(peer) DO UPDATE SET tier = ?2",

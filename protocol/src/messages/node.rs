@@ -5,13 +5,50 @@ use serde::{Deserialize, Serialize};
 use super::{MAX_LABEL, MAX_TEXT, TaskId, check_text};
 use crate::error::MessageError;
 
-/// Which trust tier a node runs in.
+/// Which trust tier a node runs in. Its name (`volunteer`, `datacenter`) is what the
+/// coordinator's configuration, command line, database and API use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Tier {
     /// A volunteer desktop: untrusted, verified by redundancy and spot checks.
     Volunteer,
     /// An institution's cluster node, allowlisted by the coordinator: trusted to verify others.
     Datacenter,
+}
+
+impl Tier {
+    /// Every tier.
+    pub const ALL: [Tier; 2] = [Tier::Volunteer, Tier::Datacenter];
+
+    /// The tier's name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Tier::Volunteer => "volunteer",
+            Tier::Datacenter => "datacenter",
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A tier name that is neither `volunteer` nor `datacenter`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a tier (volunteer or datacenter)")]
+pub struct UnknownTier(pub String);
+
+impl std::str::FromStr for Tier {
+    type Err = UnknownTier;
+
+    fn from_str(s: &str) -> Result<Self, UnknownTier> {
+        Tier::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownTier(s.to_owned()))
+    }
 }
 
 /// What kind of compute device a node runs its kernels on.
@@ -191,4 +228,23 @@ pub struct CreditReport {
     pub compute_ms: u64,
     /// The round in progress when the coordinator answered.
     pub round: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tier reads back from its name, in text and in JSON; any other name is refused; and
+    /// its wire encoding is the variant's index, whatever the names.
+    #[test]
+    fn tiers_round_trip_by_name() {
+        for tier in Tier::ALL {
+            assert_eq!(tier.as_str().parse::<Tier>(), Ok(tier));
+            assert_eq!(tier.to_string(), tier.as_str());
+        }
+        assert_eq!("root".parse::<Tier>(), Err(UnknownTier("root".to_owned())));
+        let config = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(Tier::Datacenter, config).expect("encode");
+        assert_eq!(bytes, [1]);
+    }
 }
