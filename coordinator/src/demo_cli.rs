@@ -92,7 +92,9 @@ fn print_demo_summary(summary: &demo::DemoSummary) {
     );
     println!("tokenizer: {}", summary.tokenizer);
     if !summary.samples.is_empty() {
-        println!("what the final model writes (greedy, after each prompt):");
+        println!(
+            "what the final model writes (greedy, without repeating itself, after each prompt):"
+        );
         for s in &summary.samples {
             println!(
                 "  [{}] {}⟨{}⟩",

@@ -72,7 +72,9 @@ pub(super) fn status(config: &Path, json: bool, history: bool) -> anyhow::Result
         println!("last held-out loss in bits per byte of text: {b:.3}");
     }
     if !samples.is_empty() {
-        println!("\nwhat the final model writes (greedy, after each prompt):");
+        println!(
+            "\nwhat the final model writes (greedy, without repeating itself, after each prompt):"
+        );
         for s in &samples {
             println!(
                 "  [{}] {}⟨{}⟩",

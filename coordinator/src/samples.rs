@@ -1,9 +1,9 @@
-//! What the trained model writes: greedy continuations (with a repetition penalty) of fixed
+//! What the trained model writes: greedy continuations (kept from repeating themselves) of fixed
 //! prompts in several languages, made when a run finishes and shown on the dashboard and by
 //! the demo; and the held-out loss in bits per byte, which compares runs whatever their
 //! tokenizer.
 
-use canopy_shaders::{Cpu, Params};
+use canopy_shaders::{Cpu, Decoding, Params};
 use canopy_text::Tokenizer;
 use serde::{Deserialize, Serialize};
 
@@ -28,9 +28,13 @@ pub const PROMPTS: [(&str, &str); 7] = [
 /// Tokens written after each prompt (fewer when the model ends the document).
 pub const SAMPLE_TOKENS: usize = 60;
 
-/// How much less likely the samples make each token already in the text (transformers'
-/// `repetition_penalty`): plain greedy text from a small model repeats one word.
-pub const REPETITION_PENALTY: f32 = 1.3;
+/// How the samples pick their tokens: greedy, with transformers' `repetition_penalty = 1.3`
+/// and `no_repeat_ngram_size = 2`. Plain greedy text from a small model repeats one word ('to
+/// to to', 'la la la').
+pub const DECODING: Decoding = Decoding {
+    repetition_penalty: 1.3,
+    no_repeat_ngram: 2,
+};
 
 /// The state database's key for the samples of the finished run.
 pub const SAMPLES_META: &str = "samples";
@@ -49,7 +53,7 @@ pub struct Sample {
     pub continuation: String,
 }
 
-/// Greedy continuations of [`PROMPTS`] by `params`, with [`REPETITION_PENALTY`].
+/// Greedy continuations of [`PROMPTS`] by `params`, decoded as [`DECODING`] says.
 pub fn generate(tokenizer: &Tokenizer, params: &Params) -> Result<Vec<Sample>> {
     let cpu = Cpu::new();
     let eos = canopy_shaders::tokens::EOS_ID;
@@ -59,14 +63,8 @@ pub fn generate(tokenizer: &Tokenizer, params: &Params) -> Result<Vec<Sample>> {
             let ids = tokenizer
                 .encode(prompt)
                 .map_err(|e| ProjectError::Invalid(e.to_string()))?;
-            let out = canopy_shaders::greedy(
-                &cpu,
-                params,
-                &ids,
-                SAMPLE_TOKENS,
-                Some(eos),
-                REPETITION_PENALTY,
-            )?;
+            let out =
+                canopy_shaders::greedy(&cpu, params, &ids, SAMPLE_TOKENS, Some(eos), DECODING)?;
             Ok(Sample {
                 language: (*language).to_owned(),
                 prompt: (*prompt).to_owned(),

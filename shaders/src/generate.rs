@@ -15,18 +15,35 @@ pub fn logits<B: Backend>(backend: &B, params: &Params, ids: &[u32]) -> Result<V
     ws.logits(backend)
 }
 
+/// How [`greedy`] picks each token among the most likely ones: transformers'
+/// `repetition_penalty` and `no_repeat_ngram_size`, which keep a small model's greedy text
+/// from falling into repeating one word.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Decoding {
+    /// Every token already in the text is made less likely by this factor (1: not at all).
+    pub repetition_penalty: f32,
+    /// No run of this many tokens appears twice in the text, the prompt included (0: any may).
+    pub no_repeat_ngram: usize,
+}
+
+impl Decoding {
+    /// Plain greedy decoding: the most likely token every time.
+    pub const PLAIN: Decoding = Decoding {
+        repetition_penalty: 1.0,
+        no_repeat_ngram: 0,
+    };
+}
+
 /// The `new_tokens` ids `params` predicts after `prompt`, each the most likely next token
-/// given the text so far (the last `seq_len` tokens of it), stopping early at `stop`. A
-/// `repetition_penalty` above 1 makes every token already in the text less likely, as
-/// transformers' `repetition_penalty` does (1: plain greedy): a small model's greedy text
-/// otherwise falls into repeating one word.
+/// given the text so far (the last `seq_len` tokens of it) as `decoding` weighs it, stopping
+/// early at `stop` (or when `decoding` rules out every token).
 pub fn greedy<B: Backend>(
     backend: &B,
     params: &Params,
     prompt: &[u32],
     new_tokens: usize,
     stop: Option<u32>,
-    repetition_penalty: f32,
+    decoding: Decoding,
 ) -> Result<Vec<u32>> {
     if prompt.is_empty() {
         return Err(ShaderError::Parameter {
@@ -35,10 +52,11 @@ pub fn greedy<B: Backend>(
             reason: "must hold at least one token",
         });
     }
-    if !(repetition_penalty.is_finite() && repetition_penalty >= 1.0) {
+    let penalty = decoding.repetition_penalty;
+    if !(penalty.is_finite() && penalty >= 1.0) {
         return Err(ShaderError::Parameter {
             name: "repetition_penalty",
-            value: repetition_penalty.to_string(),
+            value: penalty.to_string(),
             reason: "must be a finite number of at least 1",
         });
     }
@@ -52,21 +70,39 @@ pub fn greedy<B: Backend>(
         model.forward(backend, &mut ws, window, &vec![u32::MAX; window.len()])?;
         let mut logits = ws.logits(backend)?;
         let last = &mut logits[(window.len() - 1) * vocab..][..vocab];
-        penalise_repeats(last, &ids, repetition_penalty);
-        let next = last
-            .iter()
-            .enumerate()
-            .fold((0usize, f32::NEG_INFINITY), |best, (i, &l)| {
-                if l > best.1 { (i, l) } else { best }
-            })
-            .0 as u32;
-        if Some(next) == stop {
+        penalise_repeats(last, &ids, penalty);
+        for banned in repeated_ngram_ends(&ids, decoding.no_repeat_ngram) {
+            if let Some(l) = last.get_mut(banned as usize) {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        let (next, best) =
+            last.iter()
+                .enumerate()
+                .fold((0usize, f32::NEG_INFINITY), |best, (i, &l)| {
+                    if l > best.1 { (i, l) } else { best }
+                });
+        let next = next as u32;
+        if best == f32::NEG_INFINITY || Some(next) == stop {
             break;
         }
         out.push(next);
         ids.push(next);
     }
     Ok(out)
+}
+
+/// The tokens that would repeat a run of `n` tokens already in `ids` if they came next: each
+/// token that followed an earlier occurrence of the last `n - 1` tokens (none when `n` is 0).
+fn repeated_ngram_ends(ids: &[u32], n: usize) -> Vec<u32> {
+    if n == 0 || ids.len() < n {
+        return Vec::new();
+    }
+    let tail = &ids[ids.len() + 1 - n..];
+    ids.windows(n)
+        .filter(|w| w[..n - 1] == *tail)
+        .map(|w| w[n - 1])
+        .collect()
 }
 
 /// Makes each token of `seen` less likely, once however often it was seen: a positive logit
@@ -113,12 +149,52 @@ mod tests {
         };
         let report = train_local(&Cpu::new(), &config, &text, &settings, |_| {}).unwrap();
         let prompt: Vec<u32> = b"the cat ".iter().map(|&b| u32::from(b)).collect();
-        let out = greedy(&Cpu::new(), &report.params, &prompt, 16, None, 1.0).unwrap();
+        let out = greedy(
+            &Cpu::new(),
+            &report.params,
+            &prompt,
+            16,
+            None,
+            Decoding::PLAIN,
+        )
+        .unwrap();
         let written: Vec<u8> = out.iter().map(|&t| t as u8).collect();
         assert_eq!(String::from_utf8_lossy(&written), "sat on the mat. ");
-        assert!(greedy(&Cpu::new(), &report.params, &[], 4, None, 1.0).is_err());
+        assert!(greedy(&Cpu::new(), &report.params, &[], 4, None, Decoding::PLAIN).is_err());
         for bad in [0.5, f32::NAN, f32::INFINITY] {
-            assert!(greedy(&Cpu::new(), &report.params, &prompt, 4, None, bad).is_err());
+            let decoding = Decoding {
+                repetition_penalty: bad,
+                ..Decoding::PLAIN
+            };
+            assert!(greedy(&Cpu::new(), &report.params, &prompt, 4, None, decoding).is_err());
+        }
+        // The phrase repeats every 8 tokens: once no 4 tokens may repeat, the model may not
+        // write it back, and it writes something else.
+        let no_repeats = Decoding {
+            no_repeat_ngram: 4,
+            ..Decoding::PLAIN
+        };
+        let prompt_again: Vec<u32> = b"the cat sat on the mat. the cat "
+            .iter()
+            .map(|&b| u32::from(b))
+            .collect();
+        let out = greedy(
+            &Cpu::new(),
+            &report.params,
+            &prompt_again,
+            8,
+            None,
+            no_repeats,
+        )
+        .unwrap();
+        assert!(!out.is_empty());
+        assert_ne!(out, b"sat on t".map(u32::from).to_vec());
+        let mut text = prompt_again.clone();
+        text.extend(&out);
+        for end in prompt_again.len()..text.len() {
+            let gram = &text[end - 3..=end];
+            let earlier = text[..end].windows(4).any(|w| w == gram);
+            assert!(!earlier, "a 4-gram repeats: {gram:?}");
         }
         // Stopping at a token ends the text before it.
         let stopped = greedy(
@@ -127,7 +203,7 @@ mod tests {
             &prompt,
             16,
             Some(u32::from(b'.')),
-            1.0,
+            Decoding::PLAIN,
         );
         assert_eq!(stopped.unwrap().len(), "sat on the mat".len());
     }
@@ -151,5 +227,19 @@ mod tests {
         let mut same = vec![2.0, -2.0];
         penalise_repeats(&mut same, &[0, 1], 1.0);
         assert_eq!(same, vec![2.0, -2.0]);
+    }
+
+    /// The tokens banned by `no_repeat_ngram`: those that followed the last `n - 1` tokens
+    /// before; nothing for `n = 0` or a text shorter than `n`.
+    #[test]
+    fn a_repeated_ngram_is_banned_at_its_last_token() {
+        let ids = [1, 2, 3, 1, 2, 4, 1, 2];
+        let mut banned = repeated_ngram_ends(&ids, 3);
+        banned.sort_unstable();
+        assert_eq!(banned, vec![3, 4]);
+        assert_eq!(repeated_ngram_ends(&ids, 1), ids.to_vec());
+        assert!(repeated_ngram_ends(&ids, 0).is_empty());
+        assert!(repeated_ngram_ends(&[1, 2], 3).is_empty());
+        assert!(repeated_ngram_ends(&ids, 4).is_empty());
     }
 }

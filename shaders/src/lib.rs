@@ -47,7 +47,7 @@ pub use backend::{Backend, Element};
 pub use cpu::Cpu;
 pub use error::{Result, ShaderError};
 pub use export::{ExportError, export, import};
-pub use generate::{greedy, logits};
+pub use generate::{Decoding, greedy, logits};
 pub use kernels::adamw::AdamW;
 pub use kernels::attention::{AttentionShape, alibi_slopes};
 pub use kernels::matmul::{MatmulShape, Transpose};
