@@ -11,7 +11,7 @@ use super::{AggregateError, BLOCK_LEN};
 ///
 /// With outer gradient `g` (the aggregated Δ):
 /// `buf = momentum·buf + g; update = g + momentum·buf; θ -= lr·update`.
-/// DiLoCo uses `lr` [`DILOCO_OUTER_LR`] and momentum [`DILOCO_OUTER_MOMENTUM`].
+/// DiLoCo uses `lr` [`DILOCO_OUTER_LR`](super::DILOCO_OUTER_LR) and momentum [`DILOCO_OUTER_MOMENTUM`](super::DILOCO_OUTER_MOMENTUM).
 ///
 /// It also holds how each move is published ([`step_codec`](Self::step_codec), int8 unless
 /// set) and, for a low-bit codec, the part of earlier moves the published steps have not

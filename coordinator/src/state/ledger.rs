@@ -210,7 +210,7 @@ pub struct LedgerClaim<'a> {
     pub task: u64,
     /// The lease the result names.
     pub lease: u64,
-    /// [`TRAIN`], [`VERIFY`] or [`CORPUS`].
+    /// [`TRAIN`](super::TRAIN), [`VERIFY`](super::VERIFY) or [`CORPUS`](super::CORPUS).
     pub kind: &'a str,
     /// The compute time the node reports (a claim: bounded before it is recorded).
     pub compute_ms: u64,
