@@ -16,19 +16,13 @@ use canopy_coordinator::state::State;
 use canopy_node::network::NetworkConfig;
 use clap::Parser;
 
-mod args;
-mod corpus_cli;
-mod demo_cli;
-mod invite_cli;
-mod project_cli;
-mod report_cli;
-mod run_cli;
+mod cli;
 
-use args::{Cli, Command, PresetArg, TextArg, TokenizerArg};
-use demo_cli::swarm_demo;
-use project_cli::{allow, export, init};
-use report_cli::{ledger, ledger_totals, status};
-use run_cli::run_project;
+use cli::args::{Cli, Command, PresetArg, TextArg, TokenizerArg};
+use cli::demo::swarm_demo;
+use cli::project::{allow, export, init};
+use cli::report::{ledger, ledger_totals, status};
+use cli::run::run_project;
 
 #[allow(unsafe_code)] // one environment variable, set before any thread starts
 fn main() -> ExitCode {
@@ -146,8 +140,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             rt.block_on(swarm_demo(settings, json, &http))
         }
-        Command::Corpus { command } => corpus_cli::run(command),
-        Command::Invite { command } => invite_cli::run(command),
+        Command::Corpus { command } => cli::corpus::run(command),
+        Command::Invite { command } => cli::invite::run(command),
     }
 }
 

@@ -1,10 +1,10 @@
 //! `canopy-coordinator run`: the project's service, its swarm corpus build, the dashboard, and
 //! the lines it prints for people or scripts (kept out of `main.rs`).
 
-use super::*;
-use crate::args::HttpArgs;
+use crate::cli::args::HttpArgs;
+use crate::*;
 
-pub(super) async fn run_project(
+pub(crate) async fn run_project(
     config_path: &Path,
     json: bool,
     http: &HttpArgs,

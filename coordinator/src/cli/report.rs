@@ -1,9 +1,9 @@
 //! `canopy-coordinator status` and `ledger`: what a project has done, from its database
 //! (kept out of `main.rs`).
 
-use super::*;
+use crate::*;
 
-pub(super) fn status(config: &Path, json: bool, history: bool) -> anyhow::Result<()> {
+pub(crate) fn status(config: &Path, json: bool, history: bool) -> anyhow::Result<()> {
     let state = open_state(config)?;
     let r = state.read();
     let rounds = r.rounds()?;
@@ -98,7 +98,7 @@ pub(super) fn status(config: &Path, json: bool, history: bool) -> anyhow::Result
     Ok(())
 }
 
-pub(super) fn ledger(config: &Path, csv: bool, json: bool) -> anyhow::Result<()> {
+pub(crate) fn ledger(config: &Path, csv: bool, json: bool) -> anyhow::Result<()> {
     let state = open_state(config)?;
     let entries = state.read().ledger()?;
     if json {
@@ -148,7 +148,7 @@ pub(super) fn ledger(config: &Path, csv: bool, json: bool) -> anyhow::Result<()>
     Ok(())
 }
 
-pub(super) fn ledger_totals(config: &Path, json: bool) -> anyhow::Result<()> {
+pub(crate) fn ledger_totals(config: &Path, json: bool) -> anyhow::Result<()> {
     let state = open_state(config)?;
     let totals = state.read().contributors()?;
     if json {

@@ -159,13 +159,13 @@ pub(crate) enum Command {
     /// The corpus pipeline: build a deduplicated, filtered training corpus with a data card.
     Corpus {
         #[command(subcommand)]
-        command: crate::corpus_cli::CorpusCommand,
+        command: crate::cli::corpus::CorpusCommand,
     },
     /// Invitations for the `invite` admission policy: make one for an organisation's
     /// machines, or revoke one.
     Invite {
         #[command(subcommand)]
-        command: crate::invite_cli::InviteCommand,
+        command: crate::cli::invite::InviteCommand,
     },
 }
 

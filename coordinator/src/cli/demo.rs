@@ -5,7 +5,7 @@ use std::io::Write;
 use anyhow::Context;
 use canopy_coordinator::demo;
 
-use crate::args::HttpArgs;
+use crate::cli::args::HttpArgs;
 
 /// `demo`: the coordinator, volunteer and datacenter nodes in this process on loopback,
 /// then the centralized baseline, with progress or `--json` lines and a summary.
