@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use canopy_node::store::ChunkStore;
 use canopy_protocol::{Digest, ObjectKind};
 
-use crate::state::{Reader, Result, State};
+use crate::state::{Reader, Result, ResultStatus, State};
 
 /// Kinds of object whose life is bounded by the rounds (shards and corpus objects stay).
 const ROUND_KINDS: [ObjectKind; 4] = [
@@ -64,7 +64,7 @@ fn live(r: &Reader<'_>, current: u64, checkpoint_every: u32) -> Result<HashSet<D
     keep.extend(r.unaggregated()?.into_iter().filter_map(|u| u.update_root));
     // Updates waiting for their re-run: compared with it, and aggregated if they pass.
     keep.extend(
-        r.results(None, Some("pending"))?
+        r.results(None, Some(ResultStatus::Pending))?
             .into_iter()
             .filter_map(|u| u.update_root),
     );
@@ -133,16 +133,17 @@ mod tests {
     use crate::config::Config;
     use crate::project::Project;
     use crate::state::ResultRecord;
+    use crate::state::ResultStatus;
 
     /// Records an accepted update of small seeded values for the round in progress, as the
     /// service does once it has judged one.
     fn accept_update(project: &Project, keys: &Keypair, n: u64) {
-        record_update(project, keys, n, "accepted");
+        record_update(project, keys, n, ResultStatus::Accepted);
     }
 
     /// Records an update of small seeded values for the round in progress with `status`;
     /// returns its root.
-    fn record_update(project: &Project, keys: &Keypair, n: u64, status: &str) -> Digest {
+    fn record_update(project: &Project, keys: &Keypair, n: u64, status: ResultStatus) -> Digest {
         let len = project.model.num_params();
         let values: Vec<f32> = (0..len)
             .map(|i| ((i as u64 * 2_654_435_761 + n * 97) % 1000) as f32 * 1e-6 - 5e-4)
@@ -171,7 +172,7 @@ mod tests {
             norm: Some(0.1),
             train_loss: Some(5.0),
             tokens: 16,
-            status: status.into(),
+            status,
             reason: None,
             received_ms: n,
             weight: 1.0,
@@ -203,7 +204,7 @@ mod tests {
             config.verification.aggregate_unchecked = aggregate;
             let keys = Keypair::generate().expect("key");
             let project = Project::open(dir.path(), config.clone()).expect("project");
-            let root = record_update(&project, &keys, 0, "pending");
+            let root = record_update(&project, &keys, 0, ResultStatus::Pending);
             drop(project);
             let project = Project::open(dir.path(), config).expect("reopened");
             let manifest = project
@@ -215,11 +216,11 @@ mod tests {
             assert!(project.store.has_object(manifest.manifest()));
             project.close_round().expect("round closes");
             let results = project.state().read().results(None, None).expect("results");
-            let (status, used) = (results[0].status.as_str(), results[0].aggregated_in);
+            let (status, used) = (results[0].status, results[0].aggregated_in);
             if aggregate {
-                assert_eq!((status, used), ("accepted", Some(0)));
+                assert_eq!((status, used), (ResultStatus::Accepted, Some(0)));
             } else {
-                assert_eq!((status, used), ("unverified", None));
+                assert_eq!((status, used), (ResultStatus::Unverified, None));
             }
         }
     }

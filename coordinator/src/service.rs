@@ -28,7 +28,7 @@ pub use peer::{Answered, Caller, answer_peer, datacenter_active, waiting_retry_m
 
 use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
 use crate::scheduler::{self, ACTIVE_MS, NoTask};
-use crate::state::{OUTLIER, TRAIN, TaskStatus};
+use crate::state::{ResultStatus, TRAIN, TaskStatus};
 
 /// How often a peer asks again while a round closes, when few peers are about.
 const CLOSING_RETRY_MS: u64 = 500;
@@ -301,9 +301,13 @@ impl Service {
         let t = &self.project.config.training;
         // Outliers count as in: their tasks are done, and a round of nothing but outliers
         // closes (with no step) rather than waiting for ever.
-        let accepted = r.results(Some(round.round), Some("accepted"))?.len()
-            + r.results(Some(round.round), Some("pending"))?.len()
-            + r.results(Some(round.round), Some(OUTLIER))?.len();
+        let accepted = r
+            .results(Some(round.round), Some(ResultStatus::Accepted))?
+            .len()
+            + r.results(Some(round.round), Some(ResultStatus::Pending))?
+                .len()
+            + r.results(Some(round.round), Some(ResultStatus::Outlier))?
+                .len();
         let deadline = round.opened_ms + t.round_deadline_secs * 1000;
         if now >= deadline && accepted >= 1 {
             return Ok(true);

@@ -50,7 +50,7 @@ pub use judging::{HELD, Judged};
 pub use ledger::{Contribution, ContributorGroup, Contributors, LedgerClaim, LedgerEntry};
 pub use neighbours::Nearby;
 pub use records::*;
-pub use status::{CorpusRunStatus, LeaseStatus, TaskStatus, UnknownStatus};
+pub use status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskStatus, UnknownStatus};
 
 use std::path::Path;
 use std::time::Duration;

@@ -8,7 +8,9 @@ use canopy_coordinator::config::{Config, Preset};
 use canopy_coordinator::project::{Project, decode_spec, now_ms};
 use canopy_coordinator::scheduler;
 use canopy_coordinator::service::{Answered, Caller, answer_peer, datacenter_active};
-use canopy_coordinator::state::{LeaseStatus, LedgerClaim, ResultRecord, TRAIN, TaskStatus};
+use canopy_coordinator::state::{
+    LeaseStatus, LedgerClaim, ResultRecord, ResultStatus, TRAIN, TaskStatus,
+};
 use canopy_node::objects;
 use canopy_protocol::messages::{LeaseRenew, LeaseRequest, TaskId};
 use canopy_protocol::{Keypair, Message};
@@ -267,7 +269,7 @@ pub(crate) fn core_part() -> (Value, Vec<String>) {
             norm: Some(1.0),
             train_loss: Some(3.0),
             tokens: g.task.tokens,
-            status: "accepted".into(),
+            status: ResultStatus::Accepted,
             reason: None,
             received_ms: now_ms(),
             weight: 1.0,

@@ -16,7 +16,7 @@ use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, decode_spec, now_ms};
 use crate::state::{
-    CORPUS, CORPUS_CHECK, LeaseStatus, OUTLIER, PeerRecord, ResultRecord, TaskStatus, VERIFY,
+    CORPUS, CORPUS_CHECK, LeaseStatus, PeerRecord, ResultRecord, ResultStatus, TaskStatus, VERIFY,
 };
 use canopy_protocol::messages::Tier;
 
@@ -356,11 +356,10 @@ async fn check_fetched(
         train_loss: Some(f64::from(output.train_loss)),
         tokens: task.tokens,
         status: if outlier.is_some() {
-            OUTLIER
+            ResultStatus::Outlier
         } else {
-            "accepted"
-        }
-        .into(),
+            ResultStatus::Accepted
+        },
         weight: if outlier.is_some() { 0.0 } else { 1.0 },
         reason: outlier,
         received_ms: now_ms(),

@@ -12,7 +12,7 @@ use super::peer::datacenter_active;
 use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, now_ms};
-use crate::state::{LeaseStatus, LedgerClaim, OUTLIER, TRAIN, TaskStatus, VERIFY};
+use crate::state::{LeaseStatus, LedgerClaim, ResultStatus, TRAIN, TaskStatus, VERIFY};
 use canopy_protocol::messages::Tier;
 
 /// A refusal, with the reputation counter it feeds.
@@ -73,7 +73,7 @@ pub(super) async fn judge(
             )
         }
         Ok(Checked::Accepted(record, verify, judged)) => {
-            let outlier = record.status == OUTLIER;
+            let outlier = record.status == ResultStatus::Outlier;
             let kind = if verify.is_some() { VERIFY } else { TRAIN };
             let update_root = record.update_root;
             let committed = project.state().transaction(|tx| {
@@ -84,7 +84,7 @@ pub(super) async fn judge(
                     // A verification run: judge the original, keep this one out of aggregation
                     // (its update may be the original's, byte for byte: the ledger keeps its
                     // hash, the results table does not).
-                    record.status = "verifier".into();
+                    record.status = ResultStatus::Verifier;
                     record.update_root = None;
                     let verdict = RerunVerdict::of(*cosine, project.config.verification.min_cosine);
                     if let Some(orig) = original
@@ -98,9 +98,9 @@ pub(super) async fn judge(
                     } else if let Some(orig) = original {
                         let ok = verdict == RerunVerdict::Agrees;
                         let (status, verdict) = if ok {
-                            ("accepted", "verified")
+                            (ResultStatus::Accepted, "verified")
                         } else {
-                            ("rejected", "failed")
+                            (ResultStatus::Rejected, "failed")
                         };
                         tx.set_result_status(
                             orig.lease,
@@ -132,7 +132,7 @@ pub(super) async fn judge(
                     && project.rerun_sampled(record.task)
                     && datacenter_active(&tx.reader(), now)?;
                 if rerun {
-                    record.status = "pending".into();
+                    record.status = ResultStatus::Pending;
                 }
                 tx.insert_result(&record)?;
                 let mut quality = tx.peer_quality(&key)?;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::status::ResultStatus;
 use super::{Reader, Result, Tx};
 use crate::judge::PeerQuality;
 
@@ -237,7 +238,7 @@ impl Tx<'_> {
     pub fn leave_out(&self, lease: u64, task: u64, peer: &str, reason: &str) -> Result<()> {
         self.tx.execute(
             "UPDATE results SET status = ?2, weight = 0, reason = ?3 WHERE lease = ?1",
-            params![lease as i64, super::OUTLIER, reason],
+            params![lease as i64, ResultStatus::Outlier, reason],
         )?;
         self.tx.execute(
             "UPDATE ledger SET accepted = 0, reason = ?3 WHERE task = ?1 AND peer = ?2",
@@ -253,7 +254,7 @@ mod tests {
     use super::super::{ResultRecord, State, TRAIN};
     use super::*;
 
-    fn result(lease: u64, task: u64, peer: &str, status: &str) -> ResultRecord {
+    fn result(lease: u64, task: u64, peer: &str, status: ResultStatus) -> ResultRecord {
         ResultRecord {
             lease,
             task,
@@ -263,7 +264,7 @@ mod tests {
             norm: None,
             train_loss: None,
             tokens: 100,
-            status: status.into(),
+            status,
             reason: None,
             received_ms: 1_000,
             weight: 1.0,
@@ -284,7 +285,10 @@ mod tests {
             let settled = state
                 .transaction(|tx| {
                     joined(tx, "ada", None, None)?;
-                    for (i, status) in ["accepted", "pending"].into_iter().enumerate() {
+                    for (i, status) in [ResultStatus::Accepted, ResultStatus::Pending]
+                        .into_iter()
+                        .enumerate()
+                    {
                         let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
                         let lease = tx.insert_lease(task, "ada", 0, 60_000)?;
                         tx.insert_result(&result(lease, task, "ada", status))?;
@@ -310,7 +314,10 @@ mod tests {
                         .any(|e| !e.accepted && e.verified == "unchecked")
                 );
             }
-            assert_eq!(r.results(None, Some("pending")).unwrap().len(), 0);
+            assert_eq!(
+                r.results(None, Some(ResultStatus::Pending)).unwrap().len(),
+                0
+            );
         }
     }
 
@@ -326,7 +333,7 @@ mod tests {
                     joined(tx, peer, None, None)?;
                     let task = tx.insert_task(0, TRAIN, peer.as_bytes(), None, 100)?;
                     let lease = tx.insert_lease(task, peer, 0, 60_000)?;
-                    tx.insert_result(&result(lease, task, peer, "accepted"))?;
+                    tx.insert_result(&result(lease, task, peer, ResultStatus::Accepted))?;
                     tx.ledger_entry(&claim(peer, task, lease, 10, true, 1), 1)?;
                     if peer == "mallory" {
                         tx.leave_out(lease, task, peer, "opposed to its round")?;
@@ -343,7 +350,7 @@ mod tests {
             .map(|r| r.peer)
             .collect();
         assert_eq!(taken, ["ada"]);
-        let left = r.results(None, Some(super::super::OUTLIER)).unwrap();
+        let left = r.results(None, Some(ResultStatus::Outlier)).unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].reason.as_deref(), Some("opposed to its round"));
         let ledger = r.ledger().unwrap();

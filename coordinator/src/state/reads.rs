@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::records::*;
 use super::rows::*;
-use super::status::TaskStatus;
+use super::status::{ResultStatus, TaskStatus};
 use super::{PAUSED_KEY, Reader, Result, StateError, Tx, digest};
 
 macro_rules! reads {
@@ -202,7 +202,7 @@ impl $t {
     }
 
     /// Results with `status` (of `round`, when given).
-    pub fn results(&self, round: Option<u64>, status: Option<&str>) -> Result<Vec<ResultRecord>> {
+    pub fn results(&self, round: Option<u64>, status: Option<ResultStatus>) -> Result<Vec<ResultRecord>> {
         let mut stmt = self.c().prepare(&format!(
             "{RESULT_SELECT} WHERE (?1 IS NULL OR round = ?1) AND (?2 IS NULL OR status = ?2) ORDER BY lease"
         ))?;

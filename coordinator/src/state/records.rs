@@ -5,7 +5,7 @@ use canopy_protocol::Digest;
 use canopy_protocol::messages::Tier;
 use serde::Serialize;
 
-use super::status::{CorpusRunStatus, LeaseStatus, TaskStatus};
+use super::status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskStatus};
 
 /// A node the coordinator knows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -65,8 +65,6 @@ pub struct RoundRecord {
 pub const TRAIN: &str = "train";
 /// A datacenter re-run of a volunteer's training task.
 pub const VERIFY: &str = "verify";
-/// The status of a result left out of aggregation as an outlier of held-out loss.
-pub const OUTLIER: &str = "outlier";
 /// One of the two runs of a corpus chunk (also the ledger kind of every corpus result).
 pub const CORPUS: &str = "corpus";
 /// A further run of a corpus chunk whose first runs disagree (datacenter tier first).
@@ -152,10 +150,8 @@ pub struct ResultRecord {
     pub train_loss: Option<f64>,
     /// Tokens processed.
     pub tokens: u64,
-    /// `accepted`, `pending` (awaiting its re-run), `rejected`, `unverified` (its re-run had
-    /// not happened when its round closed; kept out), `outlier` (see [`OUTLIER`]) or
-    /// `verifier`.
-    pub status: String,
+    /// What became of it.
+    pub status: ResultStatus,
     /// Why rejected.
     pub reason: Option<String>,
     /// Received at.

@@ -1,4 +1,4 @@
-//! Where a task, a lease and a corpus run stand, as enums: each status is defined once here and stored in
+//! Where a task, a lease, a result and a corpus run stand, as enums: each status is defined once here and stored in
 //! SQLite, shown by the API and compared in code by the same name.
 
 use std::fmt;
@@ -114,6 +114,24 @@ statuses! {
     }
 }
 
+statuses! {
+    /// What became of a received training result.
+    ResultStatus, "result" {
+        /// Taken into its round's aggregate.
+        Accepted = "accepted",
+        /// Waiting for its datacenter re-run's verdict before any round may take it.
+        Pending = "pending",
+        /// Refused: its re-run disagreed.
+        Rejected = "rejected",
+        /// Its re-run had not happened when its round closed: kept out, no credit.
+        Unverified = "unverified",
+        /// Left out as an outlier of held-out loss.
+        Outlier = "outlier",
+        /// A datacenter re-run of another node's task: compared, never aggregated.
+        Verifier = "verifier",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +150,10 @@ mod tests {
         for &s in LeaseStatus::ALL {
             assert_eq!(s.to_string().parse::<LeaseStatus>(), Ok(s));
             let back: LeaseStatus = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
+            assert_eq!(back, s);
+        }
+        for &s in ResultStatus::ALL {
+            let back: ResultStatus = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
             assert_eq!(back, s);
         }
         for &s in CorpusRunStatus::ALL {

@@ -166,7 +166,7 @@ fn the_ledger_records_the_tasks_tokens_and_at_most_the_leases_wall_time() {
                 norm: None,
                 train_loss: None,
                 tokens: u64::MAX,
-                status: "accepted".into(),
+                status: ResultStatus::Accepted,
                 reason: None,
                 received_ms: 5_000,
                 weight: 1.0,

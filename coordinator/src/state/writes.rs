@@ -5,7 +5,7 @@ use canopy_protocol::{Digest, SignedManifest};
 use rusqlite::{OptionalExtension, params};
 
 use super::records::*;
-use super::status::{CorpusRunStatus, LeaseStatus, TaskStatus};
+use super::status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskStatus};
 use super::{HELD, PAUSED_KEY, Result, StateError, Tx};
 
 impl Tx<'_> {
@@ -295,7 +295,12 @@ impl Tx<'_> {
     }
 
     /// Sets a result's verdict.
-    pub fn set_result_status(&self, lease: u64, status: &str, reason: Option<&str>) -> Result<()> {
+    pub fn set_result_status(
+        &self,
+        lease: u64,
+        status: ResultStatus,
+        reason: Option<&str>,
+    ) -> Result<()> {
         self.tx.execute(
             "UPDATE results SET status = ?2, reason = COALESCE(?3, reason) WHERE lease = ?1",
             params![lease as i64, status, reason],
