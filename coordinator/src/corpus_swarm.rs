@@ -3,7 +3,7 @@
 //!
 //! 1. **Plan** ([`SwarmBuild::open`]): the same plan as `canopy-coordinator corpus build`. Each
 //!    chunk becomes an [`ObjectKind::CorpusChunk`] object signed by the coordinator, and each
-//!    distinct chunk two corpus tasks ([`CORPUS`]) in the state database, all in one
+//!    distinct chunk two corpus tasks ([`TaskKind::Corpus`]) in the state database, all in one
 //!    transaction with a `corpus_builds` row. The plan is deterministic, so a restarted
 //!    coordinator plans again, checks that the layout is the one it started with, and carries
 //!    on: chunks already agreed are not run again.
@@ -14,7 +14,7 @@
 //!    answer the chunk ([`compute::accept_result`]). The verdict ([`verdict::verdict`]) is
 //!    committed before the result is acknowledged: two runs that name the same root decide the
 //!    chunk (both credited, ledger kind `corpus`, `verified`); a disagreement opens a further
-//!    run ([`CORPUS_CHECK`], the datacenter tier first while one is active, any other peer
+//!    run ([`TaskKind::CorpusCheck`], the datacenter tier first while one is active, any other peer
 //!    otherwise), and the runs that disagree with the majority get `failed_verification`
 //!    reputation and ledger `failed`. `corpus_builds.chunks_done` follows the agreements (what
 //!    `/api/corpus` shows).
@@ -54,8 +54,7 @@ use crate::sampling::Sampler;
 use crate::scheduler::{self, NoTask};
 use crate::service::{Answered, Caller, answer_peer, datacenter_active};
 use crate::state::{
-    CORPUS, CORPUS_CHECK, CORPUS_ROUND, CorpusRun, LedgerClaim, PeerRecord, State, StateError,
-    TaskRecord, Tx,
+    CORPUS_ROUND, CorpusRun, LedgerClaim, PeerRecord, State, StateError, TaskKind, TaskRecord, Tx,
 };
 use tasks::*;
 use verdict::Verdict;
@@ -319,7 +318,7 @@ impl SwarmBuild {
                         minhash: params,
                     }))?;
                     for _ in 0..2 {
-                        tx.insert_task(CORPUS_ROUND, CORPUS, &spec, None, *tokens)?;
+                        tx.insert_task(CORPUS_ROUND, TaskKind::Corpus, &spec, None, *tokens)?;
                     }
                 }
                 Ok(build)

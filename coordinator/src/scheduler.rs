@@ -12,7 +12,7 @@
 
 use crate::config::SchedulingConfig;
 use crate::state::{
-    LeaseRecord, LeaseStatus, PeerRecord, Result, TaskRecord, TaskStatus, Tx, VERIFY,
+    LeaseRecord, LeaseStatus, PeerRecord, Result, TaskKind, TaskRecord, TaskStatus, Tx,
 };
 use canopy_protocol::messages::Tier;
 
@@ -99,7 +99,7 @@ pub fn grant(
     let open = tx.tasks(Some(round), TaskStatus::Open)?;
     let mut best: Option<&TaskRecord> = None;
     for task in &open {
-        if task.kind == VERIFY
+        if task.kind == TaskKind::Verify
             && let Some(original) = task.verifies
             && tx
                 .leases_of_task(original)?
@@ -108,7 +108,7 @@ pub fn grant(
         {
             continue;
         }
-        let rank = |t: &TaskRecord| (t.reopened, t.kind == VERIFY);
+        let rank = |t: &TaskRecord| (t.reopened, t.kind == TaskKind::Verify);
         best = match best {
             Some(b) if rank(task) > rank(b) => Some(task),
             Some(b) => Some(b),
@@ -165,7 +165,7 @@ pub fn reopen(tx: &Tx<'_>, task: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{State, TRAIN};
+    use crate::state::{State, TaskKind};
 
     fn peer(name: &str, tier: Tier) -> PeerRecord {
         PeerRecord {
@@ -203,8 +203,8 @@ mod tests {
                 for p in [&vol_a, &vol_b, &dc] {
                     tx.upsert_peer(p)?;
                 }
-                let t1 = tx.insert_task(0, TRAIN, b"a", None, 10_000)?;
-                tx.insert_task(0, TRAIN, b"b", None, 10_000)?;
+                let t1 = tx.insert_task(0, TaskKind::Train, b"a", None, 10_000)?;
+                tx.insert_task(0, TaskKind::Train, b"b", None, 10_000)?;
                 let g = grant(tx, &config, &vol_a, 0, 1_000, true)?.unwrap();
                 assert_eq!(g.task.id, t1);
                 // 10k tokens at 1k tokens/s with slack 3: 30 s.
@@ -234,7 +234,7 @@ mod tests {
             .transaction(|tx| {
                 tx.upsert_peer(&a)?;
                 tx.upsert_peer(&b)?;
-                let t = tx.insert_task(0, TRAIN, b"a", None, 1000)?;
+                let t = tx.insert_task(0, TaskKind::Train, b"a", None, 1000)?;
                 let g = grant(tx, &config, &a, 0, 0, false)?.unwrap();
                 expire(tx, g.expires_ms + 1)?;
                 let again = grant(tx, &config, &b, 0, g.expires_ms + 1, false)?.unwrap();
@@ -255,20 +255,20 @@ mod tests {
             .transaction(|tx| {
                 tx.upsert_peer(&banned)?;
                 tx.upsert_peer(&vol)?;
-                let original = tx.insert_task(0, TRAIN, b"a", None, 1000)?;
-                tx.insert_task(0, TRAIN, b"b", None, 1000)?;
-                tx.insert_task(0, VERIFY, b"a", Some(original), 1000)?;
+                let original = tx.insert_task(0, TaskKind::Train, b"a", None, 1000)?;
+                tx.insert_task(0, TaskKind::Train, b"b", None, 1000)?;
+                tx.insert_task(0, TaskKind::Verify, b"a", Some(original), 1000)?;
                 assert_eq!(
                     grant(tx, &config, &banned, 0, 0, false)?,
                     Err(NoTask::Banned)
                 );
                 let g = grant(tx, &config, &vol, 0, 0, false)?.unwrap();
-                assert_eq!(g.task.kind, TRAIN);
+                assert_eq!(g.task.kind, TaskKind::Train);
                 assert_eq!(grant(tx, &config, &vol, 0, 0, false)?, Err(NoTask::Busy));
                 tx.set_lease_status(g.lease, LeaseStatus::Done)?;
                 tx.set_task_status(g.task.id, TaskStatus::Done)?;
                 let g2 = grant(tx, &config, &vol, 0, 0, false)?.unwrap();
-                assert_eq!(g2.task.kind, TRAIN);
+                assert_eq!(g2.task.kind, TaskKind::Train);
                 tx.set_lease_status(g2.lease, LeaseStatus::Done)?;
                 tx.set_task_status(g2.task.id, TaskStatus::Done)?;
                 // Only the verification task is left: not for a volunteer.
@@ -293,7 +293,7 @@ mod tests {
                 tx.upsert_peer(&vol)?;
                 tx.upsert_peer(&dc)?;
                 for _ in 0..40 {
-                    tx.insert_task(0, TRAIN, b"t", None, 1000)?;
+                    tx.insert_task(0, TaskKind::Train, b"t", None, 1000)?;
                 }
                 let granted = |tx: &Tx<'_>, p: &PeerRecord| -> Result<usize> {
                     let mut n = 0;
@@ -313,7 +313,7 @@ mod tests {
                             round: 0,
                             task,
                             lease,
-                            kind: TRAIN,
+                            kind: TaskKind::Train,
                             compute_ms: 1,
                             accepted: true,
                             verified: "unchecked",

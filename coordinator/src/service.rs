@@ -28,7 +28,7 @@ pub use peer::{Answered, Caller, answer_peer, datacenter_active, waiting_retry_m
 
 use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
 use crate::scheduler::{self, ACTIVE_MS, NoTask};
-use crate::state::{ResultStatus, TRAIN, TaskStatus};
+use crate::state::{ResultStatus, TaskKind, TaskStatus};
 
 /// How often a peer asks again while a round closes, when few peers are about.
 const CLOSING_RETRY_MS: u64 = 500;
@@ -319,7 +319,7 @@ impl Service {
             busy |= r
                 .tasks(Some(round.round), status)?
                 .iter()
-                .any(|task| task.kind == TRAIN || verifiers);
+                .any(|task| task.kind == TaskKind::Train || verifiers);
         }
         Ok(!busy && accepted >= t.min_updates as usize)
     }

@@ -32,8 +32,9 @@
 //!
 //! The schema version is SQLite's `user_version`: [`State::open`] migrates an older database
 //! in one transaction (version 1: `contributor_totals` and its triggers, filled from the
-//! ledger once; version 2: each peer's loss score and strikes, in [`judging`]; version 3: invitations' uses
-//! and revocations, in [`invites`]; version 4: each peer's direction record, in [`judging`]).
+//! ledger once; version 2: each peer's loss score and strikes, in [`judging`]; version 3:
+//! invitations' uses and revocations, in [`invites`]; version 4: each peer's direction record,
+//! in [`judging`]).
 
 mod invites;
 mod judging;
@@ -50,7 +51,7 @@ pub use judging::{HELD, Judged};
 pub use ledger::{Contribution, ContributorGroup, Contributors, LedgerClaim, LedgerEntry};
 pub use neighbours::Nearby;
 pub use records::*;
-pub use status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskStatus, UnknownStatus};
+pub use status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskKind, TaskStatus, UnknownStatus};
 
 use std::path::Path;
 use std::time::Duration;

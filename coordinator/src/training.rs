@@ -14,7 +14,7 @@ use canopy_shaders::{Cpu, ModelConfig, Params};
 
 use crate::config::{BuiltinText, Compression, Config, Preset, TokenizerChoice};
 use crate::project::ProjectError;
-use crate::state::{self, StateError, TRAIN};
+use crate::state::{self, StateError, TaskKind};
 
 type Result<T> = std::result::Result<T, ProjectError>;
 
@@ -424,7 +424,7 @@ pub(crate) fn make_tasks(
         let tokens = u64::from(t.inner_steps) * u64::from(t.batch_size) * u64::from(t.seq_len);
         tx.insert_task(
             round,
-            TRAIN,
+            TaskKind::Train,
             &encode_spec(&TaskSpec::Train(spec))?,
             None,
             tokens,

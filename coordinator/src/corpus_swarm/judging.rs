@@ -38,7 +38,7 @@ impl SwarmBuild {
                             round: 0,
                             task: task.0,
                             lease,
-                            kind: CORPUS,
+                            kind: TaskKind::Corpus,
                             compute_ms: result.compute_ms,
                             accepted: false,
                             verified: "unchecked",
@@ -150,7 +150,7 @@ impl SwarmBuild {
                     round: 0,
                     task: c.task,
                     lease: c.lease,
-                    kind: CORPUS,
+                    kind: TaskKind::Corpus,
                     compute_ms,
                     accepted: true,
                     verified: "unchecked",
@@ -191,7 +191,7 @@ impl SwarmBuild {
                             minhash: self.plan.params(),
                         }))?;
                         for _ in pending.len()..n {
-                            tx.insert_task(CORPUS_ROUND, CORPUS_CHECK, &spec, None, c.tokens)?;
+                            tx.insert_task(CORPUS_ROUND, TaskKind::CorpusCheck, &spec, None, c.tokens)?;
                         }
                         tracing::info!(chunk = %c.chunk.fmt_short(), "corpus runs disagree: a further run is open");
                     }
@@ -336,7 +336,7 @@ impl SwarmBuild {
         if lease.peer != key || lease.task != task.id {
             return Err(refuse("this lease belongs to another node or task", true));
         }
-        if !matches!(task.kind.as_str(), CORPUS | CORPUS_CHECK) {
+        if !matches!(task.kind, TaskKind::Corpus | TaskKind::CorpusCheck) {
             return Err(refuse("this is not a corpus task", true));
         }
         if !matches!(lease.status, LeaseStatus::Active | LeaseStatus::Expired) {

@@ -106,7 +106,7 @@ pub(super) fn apply_agreement(
 }
 
 /// Grants `peer` a lease on a corpus task of `build` it may run: never a chunk it already
-/// ran or holds; further runs ([`CORPUS_CHECK`]) go to the datacenter tier while one is
+/// ran or holds; further runs ([`TaskKind::CorpusCheck`]) go to the datacenter tier while one is
 /// active, and datacenter nodes take them first. Among the tasks a volunteer may run, it gets
 /// the first in its own secret order ([`Sampler::order`]), not the first by id: a chunk's two
 /// runs are side by side in id order, and two identities asking one after the other got both.
@@ -157,7 +157,7 @@ pub(super) fn grant(
     }
     let mut best: Option<TaskRecord> = None;
     for task in tx.tasks(Some(CORPUS_ROUND), TaskStatus::Open)? {
-        let check = task.kind == CORPUS_CHECK;
+        let check = task.kind == TaskKind::CorpusCheck;
         if !datacenter && datacenter_active && (check || task.reopened) {
             continue;
         }
@@ -168,7 +168,7 @@ pub(super) fn grant(
         // for volunteers, the peer's own secret order decides.
         let rank = |t: &TaskRecord| {
             (
-                std::cmp::Reverse(datacenter && t.kind == CORPUS_CHECK),
+                std::cmp::Reverse(datacenter && t.kind == TaskKind::CorpusCheck),
                 std::cmp::Reverse(datacenter && t.reopened),
                 order.order(&peer.peer, t.id),
             )

@@ -15,9 +15,7 @@ use super::judging::{Judged, Refusal, refuse};
 use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, decode_spec, now_ms};
-use crate::state::{
-    CORPUS, CORPUS_CHECK, LeaseStatus, PeerRecord, ResultRecord, ResultStatus, TaskStatus, VERIFY,
-};
+use crate::state::{LeaseStatus, PeerRecord, ResultRecord, ResultStatus, TaskKind, TaskStatus};
 use canopy_protocol::messages::Tier;
 
 /// How long the coordinator waits for an update's chunks.
@@ -96,7 +94,7 @@ pub(super) async fn check_result(
             true,
         ));
     }
-    if matches!(task.kind.as_str(), CORPUS | CORPUS_CHECK) {
+    if matches!(task.kind, TaskKind::Corpus | TaskKind::CorpusCheck) {
         // A late corpus result (its lease expired and another peer's run was used): not an
         // offence, but the build is over.
         return Err(refuse(
@@ -218,7 +216,7 @@ pub(super) async fn check_result(
     }
     // A verification re-run may reproduce the original bit for bit: that is not a replay.
     match project.state().read().update_seen(&manifest.root) {
-        Ok(true) if task.kind == VERIFY => {}
+        Ok(true) if task.kind == TaskKind::Verify => {}
         Ok(true) => {
             return Err(refuse(
                 "this update was already submitted",
@@ -367,7 +365,7 @@ async fn check_fetched(
         loss_change: Some(increase),
     };
     // A verification run: compare with the original's update.
-    if task.kind == VERIFY {
+    if task.kind == TaskKind::Verify {
         if sender.tier != Tier::Datacenter {
             return Err(refuse(
                 "verification tasks are for the datacenter tier",

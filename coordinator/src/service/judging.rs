@@ -12,7 +12,7 @@ use super::peer::datacenter_active;
 use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, now_ms};
-use crate::state::{LeaseStatus, LedgerClaim, ResultStatus, TRAIN, TaskStatus, VERIFY};
+use crate::state::{LeaseStatus, LedgerClaim, ResultStatus, TaskKind, TaskStatus};
 use canopy_protocol::messages::Tier;
 
 /// A refusal, with the reputation counter it feeds.
@@ -74,7 +74,11 @@ pub(super) async fn judge(
         }
         Ok(Checked::Accepted(record, verify, judged)) => {
             let outlier = record.status == ResultStatus::Outlier;
-            let kind = if verify.is_some() { VERIFY } else { TRAIN };
+            let kind = if verify.is_some() {
+                TaskKind::Verify
+            } else {
+                TaskKind::Train
+            };
             let update_root = record.update_root;
             let committed = project.state().transaction(|tx| {
                 let mut record = (*record).clone();
@@ -185,7 +189,7 @@ pub(super) async fn judge(
                     measured_throughput(record.tokens, result.compute_ms, ran_ms),
                 )?;
                 if rerun && let Some(t) = tx.task(record.task)? {
-                    tx.insert_task(t.round, VERIFY, &t.spec, Some(t.id), t.tokens)?;
+                    tx.insert_task(t.round, TaskKind::Verify, &t.spec, Some(t.id), t.tokens)?;
                 }
                 Ok(verified_original)
             });
@@ -261,7 +265,7 @@ pub(super) async fn judge(
                         round,
                         task: task.0,
                         lease,
-                        kind: TRAIN,
+                        kind: TaskKind::Train,
                         compute_ms: result.compute_ms,
                         accepted: false,
                         verified: "unchecked",

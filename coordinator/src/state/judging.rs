@@ -251,7 +251,7 @@ impl Tx<'_> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{claim, joined};
-    use super::super::{ResultRecord, State, TRAIN};
+    use super::super::{ResultRecord, State, TaskKind};
     use super::*;
 
     fn result(lease: u64, task: u64, peer: &str, status: ResultStatus) -> ResultRecord {
@@ -289,7 +289,7 @@ mod tests {
                         .into_iter()
                         .enumerate()
                     {
-                        let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                        let task = tx.insert_task(0, TaskKind::Train, b"spec", None, 100)?;
                         let lease = tx.insert_lease(task, "ada", 0, 60_000)?;
                         tx.insert_result(&result(lease, task, "ada", status))?;
                         tx.ledger_entry(&claim("ada", task, lease, 10 + i as u64, true, 1), 1)?;
@@ -331,7 +331,7 @@ mod tests {
             .transaction(|tx| {
                 for peer in ["ada", "mallory"] {
                     joined(tx, peer, None, None)?;
-                    let task = tx.insert_task(0, TRAIN, peer.as_bytes(), None, 100)?;
+                    let task = tx.insert_task(0, TaskKind::Train, peer.as_bytes(), None, 100)?;
                     let lease = tx.insert_lease(task, peer, 0, 60_000)?;
                     tx.insert_result(&result(lease, task, peer, ResultStatus::Accepted))?;
                     tx.ledger_entry(&claim(peer, task, lease, 10, true, 1), 1)?;
@@ -385,7 +385,7 @@ mod tests {
                     let mut judged = Vec::new();
                     for &(peer, agreement, left_out) in round {
                         joined(tx, peer, None, None)?;
-                        let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                        let task = tx.insert_task(0, TaskKind::Train, b"spec", None, 100)?;
                         let lease = tx.insert_lease(task, peer, 0, 60_000)?;
                         tx.ledger_entry(&claim(peer, task, lease, 10, true, 1), 1)?;
                         if left_out {
@@ -427,7 +427,7 @@ mod tests {
                 joined(tx, "eve", None, None)?;
                 let mut judged = Vec::new();
                 for verified in [false, true] {
-                    let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                    let task = tx.insert_task(0, TaskKind::Train, b"spec", None, 100)?;
                     let lease = tx.insert_lease(task, "eve", 0, 60_000)?;
                     tx.ledger_entry(&claim("eve", task, lease, 10, true, 1), 1)?;
                     if verified {

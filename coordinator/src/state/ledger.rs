@@ -9,6 +9,7 @@ use canopy_protocol::Digest;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::status::TaskKind;
 use super::{Reader, Result, Tx, schema_version, sql_u64};
 
 /// The figures one ledger row adds to its node's `contributor_totals` row, as SQL over the
@@ -210,8 +211,8 @@ pub struct LedgerClaim<'a> {
     pub task: u64,
     /// The lease the result names.
     pub lease: u64,
-    /// [`TRAIN`](super::TRAIN), [`VERIFY`](super::VERIFY) or [`CORPUS`](super::CORPUS).
-    pub kind: &'a str,
+    /// What the task asked.
+    pub kind: TaskKind,
     /// The compute time the node reports (a claim: bounded before it is recorded).
     pub compute_ms: u64,
     /// Whether the coordinator accepted the result.

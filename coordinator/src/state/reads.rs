@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::records::*;
 use super::rows::*;
-use super::status::{ResultStatus, TaskStatus};
+use super::status::{ResultStatus, TaskKind, TaskStatus};
 use super::{PAUSED_KEY, Reader, Result, StateError, Tx, digest};
 
 macro_rules! reads {
@@ -144,7 +144,7 @@ impl $t {
                     "{TASK_SELECT} WHERE round = ?1 AND status = 'open' AND kind != ?2
                      AND (?3 = 0 OR reopened = 0) ORDER BY reopened DESC, id LIMIT 1"
                 ),
-                params![round as i64, VERIFY, skip_reopened],
+                params![round as i64, TaskKind::Verify, skip_reopened],
                 task_row,
             )
             .optional()?)

@@ -5,7 +5,7 @@ use canopy_protocol::Digest;
 use canopy_protocol::messages::Tier;
 use serde::Serialize;
 
-use super::status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskStatus};
+use super::status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskKind, TaskStatus};
 
 /// A node the coordinator knows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -61,14 +61,6 @@ pub struct RoundRecord {
     pub bytes_out: u64,
 }
 
-/// Task kinds.
-pub const TRAIN: &str = "train";
-/// A datacenter re-run of a volunteer's training task.
-pub const VERIFY: &str = "verify";
-/// One of the two runs of a corpus chunk (also the ledger kind of every corpus result).
-pub const CORPUS: &str = "corpus";
-/// A further run of a corpus chunk whose first runs disagree (datacenter tier first).
-pub const CORPUS_CHECK: &str = "corpus_check";
 /// The `round` of corpus tasks: they precede training and belong to no training round.
 pub const CORPUS_ROUND: u64 = u32::MAX as u64;
 
@@ -100,8 +92,8 @@ pub struct TaskRecord {
     pub id: u64,
     /// Its round.
     pub round: u64,
-    /// [`TRAIN`] or [`VERIFY`].
-    pub kind: String,
+    /// What it asks.
+    pub kind: TaskKind,
     /// The encoded `TaskSpec`.
     pub spec: Vec<u8>,
     /// Where it stands.

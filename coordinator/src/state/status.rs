@@ -1,5 +1,6 @@
-//! Where a task, a lease, a result and a corpus run stand, as enums: each status is defined once here and stored in
-//! SQLite, shown by the API and compared in code by the same name.
+//! What a task asks, and where a task, a lease, a result and a corpus run stand, as enums:
+//! each is defined once here, stored in SQLite, shown by the API and compared in code by the
+//! same name.
 
 use std::fmt;
 use std::str::FromStr;
@@ -115,6 +116,20 @@ statuses! {
 }
 
 statuses! {
+    /// What a task asks of its node.
+    TaskKind, "task kind" {
+        /// Inner steps of a training round.
+        Train = "train",
+        /// A datacenter re-run of a volunteer's training task.
+        Verify = "verify",
+        /// One of the two runs of a corpus chunk (also the ledger kind of every corpus result).
+        Corpus = "corpus",
+        /// A further run of a corpus chunk whose first runs disagree (datacenter tier first).
+        CorpusCheck = "corpus_check",
+    }
+}
+
+statuses! {
     /// What became of a received training result.
     ResultStatus, "result" {
         /// Taken into its round's aggregate.
@@ -150,6 +165,10 @@ mod tests {
         for &s in LeaseStatus::ALL {
             assert_eq!(s.to_string().parse::<LeaseStatus>(), Ok(s));
             let back: LeaseStatus = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
+            assert_eq!(back, s);
+        }
+        for &s in TaskKind::ALL {
+            let back: TaskKind = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
             assert_eq!(back, s);
         }
         for &s in ResultStatus::ALL {

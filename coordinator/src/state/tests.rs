@@ -14,7 +14,7 @@ fn state_survives_reopening_and_transactions_are_all_or_nothing() {
         state
             .transaction(|tx| {
                 tx.open_round(0, &Digest::of(b"model"), None, 1)?;
-                let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+                let task = tx.insert_task(0, TaskKind::Train, b"spec", None, 100)?;
                 tx.insert_lease(task, "peer-a", 1, 10)?;
                 tx.set_meta("k", "v")
             })
@@ -115,7 +115,7 @@ pub(super) fn claim<'a>(
         round: 0,
         task,
         lease,
-        kind: TRAIN,
+        kind: TaskKind::Train,
         compute_ms,
         accepted,
         verified: "unchecked",
@@ -131,7 +131,7 @@ fn a_refused_result_from_an_unknown_peer_writes_no_ledger_row() {
     let mut state = State::open(&dir.path().join("canopy.db")).unwrap();
     let written = state
         .transaction(|tx| {
-            let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+            let task = tx.insert_task(0, TaskKind::Train, b"spec", None, 100)?;
             let refused = tx.ledger_entry(&claim("stranger", task, 999, 1 << 62, false, 5), 5)?;
             let accepted = tx.ledger_entry(&claim("stranger", task, 999, 1 << 62, true, 5), 5)?;
             Ok((refused, accepted))
@@ -153,7 +153,7 @@ fn the_ledger_records_the_tasks_tokens_and_at_most_the_leases_wall_time() {
         .transaction(|tx| {
             joined(tx, "ada", None, None)?;
             joined(tx, "lin", None, None)?;
-            let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+            let task = tx.insert_task(0, TaskKind::Train, b"spec", None, 100)?;
             let lease = tx.insert_lease(task, "ada", 1_000, 60_000)?;
             // The node's result claims far more than the task's tokens (the claim has no
             // say) and a compute time beyond the 4 s its lease ran.
@@ -213,7 +213,7 @@ fn compute_claims_near_2_pow_62_cannot_break_the_totals() {
         .transaction(|tx| {
             joined(tx, "mallory", Some("evil"), Some("XX"))?;
             joined(tx, "eve", Some("evil"), Some("XX"))?;
-            let task = tx.insert_task(0, TRAIN, b"spec", None, 100)?;
+            let task = tx.insert_task(0, TaskKind::Train, b"spec", None, 100)?;
             let lease = tx.insert_lease(task, "mallory", 0, 60_000)?;
             for compute in [u64::MAX, 1 << 62, 1 << 62] {
                 tx.ledger_entry(&claim("mallory", task, lease, compute, true, u64::MAX), 1)?;

@@ -5,7 +5,7 @@ use canopy_protocol::{Digest, SignedManifest};
 use rusqlite::{OptionalExtension, params};
 
 use super::records::*;
-use super::status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskStatus};
+use super::status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskKind, TaskStatus};
 use super::{HELD, PAUSED_KEY, Result, StateError, Tx};
 
 impl Tx<'_> {
@@ -225,7 +225,7 @@ impl Tx<'_> {
     pub fn insert_task(
         &self,
         round: u64,
-        kind: &str,
+        kind: TaskKind,
         spec: &[u8],
         verifies: Option<u64>,
         tokens: u64,
