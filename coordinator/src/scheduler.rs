@@ -165,7 +165,7 @@ pub fn reopen(tx: &Tx<'_>, task: u64) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{State, TaskKind};
+    use crate::state::{LedgerVerdict, State, TaskKind};
 
     fn peer(name: &str, tier: Tier) -> PeerRecord {
         PeerRecord {
@@ -316,7 +316,7 @@ mod tests {
                             kind: TaskKind::Train,
                             compute_ms: 1,
                             accepted: true,
-                            verified: "unchecked",
+                            verified: LedgerVerdict::Unchecked,
                             result_hash: None,
                             reason: None,
                             arrived_ms: 1,

@@ -47,11 +47,13 @@ mod status;
 mod writes;
 
 pub use invites::Redeemed;
-pub use judging::{HELD, Judged};
+pub use judging::Judged;
 pub use ledger::{Contribution, ContributorGroup, Contributors, LedgerClaim, LedgerEntry};
 pub use neighbours::Nearby;
 pub use records::*;
-pub use status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskKind, TaskStatus, UnknownStatus};
+pub use status::{
+    CorpusRunStatus, LeaseStatus, LedgerVerdict, ResultStatus, TaskKind, TaskStatus, UnknownStatus,
+};
 
 use std::path::Path;
 use std::time::Duration;

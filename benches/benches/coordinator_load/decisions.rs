@@ -9,7 +9,7 @@ use canopy_coordinator::project::{Project, decode_spec, now_ms};
 use canopy_coordinator::scheduler;
 use canopy_coordinator::service::{Answered, Caller, answer_peer, datacenter_active};
 use canopy_coordinator::state::{
-    LeaseStatus, LedgerClaim, ResultRecord, ResultStatus, TaskKind, TaskStatus,
+    LeaseStatus, LedgerClaim, LedgerVerdict, ResultRecord, ResultStatus, TaskKind, TaskStatus,
 };
 use canopy_node::objects;
 use canopy_protocol::messages::{LeaseRenew, LeaseRequest, TaskId};
@@ -292,7 +292,7 @@ pub(crate) fn core_part() -> (Value, Vec<String>) {
                         kind: TaskKind::Train,
                         compute_ms,
                         accepted: true,
-                        verified: "unchecked",
+                        verified: LedgerVerdict::Unchecked,
                         result_hash: Some(&root),
                         reason: None,
                         arrived_ms: arrived,

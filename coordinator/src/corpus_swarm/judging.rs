@@ -2,7 +2,7 @@
 //! and the chunks the coordinator settles itself.
 
 use super::*;
-use crate::state::{CorpusRunStatus, LeaseStatus, TaskStatus};
+use crate::state::{CorpusRunStatus, LeaseStatus, LedgerVerdict, TaskStatus};
 
 impl SwarmBuild {
     /// Judges a result and commits the verdict; returns the acknowledgement to send after
@@ -41,7 +41,7 @@ impl SwarmBuild {
                             kind: TaskKind::Corpus,
                             compute_ms: result.compute_ms,
                             accepted: false,
-                            verified: "unchecked",
+                            verified: LedgerVerdict::Unchecked,
                             result_hash: None,
                             reason: Some(&refusal.reason),
                             arrived_ms: now,
@@ -153,7 +153,7 @@ impl SwarmBuild {
                     kind: TaskKind::Corpus,
                     compute_ms,
                     accepted: true,
-                    verified: "unchecked",
+                    verified: LedgerVerdict::Unchecked,
                     result_hash: Some(&c.result),
                     reason: None,
                     arrived_ms: now,

@@ -2,7 +2,7 @@
 //! applying an agreement, the build's progress), and the small pieces the answers share.
 
 use super::*;
-use crate::state::{CorpusRunStatus, TaskStatus};
+use crate::state::{CorpusRunStatus, LedgerVerdict, TaskStatus};
 use canopy_protocol::messages::Tier;
 
 /// `e` with its sources, for a refusal reason.
@@ -83,14 +83,14 @@ pub(super) fn apply_agreement(
         }
         if run.result == *root {
             tx.set_corpus_run_status(run.lease, CorpusRunStatus::Accepted)?;
-            tx.set_ledger_verdict(run.task, &run.peer, "verified", true, None)?;
+            tx.set_ledger_verdict(run.task, &run.peer, LedgerVerdict::Verified, true, None)?;
             tx.adjust_reputation(&run.peer, rep.accepted, rep.ban_below)?;
         } else {
             tx.set_corpus_run_status(run.lease, CorpusRunStatus::Failed)?;
             tx.set_ledger_verdict(
                 run.task,
                 &run.peer,
-                "failed",
+                LedgerVerdict::Failed,
                 false,
                 Some("disagrees with the agreed result of its chunk"),
             )?;

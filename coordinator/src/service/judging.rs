@@ -12,7 +12,7 @@ use super::peer::datacenter_active;
 use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, now_ms};
-use crate::state::{LeaseStatus, LedgerClaim, ResultStatus, TaskKind, TaskStatus};
+use crate::state::{LeaseStatus, LedgerClaim, LedgerVerdict, ResultStatus, TaskKind, TaskStatus};
 use canopy_protocol::messages::Tier;
 
 /// A refusal, with the reputation counter it feeds.
@@ -98,13 +98,18 @@ pub(super) async fn judge(
                             task = orig.task,
                             "the original update of a re-run could not be loaded; left unverified"
                         );
-                        tx.set_ledger_verified(orig.task, &orig.peer, "unverifiable", true)?;
+                        tx.set_ledger_verified(
+                            orig.task,
+                            &orig.peer,
+                            LedgerVerdict::Unverifiable,
+                            true,
+                        )?;
                     } else if let Some(orig) = original {
                         let ok = verdict == RerunVerdict::Agrees;
                         let (status, verdict) = if ok {
-                            (ResultStatus::Accepted, "verified")
+                            (ResultStatus::Accepted, LedgerVerdict::Verified)
                         } else {
-                            (ResultStatus::Rejected, "failed")
+                            (ResultStatus::Rejected, LedgerVerdict::Failed)
                         };
                         tx.set_result_status(
                             orig.lease,
@@ -166,9 +171,9 @@ pub(super) async fn judge(
                         compute_ms: result.compute_ms,
                         accepted: !outlier,
                         verified: if verify.is_some() {
-                            "verifier"
+                            LedgerVerdict::Verifier
                         } else {
-                            "unchecked"
+                            LedgerVerdict::Unchecked
                         },
                         result_hash: update_root.as_ref(),
                         reason: record.reason.as_deref(),
@@ -268,7 +273,7 @@ pub(super) async fn judge(
                         kind: TaskKind::Train,
                         compute_ms: result.compute_ms,
                         accepted: false,
-                        verified: "unchecked",
+                        verified: LedgerVerdict::Unchecked,
                         result_hash: None,
                         reason: Some(&refusal.reason),
                         arrived_ms: arrived,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::status::ResultStatus;
+use super::status::{LedgerVerdict, ResultStatus};
 use super::{Reader, Result, Tx};
 use crate::judge::PeerQuality;
 
@@ -22,10 +22,6 @@ ALTER TABLE results ADD COLUMN loss_change REAL;";
 pub(super) const MIGRATION_4: &str = "
 ALTER TABLE peers ADD COLUMN direction REAL NOT NULL DEFAULT 0;
 ALTER TABLE peers ADD COLUMN compared INTEGER NOT NULL DEFAULT 0;";
-
-/// The `verified` of a ledger entry whose credit is held until its sender's direction
-/// record points with its rounds.
-pub const HELD: &str = "held";
 
 /// A peer's direction record and how many updates it covers ((0, 0) for a peer not known).
 fn direction_of(c: &Connection, peer: &str) -> Result<(f64, u64)> {
@@ -124,7 +120,7 @@ impl Tx<'_> {
         let n = self.tx.execute(
             "UPDATE ledger SET accepted = 0, verified = ?3, reason = ?4
              WHERE task = ?1 AND peer = ?2 AND accepted = 1 AND verified = 'unchecked'",
-            params![task as i64, peer, HELD, reason],
+            params![task as i64, peer, LedgerVerdict::Held, reason],
         )?;
         Ok(n > 0)
     }
@@ -134,7 +130,7 @@ impl Tx<'_> {
         Ok(self.tx.execute(
             "UPDATE ledger SET accepted = 1, verified = 'unchecked', reason = ?3
              WHERE peer = ?1 AND verified = ?2",
-            params![peer, HELD, reason],
+            params![peer, LedgerVerdict::Held, reason],
         )?)
     }
 
@@ -228,7 +224,7 @@ impl Tx<'_> {
             [UNCHECKED_REASON],
         )?;
         for (task, peer) in &waiting {
-            self.set_ledger_verified(*task as u64, peer, "unchecked", false)?;
+            self.set_ledger_verified(*task as u64, peer, LedgerVerdict::Unchecked, false)?;
         }
         Ok(waiting.len())
     }
@@ -311,7 +307,7 @@ mod tests {
                 assert!(
                     ledger
                         .iter()
-                        .any(|e| !e.accepted && e.verified == "unchecked")
+                        .any(|e| !e.accepted && e.verified == LedgerVerdict::Unchecked)
                 );
             }
             assert_eq!(
@@ -419,7 +415,7 @@ mod tests {
             .filter(|e| e.reason.as_deref() == Some(RELEASED_REASON))
             .collect();
         assert_eq!(released.len(), 4, "two of ada's, two of mallory's");
-        assert!(ledger.iter().all(|e| e.verified != HELD));
+        assert!(ledger.iter().all(|e| e.verified != LedgerVerdict::Held));
 
         // Held entries say so in the ledger; a verified entry keeps its credit.
         state
@@ -431,7 +427,7 @@ mod tests {
                     let lease = tx.insert_lease(task, "eve", 0, 60_000)?;
                     tx.ledger_entry(&claim("eve", task, lease, 10, true, 1), 1)?;
                     if verified {
-                        tx.set_ledger_verified(task, "eve", "verified", true)?;
+                        tx.set_ledger_verified(task, "eve", LedgerVerdict::Verified, true)?;
                     }
                     judged.push(Judged {
                         peer: "eve",
@@ -457,13 +453,22 @@ mod tests {
             })
             .unwrap();
         let ledger = state.read().ledger().unwrap();
-        let eve: Vec<(bool, &str)> = ledger
+        let eve: Vec<(bool, LedgerVerdict)> = ledger
             .iter()
             .filter(|e| e.peer == "eve")
-            .map(|e| (e.accepted, e.verified.as_str()))
+            .map(|e| (e.accepted, e.verified))
             .collect();
-        assert_eq!(eve, [(false, HELD), (true, "verified")]);
-        let held = ledger.iter().find(|e| e.verified == HELD).unwrap();
+        assert_eq!(
+            eve,
+            [
+                (false, LedgerVerdict::Held),
+                (true, LedgerVerdict::Verified)
+            ]
+        );
+        let held = ledger
+            .iter()
+            .find(|e| e.verified == LedgerVerdict::Held)
+            .unwrap();
         assert_eq!(held.reason.as_deref(), Some(HELD_REASON));
     }
 

@@ -9,7 +9,7 @@ use canopy_protocol::Digest;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::status::TaskKind;
+use super::status::{LedgerVerdict, TaskKind};
 use super::{Reader, Result, Tx, schema_version, sql_u64};
 
 /// The figures one ledger row adds to its node's `contributor_totals` row, as SQL over the
@@ -129,8 +129,8 @@ pub struct LedgerEntry {
     pub compute_ms: u64,
     /// Whether the result was accepted.
     pub accepted: bool,
-    /// `verified`, `failed`, `unverifiable`, `unchecked` or `verifier`.
-    pub verified: String,
+    /// What its verification found.
+    pub verified: LedgerVerdict,
     /// Root hash of the signed result.
     pub result_hash: Option<String>,
     /// Why rejected.
@@ -217,8 +217,8 @@ pub struct LedgerClaim<'a> {
     pub compute_ms: u64,
     /// Whether the coordinator accepted the result.
     pub accepted: bool,
-    /// `verified`, `failed`, `unverifiable`, `unchecked` or `verifier`.
-    pub verified: &'a str,
+    /// What its verification found.
+    pub verified: LedgerVerdict,
     /// Root hash of the signed result.
     pub result_hash: Option<&'a Digest>,
     /// Why it was refused.
@@ -432,7 +432,7 @@ impl Tx<'_> {
         &self,
         task: u64,
         peer: &str,
-        verified: &str,
+        verified: LedgerVerdict,
         accepted: bool,
         reason: Option<&str>,
     ) -> Result<()> {
@@ -492,7 +492,7 @@ impl Tx<'_> {
         &self,
         task: u64,
         peer: &str,
-        verified: &str,
+        verified: LedgerVerdict,
         accepted: bool,
     ) -> Result<()> {
         self.tx.execute(

@@ -130,6 +130,25 @@ statuses! {
 }
 
 statuses! {
+    /// What the ledger says of a result's verification.
+    LedgerVerdict, "ledger verdict" {
+        /// Re-run by the datacenter tier (or, for a corpus run, matched by the other run) and
+        /// agreed.
+        Verified = "verified",
+        /// Re-run or matched, and disagreed.
+        Failed = "failed",
+        /// Sampled for a re-run whose comparison could not be made: neither verified nor failed.
+        Unverifiable = "unverifiable",
+        /// Not re-run: accepted on its checks alone.
+        Unchecked = "unchecked",
+        /// A re-run of another node's task.
+        Verifier = "verifier",
+        /// Its credit is held until its sender's direction record points with its rounds.
+        Held = "held",
+    }
+}
+
+statuses! {
     /// What became of a received training result.
     ResultStatus, "result" {
         /// Taken into its round's aggregate.
@@ -169,6 +188,10 @@ mod tests {
         }
         for &s in TaskKind::ALL {
             let back: TaskKind = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
+            assert_eq!(back, s);
+        }
+        for &s in LedgerVerdict::ALL {
+            let back: LedgerVerdict = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
             assert_eq!(back, s);
         }
         for &s in ResultStatus::ALL {

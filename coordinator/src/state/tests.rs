@@ -118,7 +118,7 @@ pub(super) fn claim<'a>(
         kind: TaskKind::Train,
         compute_ms,
         accepted,
-        verified: "unchecked",
+        verified: LedgerVerdict::Unchecked,
         result_hash: None,
         reason: (!accepted).then_some("refused"),
         arrived_ms,
@@ -338,8 +338,8 @@ fn an_old_database_migrates_once_and_its_totals_come_from_its_ledger() {
                 "INSERT INTO ledger(peer, round, task, kind, tokens, compute_ms, accepted, verified, ts_ms)
                  VALUES ('ada', 1, 6, 'train', 50, 10, 1, 'unchecked', 7)",
             )?;
-            tx.set_ledger_verdict(2, "ada", "verified", true, None)?;
-            tx.set_ledger_verified(3, "lin", "verified", true)
+            tx.set_ledger_verdict(2, "ada", LedgerVerdict::Verified, true, None)?;
+            tx.set_ledger_verified(3, "lin", LedgerVerdict::Verified, true)
         })
         .unwrap();
     let r = state.read();
@@ -391,8 +391,8 @@ fn a_million_ledger_rows_keep_totals_equal_to_a_group_by() {
             // Verdicts change after the fact, singly and in bulk; a few rows go.
             for task in (0..500_000).step_by(4_999) {
                 let peer = format!("peer-{}", (2 * task) % 997);
-                tx.set_ledger_verdict(task, &peer, "failed", false, Some("re-run"))?;
-                tx.set_ledger_verified(task, &peer, "verified", true)?;
+                tx.set_ledger_verdict(task, &peer, LedgerVerdict::Failed, false, Some("re-run"))?;
+                tx.set_ledger_verified(task, &peer, LedgerVerdict::Verified, true)?;
             }
             tx.execute_batch(
                 "UPDATE ledger SET verified = 'failed', accepted = 0 WHERE id % 101 = 0;

@@ -5,8 +5,10 @@ use canopy_protocol::{Digest, SignedManifest};
 use rusqlite::{OptionalExtension, params};
 
 use super::records::*;
-use super::status::{CorpusRunStatus, LeaseStatus, ResultStatus, TaskKind, TaskStatus};
-use super::{HELD, PAUSED_KEY, Result, StateError, Tx};
+use super::status::{
+    CorpusRunStatus, LeaseStatus, LedgerVerdict, ResultStatus, TaskKind, TaskStatus,
+};
+use super::{PAUSED_KEY, Result, StateError, Tx};
 
 impl Tx<'_> {
     /// Records a corpus result (status `pending` until its chunk's runs agree).
@@ -216,7 +218,7 @@ impl Tx<'_> {
                 rejected = (SELECT COUNT(*) FROM ledger
                             WHERE round = ?1 AND accepted = 0 AND verified != ?2)
              WHERE round = ?1",
-            params![round as i64, HELD],
+            params![round as i64, LedgerVerdict::Held],
         )?;
         Ok(())
     }
