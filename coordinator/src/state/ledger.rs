@@ -121,8 +121,8 @@ pub struct LedgerEntry {
     pub round: u64,
     /// Task.
     pub task: u64,
-    /// `train` or `verify`.
-    pub kind: String,
+    /// What the task asked.
+    pub kind: TaskKind,
     /// Tokens of its task (none for a refused result).
     pub tokens: u64,
     /// Compute time reported, at most the wall time its lease ran (none when refused).
