@@ -170,38 +170,31 @@ statuses! {
 mod tests {
     use super::*;
 
+    /// Each of `all` reads back as itself from its name, from SQLite and as JSON.
+    fn round_trips<T>(conn: &rusqlite::Connection, all: &[T])
+    where
+        T: Copy + PartialEq + fmt::Debug + fmt::Display + FromStr + ToSql + FromSql + Serialize,
+        T::Err: fmt::Debug,
+    {
+        for &s in all {
+            assert_eq!(s.to_string().parse::<T>().ok(), Some(s));
+            let back: T = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
+            assert_eq!(back, s);
+            assert_eq!(serde_json::to_value(s).unwrap(), s.to_string());
+        }
+    }
+
     /// Every status reads back as itself through its name and through SQLite, and a name
     /// that is not one is an error, not a default.
     #[test]
     fn statuses_round_trip_by_name_and_refuse_strangers() {
         let conn = rusqlite::Connection::open_in_memory().unwrap();
-        for &s in TaskStatus::ALL {
-            assert_eq!(s.as_str().parse::<TaskStatus>(), Ok(s));
-            let back: TaskStatus = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
-            assert_eq!(back, s);
-            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
-        }
-        for &s in LeaseStatus::ALL {
-            assert_eq!(s.to_string().parse::<LeaseStatus>(), Ok(s));
-            let back: LeaseStatus = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
-            assert_eq!(back, s);
-        }
-        for &s in TaskKind::ALL {
-            let back: TaskKind = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
-            assert_eq!(back, s);
-        }
-        for &s in LedgerVerdict::ALL {
-            let back: LedgerVerdict = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
-            assert_eq!(back, s);
-        }
-        for &s in ResultStatus::ALL {
-            let back: ResultStatus = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
-            assert_eq!(back, s);
-        }
-        for &s in CorpusRunStatus::ALL {
-            let back: CorpusRunStatus = conn.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
-            assert_eq!(back, s);
-        }
+        round_trips(&conn, TaskStatus::ALL);
+        round_trips(&conn, LeaseStatus::ALL);
+        round_trips(&conn, TaskKind::ALL);
+        round_trips(&conn, LedgerVerdict::ALL);
+        round_trips(&conn, ResultStatus::ALL);
+        round_trips(&conn, CorpusRunStatus::ALL);
         let err = "finished".parse::<LeaseStatus>().unwrap_err();
         assert_eq!(err.to_string(), "\"finished\" is not a lease status");
         let read: rusqlite::Result<TaskStatus> =
