@@ -9,8 +9,13 @@
 //! `Throughput::Elements(2·m·n·k)`, so criterion's "elem/s" reads as FLOP/s.
 //!
 //! The training step is [`Trainer::step`] (forward, backward, clipping, AdamW) of the `tiny`
-//! preset on a batch of [`BATCH`] sequences of 128 tokens; its throughput is in tokens, so
+//! preset, on 4 sequences of 128 tokens with the byte vocabulary and on the demo's node step
+//! (8 sequences of 64 tokens, a 4096-token BPE vocabulary); its throughput is in tokens, so
 //! "elem/s" reads as tokens/s. Its baseline is the CPU path's forward pass alone.
+//!
+//! Attention (forward and backward) runs on the demo's shape (8 sequences of 64 tokens, 4
+//! heads of 32): the CPU path on one thread against the reference (one output row at a time,
+//! as the WGSL's threads, on one thread), the baseline, and the CPU path on every core.
 //!
 //! ```text
 //! CANOPY_ADAPTER=software cargo bench -p canopy-benches --bench kernels -- --warm-up-time 1 --measurement-time 3
@@ -19,6 +24,10 @@
 use std::hint::black_box;
 
 use canopy_benches::random_update;
+use canopy_shaders::kernels::attention::{
+    AttentionShape, alibi_slopes, attention_backward_cpu, attention_backward_reference,
+    attention_cpu, attention_reference,
+};
 use canopy_shaders::{
     Backend, Cpu, Gpu, MatmulShape, Model, ModelConfig, Params, Runtime, TrainConfig, Trainer,
 };
@@ -27,9 +36,6 @@ use criterion::{
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// Sequences per training batch.
-const BATCH: usize = 4;
 
 /// The wgpu device `CANOPY_ADAPTER` picks, or `None` (with a printed notice) when the runtime
 /// ends up on the CPU path or finds no adapter.
@@ -168,14 +174,15 @@ fn matmul(c: &mut Criterion) {
     matmul_group(c, gpu.as_ref(), 256);
 }
 
-/// A batch of random byte sequences and their next-token targets.
-fn batch(config: &ModelConfig, seed: u64) -> (Vec<u32>, Vec<u32>) {
+/// A batch of `sequences` random token sequences and their next-token targets.
+fn batch(config: &ModelConfig, sequences: usize, seed: u64) -> (Vec<u32>, Vec<u32>) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut inputs = Vec::with_capacity(BATCH * config.seq_len);
-    let mut targets = Vec::with_capacity(BATCH * config.seq_len);
-    for _ in 0..BATCH {
+    let mut inputs = Vec::with_capacity(sequences * config.seq_len);
+    let mut targets = Vec::with_capacity(sequences * config.seq_len);
+    let vocab = config.vocab as u32;
+    for _ in 0..sequences {
         let seq: Vec<u32> = (0..=config.seq_len)
-            .map(|_| rng.random_range(0..256))
+            .map(|_| rng.random_range(0..vocab))
             .collect();
         inputs.extend_from_slice(&seq[..config.seq_len]);
         targets.extend_from_slice(&seq[1..]);
@@ -193,9 +200,10 @@ fn bench_step<B: Backend>(
     targets: &[u32],
 ) {
     let config = params.config();
+    let sequences = inputs.len() / config.seq_len;
     let mut model = Model::new(backend, params).expect("model");
     let mut ws = model
-        .workspace(backend, BATCH, config.seq_len)
+        .workspace(backend, sequences, config.seq_len)
         .expect("workspace");
     let mut trainer = Trainer::new(backend, &model, TrainConfig::default()).expect("trainer");
     group.bench_function(BenchmarkId::new("step", name), |bench| {
@@ -208,19 +216,30 @@ fn bench_step<B: Backend>(
 }
 
 fn training(c: &mut Criterion) {
-    let config = ModelConfig::tiny();
+    let tiny = ModelConfig::tiny();
+    training_group(c, "train_step_tiny_b4", tiny, 4);
+    let demo = ModelConfig {
+        vocab: 4096,
+        seq_len: 64,
+        ..tiny
+    };
+    training_group(c, "train_step_demo_node_b8_s64_v4096", demo, 8);
+}
+
+/// Benches a training step of `config` on `sequences` sequences.
+fn training_group(c: &mut Criterion, name: &str, config: ModelConfig, sequences: usize) {
     let params = Params::init(&config, 1).expect("params");
-    let (inputs, targets) = batch(&config, 2);
-    let mut group = c.benchmark_group(format!("train_step_tiny_b{BATCH}"));
+    let (inputs, targets) = batch(&config, sequences, 2);
+    let mut group = c.benchmark_group(name);
     // One "element" is one token, so "elem/s" reads as tokens/s.
-    group.throughput(Throughput::Elements((BATCH * config.seq_len) as u64));
+    group.throughput(Throughput::Elements((sequences * config.seq_len) as u64));
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
     let cpu = Cpu::new();
     {
         let model = Model::new(&cpu, &params).expect("model");
         let mut ws = model
-            .workspace(&cpu, BATCH, config.seq_len)
+            .workspace(&cpu, sequences, config.seq_len)
             .expect("workspace");
         group.bench_function("baseline_cpu_forward_only", |bench| {
             bench.iter(|| {
@@ -237,5 +256,71 @@ fn training(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, matmul, training);
+/// The signature of the forward and backward attention entry points, so one loop benches
+/// each implementation.
+type Forward =
+    fn(&[f32], &[f32], &mut [f32], &mut [f32], AttentionShape) -> canopy_shaders::Result<()>;
+type Backward = fn(
+    &[f32],
+    &[f32],
+    &[f32],
+    &[f32],
+    &[f32],
+    &mut [f32],
+    AttentionShape,
+) -> canopy_shaders::Result<()>;
+
+fn attention(c: &mut Criterion) {
+    let shape = AttentionShape {
+        batch: 8,
+        seq: 64,
+        heads: 4,
+        head_dim: 32,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut uniform =
+        |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.5..1.5)).collect() };
+    let qkv = uniform(shape.qkv_len());
+    let dout = uniform(shape.out_len());
+    let slopes = alibi_slopes(shape.heads);
+    let (mut out, mut lse) = (vec![0.0; shape.out_len()], vec![0.0; shape.lse_len()]);
+    attention_reference(&qkv, &slopes, &mut out, &mut lse, shape).expect("attention");
+    let mut dqkv = vec![0.0; shape.qkv_len()];
+    let one_thread = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .expect("a one-thread pool");
+    let mut group = c.benchmark_group("attention_b8_s64_h4_d32");
+    group.throughput(Throughput::Elements((shape.batch * shape.seq) as u64));
+    let cases: [(&str, Forward, Backward, Option<&rayon::ThreadPool>); 3] = [
+        (
+            "baseline_reference",
+            attention_reference,
+            attention_backward_reference,
+            Some(&one_thread),
+        ),
+        (
+            "cpu_path_one_thread",
+            attention_cpu,
+            attention_backward_cpu,
+            Some(&one_thread),
+        ),
+        ("cpu_path", attention_cpu, attention_backward_cpu, None),
+    ];
+    for (name, forward, backward, pool) in cases {
+        let mut run = || {
+            forward(&qkv, &slopes, &mut out, &mut lse, shape).expect("forward");
+            backward(&qkv, &slopes, &out, &lse, &dout, &mut dqkv, shape).expect("backward");
+        };
+        group.bench_function(name, |bench| {
+            bench.iter(|| match pool {
+                Some(pool) => pool.install(&mut run),
+                None => run(),
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, matmul, training, attention);
 criterion_main!(benches);

@@ -12,6 +12,7 @@ pub mod bias;
 pub mod cross_entropy;
 pub mod documents;
 pub mod embedding;
+mod exp;
 pub mod gelu;
 pub mod int8;
 pub mod layernorm;

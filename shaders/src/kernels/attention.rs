@@ -9,12 +9,13 @@
 //! output element is owned by one thread, so there are no atomics and results are
 //! reproducible.
 
-use bytemuck::{Pod, Zeroable};
-use rayon::prelude::*;
-
 use crate::error::{Result, ShaderError};
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, check_len, index_u32};
+use bytemuck::{Pod, Zeroable};
+
+mod cpu;
+pub use cpu::{attention_backward_cpu, attention_cpu};
 
 /// Largest head dimension the kernels take.
 pub const MAX_HEAD_DIM: usize = 128;
@@ -165,39 +166,6 @@ pub fn attention_reference(
     Ok(())
 }
 
-/// The CPU path: the reference's queries in parallel (same results, bit for bit).
-pub fn attention_cpu(
-    qkv: &[f32],
-    slopes: &[f32],
-    out: &mut [f32],
-    lse: &mut [f32],
-    shape: AttentionShape,
-) -> Result<()> {
-    shape.check(qkv.len(), slopes.len(), out.len(), lse.len())?;
-    let (d, heads) = (shape.head_dim, shape.heads);
-    if out.is_empty() {
-        return Ok(());
-    }
-    let per_token: Vec<f32> = out
-        .par_chunks_mut(heads * d)
-        .enumerate()
-        .flat_map_iter(|(token, o)| {
-            let (b, i) = (token / shape.seq, token % shape.seq);
-            o.chunks_mut(d)
-                .enumerate()
-                .map(|(h, row)| forward_query(qkv, slopes, &shape, (b, i, h), row))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    for (token, values) in per_token.chunks(heads).enumerate() {
-        let (b, i) = (token / shape.seq, token % shape.seq);
-        for (h, &v) in values.iter().enumerate() {
-            lse[shape.lse_at(b, h, i)] = v;
-        }
-    }
-    Ok(())
-}
-
 /// `delta[b, h, i] = dout_i · out_i`, which the backward pass needs for every query.
 fn deltas(out: &[f32], dout: &[f32], shape: &AttentionShape) -> Vec<f32> {
     let d = shape.head_dim;
@@ -291,7 +259,8 @@ fn check_backward(
     check_len("attention dqkv", dqkv, shape.qkv_len())
 }
 
-/// The reference backward: tokens in order.
+/// The reference backward: token by token, in order, each output row computed on its own as
+/// one WGSL thread does.
 #[allow(clippy::too_many_arguments)] // the tensors of one operation
 pub fn attention_backward_reference(
     qkv: &[f32],
@@ -301,35 +270,6 @@ pub fn attention_backward_reference(
     dout: &[f32],
     dqkv: &mut [f32],
     shape: AttentionShape,
-) -> Result<()> {
-    attention_backward_host(qkv, slopes, out, lse, dout, dqkv, shape, false)
-}
-
-/// The CPU path of the backward pass: tokens in parallel (same results, bit for bit).
-#[allow(clippy::too_many_arguments)] // the tensors of one operation
-pub fn attention_backward_cpu(
-    qkv: &[f32],
-    slopes: &[f32],
-    out: &[f32],
-    lse: &[f32],
-    dout: &[f32],
-    dqkv: &mut [f32],
-    shape: AttentionShape,
-) -> Result<()> {
-    attention_backward_host(qkv, slopes, out, lse, dout, dqkv, shape, true)
-}
-
-/// The backward pass on the host, token by token, in order or across rayon.
-#[allow(clippy::too_many_arguments)] // the tensors of one operation
-fn attention_backward_host(
-    qkv: &[f32],
-    slopes: &[f32],
-    out: &[f32],
-    lse: &[f32],
-    dout: &[f32],
-    dqkv: &mut [f32],
-    shape: AttentionShape,
-    parallel: bool,
 ) -> Result<()> {
     check_backward(
         &shape,
@@ -352,13 +292,8 @@ fn attention_backward_host(
     if per_token == 0 {
         return Ok(());
     }
-    let run = |(token, chunk): (usize, &mut [f32])| {
+    for (token, chunk) in dqkv.chunks_mut(per_token).enumerate() {
         backward_token(&saved, &shape, token / shape.seq, token % shape.seq, chunk);
-    };
-    if parallel {
-        dqkv.par_chunks_mut(per_token).enumerate().for_each(run);
-    } else {
-        dqkv.chunks_mut(per_token).enumerate().for_each(run);
     }
     Ok(())
 }
@@ -500,6 +435,13 @@ mod tests {
             heads: 2,
             head_dim: 128,
         },
+        // Head rows that are not a multiple of the CPU path's eight lanes.
+        AttentionShape {
+            batch: 2,
+            seq: 9,
+            heads: 2,
+            head_dim: 13,
+        },
     ];
 
     fn attention_forward_matches_reference<B: Backend>(backend: &B) {
@@ -549,6 +491,43 @@ mod tests {
         attention_forward_matches_reference,
         attention_backward_matches_reference
     );
+
+    /// The CPU path on the demo's shape: the same bits on every run (a verifier re-running a
+    /// task must get the node's result), and within rounding of the reference.
+    #[test]
+    fn cpu_path_is_reproducible_and_matches_the_reference() {
+        let shape = AttentionShape {
+            batch: 4,
+            seq: 64,
+            heads: 4,
+            head_dim: 32,
+        };
+        let mut r = rng(9);
+        let qkv = uniform(&mut r, shape.qkv_len(), 1.5);
+        let dout = uniform(&mut r, shape.out_len(), 1.0);
+        let slopes = alibi_slopes(shape.heads);
+        let run = || {
+            let (mut out, mut lse) = (vec![0.0; shape.out_len()], vec![0.0; shape.lse_len()]);
+            attention_cpu(&qkv, &slopes, &mut out, &mut lse, shape).unwrap();
+            let mut dqkv = vec![0.0; shape.qkv_len()];
+            attention_backward_cpu(&qkv, &slopes, &out, &lse, &dout, &mut dqkv, shape).unwrap();
+            (out, lse, dqkv)
+        };
+        let first = run();
+        for _ in 0..3 {
+            assert!(
+                run() == first,
+                "the CPU path gave different bits on a second run"
+            );
+        }
+        let (mut out, mut lse) = (vec![0.0; shape.out_len()], vec![0.0; shape.lse_len()]);
+        attention_reference(&qkv, &slopes, &mut out, &mut lse, shape).unwrap();
+        let mut dqkv = vec![0.0; shape.qkv_len()];
+        attention_backward_reference(&qkv, &slopes, &out, &lse, &dout, &mut dqkv, shape).unwrap();
+        assert_equals_approx(&first.0, &out, TOL);
+        assert_equals_approx(&first.1, &lse, TOL);
+        assert_equals_approx(&first.2, &dqkv, TOL);
+    }
 
     #[test]
     fn slopes_match_bloom() {

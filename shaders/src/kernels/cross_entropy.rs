@@ -8,6 +8,7 @@
 use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
+use super::exp;
 use crate::error::{Result, ShaderError};
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, WORKGROUP, check_len, index_u32};
@@ -37,8 +38,8 @@ fn check(
 
 /// (loss, lse) of one row.
 fn forward_row(logits: &[f32], target: u32) -> (f32, f32) {
-    let max = logits.iter().fold(f32::MIN, |m, &v| m.max(v));
-    let sum: f32 = logits.iter().map(|&v| (v - max).exp()).sum();
+    let max = exp::max(logits);
+    let sum = exp::sum_exp(logits, max);
     let lse = max + sum.ln();
     let loss = match logits.get(target as usize) {
         Some(&l) => lse - l,
@@ -114,13 +115,10 @@ pub fn cross_entropy_backward_reference(
                 d.fill(0.0);
                 return;
             }
-            for (c, (o, &v)) in d.iter_mut().zip(row).enumerate() {
-                let mut g = (v - s).exp();
-                if c == t as usize {
-                    g -= 1.0;
-                }
-                *o = scale * g;
+            for (o, &v) in d.iter_mut().zip(row) {
+                *o = scale * exp::exp(v - s);
             }
+            d[t as usize] = scale * (exp::exp(row[t as usize] - s) - 1.0);
         });
     Ok(())
 }

@@ -18,7 +18,7 @@ const COEF: f32 = 0.044_715;
 /// f32 precision there).
 fn sigma(v: f32) -> f32 {
     let two_u = 2.0 * SQRT_2_OVER_PI * (v + COEF * v * v * v);
-    1.0 / (1.0 + (-two_u.clamp(-80.0, 80.0)).exp())
+    1.0 / (1.0 + super::exp::exp(-two_u.clamp(-80.0, 80.0)))
 }
 
 /// GELU of one value.
