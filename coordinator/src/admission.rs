@@ -386,7 +386,6 @@ mod tests {
             capabilities: Capabilities {
                 adapters: Vec::new(),
                 threads: 1,
-                memory_bytes: 0,
                 tier,
                 software_version: "test".into(),
             },

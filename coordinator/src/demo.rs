@@ -258,7 +258,6 @@ pub async fn run(
             capabilities: Capabilities {
                 adapters: vec![canopy_node::worker::adapter_info(&runtime, None)],
                 threads: 1,
-                memory_bytes: 0,
                 tier: if datacenter {
                     Tier::Datacenter
                 } else {

@@ -123,7 +123,6 @@ pub(crate) async fn join(
         capabilities: Capabilities {
             adapters: adapters.clone(),
             threads,
-            memory_bytes: 0,
             tier: config.tier.into(),
             software_version: VERSION.into(),
         },

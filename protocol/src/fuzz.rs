@@ -151,7 +151,6 @@ pub fn seeds() -> Result<Vec<Seed>, Box<dyn std::error::Error + Send + Sync>> {
                 memory_bytes: 1 << 30,
             }],
             threads: 2,
-            memory_bytes: 4 << 30,
             tier: Tier::Volunteer,
             software_version: "0.1.0".into(),
         },

@@ -44,5 +44,6 @@ pub use messages::{Message, MessageKind};
 
 /// The protocol version carried in every envelope header. A change to the encoding of any
 /// message bumps it. Version 2: training specs say how their shards' bytes are token ids
-/// (`TrainSpec::tokens`, 16-bit BPE ids beside bytes).
-pub const PROTOCOL_VERSION: u16 = 2;
+/// (`TrainSpec::tokens`, 16-bit BPE ids beside bytes). Version 3: `Capabilities` no longer
+/// carries a host memory figure (no node filled it in, and no coordinator read it).
+pub const PROTOCOL_VERSION: u16 = 3;

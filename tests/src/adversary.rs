@@ -165,7 +165,6 @@ impl Adversary {
                     memory_bytes: 0,
                 }],
                 threads: 1,
-                memory_bytes: 0,
                 tier: Tier::Volunteer,
                 software_version: canopy_node::VERSION.into(),
             },

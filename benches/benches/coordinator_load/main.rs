@@ -183,7 +183,6 @@ fn join_message(name: &str) -> Join {
                 memory_bytes: 0,
             }],
             threads: 1,
-            memory_bytes: 1 << 30,
             tier: Tier::Volunteer,
             software_version: "coordinator-load".into(),
         },

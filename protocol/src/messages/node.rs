@@ -84,8 +84,6 @@ pub struct Capabilities {
     pub adapters: Vec<AdapterInfo>,
     /// CPU threads the node lets Canopy use.
     pub threads: u32,
-    /// Host memory the node lets Canopy use, in bytes.
-    pub memory_bytes: u64,
     /// The tier the node asks for; the coordinator grants `Datacenter` only to keys it vouches
     /// for (allowlisted, or joining with an invitation to that tier).
     pub tier: Tier,
