@@ -114,6 +114,11 @@ fn main() {
         "communication reduction:              {:.1}x",
         summary.comm_reduction
     );
+    println!(
+        "coordinator traffic (sent / received): {:.1} / {:.1} MB",
+        summary.coordinator_served_bytes as f64 / 1e6,
+        summary.coordinator_received_bytes as f64 / 1e6
+    );
     println!("decentralization overhead (wall):     {overhead:.2}x");
     println!(
         "updates accepted / rejected:          {} / {}",
@@ -136,6 +141,8 @@ fn main() {
                 "bytes_per_node_per_round": summary.bytes_per_node_per_round,
                 "ddp_bytes_equivalent": summary.ddp_bytes_equivalent,
                 "comm_reduction": summary.comm_reduction,
+                "coordinator_served_bytes": summary.coordinator_served_bytes,
+                "coordinator_received_bytes": summary.coordinator_received_bytes,
                 "decentralized_s": summary.decentralized_s,
                 "baseline_s": summary.baseline_s,
                 "overhead": overhead,

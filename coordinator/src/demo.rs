@@ -120,6 +120,9 @@ pub struct DemoSummary {
     pub comm_reduction: f64,
     /// Chunk bytes the coordinator served (models, data, steps).
     pub coordinator_served_bytes: u64,
+    /// Chunk bytes the coordinator fetched and verified (the nodes' updates): with
+    /// `coordinator_served_bytes`, the coordinator's whole share of the run's traffic.
+    pub coordinator_received_bytes: u64,
     /// Chunk bytes the nodes served each other and the coordinator (updates, and models and
     /// data passed on).
     pub peers_served_bytes: u64,
@@ -303,13 +306,14 @@ pub async fn run(
     let mut last_bytes = 0u64;
     let mut bytes_total = 0u64;
     let mut coordinator_served = 0u64;
+    let mut coordinator_received = 0u64;
     let mut printed = Vec::new();
     while let Some(event) = rx.recv().await {
         if let ServiceEvent::RoundClosed(summary) = event {
-            coordinator_served = coordinator_client
+            (coordinator_served, coordinator_received) = coordinator_client
                 .status()
                 .await
-                .map_or(0, |s| s.bytes_served);
+                .map_or((0, 0), |s| (s.bytes_served, s.bytes_fetched));
             let mut sent = coordinator_served;
             for (client, _, _) in &peers {
                 sent += client.status().await.map_or(0, |s| s.bytes_served);
@@ -417,6 +421,7 @@ pub async fn run(
         ddp_bytes_equivalent: ddp,
         comm_reduction: ddp / (bytes_total.max(1) as f64),
         coordinator_served_bytes: coordinator_served,
+        coordinator_received_bytes: coordinator_received,
         peers_served_bytes: bytes_total.saturating_sub(coordinator_served),
         rounds: rounds.len() as u64,
         accepted: rounds.iter().map(|r| r.accepted).sum(),

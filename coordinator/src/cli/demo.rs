@@ -118,6 +118,14 @@ fn print_demo_summary(summary: &demo::DemoSummary) {
         summary.peers_served_bytes as f64 / 1e6,
     );
     println!(
+        "coordinator traffic: {:.1} MB sent, {:.1} MB received ({:.2} MB a round)",
+        summary.coordinator_served_bytes as f64 / 1e6,
+        summary.coordinator_received_bytes as f64 / 1e6,
+        (summary.coordinator_served_bytes + summary.coordinator_received_bytes) as f64
+            / 1e6
+            / summary.rounds.max(1) as f64,
+    );
+    println!(
         "time: decentralized {:.0}s, centralized {:.0}s; {} updates accepted, {} rejected",
         summary.decentralized_s, summary.baseline_s, summary.accepted, summary.rejected
     );

@@ -100,6 +100,9 @@ fn the_swarm_demo_trains_and_reports_a_summary() {
     let by_coordinator = s["coordinator_served_bytes"].as_u64().unwrap();
     let by_peers = s["peers_served_bytes"].as_u64().unwrap();
     assert!(by_coordinator > 0 && by_peers > 0, "{s}");
+    // What the coordinator received (the updates) was served by the nodes.
+    let received = s["coordinator_received_bytes"].as_u64().unwrap();
+    assert!(received > 0 && received <= by_peers, "{s}");
     let per_round: u64 = rounds
         .iter()
         .map(|r| r["bytes_sent"].as_u64().unwrap())
