@@ -9,7 +9,7 @@
 
 use rayon::prelude::*;
 
-use super::super::exp::exp;
+use super::super::exp::{exp, max};
 use super::{AttentionShape, check_backward};
 use crate::error::Result;
 
@@ -85,7 +85,7 @@ pub fn attention_cpu(
                         *score =
                             scale * dot(q_i, &k[j * d..][..d]) + slopes[h] * (j as f32 - i as f32);
                     }
-                    let m = scores[..=i].iter().fold(f32::MIN, |a, &x| a.max(x));
+                    let m = max(&scores[..=i]);
                     let o = &mut out[(i * heads + h) * d..][..d];
                     o.fill(0.0);
                     let mut l = 0.0;
