@@ -9,10 +9,11 @@
 //! output element is owned by one thread, so there are no atomics and results are
 //! reproducible.
 
+use bytemuck::{Pod, Zeroable};
+
 use crate::error::{Result, ShaderError};
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, check_len, index_u32};
-use bytemuck::{Pod, Zeroable};
 
 mod cpu;
 pub use cpu::{attention_backward_cpu, attention_cpu};

@@ -3,8 +3,9 @@
 //! eight fixed lanes. Every operation is plain IEEE arithmetic in a fixed order, so results
 //! are the same bits on every machine and run.
 
-/// Partial sums and maxima of the row reductions.
-const LANES: usize = 8;
+/// Partial sums and maxima of the CPU path's row reductions (here and attention's dot
+/// products).
+pub(crate) const LANES: usize = 8;
 
 /// Adding then subtracting `1.5 · 2^23` rounds an `f32` of magnitude below `2^22` to the
 /// nearest integer, without a rounding instruction SSE2 lacks.

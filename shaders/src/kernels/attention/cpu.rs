@@ -9,12 +9,9 @@
 
 use rayon::prelude::*;
 
-use super::super::exp::{exp, max};
+use super::super::exp::{LANES, exp, max};
 use super::{AttentionShape, check_backward};
 use crate::error::Result;
-
-/// Partial sums of [`dot`].
-const LANES: usize = 8;
 
 /// `a · b` in [`LANES`] partial sums, then the remainder, in a fixed order.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -142,8 +139,6 @@ pub fn attention_backward_cpu(
             let block = || vec![0.0f32; s * d];
             let (mut q, mut k, mut v, mut go) = (block(), block(), block(), block());
             let (mut dq, mut dk, mut dv) = (block(), block(), block());
-            let mut p = vec![0.0f32; s * s];
-            let mut ds = vec![0.0f32; s * s];
             let mut delta = vec![0.0f32; s];
             for h in 0..heads {
                 sequence.gather(h, 0, &mut q);
@@ -154,30 +149,22 @@ pub fn attention_backward_cpu(
                     row.copy_from_slice(&dout[at..at + d]);
                     *delta = dot(row, &out[at..at + d]);
                 }
-                // The probabilities and the score gradients, once per (query, key) pair.
+                dq.fill(0.0);
+                dk.fill(0.0);
+                dv.fill(0.0);
+                // Each (query, key) pair's probability and score gradient, computed once and
+                // taken into dq_i, dk_j and dv_j at once.
                 for i in 0..s {
                     let (q_i, go_i) = (&q[i * d..][..d], &go[i * d..][..d]);
                     let lse_i = lse[h * s + i];
                     for j in 0..=i {
-                        let score =
-                            scale * dot(q_i, &k[j * d..][..d]) + slopes[h] * (j as f32 - i as f32);
-                        let pij = exp(score - lse_i);
-                        p[i * s + j] = pij;
-                        ds[i * s + j] = pij * (dot(go_i, &v[j * d..][..d]) - delta[i]);
-                    }
-                }
-                dq.fill(0.0);
-                dk.fill(0.0);
-                dv.fill(0.0);
-                for i in 0..s {
-                    let (q_i, go_i) = (&q[i * d..][..d], &go[i * d..][..d]);
-                    let dq_i = &mut dq[i * d..][..d];
-                    for j in 0..=i {
-                        axpy(dq_i, ds[i * s + j], &k[j * d..][..d]);
-                    }
-                    for j in 0..=i {
-                        axpy(&mut dk[j * d..][..d], ds[i * s + j], q_i);
-                        axpy(&mut dv[j * d..][..d], p[i * s + j], go_i);
+                        let (k_j, v_j) = (&k[j * d..][..d], &v[j * d..][..d]);
+                        let score = scale * dot(q_i, k_j) + slopes[h] * (j as f32 - i as f32);
+                        let p = exp(score - lse_i);
+                        let ds = p * (dot(go_i, v_j) - delta[i]);
+                        axpy(&mut dq[i * d..][..d], ds, k_j);
+                        axpy(&mut dk[j * d..][..d], ds, q_i);
+                        axpy(&mut dv[j * d..][..d], p, go_i);
                     }
                 }
                 for t in 0..s {
