@@ -1,5 +1,5 @@
-//! Helpers for end-to-end tests: locate (building if needed) the workspace's binaries in the
-//! same profile as the running test, and run them with a deadline.
+//! Helpers for end-to-end tests: locate the programs under test, built by cargo in the same
+//! profile as the running test, and run them with a deadline.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,14 +14,11 @@ pub enum HarnessError {
     /// The test executable's location does not look like `target/<profile>/deps/…`.
     #[error("cannot find the target directory from {0}")]
     TargetDir(PathBuf),
-    /// Building a binary failed.
-    #[error("cargo build of {bin} failed:\n{stderr}")]
-    Build {
-        /// The binary.
-        bin: String,
-        /// What cargo printed.
-        stderr: String,
-    },
+    /// A program under test was not built beside the test executable.
+    #[error(
+        "{0} is missing: run the tests with `cargo test`, which builds the programs they run"
+    )]
+    Missing(PathBuf),
     /// A process did not finish in time and was killed.
     #[error("{program} did not finish within {timeout:?}")]
     Timeout {
@@ -30,7 +27,7 @@ pub enum HarnessError {
         /// The deadline.
         timeout: Duration,
     },
-    /// Spawning or waiting failed.
+    /// Spawning, waiting or staging a file failed.
     #[error("running {program}: {source}")]
     Io {
         /// The program.
@@ -41,19 +38,48 @@ pub enum HarnessError {
     },
 }
 
-/// Whether this test process has built the workspace's binaries: they are built once per
-/// run, so that restarting a process mid-test neither waits for cargo's lock nor picks up
-/// sources edited since the test started.
-static BUILT: Mutex<bool> = Mutex::new(false);
+/// A program the end-to-end tests run as a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Program {
+    /// `canopy-node`, the volunteer's and the institution's peer.
+    Node,
+    /// `canopy-coordinator`.
+    Coordinator,
+    /// `canopy-nat-peer`, the network stack alone, for the NAT tests.
+    NatPeer,
+}
 
-/// The path of workspace binary `bin` of package `package`, built in the profile of the
-/// running test (so `cargo test --release` tests release binaries). The first call builds
-/// every binary of the workspace, with its tests (`--workspace --bins --tests`): the same
-/// features as `cargo test --workspace`, so after that command nothing is rebuilt (one
-/// package alone would resolve its dependencies' features differently and rebuild them).
-pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
-    // Held across the build: tests asking at once build once.
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+impl Program {
+    /// The name users run it by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Node => "canopy-node",
+            Self::Coordinator => "canopy-coordinator",
+            Self::NatPeer => "canopy-nat-peer",
+        }
+    }
+
+    /// The bin target of this package that builds it. The node and the coordinator are built
+    /// from their own `main.rs` (see `Cargo.toml`), under a name of their own so as not to
+    /// collide with the binaries of their packages.
+    fn target(self) -> &'static str {
+        match self {
+            Self::Node => "e2e-canopy-node",
+            Self::Coordinator => "e2e-canopy-coordinator",
+            Self::NatPeer => "canopy-nat-peer",
+        }
+    }
+}
+
+/// The programs this test process has staged under their real names, and where.
+static STAGED: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// The path of `program`, built by cargo with this package in the profile of the running
+/// test (cargo builds a package's binaries before its integration tests run, so `cargo test
+/// --release` runs release binaries; no test runs cargo). The node and the coordinator are
+/// staged once per test process in `target/<profile>/e2e-bin/` under their real names, so
+/// that usage lines, process lists and packaging see `canopy-node` and `canopy-coordinator`.
+pub fn binary(program: Program) -> Result<PathBuf, HarnessError> {
     let exe = std::env::current_exe().map_err(|source| HarnessError::Io {
         program: "current_exe".into(),
         source,
@@ -62,54 +88,49 @@ pub fn binary(package: &str, bin: &str) -> Result<PathBuf, HarnessError> {
     let profile_dir = exe
         .parent()
         .and_then(Path::parent)
-        .ok_or_else(|| HarnessError::TargetDir(exe.clone()))?
-        .to_path_buf();
-    let profile = profile_dir
-        .file_name()
-        .and_then(|n| n.to_str())
         .ok_or_else(|| HarnessError::TargetDir(exe.clone()))?;
-    let cargo_profile = if profile == "debug" { "dev" } else { profile };
-    let target_dir = profile_dir
-        .parent()
-        .ok_or_else(|| HarnessError::TargetDir(exe.clone()))?;
-    let path = profile_dir.join(format!("{bin}{}", std::env::consts::EXE_SUFFIX));
-    if *built {
-        return Ok(path);
+    let built = |p: Program| {
+        let path = profile_dir.join(format!("{}{}", p.target(), std::env::consts::EXE_SUFFIX));
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(HarnessError::Missing(path))
+        }
+    };
+    if program == Program::NatPeer {
+        return built(program);
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let output = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--profile",
-            cargo_profile,
-            "--workspace",
-            "--bins",
-            "--tests",
-        ])
-        .arg("--target-dir")
-        .arg(target_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| HarnessError::Io {
-            program: "cargo".into(),
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(HarnessError::Build {
-            bin: bin.into(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        });
+    // Held while staging: tests asking at once stage once.
+    let mut staged = STAGED.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = match &*staged {
+        Some(dir) => dir.clone(),
+        None => {
+            let dir = profile_dir.join("e2e-bin");
+            for p in [Program::Node, Program::Coordinator] {
+                stage(&built(p)?, &dir, p.name())?;
+            }
+            *staged = Some(dir.clone());
+            dir
+        }
+    };
+    Ok(dir.join(format!("{}{}", program.name(), std::env::consts::EXE_SUFFIX)))
+}
+
+/// Puts `from` at `dir/name` atomically: a hard link (a copy across file systems) under a
+/// name of this process, renamed into place, so a process still running the old file keeps it.
+fn stage(from: &Path, dir: &Path, name: &str) -> Result<(), HarnessError> {
+    let io = |source| HarnessError::Io {
+        program: format!("staging {name}"),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let file = format!("{name}{}", std::env::consts::EXE_SUFFIX);
+    let partial = dir.join(format!(".{file}.{}", std::process::id()));
+    let _ = std::fs::remove_file(&partial);
+    if std::fs::hard_link(from, &partial).is_err() {
+        std::fs::copy(from, &partial).map_err(io)?;
     }
-    *built = true;
-    if !path.is_file() {
-        return Err(HarnessError::Build {
-            bin: bin.into(),
-            stderr: format!("package {package} built no binary at {}", path.display()),
-        });
-    }
-    Ok(path)
+    std::fs::rename(&partial, dir.join(file)).map_err(io)
 }
 
 /// The first of `names` found as a file in a directory of the `PATH`, if any.

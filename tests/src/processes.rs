@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::harness::{binary, run_with_timeout};
+use crate::harness::{Program, binary, run_with_timeout};
 
 /// A small, fast training project: the tiny model, short inner phases, a few rounds.
 /// `training` overrides keys of `[training]` (e.g. `("rounds", "4")`); `extra` appends whole
@@ -84,7 +84,7 @@ pub struct Coordinator {
 impl Coordinator {
     /// Starts the coordinator on `config` and waits for its listen address.
     pub fn start(config: &Path) -> Self {
-        let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
+        let bin = binary(Program::Coordinator).expect("build coordinator");
         Self::start_as(Command::new(bin), config)
     }
 
@@ -220,7 +220,7 @@ pub struct Volunteer {
 impl Volunteer {
     /// Starts a node on data directory `dir` joining `addr`, with extra flags.
     pub fn start(dir: &Path, addr: &str, flags: &[&str]) -> Self {
-        let bin = binary("canopy-node", "canopy-node").expect("build node");
+        let bin = binary(Program::Node).expect("build node");
         // Appended to: a node restarted on the same directory keeps the log of its last run.
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -275,7 +275,7 @@ impl Drop for Volunteer {
 
 /// The peer id of the node identity in `dir` (created if missing).
 pub fn node_peer_id(dir: &Path) -> String {
-    let bin = binary("canopy-node", "canopy-node").expect("build node");
+    let bin = binary(Program::Node).expect("build node");
     let mut cmd = Command::new(bin);
     cmd.arg("--data-dir").arg(dir).args(["info", "--json"]);
     let out = run_with_timeout(cmd, Duration::from_secs(60)).expect("info");
@@ -285,7 +285,7 @@ pub fn node_peer_id(dir: &Path) -> String {
 
 /// Runs a `canopy-coordinator` command and returns its stdout, asserting success.
 pub fn coordinator_cli(args: &[&str]) -> String {
-    let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
+    let bin = binary(Program::Coordinator).expect("build coordinator");
     let mut cmd = Command::new(bin);
     cmd.args(args);
     let out = run_with_timeout(cmd, Duration::from_secs(120)).expect("coordinator command");
@@ -431,7 +431,7 @@ pub fn disk_usage(path: &Path) -> u64 {
 /// Runs `canopy-coordinator` with `args` and environment changes (`(key, Some(value))` sets,
 /// `(key, None)` removes) and returns its output, whatever its exit status.
 pub fn coordinator_output(args: &[&str], env: &[(&str, Option<&str>)]) -> std::process::Output {
-    let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
+    let bin = binary(Program::Coordinator).expect("build coordinator");
     let mut cmd = Command::new(bin);
     cmd.args(args);
     for (key, value) in env {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use canopy_tests::browser;
-use canopy_tests::harness::{binary, run_with_timeout};
+use canopy_tests::harness::{Program, binary, run_with_timeout};
 use canopy_tests::http::{get, get_tls, metric, parse_metrics, post, request};
 use canopy_tests::processes::{
     Coordinator, Volunteer, coordinator_cli, coordinator_json, free_port, node_peer_id, poll_until,
@@ -221,7 +221,7 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
         assert!(row["tokens"].as_u64().unwrap_or(0) > 0);
         // The volunteer sees the same credit with `canopy-node credit`, signed by the
         // coordinator, while its node runs; its status shows it too.
-        let mut ask = Command::new(binary("canopy-node", "canopy-node").expect("node"));
+        let mut ask = Command::new(binary(Program::Node).expect("node"));
         ask.arg("--data-dir")
             .arg(dir)
             .args(["credit", &coordinator.addr, "--json"]);
@@ -238,7 +238,7 @@ fn dashboard_api_and_metrics_agree_with_the_ledger_and_actions_need_the_token() 
         }
         assert_eq!(credit["credit"]["known"], true);
         let status = poll_until(Duration::from_secs(30), POLL, || {
-            let mut cmd = Command::new(binary("canopy-node", "canopy-node").expect("node"));
+            let mut cmd = Command::new(binary(Program::Node).expect("node"));
             cmd.arg("--data-dir").arg(dir).args(["status", "--json"]);
             let out = run_with_timeout(cmd, Duration::from_secs(30)).expect("status");
             serde_json::from_slice::<serde_json::Value>(&out.stdout)
@@ -512,7 +512,7 @@ fn the_dashboard_page_renders_a_demo_run_in_headless_chromium() {
     };
     let tmp = tempfile::tempdir().expect("tmp");
     let port = free_port();
-    let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
+    let bin = binary(Program::Coordinator).expect("build coordinator");
     let mut child = Command::new(bin)
         .args([
             "demo",

@@ -3,7 +3,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use canopy_tests::harness::{binary, run_with_timeout};
+use canopy_tests::harness::{Program, binary, run_with_timeout};
 
 /// The JSON objects a `--json` run printed, one per line.
 fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
@@ -20,7 +20,7 @@ fn cpu_demo(
     args: &[&str],
     timeout: Duration,
 ) -> (Vec<serde_json::Value>, serde_json::Value) {
-    let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
+    let bin = binary(Program::Coordinator).expect("build coordinator");
     let mut cmd = Command::new(bin);
     cmd.arg("demo")
         .args(args)
@@ -49,7 +49,7 @@ fn cpu_demo(
 /// Bad arguments get a clear error and a non-zero exit, not a panic (nor a swarm started).
 #[test]
 fn demo_refuses_bad_arguments() {
-    let bin = binary("canopy-coordinator", "canopy-coordinator").unwrap();
+    let bin = binary(Program::Coordinator).unwrap();
     for (flag, value) in [
         ("--nodes", "0"),
         ("--outer-lr", "0"),
@@ -136,7 +136,7 @@ fn the_swarm_demo_trains_and_reports_a_summary() {
 /// skips with a notice, unless `CANOPY_REQUIRE_ADAPTER=1` (CI), where it fails.
 #[test]
 fn the_swarm_demo_trains_through_wgsl_on_a_software_adapter() {
-    let bin = binary("canopy-coordinator", "canopy-coordinator").expect("build coordinator");
+    let bin = binary(Program::Coordinator).expect("build coordinator");
     let dir = tempfile::tempdir().expect("tmp");
     let mut cmd = Command::new(bin);
     cmd.args([

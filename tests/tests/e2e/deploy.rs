@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use canopy_tests::harness::{binary, deploy_tool, on_path, read_text, run_with_timeout};
+use canopy_tests::harness::{Program, binary, deploy_tool, on_path, read_text, run_with_timeout};
 use canopy_tests::http::{parse_metrics, request};
 use canopy_tests::processes::{Coordinator, Volunteer, free_port, poll_until, small_project};
 
@@ -240,9 +240,9 @@ fn systemd_units_pass_systemd_analyze_verify() {
     };
     let units = files(&deploy_dir().join("systemd"), &[".service"]);
     assert!(units.len() >= 3, "units: {units:?}");
-    let node = binary("canopy-node", "canopy-node").expect("build canopy-node");
+    let node = binary(Program::Node).expect("build canopy-node");
     let coordinator =
-        binary("canopy-coordinator", "canopy-coordinator").expect("build canopy-coordinator");
+        binary(Program::Coordinator).expect("build canopy-coordinator");
     let tmp = tempfile::tempdir().expect("temp dir");
     for unit in &units {
         let text = read_text(unit);
@@ -285,9 +285,9 @@ fn systemd_units_pass_systemd_analyze_verify() {
 /// binary's (the subcommand's or a global one).
 #[test]
 fn deploy_files_pass_only_flags_the_binaries_have() {
-    let node = binary("canopy-node", "canopy-node").expect("build canopy-node");
+    let node = binary(Program::Node).expect("build canopy-node");
     let coordinator =
-        binary("canopy-coordinator", "canopy-coordinator").expect("build canopy-coordinator");
+        binary(Program::Coordinator).expect("build canopy-coordinator");
     let node_help = help(&node, "join");
     let coordinator_help = help(&coordinator, "run");
     let dir = deploy_dir();

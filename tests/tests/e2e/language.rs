@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use canopy_shaders::{Cpu, import, logits};
-use canopy_tests::harness::{binary, run_with_timeout};
+use canopy_tests::harness::{Program, binary, run_with_timeout};
 use canopy_tests::processes::{
     Coordinator, Volunteer, coordinator_json, export_latest, free_port, small_project,
 };
@@ -183,7 +183,7 @@ fn a_bpe_project_trains_through_the_swarm_and_exports_its_tokenizer() {
 #[test]
 fn a_byte_level_export_loads_in_transformers() {
     let out_dir = tempfile::tempdir().expect("tmp");
-    let bin = binary("canopy-node", "canopy-node").expect("binary");
+    let bin = binary(Program::Node).expect("binary");
     let mut cmd = Command::new(bin);
     cmd.args([
         "train", "--steps", "20", "--batch", "4", "--seq", "32", "--json", "--export",

@@ -13,7 +13,7 @@ use std::process::{Child, Stdio};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use canopy_tests::harness::binary;
+use canopy_tests::harness::{Program, binary};
 use canopy_tests::netns::{self, Mapping, NatLab, PUBLIC_ADDR};
 use canopy_tests::processes::{Coordinator, small_project};
 use canopy_tests::report::log_tail;
@@ -78,7 +78,7 @@ fn spawn_peer(
     dir: &std::path::Path,
     transport: &str,
 ) -> Child {
-    let bin = binary("canopy-tests", "canopy-nat-peer").expect("build the NAT peer");
+    let bin = binary(Program::NatPeer).expect("build the NAT peer");
     let (name, other) = if home == 0 { ("a", "b") } else { ("b", "a") };
     let log = std::fs::File::create(dir.join(format!("{name}.log"))).expect("log file");
     lab.command(&lab.home(home), &bin)
@@ -142,7 +142,7 @@ fn run_lab(tag: &str, mappings: [Mapping; 2], transport: &str) -> Option<[PeerRu
     );
     std::fs::write(&config, text).expect("config");
     let coordinator_bin =
-        binary("canopy-coordinator", "canopy-coordinator").expect("build the coordinator");
+        binary(Program::Coordinator).expect("build the coordinator");
     let mut coordinator =
         Coordinator::start_as(lab.command(lab.public(), &coordinator_bin), &config);
     let peer_id = coordinator

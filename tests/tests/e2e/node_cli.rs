@@ -3,12 +3,12 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use canopy_tests::harness::{binary, run_with_timeout, spawn_node, wait_until};
+use canopy_tests::harness::{Program, binary, run_with_timeout, spawn_node, wait_until};
 use canopy_tests::http::{get, metric, parse_metrics};
 use canopy_tests::processes::{Coordinator, free_port, small_project};
 
 fn info(dir: &std::path::Path) -> serde_json::Value {
-    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let bin = binary(Program::Node).unwrap();
     let mut cmd = Command::new(bin);
     // As on a headless machine: no display session, Mesa's layers as installed.
     cmd.arg("--data-dir")
@@ -43,7 +43,7 @@ fn an_identity_file_can_live_outside_the_data_directory() {
     let (dir, keys) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let key = keys.path().join("host-a.key");
     let run = |identity: Option<&std::path::Path>| {
-        let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+        let mut cmd = Command::new(binary(Program::Node).unwrap());
         cmd.arg("--data-dir").arg(dir.path());
         if let Some(identity) = identity {
             cmd.arg("--identity").arg(identity);
@@ -69,7 +69,7 @@ fn an_identity_file_can_live_outside_the_data_directory() {
 #[test]
 fn join_refuses_an_address_without_peer_id() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let bin = binary(Program::Node).unwrap();
     let mut cmd = Command::new(bin);
     cmd.arg("--data-dir")
         .arg(dir.path())
@@ -87,7 +87,7 @@ async fn join_connects_and_leaves_on_sigterm() {
     let boot = spawn_node(&[]).await;
     let dir = tempfile::tempdir().unwrap();
     let peer_id = info(dir.path())["peer_id"].as_str().unwrap().to_string();
-    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let bin = binary(Program::Node).unwrap();
     let metrics_addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     // A laptop running on battery, as its power-supply directory says.
     let power = tempfile::tempdir().unwrap();
@@ -161,7 +161,7 @@ async fn join_connects_and_leaves_on_sigterm() {
     let nice: i32 = after_name.split(' ').nth(16).unwrap().parse().unwrap();
     assert_eq!(nice, 19, "{stat}");
     let paused_by = || {
-        let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+        let mut cmd = Command::new(binary(Program::Node).unwrap());
         cmd.arg("--data-dir")
             .arg(dir.path())
             .args(["status", "--json"]);
@@ -191,7 +191,7 @@ async fn join_connects_and_leaves_on_sigterm() {
             format!("is using {}", key.display()),
         ),
     ] {
-        let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+        let mut cmd = Command::new(binary(Program::Node).unwrap());
         cmd.arg("--data-dir").arg(data_dir);
         if let Some(identity) = identity {
             cmd.arg("--identity").arg(identity);
@@ -245,7 +245,7 @@ async fn join_connects_and_leaves_on_sigterm() {
 #[test]
 fn info_and_join_follow_the_schedulers_gpu_variables() {
     let dir = tempfile::tempdir().unwrap();
-    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let bin = binary(Program::Node).unwrap();
     let info_with = |cuda: &str| {
         let mut cmd = Command::new(&bin);
         cmd.arg("--data-dir")
@@ -308,7 +308,7 @@ fn a_node_older_than_the_project_admits_is_told_to_upgrade() {
         "[admission]\nmin_node_version = \"99.0.0\"\n",
     );
     let coordinator = Coordinator::start(&config);
-    let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+    let mut cmd = Command::new(binary(Program::Node).unwrap());
     cmd.arg("--data-dir").arg(tmp.path().join("node")).args([
         "join",
         &coordinator.addr,
@@ -331,7 +331,7 @@ fn a_node_older_than_the_project_admits_is_told_to_upgrade() {
 /// compares it with the CPU path: all pass, exit status 0.
 #[test]
 fn selftest_passes_on_the_software_adapter() {
-    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let bin = binary(Program::Node).unwrap();
     let mut cmd = Command::new(bin);
     cmd.args(["selftest", "--json"])
         .env("CANOPY_ADAPTER", "software");
@@ -364,7 +364,7 @@ fn selftest_passes_on_the_software_adapter() {
 /// `canopy-node bench` on the CPU path reports positive throughput figures.
 #[test]
 fn bench_reports_figures_on_the_cpu_path() {
-    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let bin = binary(Program::Node).unwrap();
     let mut cmd = Command::new(bin);
     cmd.args(["bench", "--json", "--size", "128"])
         .env("CANOPY_ADAPTER", "cpu")
@@ -386,7 +386,7 @@ fn bench_reports_figures_on_the_cpu_path() {
 #[test]
 fn train_lowers_the_loss_and_exports() {
     let out_dir = tempfile::tempdir().unwrap();
-    let bin = binary("canopy-node", "canopy-node").unwrap();
+    let bin = binary(Program::Node).unwrap();
     let mut cmd = Command::new(bin);
     cmd.args([
         "train", "--steps", "40", "--batch", "4", "--seq", "32", "--json", "--export",

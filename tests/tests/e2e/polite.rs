@@ -7,12 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use canopy_tests::harness::{binary, run_with_timeout, spawn_node, wait_until};
+use canopy_tests::harness::{Program, binary, run_with_timeout, spawn_node, wait_until};
 
 /// `canopy-node status` on `dir`: its words, and its JSON.
 fn status(dir: &Path) -> (String, serde_json::Value) {
     let run = |json: bool| {
-        let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+        let mut cmd = Command::new(binary(Program::Node).unwrap());
         cmd.arg("--data-dir").arg(dir).arg("status");
         if json {
             cmd.arg("--json");
@@ -41,7 +41,7 @@ fn input(devices: &Path, ago: Duration) {
 }
 
 fn join(dir: &Path, devices: &Path, envs: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+    let mut cmd = Command::new(binary(Program::Node).unwrap());
     cmd.arg("--data-dir")
         .arg(dir)
         .args(["join", "--json"])
@@ -158,7 +158,7 @@ fn the_settings_file_is_checked_before_anything_starts() {
     let dir = tempfile::tempdir().unwrap();
     let settings = dir.path().join("canopy-node.toml");
     let join_with = |args: &[&str]| {
-        let mut cmd = Command::new(binary("canopy-node", "canopy-node").unwrap());
+        let mut cmd = Command::new(binary(Program::Node).unwrap());
         cmd.arg("--data-dir").arg(dir.path()).arg("join").args(args);
         run_with_timeout(cmd, Duration::from_secs(60)).unwrap()
     };

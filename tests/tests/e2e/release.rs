@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
-use canopy_tests::harness::{binary, deploy_tool, on_path, read_text, run_with_timeout};
+use canopy_tests::harness::{Program, binary, deploy_tool, on_path, read_text, run_with_timeout};
 
 /// The workspace's version, which every artifact's name carries.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -472,9 +472,9 @@ fn release_artifacts_unpack_run_and_rebuild_identically() {
         return;
     };
     let dpkg_deb = deploy_tool("dpkg-deb");
-    let node = binary("canopy-node", "canopy-node").expect("build canopy-node");
+    let node = binary(Program::Node).expect("build canopy-node");
     let coordinator =
-        binary("canopy-coordinator", "canopy-coordinator").expect("build canopy-coordinator");
+        binary(Program::Coordinator).expect("build canopy-coordinator");
     let prebuilt = node.parent().expect("the binaries' directory");
     assert_eq!(coordinator.parent(), Some(prebuilt));
     let commit_time = last_commit_time();

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use canopy_tests::harness::{binary, deploy_tool, run_with_timeout};
+use canopy_tests::harness::{Program, binary, deploy_tool, run_with_timeout};
 
 const ADDR: &str =
     "/ip4/203.0.113.7/tcp/4740/p2p/12D3KooWRh8tC5w9fyYZci3S9vTrNDbMNdXj13XfBj5aof2awhA9";
@@ -87,7 +87,7 @@ impl Home {
 }
 
 fn node() -> PathBuf {
-    binary("canopy-node", "canopy-node").expect("build canopy-node")
+    binary(Program::Node).expect("build canopy-node")
 }
 
 fn printed(output: &Output) -> String {
