@@ -15,9 +15,7 @@ pub enum HarnessError {
     #[error("cannot find the target directory from {0}")]
     TargetDir(PathBuf),
     /// A program under test was not built beside the test executable.
-    #[error(
-        "{0} is missing: run the tests with `cargo test`, which builds the programs they run"
-    )]
+    #[error("{0} is missing: run the tests with `cargo test`, which builds the programs they run")]
     Missing(PathBuf),
     /// A process did not finish in time and was killed.
     #[error("{program} did not finish within {timeout:?}")]
@@ -113,7 +111,11 @@ pub fn binary(program: Program) -> Result<PathBuf, HarnessError> {
             dir
         }
     };
-    Ok(dir.join(format!("{}{}", program.name(), std::env::consts::EXE_SUFFIX)))
+    Ok(dir.join(format!(
+        "{}{}",
+        program.name(),
+        std::env::consts::EXE_SUFFIX
+    )))
 }
 
 /// Puts `from` at `dir/name` atomically: a hard link (a copy across file systems) under a

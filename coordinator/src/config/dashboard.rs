@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ConfigError, Validator, empty_string_is_none, is_host_port};
+use super::checks::is_host_port;
+use super::{ConfigError, Validator, empty_string_is_none};
 
 /// `[dashboard]`: the local web dashboard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -241,8 +241,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
     let units = files(&deploy_dir().join("systemd"), &[".service"]);
     assert!(units.len() >= 3, "units: {units:?}");
     let node = binary(Program::Node).expect("build canopy-node");
-    let coordinator =
-        binary(Program::Coordinator).expect("build canopy-coordinator");
+    let coordinator = binary(Program::Coordinator).expect("build canopy-coordinator");
     let tmp = tempfile::tempdir().expect("temp dir");
     for unit in &units {
         let text = read_text(unit);
@@ -286,8 +285,7 @@ fn systemd_units_pass_systemd_analyze_verify() {
 #[test]
 fn deploy_files_pass_only_flags_the_binaries_have() {
     let node = binary(Program::Node).expect("build canopy-node");
-    let coordinator =
-        binary(Program::Coordinator).expect("build canopy-coordinator");
+    let coordinator = binary(Program::Coordinator).expect("build canopy-coordinator");
     let node_help = help(&node, "join");
     let coordinator_help = help(&coordinator, "run");
     let dir = deploy_dir();

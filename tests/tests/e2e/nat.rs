@@ -141,8 +141,7 @@ fn run_lab(tag: &str, mappings: [Mapping; 2], transport: &str) -> Option<[PeerRu
         ),
     );
     std::fs::write(&config, text).expect("config");
-    let coordinator_bin =
-        binary(Program::Coordinator).expect("build the coordinator");
+    let coordinator_bin = binary(Program::Coordinator).expect("build the coordinator");
     let mut coordinator =
         Coordinator::start_as(lab.command(lab.public(), &coordinator_bin), &config);
     let peer_id = coordinator

@@ -473,8 +473,7 @@ fn release_artifacts_unpack_run_and_rebuild_identically() {
     };
     let dpkg_deb = deploy_tool("dpkg-deb");
     let node = binary(Program::Node).expect("build canopy-node");
-    let coordinator =
-        binary(Program::Coordinator).expect("build canopy-coordinator");
+    let coordinator = binary(Program::Coordinator).expect("build canopy-coordinator");
     let prebuilt = node.parent().expect("the binaries' directory");
     assert_eq!(coordinator.parent(), Some(prebuilt));
     let commit_time = last_commit_time();
