@@ -1,5 +1,5 @@
 //! The corpus pipeline (the ROOTS part of Canopy): from governed sources to deduplicated,
-//! filtered, tokenised training shards and a data card.
+//! filtered training text (`kept.jsonl`) and a data card.
 //!
 //! # Stages
 //!
@@ -21,8 +21,8 @@
 //!    per-language quality filters ([`filter`]), exact dedup on the blake3 of normalised text,
 //!    near dedup with LSH banding over the signatures, candidates verified by exact Jaccard of
 //!    the shingle sets, union-find clusters keeping the lowest-numbered document ([`dedup`]).
-//!    Then [`output::write_outputs`] writes `kept.jsonl`, `dropped.jsonl`, the training shards
-//!    ([`shards`]) and the data card ([`datacard`]); e-mail and IP addresses and phone numbers
+//!    Then [`output::write_outputs`] writes `kept.jsonl`, `dropped.jsonl` and the data card
+//!    ([`datacard`]); training reads `kept.jsonl` with the project's tokenizer. E-mail and IP addresses and phone numbers
 //!    in kept text are replaced by placeholders on the way ([`pii`]).
 //!
 //! [`build::build`] runs all three locally (what `canopy-coordinator corpus build` does).
@@ -69,7 +69,6 @@ pub mod parquet;
 pub mod pii;
 pub mod plan;
 pub mod sample;
-pub mod shards;
 pub mod source;
 pub mod substrings;
 
@@ -252,7 +251,6 @@ impl From<MinHashSection> for MinHashParams {
 ///
 /// ```toml
 /// chunk_bytes = 4194304      # text per corpus chunk (one corpus task)
-/// shard_tokens = 1048576     # tokens per training shard
 /// pii = "redact"             # personal data in kept text: "redact" or "keep"
 /// kept_parquet = false       # also write kept.parquet
 /// [minhash]
@@ -277,8 +275,10 @@ impl From<MinHashSection> for MinHashParams {
 pub struct CorpusConfig {
     /// Text bytes per chunk.
     pub chunk_bytes: usize,
-    /// Tokens per training shard (a document is never split; a longer one has its own shard).
-    pub shard_tokens: usize,
+    /// A key of earlier versions, accepted and ignored so that their files still load: the
+    /// build no longer writes token shards (training tokenises `kept.jsonl` itself).
+    #[serde(skip_serializing, rename = "shard_tokens")]
+    pub retired_shard_tokens: Option<u64>,
     /// MinHash settings.
     pub minhash: MinHashSection,
     /// LSH banding.
@@ -300,7 +300,7 @@ impl Default for CorpusConfig {
     fn default() -> Self {
         Self {
             chunk_bytes: 4 << 20,
-            shard_tokens: 1 << 20,
+            retired_shard_tokens: None,
             minhash: MinHashSection::default(),
             lsh: LshConfig::default(),
             filters: FilterConfig::default(),
@@ -328,6 +328,12 @@ impl CorpusConfig {
                 path: path.to_path_buf(),
                 reason,
             })?;
+        if config.retired_shard_tokens.is_some() {
+            tracing::warn!(
+                "{}: `shard_tokens` is no longer used (the build writes no token shards) and can be removed",
+                path.display()
+            );
+        }
         Ok(config)
     }
 
@@ -345,7 +351,7 @@ impl CorpusConfig {
         self.minhash.into()
     }
 
-    /// Checks ranges: chunk and shard sizes, MinHash parameters, bands · rows ≤ num_perm,
+    /// Checks ranges: the chunk size, MinHash parameters, bands · rows ≤ num_perm,
     /// threshold in (0, 1], filter ratios in [0, 1].
     pub fn validate(&self) -> std::result::Result<(), String> {
         if !(1024..=(canopy_protocol::corpus::MAX_CHUNK_LEN / 2)).contains(&self.chunk_bytes) {
@@ -353,12 +359,6 @@ impl CorpusConfig {
                 "chunk_bytes {} is outside 1024..={}",
                 self.chunk_bytes,
                 canopy_protocol::corpus::MAX_CHUNK_LEN / 2
-            ));
-        }
-        if !(1024..=(1 << 30)).contains(&self.shard_tokens) {
-            return Err(format!(
-                "shard_tokens {} is outside 1024..=2^30",
-                self.shard_tokens
             ));
         }
         canopy_shaders::kernels::minhash::check_params(&self.minhash_params())
@@ -436,5 +436,25 @@ impl DropReason {
             Self::FlaggedWords => "flagged_words",
             Self::LanguageMismatch => "language_mismatch",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `shard_tokens` (the build once wrote token shards) still loads, so older sources
+    /// directories build unchanged; it is not written back, and a misspelt key still fails.
+    #[test]
+    fn the_retired_shard_tokens_key_loads_and_unknown_keys_fail() {
+        let path = std::path::Path::new("corpus.toml");
+        let old = CorpusConfig::from_toml("shard_tokens = 1048576\nchunk_bytes = 8192\n", path)
+            .expect("an older corpus.toml loads");
+        assert_eq!(old.chunk_bytes, 8192);
+        assert_eq!(old.retired_shard_tokens, Some(1 << 20));
+        let written = serde_json::to_string(&old).expect("serialises");
+        assert!(!written.contains("shard_tokens"), "{written}");
+        let err = CorpusConfig::from_toml("shard_token = 1\n", path).expect_err("a typo fails");
+        assert!(err.to_string().contains("shard_token"), "{err}");
     }
 }

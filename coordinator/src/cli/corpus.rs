@@ -12,8 +12,8 @@ use clap::Subcommand;
 /// The corpus commands.
 #[derive(Subcommand)]
 pub(crate) enum CorpusCommand {
-    /// Build a training corpus: governed sources in, kept.jsonl, dropped.jsonl, tokenised
-    /// shards and a data card out.
+    /// Build a training corpus: governed sources in, kept.jsonl, dropped.jsonl and a data
+    /// card out.
     Build {
         /// The sources directory: one subdirectory per source with its source.toml.
         #[arg(long)]
@@ -109,13 +109,8 @@ pub(crate) fn run(command: CorpusCommand) -> anyhow::Result<()> {
             }
             let o = &summary.outputs;
             println!(
-                "kept {} of {} documents ({} bytes, {} tokens in {} shards); dropped {}",
-                o.kept_documents,
-                o.input_documents,
-                o.kept_bytes,
-                o.tokens,
-                o.shards,
-                o.dropped_documents
+                "kept {} of {} documents ({} bytes); dropped {}",
+                o.kept_documents, o.input_documents, o.kept_bytes, o.dropped_documents
             );
             for (reason, n) in &o.dropped_by_reason {
                 println!("  {reason:<20} {n}");
@@ -135,7 +130,7 @@ pub(crate) fn run(command: CorpusCommand) -> anyhow::Result<()> {
                 ""
             };
             println!(
-                "wrote {}/{{kept.jsonl, {parquet}dropped.jsonl, shards/, datacard.json, datacard.md}} in {:.2}s",
+                "wrote {}/{{kept.jsonl, {parquet}dropped.jsonl, datacard.json, datacard.md, README.md}} in {:.2}s",
                 summary.out.display(),
                 summary.seconds.plan
                     + summary.seconds.compute

@@ -1,7 +1,6 @@
 //! The data card: what went into the training data and what did not, per source, language and
 //! license; why documents were dropped; deduplication clusters; opt-outs applied; the
-//! governance record of every source; the settings; and the content addresses of the chunks
-//! and shards. Written as `datacard.json` (for tools) and `datacard.md` (for people). It holds
+//! governance record of every source; the settings; and the content addresses of the chunks. Written as `datacard.json` (for tools) and `datacard.md` (for people). It holds
 //! no timestamps and nothing of the machine, so the same build gives the same card.
 
 use std::collections::BTreeMap;
@@ -54,8 +53,6 @@ pub struct OptOutCard {
 pub struct SettingsCard {
     /// Text per chunk.
     pub chunk_bytes: usize,
-    /// Tokens per shard.
-    pub shard_tokens: usize,
     /// MinHash.
     pub minhash: MinHashSection,
     /// LSH banding.
@@ -74,7 +71,6 @@ impl From<&CorpusConfig> for SettingsCard {
     fn from(c: &CorpusConfig) -> Self {
         Self {
             chunk_bytes: c.chunk_bytes,
-            shard_tokens: c.shard_tokens,
             minhash: c.minhash,
             lsh: c.lsh,
             filters: c.filters.clone(),
@@ -107,8 +103,6 @@ pub struct DataCard {
     pub kept: Tally,
     /// Documents dropped.
     pub dropped_documents: u64,
-    /// Tokens in the training shards.
-    pub tokens: u64,
     /// Drops by reason, over all sources.
     pub dropped_by_reason: BTreeMap<String, u64>,
     /// Per source.
@@ -132,10 +126,6 @@ pub struct DataCard {
     pub settings: SettingsCard,
     /// The corpus chunks and their results.
     pub chunks: Vec<ChunkCard>,
-    /// blake3 of `shards/index.json`.
-    pub shard_index: String,
-    /// Number of shards.
-    pub shards: u64,
 }
 
 impl DataCard {
@@ -188,13 +178,12 @@ impl DataCard {
         let _ = writeln!(m, "# Data card\n");
         let _ = writeln!(
             m,
-            "{} input documents ({} bytes): **{} kept** ({} bytes, {} tokens), {} dropped. \
+            "{} input documents ({} bytes): **{} kept** ({} bytes), {} dropped. \
              Every input document is either kept or dropped with its reason (`dropped.jsonl`).\n",
             self.input.documents,
             self.input.bytes,
             self.kept.documents,
             self.kept.bytes,
-            self.tokens,
             self.dropped_documents
         );
         let _ = writeln!(m, "## Sources\n");
@@ -299,11 +288,9 @@ impl DataCard {
         }
         let _ = writeln!(
             m,
-            "\n## Outputs\n\n{} corpus chunks (content addresses in datacard.json); {} training \
-             shards, index blake3 `{}`.",
-            self.chunks.len(),
-            self.shards,
-            self.shard_index
+            "\n## Outputs\n\n{} corpus chunks (content addresses in datacard.json); the kept \
+             documents in `kept.jsonl`.",
+            self.chunks.len()
         );
         m
     }

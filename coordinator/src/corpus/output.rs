@@ -1,4 +1,4 @@
-//! The build's outputs: `kept.jsonl`, `dropped.jsonl`, `shards/` and the data card.
+//! The build's outputs: `kept.jsonl`, `dropped.jsonl` and the data card.
 //!
 //! - `kept.jsonl`: one object per kept document, in plan order: `id`, `source`, `language`,
 //!   `text`, and `url` and `meta` (the record's other fields) when it has them.
@@ -8,7 +8,9 @@
 //!   when there is one (malformed records name `file:line`), and for duplicates `kept_instead`
 //!   (the kept document's id) and `kept_instead_source`. Records dropped while planning come
 //!   first, in reading order, then those dropped by the decisions, in plan order.
-//! - `shards/`: see [`super::shards`]. `datacard.json`, `datacard.md`: see [`super::datacard`].
+//! - `datacard.json`, `datacard.md`, `README.md`: see [`super::datacard`].
+//!
+//! Training reads `kept.jsonl` and tokenises it with the project's tokenizer.
 //!
 //! Before anything is written the accounting is checked per source: input records = kept +
 //! dropped, else [`CorpusBuildError::Accounting`].
@@ -18,17 +20,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::Path;
 
-use canopy_protocol::Digest;
 use canopy_protocol::corpus::CorpusResult;
 use serde::Serialize;
 
 use super::datacard::{ChunkCard, DataCard, OptOutCard, SourceCard, Tally};
 use super::decide::{Decisions, Outcome};
 use super::parquet::{KEPT_COLUMNS, StringTable};
-use super::pii::{self, PiiCounts, PiiMode};
+use super::pii::{self, PiiCounts};
 use super::plan::Plan;
 use super::substrings::{self, Removed};
-use super::{CorpusBuildError, DropReason, Result, shards};
+use super::{CorpusBuildError, DropReason, Result};
 
 #[derive(Serialize)]
 struct KeptLine<'a> {
@@ -68,10 +69,6 @@ pub struct OutputSummary {
     pub dropped_documents: u64,
     /// Kept bytes of text.
     pub kept_bytes: u64,
-    /// Tokens in the shards.
-    pub tokens: u64,
-    /// Shards written.
-    pub shards: u64,
     /// Drops by reason.
     pub dropped_by_reason: BTreeMap<String, u64>,
     /// The data card (also in `datacard.json`).
@@ -274,35 +271,6 @@ pub fn write_outputs(
     }
     dropped_file.flush().map_err(io(&dropped_path))?;
 
-    let shard_dir = out.join(shards::DIR);
-    if let Ok(entries) = std::fs::read_dir(&shard_dir) {
-        // Shards of an earlier build into the same directory would otherwise linger.
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("shard-") && n.ends_with(".bin"))
-            {
-                std::fs::remove_file(&p).map_err(io(&p))?;
-            }
-        }
-    }
-    // The shards hold the same text as `kept.jsonl` (redacted again: the rules are
-    // deterministic, and this keeps one document's text in memory at a time).
-    let index = shards::write_shards(
-        &shard_dir,
-        (0..plan.documents.len())
-            .filter(|&d| decisions.outcomes[d] == Outcome::Kept)
-            .map(|d| match (cut.get(&d), mode) {
-                (Some(c), _) => Cow::Borrowed(c.as_str()),
-                (None, PiiMode::Redact) => pii::redact(plan.text(d)).0,
-                (None, PiiMode::Keep) => Cow::Borrowed(plan.text(d)),
-            }),
-        plan.config.shard_tokens,
-    )?;
-    let index_path = shard_dir.join(shards::INDEX);
-    let index_bytes = std::fs::read(&index_path).map_err(io(&index_path))?;
-
     let mut all_reasons: BTreeMap<String, u64> = BTreeMap::new();
     for r in &reasons {
         for (k, v) in r {
@@ -341,7 +309,7 @@ pub fn write_outputs(
         .collect::<Result<Vec<_>>>()?;
     let total = |f: fn(&SourceCard) -> u64| sources.iter().map(f).sum::<u64>();
     let card = DataCard {
-        format: "canopy-datacard/1",
+        format: "canopy-datacard/2",
         input: Tally {
             documents: total(|s| s.input.documents),
             bytes: total(|s| s.input.bytes),
@@ -351,7 +319,6 @@ pub fn write_outputs(
             bytes: total(|s| s.kept.bytes),
         },
         dropped_documents: total(|s| s.dropped_documents),
-        tokens: index.total_tokens,
         dropped_by_reason: all_reasons.clone(),
         sources,
         languages,
@@ -370,8 +337,6 @@ pub fn write_outputs(
             .collect(),
         settings: (&plan.config).into(),
         chunks,
-        shard_index: Digest::of(&index_bytes).to_string(),
-        shards: index.shards.len() as u64,
     };
     let card_path = out.join("datacard.json");
     let card_json = serde_json::to_vec_pretty(&card).map_err(|source| CorpusBuildError::Json {
@@ -388,8 +353,6 @@ pub fn write_outputs(
         kept_documents: card.kept.documents,
         dropped_documents: card.dropped_documents,
         kept_bytes: card.kept.bytes,
-        tokens: index.total_tokens,
-        shards: index.shards.len() as u64,
         dropped_by_reason: all_reasons,
         card,
     })
