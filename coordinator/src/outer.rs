@@ -80,19 +80,9 @@ mod tests {
     use super::*;
     use crate::aggregate::{Candidate, Combine};
     use canopy_protocol::compress::{CodecSpec, DEFAULT_INT8_BLOCK};
-    use canopy_shaders::ModelConfig;
+    use canopy_shaders::testing::small_config;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-
-    fn model() -> ModelConfig {
-        ModelConfig {
-            vocab: 260,
-            hidden: 16,
-            layers: 1,
-            heads: 2,
-            seq_len: 8,
-        }
-    }
 
     /// A round's updates: dense ones near a common direction, a top-k-like sparse one, one
     /// ten times too large (clipped) and one stale.
@@ -175,7 +165,7 @@ mod tests {
                 clip_multiple: 2.0,
             };
             let mut rng = ChaCha8Rng::seed_from_u64(7);
-            let start = Params::init(&model(), 3).unwrap();
+            let start = Params::init(&small_config(), 3).unwrap();
             let len = start.values().len();
             let mut optimizer = OuterOptimizer::new(len, 0.7, 0.9).unwrap();
             let mut params = start.clone();
@@ -216,7 +206,7 @@ mod tests {
     #[test]
     fn the_new_version_is_the_old_plus_the_published_step() {
         let mut rng = ChaCha8Rng::seed_from_u64(11);
-        let params = Params::init(&model(), 5).unwrap();
+        let params = Params::init(&small_config(), 5).unwrap();
         let len = params.values().len();
         let optimizer = OuterOptimizer::new(len, 0.7, 0.9).unwrap();
         let updates = held(&round_updates(&mut rng, len));
@@ -232,7 +222,7 @@ mod tests {
     #[test]
     fn a_low_bit_step_carries_its_rounding_into_the_next_step() {
         let mut rng = ChaCha8Rng::seed_from_u64(13);
-        let start = Params::init(&model(), 5).unwrap();
+        let start = Params::init(&small_config(), 5).unwrap();
         let len = start.values().len();
         let codec = CodecSpec::Quant {
             block: DEFAULT_INT8_BLOCK,
@@ -297,7 +287,7 @@ mod tests {
 
     #[test]
     fn no_updates_leave_the_model_and_momentum_as_they_are() {
-        let params = Params::init(&model(), 5).unwrap();
+        let params = Params::init(&small_config(), 5).unwrap();
         let len = params.values().len();
         let optimizer =
             OuterOptimizer::with_momentum(0.7, 0.9, (0..len).map(|i| i as f32 * 1e-6).collect())
@@ -310,7 +300,7 @@ mod tests {
 
     #[test]
     fn a_bad_update_is_an_error_and_changes_nothing() {
-        let params = Params::init(&model(), 5).unwrap();
+        let params = Params::init(&small_config(), 5).unwrap();
         let len = params.values().len();
         let optimizer = OuterOptimizer::new(len, 0.7, 0.9).unwrap();
         let mut bad = vec![0.0; len];

@@ -296,16 +296,7 @@ pub fn update_values(bytes: &[u8], len: usize) -> Result<Vec<f32>, NodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn small() -> ModelConfig {
-        ModelConfig {
-            vocab: 260,
-            hidden: 16,
-            layers: 1,
-            heads: 2,
-            seq_len: 16,
-        }
-    }
+    use canopy_shaders::testing::small_config;
 
     /// The initial model's manifest names its seed, and a node draws the same weights from
     /// it; a manifest without a seed asks for a download, and a seed that does not give the
@@ -313,7 +304,7 @@ mod tests {
     #[test]
     fn the_initial_model_is_drawn_from_its_seed_and_checked_against_its_root() {
         let keys = Keypair::generate().unwrap();
-        let (signed, bytes, params) = initial_weights_object(&keys, &small(), 7).unwrap();
+        let (signed, bytes, params) = initial_weights_object(&keys, &small_config(), 7).unwrap();
         let manifest = signed.verify().unwrap();
         assert_eq!(manifest.metadata[INIT_SEED], "7");
         let drawn = seeded_weights(manifest)
@@ -342,8 +333,8 @@ mod tests {
     #[test]
     fn a_model_delta_rebuilds_the_next_version_exactly() {
         let keys = Keypair::generate().unwrap();
-        let old = Params::init(&small(), 1).unwrap();
-        let target = Params::init(&small(), 2).unwrap();
+        let old = Params::init(&small_config(), 1).unwrap();
+        let target = Params::init(&small_config(), 2).unwrap();
         let codec = CodecSpec::Int8 { block: 64 };
         let (step, published) = quantized_step(&old, &target, codec).unwrap();
         let (signed, bytes) = delta_object(&keys, &step, 4).unwrap();
@@ -369,7 +360,7 @@ mod tests {
         let other = Params::init(
             &ModelConfig {
                 hidden: 32,
-                ..small()
+                ..small_config()
             },
             1,
         )
@@ -380,7 +371,7 @@ mod tests {
     #[test]
     fn weights_round_trip_and_bad_ones_are_refused() {
         let keys = Keypair::generate().unwrap();
-        let params = Params::init(&small(), 1).unwrap();
+        let params = Params::init(&small_config(), 1).unwrap();
         let (signed, bytes) = weights_object(&keys, ObjectKind::ModelWeights, &params, 3).unwrap();
         let manifest = signed.verify().unwrap();
         assert_eq!(manifest.metadata["round"], "3");

@@ -491,17 +491,7 @@ impl View for F32Tensor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{rng, uniform};
-
-    fn config() -> ModelConfig {
-        ModelConfig {
-            vocab: 260,
-            hidden: 16,
-            layers: 2,
-            heads: 2,
-            seq_len: 8,
-        }
-    }
+    use crate::testing::{rng, small_config as config, uniform};
 
     /// Random values everywhere (including the LayerNorms), plus the special bit patterns
     /// that must survive: -0.0, infinities, a NaN with a payload, a subnormal.

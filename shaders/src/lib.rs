@@ -40,8 +40,8 @@ pub mod textgen;
 pub mod tokens;
 pub mod train_loop;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 
 pub use backend::{Backend, Element};
 pub use cpu::Cpu;

@@ -1,17 +1,20 @@
-//! Test helpers shared by the kernel tests: the test adapter, approximate comparison, seeded
-//! inputs, and the macro that instantiates a generic test for both backends.
+//! Test helpers, for this crate's tests and (with the `test-utils` feature) its dependents':
+//! the test adapter or a skip, the small model configuration tests train, approximate
+//! comparison, seeded inputs, and the macro that instantiates a generic test for both
+//! backends.
 
 use std::sync::OnceLock;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::model::ModelConfig;
 use crate::runtime::{AdapterKind, Gpu, require_adapter_from_env};
 
 /// The device every WGSL test uses: a software adapter (lavapipe) if there is one, else any
 /// wgpu adapter. With none, the test panics when `CANOPY_REQUIRE_ADAPTER=1` (as CI sets) and
 /// otherwise prints a notice and returns `None`, so the caller skips.
-pub(crate) fn gpu() -> Option<&'static Gpu> {
+pub fn gpu() -> Option<&'static Gpu> {
     static GPU: OnceLock<Option<Gpu>> = OnceLock::new();
     GPU.get_or_init(|| {
         match Gpu::request(AdapterKind::Software).or_else(|_| Gpu::request(AdapterKind::Any)) {
@@ -31,12 +34,24 @@ pub(crate) fn gpu() -> Option<&'static Gpu> {
     .as_ref()
 }
 
+/// The small model tests build, train and check gradients on: the byte vocabulary with its
+/// special tokens (260), hidden 16, 2 heads, 2 layers, sequences of 8.
+pub fn small_config() -> ModelConfig {
+    ModelConfig {
+        vocab: 260,
+        hidden: 16,
+        layers: 2,
+        heads: 2,
+        seq_len: 8,
+    }
+}
+
 /// Asserts that `actual` matches `expected` within a relative tolerance `rel`: each element
 /// must satisfy `|a − e| ≤ rel · max(|e|, floor)`, where `floor` is 1% of the largest `|e|`
 /// (so values that cancel to near zero are judged against the scale of the data, not their
 /// own). NaN must match NaN, infinities must match exactly. Names the first failing index.
 #[track_caller]
-pub(crate) fn assert_equals_approx(actual: &[f32], expected: &[f32], rel: f32) {
+pub fn assert_equals_approx(actual: &[f32], expected: &[f32], rel: f32) {
     assert_eq!(actual.len(), expected.len(), "lengths differ");
     let largest = expected
         .iter()
@@ -63,19 +78,19 @@ pub(crate) fn assert_equals_approx(actual: &[f32], expected: &[f32], rel: f32) {
 }
 
 /// A seeded generator, one seed per test.
-pub(crate) fn rng(seed: u64) -> ChaCha8Rng {
+pub fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 
 /// `n` values uniform in `[-scale, scale)`.
-pub(crate) fn uniform(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
+pub fn uniform(rng: &mut ChaCha8Rng, n: usize, scale: f32) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-scale..scale)).collect()
 }
 
 /// A random document of at least `len` bytes (it may run a few bytes past), in one of three
 /// styles: 0, words from a multilingual vocabulary with varied whitespace; 1, arbitrary bytes
 /// with runs (control bytes, invalid UTF-8); 2, printable ASCII.
-pub(crate) fn random_document(r: &mut ChaCha8Rng, len: usize, style: u32) -> Vec<u8> {
+pub fn random_document(r: &mut ChaCha8Rng, len: usize, style: u32) -> Vec<u8> {
     const VOCAB: &[&str] = &[
         "the",
         "of",
@@ -132,6 +147,7 @@ pub(crate) fn random_document(r: &mut ChaCha8Rng, len: usize, style: u32) -> Vec
     doc
 }
 
+#[cfg(test)]
 /// Instantiates generic tests `fn name<B: Backend>(backend: &B)` (defined in the enclosing
 /// module) once for the CPU path and once for the wgpu path.
 macro_rules! backend_tests {
@@ -157,21 +173,27 @@ macro_rules! backend_tests {
     };
 }
 
+#[cfg(test)]
 pub(crate) use backend_tests;
 
-#[test]
-fn approx_accepts_close_values() {
-    assert_equals_approx(&[1.0, 100.0, f32::NAN], &[1.00001, 100.001, f32::NAN], 1e-4);
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[test]
-#[should_panic(expected = "index 1")]
-fn approx_names_the_first_failing_index() {
-    assert_equals_approx(&[1.0, 2.0, 3.0], &[1.0, 2.1, 3.5], 1e-4);
-}
+    #[test]
+    fn approx_accepts_close_values() {
+        assert_equals_approx(&[1.0, 100.0, f32::NAN], &[1.00001, 100.001, f32::NAN], 1e-4);
+    }
 
-#[test]
-#[should_panic(expected = "index 0")]
-fn approx_refuses_nan_for_a_number() {
-    assert_equals_approx(&[f32::NAN], &[1.0], 1e-4);
+    #[test]
+    #[should_panic(expected = "index 1")]
+    fn approx_names_the_first_failing_index() {
+        assert_equals_approx(&[1.0, 2.0, 3.0], &[1.0, 2.1, 3.5], 1e-4);
+    }
+
+    #[test]
+    #[should_panic(expected = "index 0")]
+    fn approx_refuses_nan_for_a_number() {
+        assert_equals_approx(&[f32::NAN], &[1.0], 1e-4);
+    }
 }

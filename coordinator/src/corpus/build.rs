@@ -727,17 +727,8 @@ mod tests {
     /// without an adapter unless CANOPY_REQUIRE_ADAPTER=1).
     #[test]
     fn cpu_and_wgsl_builds_are_byte_identical() {
-        let gpu = match canopy_shaders::Gpu::request(canopy_shaders::AdapterKind::Software)
-            .or_else(|_| canopy_shaders::Gpu::request(canopy_shaders::AdapterKind::Any))
-        {
-            Ok(gpu) => gpu,
-            Err(e) if canopy_shaders::runtime::require_adapter_from_env() => {
-                panic!("CANOPY_REQUIRE_ADAPTER=1 but no wgpu adapter: {e}")
-            }
-            Err(e) => {
-                eprintln!("notice: skipping the WGSL build: no wgpu adapter ({e})");
-                return;
-            }
+        let Some(gpu) = canopy_shaders::testing::gpu() else {
+            return;
         };
         let tmp = tempfile::tempdir().unwrap();
         let sources = tmp.path().join("sources");
@@ -748,7 +739,7 @@ mod tests {
             ..BuildOptions::default()
         };
         build(&Cpu::new(), &options("cpu"), |_| {}).unwrap();
-        let s = build(&gpu, &options("gpu"), |_| {}).unwrap();
+        let s = build(gpu, &options("gpu"), |_| {}).unwrap();
         eprintln!("WGSL build ran on {}", s.adapter);
         assert_eq!(
             files(&tmp.path().join("cpu")),

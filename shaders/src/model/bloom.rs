@@ -469,18 +469,7 @@ mod tests {
     use crate::Cpu;
     use crate::kernels::adamw::AdamW;
     use crate::model::reference;
-    use crate::testing::{assert_equals_approx, gpu, rng};
-
-    /// The gradient-check size: hidden 16, 2 heads, 2 layers, bytes + 4 specials, seq 8.
-    fn check_config() -> ModelConfig {
-        ModelConfig {
-            vocab: 260,
-            hidden: 16,
-            layers: 2,
-            heads: 2,
-            seq_len: 8,
-        }
-    }
+    use crate::testing::{assert_equals_approx, gpu, rng, small_config};
 
     const BATCH: usize = 2;
 
@@ -529,7 +518,7 @@ mod tests {
     /// embedding also the rows of input tokens, which get both contributions).
     #[test]
     fn gradients_match_finite_differences_of_an_f64_reference() {
-        let config = check_config();
+        let config = small_config();
         let params = perturbed_params(&config, 3);
         let data = batch(&config, 4);
         let (loss, grads) = loss_and_grads(&Cpu::new(), &params, &data);
@@ -581,7 +570,7 @@ mod tests {
     #[test]
     fn wgsl_and_cpu_agree_on_loss_and_every_gradient() {
         let Some(gpu) = gpu() else { return };
-        let config = check_config();
+        let config = small_config();
         let params = perturbed_params(&config, 6);
         let data = batch(&config, 7);
         let (cpu_loss, cpu_grads) = loss_and_grads(&Cpu::new(), &params, &data);
@@ -602,7 +591,7 @@ mod tests {
     #[test]
     fn wgsl_and_cpu_train_alike() {
         let Some(gpu) = gpu() else { return };
-        let config = check_config();
+        let config = small_config();
         let params = perturbed_params(&config, 8);
         let data = batch(&config, 9);
         let train = TrainConfig {
@@ -700,7 +689,7 @@ mod tests {
     #[test]
     fn params_round_trip_and_init_is_reproducible_on_the_model() {
         let backend = Cpu::new();
-        let config = check_config();
+        let config = small_config();
         let params = Params::init(&config, 11).unwrap();
         let mut model = Model::new(&backend, &params).unwrap();
         assert_eq!(model.params(&backend).unwrap(), params);
@@ -716,7 +705,7 @@ mod tests {
     #[test]
     fn bad_calls_are_errors() {
         let backend = Cpu::new();
-        let config = check_config();
+        let config = small_config();
         let mut model = Model::new(&backend, &Params::init(&config, 1).unwrap()).unwrap();
         assert!(model.workspace(&backend, 0, 4).is_err());
         assert!(model.workspace(&backend, 1, 9).is_err());

@@ -288,20 +288,11 @@ impl Normal {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn small() -> ModelConfig {
-        ModelConfig {
-            vocab: 260,
-            hidden: 16,
-            layers: 2,
-            heads: 2,
-            seq_len: 8,
-        }
-    }
+    use crate::testing::small_config;
 
     #[test]
     fn the_index_is_contiguous_and_uses_blooms_names() {
-        let config = small();
+        let config = small_config();
         let index = tensor_index(&config).unwrap();
         assert_eq!(index.len(), 5 + 2 * PER_LAYER);
         let mut offset = 0;
@@ -326,12 +317,12 @@ mod tests {
         assert_eq!(index[EMB_LN + 1].name, "word_embeddings_layernorm.bias");
     }
 
-    /// The first three values of `Params::init(&small(), 7)`.
+    /// The first three values of `Params::init(&small_config(), 7)`.
     const PINNED: [f32; 3] = [0.018_939_646, 0.033_443_25, -0.002_438_708_7];
 
     #[test]
     fn init_is_deterministic_from_the_seed() {
-        let config = small();
+        let config = small_config();
         let a = Params::init(&config, 7).unwrap();
         let b = Params::init(&config, 7).unwrap();
         let c = Params::init(&config, 8).unwrap();
@@ -360,7 +351,7 @@ mod tests {
 
     #[test]
     fn from_values_checks_the_length() {
-        let config = small();
+        let config = small_config();
         assert!(Params::from_values(&config, vec![0.0; 3]).is_err());
         let p = Params::from_values(&config, vec![0.5; config.num_params()]).unwrap();
         assert_eq!(p.get("ln_f.bias").unwrap(), &[0.5; 16]);
