@@ -38,7 +38,7 @@ use canopy_coordinator::config::{BuiltinText, Preset, TokenizerChoice};
 use canopy_coordinator::demo::{self, DemoSettings};
 use canopy_coordinator::outer::outer_step;
 use canopy_coordinator::project::{
-    TrainingData, aggregate_config, evaluate, preset_config, step_codec, train_spec,
+    TrainingData, aggregate_config, evaluate, step_codec, train_spec,
 };
 use canopy_node::objects::{pseudo_gradient_with, update_values};
 use canopy_protocol::{Compressor, Digest};
@@ -125,7 +125,7 @@ fn main() {
     );
 
     let data = TrainingData::load(&config, None).expect("the training data");
-    let mut model = preset_config(config.model.preset);
+    let mut model = config.model.preset.config();
     model.vocab = data.tokenizer.vocab() as usize;
     let heldout = &data.heldout;
     let digests: Vec<Digest> = data.shards.iter().map(|s| Digest::of(s)).collect();

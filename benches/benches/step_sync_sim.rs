@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use canopy_coordinator::config::{BuiltinText, Preset, TokenizerChoice};
 use canopy_coordinator::demo::{self, DemoSettings};
-use canopy_coordinator::project::{TrainingData, evaluate, lr_schedule, preset_config};
+use canopy_coordinator::project::{TrainingData, evaluate, lr_schedule};
 use canopy_shaders::model::TensorKind;
 use canopy_shaders::{AdamW, Cpu, Model, Params};
 use rand::{RngCore, SeedableRng};
@@ -107,7 +107,7 @@ fn main() {
     );
 
     let data = TrainingData::load(&config, None).expect("the training data");
-    let mut model_config = preset_config(config.model.preset);
+    let mut model_config = config.model.preset.config();
     model_config.vocab = data.tokenizer.vocab() as usize;
     let heldout = &data.heldout;
     let train = data.train_tokens();

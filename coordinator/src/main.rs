@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use canopy_coordinator::config::{BuiltinText, Config, FILE_NAME, Preset, TokenizerChoice};
+use canopy_coordinator::config::{Config, FILE_NAME};
 use canopy_coordinator::corpus_swarm::{CorpusEvent, SwarmBuild};
 use canopy_coordinator::dashboard;
 use canopy_coordinator::demo;
@@ -18,7 +18,7 @@ use clap::Parser;
 
 mod cli;
 
-use cli::args::{Cli, Command, PresetArg, TextArg, TokenizerArg};
+use cli::args::{Cli, Command};
 use cli::demo::swarm_demo;
 use cli::project::{allow, export, init};
 use cli::report::{ledger, ledger_totals, status};
@@ -120,21 +120,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 inner_steps,
                 batch,
                 outer_lr,
-                preset: match preset {
-                    PresetArg::Tiny => Preset::Tiny,
-                    PresetArg::Small => Preset::Small,
-                    PresetArg::Base => Preset::Base,
-                },
-                tokenizer: match tokenizer {
-                    TokenizerArg::Bpe => TokenizerChoice::Bpe,
-                    TokenizerArg::Bytes => TokenizerChoice::Bytes,
-                },
+                preset,
+                tokenizer,
                 bpe_vocab,
                 corpus,
-                text: match text {
-                    TextArg::Udhr => BuiltinText::Udhr,
-                    TextArg::Generated => BuiltinText::Generated,
-                },
+                text,
                 dir,
             };
             let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -26,8 +26,8 @@ use crate::training::make_tasks;
 
 mod close;
 pub use crate::training::{
-    TrainingData, codec, decode_spec, encode_spec, evaluate, lr_schedule, preset_config,
-    step_codec, train_spec, training_text,
+    TrainingData, codec, decode_spec, encode_spec, evaluate, lr_schedule, step_codec, train_spec,
+    training_text,
 };
 
 /// The state's meta key naming the checkpoint of the step carry (see
@@ -192,7 +192,7 @@ impl Project {
         let (keys, _) = canopy_node::identity::load_or_create(dir)?;
         let mut state = State::open(&dir.join(DB_FILE))?;
         let data = TrainingData::load(&config, Some(dir))?;
-        let mut model = preset_config(config.model.preset);
+        let mut model = config.model.preset.config();
         model.vocab = data.tokenizer.vocab() as usize;
         if config.training.seq_len as usize > model.seq_len {
             return Err(ProjectError::Invalid(format!(

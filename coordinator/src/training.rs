@@ -10,9 +10,9 @@ use canopy_protocol::messages::{AdamWParams, ModelDelta, ShardTokens, TaskSpec, 
 use canopy_protocol::{Digest, Manifest, ObjectKind};
 use canopy_text::{Tokenizer, TokenizerKind};
 
-use canopy_shaders::{Cpu, ModelConfig, Params};
+use canopy_shaders::{Cpu, Params};
 
-use crate::config::{BuiltinText, Compression, Config, Preset, TokenizerChoice};
+use crate::config::{BuiltinText, Compression, Config, TokenizerChoice};
 use crate::project::ProjectError;
 use crate::state::{self, StateError, TaskKind};
 
@@ -246,15 +246,6 @@ fn bytes_per_token(tokenizer: &Tokenizer, heldout: &[u32], config: &Config) -> f
         1.0
     } else {
         bytes as f64 / tokens as f64
-    }
-}
-
-/// The model size of a preset.
-pub fn preset_config(preset: Preset) -> ModelConfig {
-    match preset {
-        Preset::Tiny => ModelConfig::tiny(),
-        Preset::Small => ModelConfig::small(),
-        Preset::Base => ModelConfig::base(),
     }
 }
 

@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use canopy_protocol::messages::Tier;
+use canopy_shaders::Preset;
+use clap::{Parser, Subcommand};
 use libp2p::Multiaddr;
 use libp2p::multiaddr::Protocol;
 
@@ -95,8 +97,8 @@ pub struct JoinArgs {
     /// (e.g. /ip4/203.0.113.7/tcp/4740/p2p/12D3KooW…); or `coordinator` in canopy-node.toml.
     pub coordinator: Option<Multiaddr>,
     /// The tier to ask for; the coordinator grants `datacenter` only to allowlisted keys.
-    #[arg(long, value_enum, default_value_t = TierArg::Volunteer)]
-    pub tier: TierArg,
+    #[arg(long, value_parser = by_name::<Tier>(&Tier::NAMES), default_value_t = Tier::Volunteer)]
+    pub tier: Tier,
     /// A display name for the dashboard.
     #[arg(long)]
     pub name: Option<String>,
@@ -228,8 +230,8 @@ impl GpuChoice {
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     /// Model size.
-    #[arg(long, value_enum, default_value_t = PresetArg::Tiny)]
-    pub preset: PresetArg,
+    #[arg(long, value_parser = by_name::<Preset>(&Preset::NAMES), default_value_t = Preset::Tiny)]
+    pub preset: Preset,
     /// Optimizer steps.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     pub steps: u32,
@@ -257,34 +259,16 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-/// `--preset` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PresetArg {
-    /// About 0.8M parameters: trains on a CPU in minutes.
-    Tiny,
-    /// About 25M parameters.
-    Small,
-    /// About 300M parameters.
-    Base,
-}
-
-/// `--tier` values (of `canopy-node join` and of the coordinator's `allow` and `invite`):
-/// the protocol's [`Tier`](canopy_protocol::messages::Tier) on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TierArg {
-    /// A volunteer desktop.
-    Volunteer,
-    /// An institution's allowlisted cluster node.
-    Datacenter,
-}
-
-impl From<TierArg> for canopy_protocol::messages::Tier {
-    fn from(arg: TierArg) -> Self {
-        match arg {
-            TierArg::Volunteer => Self::Volunteer,
-            TierArg::Datacenter => Self::Datacenter,
-        }
-    }
+/// The command-line parser of an enum defined in another crate, by its names: the names are
+/// the possible values (`--help` lists them) and [`FromStr`](std::str::FromStr) gives the
+/// value, so the enum is defined once for the command line, the configuration and the wire.
+pub fn by_name<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(names.iter().copied()).try_map(|s| s.parse::<T>())
 }
 
 /// A checked `join` configuration.
@@ -305,7 +289,7 @@ pub struct JoinConfig {
     /// See [`JoinArgs::invite`] (checked for form; the coordinator checks the rest).
     pub invite: Option<String>,
     /// Requested tier.
-    pub tier: TierArg,
+    pub tier: Tier,
     /// JSON output.
     pub json: bool,
     /// Adapters to run workers on.

@@ -123,7 +123,7 @@ pub(crate) async fn join(
         capabilities: Capabilities {
             adapters: adapters.clone(),
             threads,
-            tier: config.tier.into(),
+            tier: config.tier,
             software_version: VERSION.into(),
         },
         display_name: config.display_name.clone(),

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use canopy_node::cli::{PresetArg, TrainArgs};
+use canopy_node::cli::TrainArgs;
 use canopy_shaders::Runtime;
 
 use crate::runtime;
@@ -11,12 +11,8 @@ use crate::runtime;
 /// Trains a model on local text alone and writes it, with its model card, as `args` say.
 pub(crate) fn train(args: TrainArgs) -> anyhow::Result<()> {
     use canopy_shaders::train_loop::StepReport;
-    use canopy_shaders::{LrSchedule, ModelConfig, TrainSettings, train_local};
-    let config = match args.preset {
-        PresetArg::Tiny => ModelConfig::tiny(),
-        PresetArg::Small => ModelConfig::small(),
-        PresetArg::Base => ModelConfig::base(),
-    };
+    use canopy_shaders::{LrSchedule, TrainSettings, train_local};
+    let config = args.preset.config();
     let seq = args.seq as usize;
     anyhow::ensure!(
         seq <= config.seq_len,

@@ -52,7 +52,7 @@ pub use kernels::adamw::AdamW;
 pub use kernels::attention::{AttentionShape, alibi_slopes};
 pub use kernels::matmul::{MatmulShape, Transpose};
 pub use kernels::quality::QualitySignals;
-pub use model::{Model, ModelConfig, Params, StepStats, TrainConfig, Trainer, Workspace};
+pub use model::{Model, ModelConfig, Params, Preset, StepStats, TrainConfig, Trainer, Workspace};
 pub use runtime::{AdapterChoice, AdapterKind, AdapterReport, Gpu, GpuBuffer, Runtime};
 pub use train_loop::{
     InnerReport, InnerSettings, LrSchedule, Token, TrainReport, TrainSettings, eval_window_starts,

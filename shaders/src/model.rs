@@ -16,5 +16,5 @@ mod scale;
 mod reference;
 
 pub use bloom::{Model, StepStats, TrainConfig, Trainer, Workspace};
-pub use config::ModelConfig;
+pub use config::{ModelConfig, Preset, UnknownPreset};
 pub use params::{Params, TensorInfo, TensorKind, tensor_index};

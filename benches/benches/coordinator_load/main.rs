@@ -81,7 +81,7 @@ use std::time::Duration;
 
 use canopy_benches::{Latency, env_setting};
 use canopy_coordinator::config::Config;
-use canopy_coordinator::project::{self, preset_config};
+use canopy_coordinator::project;
 use canopy_node::objects;
 use canopy_protocol::messages::{AdapterInfo, AdapterKind, Capabilities, Join, Tier};
 use canopy_protocol::{CodecSpec, CompressedUpdate};
@@ -145,7 +145,7 @@ fn main() {
 /// same weights shrunk by 0.1 % (one small step towards zero, which cannot raise the held-out
 /// loss by much), compressed as the project asks.
 fn update_template(config: &Config) -> CompressedUpdate {
-    let model = preset_config(config.model.preset);
+    let model = config.model.preset.config();
     let before = Params::init(&model, config.project.seed).expect("initial weights");
     let shrunk = before.values().iter().map(|v| v * 0.999).collect();
     let after = Params::from_values(&model, shrunk).expect("shrunk weights");

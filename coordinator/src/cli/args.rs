@@ -4,10 +4,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::bail;
 use canopy_coordinator::config::FILE_NAME;
+use canopy_coordinator::config::{BuiltinText, Preset, TokenizerChoice};
 use canopy_coordinator::dashboard;
 use canopy_coordinator::demo;
-use canopy_node::cli::TierArg;
-use clap::{Parser, Subcommand, ValueEnum};
+use canopy_node::cli::by_name;
+use canopy_protocol::messages::Tier;
+use clap::{Parser, Subcommand};
 
 /// The Canopy coordinator: schedules, verifies and aggregates a training project.
 #[derive(Parser)]
@@ -47,8 +49,8 @@ pub(crate) enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
         /// The tier.
-        #[arg(long, value_enum, default_value_t = TierArg::Datacenter)]
-        tier: TierArg,
+        #[arg(long, value_parser = by_name::<Tier>(&Tier::NAMES), default_value_t = Tier::Datacenter)]
+        tier: Tier,
         /// The project's configuration.
         #[arg(long, default_value = FILE_NAME)]
         config: PathBuf,
@@ -130,12 +132,12 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = demo::DEFAULT_OUTER_LR, value_parser = outer_lr)]
         outer_lr: f32,
         /// Model size.
-        #[arg(long, value_enum, default_value_t = PresetArg::Tiny)]
-        preset: PresetArg,
+        #[arg(long, value_parser = by_name::<Preset>(&Preset::NAMES), default_value_t = Preset::Tiny)]
+        preset: Preset,
         /// How text becomes tokens: byte-level BPE (4096 tokens unless --bpe-vocab says
         /// otherwise) trained on the training text, or bytes.
-        #[arg(long, value_enum, default_value_t = TokenizerArg::Bpe)]
-        tokenizer: TokenizerArg,
+        #[arg(long, value_enum, default_value_t = TokenizerChoice::Bpe)]
+        tokenizer: TokenizerChoice,
         /// Tokens in the BPE vocabulary (bytes and special tokens included).
         #[arg(long, default_value_t = demo::DEFAULT_BPE_VOCAB, value_parser = clap::value_parser!(u32).range(260..=65536))]
         bpe_vocab: u32,
@@ -145,8 +147,8 @@ pub(crate) enum Command {
         corpus: Option<PathBuf>,
         /// The built-in text when no corpus is given: the Universal Declaration of Human
         /// Rights in 24 languages, or generated sentences (synthetic; for tests).
-        #[arg(long, value_enum, default_value_t = TextArg::Udhr)]
-        text: TextArg,
+        #[arg(long, value_enum, default_value_t = BuiltinText::Udhr)]
+        text: BuiltinText,
         /// Where to keep the run (default: a new directory under the system's temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -218,25 +220,6 @@ impl HttpArgs {
             },
         ))
     }
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum PresetArg {
-    Tiny,
-    Small,
-    Base,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum TextArg {
-    Udhr,
-    Generated,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum TokenizerArg {
-    Bpe,
-    Bytes,
 }
 
 /// Parses `--outer-lr`: a finite rate above 0 and at most 10.

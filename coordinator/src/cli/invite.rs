@@ -8,7 +8,8 @@ use anyhow::{Context, bail};
 use canopy_coordinator::config::{Config, FILE_NAME};
 use canopy_coordinator::project::{self, DB_FILE};
 use canopy_coordinator::state::State;
-use canopy_node::cli::TierArg;
+use canopy_node::cli::by_name;
+use canopy_protocol::messages::Tier;
 use canopy_protocol::{Invite, InviteTerms};
 use clap::Subcommand;
 
@@ -24,8 +25,8 @@ pub(crate) enum InviteCommand {
         #[arg(long)]
         org: String,
         /// The tier its nodes join as (datacenter nodes verify volunteers' work).
-        #[arg(long, value_enum, default_value_t = TierArg::Volunteer)]
-        tier: TierArg,
+        #[arg(long, value_parser = by_name::<Tier>(&Tier::NAMES), default_value_t = Tier::Volunteer)]
+        tier: Tier,
         /// How many distinct nodes it admits.
         #[arg(long, default_value_t = 1)]
         uses: u32,
@@ -68,7 +69,7 @@ pub(crate) fn run(command: InviteCommand) -> anyhow::Result<()> {
 fn new(
     config: &Path,
     org: String,
-    tier: TierArg,
+    tier: Tier,
     uses: u32,
     days: u32,
     json: bool,
@@ -82,7 +83,7 @@ fn new(
     let terms = InviteTerms {
         project,
         organisation: org.trim().to_string(),
-        tier: tier.into(),
+        tier,
         expires_at_ms: project::now_ms().saturating_add(u64::from(days) * 86_400_000),
         max_uses: uses,
         id,

@@ -8,7 +8,6 @@ use canopy_coordinator::admission;
 use canopy_coordinator::config::{Config, FILE_NAME};
 use canopy_coordinator::project::{self, DB_FILE};
 use canopy_coordinator::state::State;
-use canopy_node::cli::TierArg;
 use canopy_protocol::messages::Tier;
 
 use crate::{open_state, project_dir};
@@ -39,7 +38,7 @@ pub(crate) fn allow(
     config: &Path,
     peers: &[String],
     file: Option<&Path>,
-    tier: TierArg,
+    tier: Tier,
 ) -> anyhow::Result<()> {
     // Every id is checked before any is admitted: a typo admits nobody.
     let mut ids = peers
@@ -64,7 +63,6 @@ pub(crate) fn allow(
     );
     let dir = project_dir(config);
     let mut state = State::open(&dir.join(DB_FILE))?;
-    let tier = Tier::from(tier);
     let now = project::now_ms();
     state.transaction(|tx| {
         for id in &ids {

@@ -4,21 +4,12 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-/// The model sizes Canopy can train.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Preset {
-    /// The smallest model, for demos and tests.
-    #[default]
-    Tiny,
-    /// A small model.
-    Small,
-    /// The base model.
-    Base,
-}
+pub use canopy_shaders::Preset;
 
-/// How text becomes the model's tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// How text becomes the model's tokens (`[model] tokenizer`, and `demo --tokenizer`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TokenizerChoice {
     /// Byte-level: each byte is a token (260 ids with the special tokens).
@@ -51,8 +42,11 @@ impl Default for ModelConfig {
     }
 }
 
-/// The built-in training text used when `data.corpus` is unset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+/// The built-in training text used when `data.corpus` is unset (`[data] text`, and
+/// `demo --text`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum BuiltinText {
     /// The Universal Declaration of Human Rights in 24 languages (about 430 KB, real text).

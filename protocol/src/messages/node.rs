@@ -19,13 +19,12 @@ pub enum Tier {
 impl Tier {
     /// Every tier.
     pub const ALL: [Tier; 2] = [Tier::Volunteer, Tier::Datacenter];
+    /// Their names, in the same order (for command lines' lists of values).
+    pub const NAMES: [&'static str; 2] = ["volunteer", "datacenter"];
 
     /// The tier's name.
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Tier::Volunteer => "volunteer",
-            Tier::Datacenter => "datacenter",
-        }
+        Self::NAMES[self as usize]
     }
 }
 

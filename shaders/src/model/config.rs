@@ -21,6 +21,65 @@ pub const INIT_STD: f32 = 0.02;
 /// overflow.
 const MAX_DIM: usize = 1 << 20;
 
+/// The model sizes Canopy trains, by name: what `canopy.toml`'s `[model] preset`, the
+/// coordinator's `demo --preset` and `canopy-node train --preset` take.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// About 0.8M parameters ([`ModelConfig::tiny`]): trains on a CPU in minutes.
+    #[default]
+    Tiny,
+    /// About 25M parameters ([`ModelConfig::small`]).
+    Small,
+    /// About 300M parameters ([`ModelConfig::base`]).
+    Base,
+}
+
+impl Preset {
+    /// Every preset, smallest first.
+    pub const ALL: [Preset; 3] = [Preset::Tiny, Preset::Small, Preset::Base];
+    /// Their names, in the same order (for command lines' lists of values).
+    pub const NAMES: [&'static str; 3] = ["tiny", "small", "base"];
+
+    /// The preset's name.
+    pub const fn as_str(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
+    /// The model of this size over the byte vocabulary (a BPE project sets its own vocab).
+    pub fn config(self) -> ModelConfig {
+        match self {
+            Preset::Tiny => ModelConfig::tiny(),
+            Preset::Small => ModelConfig::small(),
+            Preset::Base => ModelConfig::base(),
+        }
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A preset name that is none of [`Preset::NAMES`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a model preset (tiny, small or base)")]
+pub struct UnknownPreset(pub String);
+
+impl std::str::FromStr for Preset {
+    type Err = UnknownPreset;
+
+    fn from_str(s: &str) -> std::result::Result<Self, UnknownPreset> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| UnknownPreset(s.to_owned()))
+    }
+}
+
 /// The size of a BLOOM-architecture decoder over bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ModelConfig {
@@ -141,6 +200,25 @@ fn param(name: &'static str, value: usize, reason: &'static str) -> ShaderError 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A preset reads back from its name in text and in JSON (as `canopy.toml` stores it),
+    /// gives its model, and any other name is refused.
+    #[test]
+    fn presets_round_trip_by_name() {
+        for preset in Preset::ALL {
+            assert_eq!(preset.as_str().parse::<Preset>(), Ok(preset));
+            assert_eq!(preset.to_string(), preset.as_str());
+            let json = serde_json::to_string(&preset).unwrap();
+            assert_eq!(json, format!("\"{preset}\""));
+            assert_eq!(serde_json::from_str::<Preset>(&json).unwrap(), preset);
+            preset.config().validate().unwrap();
+        }
+        assert_eq!(Preset::Small.config(), ModelConfig::small());
+        assert_eq!(
+            "huge".parse::<Preset>(),
+            Err(UnknownPreset("huge".to_owned()))
+        );
+    }
 
     #[test]
     fn presets_are_valid_and_sized_as_documented() {
