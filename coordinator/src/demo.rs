@@ -8,13 +8,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use canopy_node::network::{self, Client, NetworkConfig};
+use canopy_node::network::NetworkConfig;
 use canopy_node::store::ChunkStore;
-use canopy_node::worker::{Shared, Worker, WorkerConfig};
+use canopy_node::{Node, NodeSettings};
 use canopy_protocol::Keypair;
-use canopy_protocol::messages::{Capabilities, Join, Tier};
+use canopy_protocol::messages::Tier;
 use canopy_shaders::{AdamW, Cpu, InnerSettings, Params, Runtime, TrainConfig};
 use serde::Serialize;
 use tokio::sync::mpsc;
@@ -176,24 +176,43 @@ pub fn demo_config(settings: &DemoSettings) -> Config {
     config
 }
 
-async fn start_peer(
+/// Starts node `index` of the demo in `dir` with `keys`: a store, a swarm that bootstraps
+/// from the coordinator at `bootstrap`, and one worker on `runtime`.
+async fn start_node(
     dir: &std::path::Path,
+    keys: Keypair,
     bootstrap: libp2p::Multiaddr,
-) -> Result<(Keypair, Client, tokio::task::JoinHandle<()>), ProjectError> {
-    let keys = Keypair::generate().map_err(canopy_node::NodeError::from)?;
+    coordinator: libp2p::PeerId,
+    runtime: &Arc<Runtime>,
+    tier: Tier,
+    index: u32,
+) -> Result<Node, ProjectError> {
     std::fs::create_dir_all(dir).map_err(|source| ProjectError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
     let store = Arc::new(ChunkStore::open(dir, 4 << 30)?);
-    let config = NetworkConfig {
-        bootstrap: vec![bootstrap],
-        ..NetworkConfig::loopback()
+    let settings = NodeSettings {
+        coordinator,
+        network: NetworkConfig {
+            bootstrap: vec![bootstrap],
+            ..NetworkConfig::loopback()
+        },
+        runtimes: vec![runtime.clone()],
+        tier,
+        threads: 1,
+        display_name: Some(format!("{tier}-{index}")),
+        organisation: None,
+        country: None,
+        invite: None,
+        memory_limit: None,
+        cpu_share: None,
+        paused: false,
     };
-    let (client, mut events, task) = network::start(keys.clone(), store, config).await?;
+    let (node, mut events) = Node::start(keys, store, settings).await?;
     // The demo's nodes act through their workers; their swarm events are only drained.
     tokio::spawn(async move { while events.recv().await.is_some() {} });
-    Ok((keys, client, task))
+    Ok(node)
 }
 
 /// Runs the demo, handing each round to `on_round`, serving the dashboard on `dashboard`
@@ -244,56 +263,24 @@ pub async fn run(
     let coordinator_client = service.client().clone();
     let coordinator = project.keys.peer_id();
 
-    let mut peers = Vec::new();
-    let mut workers = tokio::task::JoinSet::new();
+    let mut nodes = Vec::new();
     let total = settings.nodes + settings.datacenter;
     for i in 0..total {
-        let datacenter = i >= settings.nodes;
-        let (keys, client, task) =
-            start_peer(&settings.dir.join(format!("node-{i}")), addr.clone()).await?;
-        if datacenter {
+        let tier = if i >= settings.nodes {
+            Tier::Datacenter
+        } else {
+            Tier::Volunteer
+        };
+        let keys = Keypair::generate().map_err(canopy_node::NodeError::from)?;
+        // A datacenter node's key is allowlisted before it joins.
+        if tier == Tier::Datacenter {
             let now = project::now_ms();
             project
                 .state()
                 .transaction(|tx| tx.allow(&keys.peer_id().to_string(), Tier::Datacenter, now))?;
         }
-        let join = Join {
-            capabilities: Capabilities {
-                adapters: vec![canopy_node::worker::adapter_info(&runtime, None)],
-                threads: 1,
-                tier: if datacenter {
-                    Tier::Datacenter
-                } else {
-                    Tier::Volunteer
-                },
-                software_version: canopy_node::VERSION.into(),
-            },
-            display_name: Some(if datacenter {
-                format!("datacenter-{i}")
-            } else {
-                format!("volunteer-{i}")
-            }),
-            organisation: None,
-            country: None,
-            invite: None,
-            work: None,
-        };
-        // Each node has its own worker state; the demo stops them all at the end.
-        let node_shared = Arc::new(Shared::default());
-        let worker = Worker::new(
-            client.clone(),
-            keys,
-            runtime.clone(),
-            WorkerConfig {
-                coordinator,
-                join,
-                memory_limit: None,
-                cpu_share: None,
-            },
-            node_shared.clone(),
-        );
-        workers.spawn(worker.run());
-        peers.push((client, task, node_shared));
+        let dir = settings.dir.join(format!("node-{i}"));
+        nodes.push(start_node(&dir, keys, addr.clone(), coordinator, &runtime, tier, i).await?);
     }
 
     let started = Instant::now();
@@ -315,8 +302,8 @@ pub async fn run(
                 .await
                 .map_or((0, 0), |s| (s.bytes_served, s.bytes_fetched));
             let mut sent = coordinator_served;
-            for (client, _, _) in &peers {
-                sent += client.status().await.map_or(0, |s| s.bytes_served);
+            for node in &nodes {
+                sent += node.client().status().await.map_or(0, |s| s.bytes_served);
             }
             let round = DemoRound {
                 round: summary.round,
@@ -342,13 +329,12 @@ pub async fn run(
     service_task
         .await
         .map_err(|e| ProjectError::Invalid(e.to_string()))??;
-    for (_, _, s) in &peers {
-        s.stop.store(true, Ordering::Relaxed);
+    // Every worker is told first, so they wind down together.
+    for node in &nodes {
+        node.shared().stop.store(true, Ordering::Relaxed);
     }
-    while workers.join_next().await.is_some() {}
-    for (client, task, _) in peers {
-        let _ = client.shutdown().await;
-        let _ = task.await;
+    for node in nodes {
+        node.leave(Duration::from_secs(60)).await;
     }
 
     // The centralized baseline on the same text, from the same initial model.

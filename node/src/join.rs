@@ -14,9 +14,9 @@ use canopy_node::network::{self, NetworkEvent};
 use canopy_node::polite;
 use canopy_node::settings;
 use canopy_node::store::ChunkStore;
-use canopy_node::worker::{self, Shared, Worker, WorkerConfig};
+use canopy_node::worker;
+use canopy_node::{Node, NodeSettings};
 use canopy_node::{VERSION, control, gpus, identity, lock};
-use canopy_protocol::messages::{AdapterInfo, Capabilities, Join};
 use canopy_shaders::Runtime;
 
 use crate::{credit, status};
@@ -72,9 +72,36 @@ pub(crate) async fn join(
         metrics: node_metrics.as_ref().map(NodeMetrics::registry),
         ..config.network.clone()
     };
-    let (client, mut events, task) = network::start(keys.clone(), store.clone(), network_config)
+    if config.paused {
+        control::set_paused(dir, true)?;
+    }
+    let threads = config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+    // What each worker computes on, and whether that is the CPU path.
+    let reports: Vec<(String, bool)> = runtimes
+        .iter()
+        .map(|r| (r.report().to_string(), matches!(r, Runtime::Cpu(_))))
+        .collect();
+    let settings = NodeSettings {
+        coordinator: config.coordinator,
+        network: network_config,
+        runtimes: runtimes.into_iter().map(Arc::new).collect(),
+        tier: config.tier,
+        threads,
+        display_name: config.display_name.clone(),
+        organisation: config.organisation.clone(),
+        country: config.country.clone(),
+        invite: config.invite.clone(),
+        memory_limit: config.memory_limit,
+        cpu_share: config.rules.cpu_share,
+        paused: control::is_paused(dir),
+    };
+    let (mut node, mut events) = Node::start(keys.clone(), store.clone(), settings)
         .await
         .context("starting the swarm")?;
+    let client = node.client().clone();
+    let shared = node.shared().clone();
     let started = Instant::now();
     let credit = credit::watch(client.clone(), config.coordinator);
     let mut probes = polite::Probes::from_env();
@@ -99,60 +126,17 @@ pub(crate) async fn join(
     for addr in client.listen_addrs().await.unwrap_or_default() {
         say(format!("listening on {addr}"));
     }
-    let adapters: Vec<AdapterInfo> = runtimes
-        .iter()
-        .map(|r| worker::adapter_info(r, config.memory_limit))
-        .collect();
-    say(format!("workers: {} ({gpu_reason})", runtimes.len()));
-    for (i, r) in runtimes.iter().enumerate() {
-        say(format!("worker {i} computes on {}", r.report()));
-        if matches!(r, Runtime::Cpu(_)) {
+    say(format!("workers: {} ({gpu_reason})", reports.len()));
+    for (i, (report, cpu)) in reports.iter().enumerate() {
+        say(format!("worker {i} computes on {report}"));
+        if *cpu {
             say(
                 "no GPU adapter in use: this node trains on the CPU path (slower, but it counts)"
                     .into(),
             );
         }
     }
-    if config.paused {
-        control::set_paused(dir, true)?;
-    }
-    let threads = config
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-    let join_message = Join {
-        capabilities: Capabilities {
-            adapters: adapters.clone(),
-            threads,
-            tier: config.tier,
-            software_version: VERSION.into(),
-        },
-        display_name: config.display_name.clone(),
-        organisation: config.organisation.clone(),
-        country: config.country.clone(),
-        invite: config.invite.clone(),
-        work: None,
-    };
-    let shared = Arc::new(Shared::default());
-    shared
-        .paused
-        .store(control::is_paused(dir), Ordering::Relaxed);
-    let mut workers = tokio::task::JoinSet::new();
-    for runtime in runtimes {
-        let worker = Worker::new(
-            client.clone(),
-            keys.clone(),
-            Arc::new(runtime),
-            WorkerConfig {
-                coordinator: config.coordinator,
-                join: join_message.clone(),
-                memory_limit: config.memory_limit,
-                cpu_share: config.rules.cpu_share,
-            },
-            shared.clone(),
-        );
-        workers.spawn(worker.run());
-    }
-    let adapter_names: Vec<String> = adapters.iter().map(|a| a.name.clone()).collect();
+    let adapter_names: Vec<String> = node.adapters().iter().map(|a| a.name.clone()).collect();
 
     let live = std::io::stderr().is_terminal() && !config.json;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -174,11 +158,9 @@ pub(crate) async fn join(
                     break;
                 }
             },
-            done = workers.join_next(), if !workers.is_empty() => {
-                if let Some(Ok(Err(e))) = done {
-                    failure = Some(anyhow::anyhow!(e));
-                    break;
-                }
+            stop = node.worker_failed() => {
+                failure = Some(anyhow::anyhow!(stop));
+                break;
             },
             _ = tick.tick() => {
                 ticks += 1;
@@ -245,14 +227,7 @@ pub(crate) async fn join(
         }
     }
     // Hand leases back: the workers see the flag, cancel their task, and release it.
-    shared.stop.store(true, Ordering::Relaxed);
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        while workers.join_next().await.is_some() {}
-    })
-    .await;
-    let status = client.status().await.ok();
-    let _ = client.shutdown().await;
-    let _ = task.await;
+    let status = node.leave(Duration::from_secs(10)).await;
     let _ = std::fs::remove_file(dir.join(control::STATUS_FILE));
     let w = shared.status();
     let (served, fetched) = status.map_or((0, 0), |s| (s.bytes_served, s.bytes_fetched));

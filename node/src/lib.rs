@@ -32,6 +32,7 @@ pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod network;
+pub mod node;
 pub mod objects;
 pub mod polite;
 pub mod service;
@@ -40,6 +41,7 @@ pub mod store;
 pub mod worker;
 
 pub use error::NodeError;
+pub use node::{Node, NodeSettings};
 
 /// The version string this build reports to peers and prints in `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
