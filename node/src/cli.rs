@@ -97,7 +97,7 @@ pub struct JoinArgs {
     /// (e.g. /ip4/203.0.113.7/tcp/4740/p2p/12D3KooW…); or `coordinator` in canopy-node.toml.
     pub coordinator: Option<Multiaddr>,
     /// The tier to ask for; the coordinator grants `datacenter` only to allowlisted keys.
-    #[arg(long, value_parser = by_name::<Tier>(&Tier::NAMES), default_value_t = Tier::Volunteer)]
+    #[arg(long, value_parser = by_name::<Tier>(), default_value_t = Tier::Volunteer)]
     pub tier: Tier,
     /// A display name for the dashboard.
     #[arg(long)]
@@ -230,7 +230,7 @@ impl GpuChoice {
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     /// Model size.
-    #[arg(long, value_parser = by_name::<Preset>(&Preset::NAMES), default_value_t = Preset::Tiny)]
+    #[arg(long, value_parser = by_name::<Preset>(), default_value_t = Preset::Tiny)]
     pub preset: Preset,
     /// Optimizer steps.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
@@ -259,16 +259,58 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-/// The command-line parser of an enum defined in another crate, by its names: the names are
-/// the possible values (`--help` lists them) and [`FromStr`](std::str::FromStr) gives the
-/// value, so the enum is defined once for the command line, the configuration and the wire.
-pub fn by_name<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
-where
-    T: std::str::FromStr + Clone + Send + Sync + 'static,
-    T::Err: std::error::Error + Send + Sync + 'static,
-{
-    use clap::builder::TypedValueParser as _;
-    clap::builder::PossibleValuesParser::new(names.iter().copied()).try_map(|s| s.parse::<T>())
+/// An enum of another crate that the command line takes by name: the protocol's [`Tier`] and
+/// the model [`Preset`]. Defined once, for the command line, the configuration and the wire.
+pub trait Named: Sized + Copy + Send + Sync + 'static {
+    /// Every value, in the order `--help` lists them.
+    const ALL: &'static [Self];
+    /// The value's name.
+    fn name(self) -> &'static str;
+    /// What the value means, for `--help`.
+    fn help(self) -> &'static str;
+}
+
+impl Named for Tier {
+    const ALL: &'static [Self] = &Tier::ALL;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn help(self) -> &'static str {
+        match self {
+            Tier::Volunteer => "a volunteer's machine: its work is checked by others",
+            Tier::Datacenter => "an institution's allowlisted cluster node: it checks others",
+        }
+    }
+}
+
+impl Named for Preset {
+    const ALL: &'static [Self] = &Preset::ALL;
+    fn name(self) -> &'static str {
+        self.as_str()
+    }
+    fn help(self) -> &'static str {
+        match self {
+            Preset::Tiny => "about 0.8M parameters: trains on a CPU in minutes",
+            Preset::Small => "about 25M parameters",
+            Preset::Base => "about 300M parameters",
+        }
+    }
+}
+
+/// The command-line parser of a [`Named`] enum: its names are the possible values (`--help`
+/// lists them with their meaning) and anything else is refused with that list.
+pub fn by_name<T: Named>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    let values = T::ALL
+        .iter()
+        .map(|v| PossibleValue::new(v.name()).help(v.help()));
+    PossibleValuesParser::new(values).try_map(|name| {
+        T::ALL
+            .iter()
+            .copied()
+            .find(|v| v.name() == name)
+            .ok_or_else(|| format!("{name:?} is not one of the values"))
+    })
 }
 
 /// A checked `join` configuration.
@@ -452,6 +494,35 @@ mod tests {
 
     const ADDR: &str =
         "/ip4/127.0.0.1/tcp/4740/p2p/12D3KooWRh8tC5w9fyYZci3S9vTrNDbMNdXj13XfBj5aof2awhA9";
+
+    /// `--tier` and `--preset` take the protocol's and the model's own enums by name, list
+    /// the values with their meaning in `--help`, and refuse any other name.
+    #[test]
+    fn named_values_parse_by_name_and_list_their_meaning() {
+        assert_eq!(
+            parse(&["canopy-node", "join", ADDR]).unwrap().tier,
+            Tier::Volunteer
+        );
+        let dc = parse(&["canopy-node", "join", ADDR, "--tier", "datacenter"]).unwrap();
+        assert_eq!(dc.tier, Tier::Datacenter);
+        let bad = parse(&["canopy-node", "join", ADDR, "--tier", "root"]).unwrap_err();
+        assert!(
+            bad.contains("volunteer") && bad.contains("datacenter"),
+            "{bad}"
+        );
+        for preset in Preset::ALL {
+            let cli =
+                Cli::try_parse_from(["canopy-node", "train", "--preset", preset.as_str()]).unwrap();
+            assert!(matches!(cli.command, Command::Train(t) if t.preset == preset));
+        }
+        let mut command = <Cli as clap::CommandFactory>::command();
+        let help = command
+            .find_subcommand_mut("join")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("it checks others"), "{help}");
+    }
 
     #[test]
     fn join_flags_are_checked() {

@@ -49,7 +49,7 @@ pub(crate) enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
         /// The tier.
-        #[arg(long, value_parser = by_name::<Tier>(&Tier::NAMES), default_value_t = Tier::Datacenter)]
+        #[arg(long, value_parser = by_name::<Tier>(), default_value_t = Tier::Datacenter)]
         tier: Tier,
         /// The project's configuration.
         #[arg(long, default_value = FILE_NAME)]
@@ -132,7 +132,7 @@ pub(crate) enum Command {
         #[arg(long, default_value_t = demo::DEFAULT_OUTER_LR, value_parser = outer_lr)]
         outer_lr: f32,
         /// Model size.
-        #[arg(long, value_parser = by_name::<Preset>(&Preset::NAMES), default_value_t = Preset::Tiny)]
+        #[arg(long, value_parser = by_name::<Preset>(), default_value_t = Preset::Tiny)]
         preset: Preset,
         /// How text becomes tokens: byte-level BPE (4096 tokens unless --bpe-vocab says
         /// otherwise) trained on the training text, or bytes.

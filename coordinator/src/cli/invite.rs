@@ -25,7 +25,7 @@ pub(crate) enum InviteCommand {
         #[arg(long)]
         org: String,
         /// The tier its nodes join as (datacenter nodes verify volunteers' work).
-        #[arg(long, value_parser = by_name::<Tier>(&Tier::NAMES), default_value_t = Tier::Volunteer)]
+        #[arg(long, value_parser = by_name::<Tier>(), default_value_t = Tier::Volunteer)]
         tier: Tier,
         /// How many distinct nodes it admits.
         #[arg(long, default_value_t = 1)]
