@@ -51,32 +51,24 @@ impl<B: Backend> Model<B> {
             let i = |s: usize| layer_tensor(l, s);
             let a = &ws.layers[l];
             // MLP: x_next = mid + act · W2ᵀ + b2.
-            backend.bias_grad(&ws.dres, &mut g[i(slot::FC2_B)], t, h)?;
-            backend.matmul(
+            linear_backward(
+                backend,
                 &ws.dres,
                 &a.act,
-                &mut g[i(slot::FC2_W)],
-                shape(h, t, f, Transpose::A),
-            )?;
-            backend.matmul(
-                &ws.dres,
                 &w[i(slot::FC2_W)],
+                pair(g, i(slot::FC2_W)),
                 &mut ws.dact,
-                shape(t, h, f, Transpose::None),
+                (t, f, h),
             )?;
             backend.gelu_backward(&a.h4, &ws.dact, &mut ws.dh4)?;
-            backend.bias_grad(&ws.dh4, &mut g[i(slot::FC1_B)], t, f)?;
-            backend.matmul(
+            linear_backward(
+                backend,
                 &ws.dh4,
                 &a.ln2,
-                &mut g[i(slot::FC1_W)],
-                shape(f, t, h, Transpose::A),
-            )?;
-            backend.matmul(
-                &ws.dh4,
                 &w[i(slot::FC1_W)],
+                pair(g, i(slot::FC1_W)),
                 &mut ws.dln,
-                shape(t, f, h, Transpose::None),
+                (t, h, f),
             )?;
             let (dgamma, dbeta) = pair(g, i(slot::POST_LN_W));
             backend.layernorm_backward(
@@ -91,18 +83,14 @@ impl<B: Backend> Model<B> {
             )?;
             ws.ones.apply(backend, &ws.dtmp, &mut ws.dres, true)?;
             // Attention: mid = x + attn · Wdᵀ + bd.
-            backend.bias_grad(&ws.dres, &mut g[i(slot::DENSE_B)], t, h)?;
-            backend.matmul(
+            linear_backward(
+                backend,
                 &ws.dres,
                 &a.attn,
-                &mut g[i(slot::DENSE_W)],
-                shape(h, t, h, Transpose::A),
-            )?;
-            backend.matmul(
-                &ws.dres,
                 &w[i(slot::DENSE_W)],
+                pair(g, i(slot::DENSE_W)),
                 &mut ws.dattn,
-                shape(t, h, h, Transpose::None),
+                (t, h, h),
             )?;
             backend.attention_backward(
                 &a.qkv,
@@ -113,18 +101,14 @@ impl<B: Backend> Model<B> {
                 &mut ws.dqkv,
                 ws.attention,
             )?;
-            backend.bias_grad(&ws.dqkv, &mut g[i(slot::QKV_B)], t, 3 * h)?;
-            backend.matmul(
+            linear_backward(
+                backend,
                 &ws.dqkv,
                 &a.ln1,
-                &mut g[i(slot::QKV_W)],
-                shape(3 * h, t, h, Transpose::A),
-            )?;
-            backend.matmul(
-                &ws.dqkv,
                 &w[i(slot::QKV_W)],
+                pair(g, i(slot::QKV_W)),
                 &mut ws.dln,
-                shape(t, 3 * h, h, Transpose::None),
+                (t, h, 3 * h),
             )?;
             let (dgamma, dbeta) = pair(g, i(slot::INPUT_LN_W));
             backend.layernorm_backward(
@@ -152,4 +136,21 @@ impl<B: Backend> Model<B> {
         )?;
         backend.embedding_backward(&ws.ids, &ws.dtmp, &mut g[WTE], h)
     }
+}
+
+/// Backward of a [`linear`] layer `y = x · Wᵀ + b` (`x` is `[rows, inp]`, `W` is `[out, inp]`):
+/// the bias gradient and the weight gradient into `(dw, db)` (adjacent slots, see [`pair`]),
+/// then `dx = dy · W`. `(rows, inp, out)` are the layer's sizes.
+fn linear_backward<B: Backend>(
+    backend: &B,
+    dy: &B::Buffer<f32>,
+    x: &B::Buffer<f32>,
+    w: &B::Buffer<f32>,
+    (dw, db): (&mut B::Buffer<f32>, &mut B::Buffer<f32>),
+    dx: &mut B::Buffer<f32>,
+    (rows, inp, out): (usize, usize, usize),
+) -> Result<()> {
+    backend.bias_grad(dy, db, rows, out)?;
+    backend.matmul(dy, x, dw, shape(out, rows, inp, Transpose::A))?;
+    backend.matmul(dy, w, dx, shape(rows, out, inp, Transpose::None))
 }
