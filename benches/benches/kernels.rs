@@ -28,6 +28,7 @@ use canopy_shaders::kernels::attention::{
     AttentionShape, alibi_slopes, attention_backward_cpu, attention_backward_reference,
     attention_cpu, attention_reference,
 };
+use canopy_shaders::prelude::*;
 use canopy_shaders::{
     Backend, Cpu, Gpu, MatmulShape, Model, ModelConfig, Params, Runtime, TrainConfig, Trainer,
 };

@@ -3,7 +3,7 @@
 //!
 //! [`compute_chunk`] decodes and validates a chunk frame ([`CorpusChunk::decode`]), packs its
 //! documents in batches ([`pack_documents`]) of at most [`BATCH_BYTES`] bytes and
-//! [`BATCH_DOCUMENTS`] documents, runs [`Backend::quality_signals`] and [`Backend::minhash`] on
+//! [`BATCH_DOCUMENTS`] documents, runs [`QualityOps::quality_signals`](crate::kernels::quality::QualityOps::quality_signals) and [`MinHashOps::minhash`](crate::kernels::minhash::MinHashOps::minhash) on
 //! each, and returns the [`CorpusResult`] with its encoding. Both kernels are integer kernels,
 //! bit-identical on the CPU and WGSL paths, and the batching does not change any document's
 //! result, so the encoding is a pure function of (chunk bytes, [`MinHashParams`]): two honest

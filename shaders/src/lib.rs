@@ -43,7 +43,25 @@ pub mod train_loop;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 
-pub use backend::{Backend, Element};
+pub use backend::{Backend, Buffers, Element};
+
+/// The backend's traits, for calling kernels on a concrete backend ([`Cpu`], [`Gpu`]):
+/// `use canopy_shaders::prelude::*;`. Code generic over [`Backend`] needs none of them.
+pub mod prelude {
+    pub use crate::backend::{Backend, Buffers};
+    pub use crate::kernels::adamw::AdamWOps;
+    pub use crate::kernels::attention::AttentionOps;
+    pub use crate::kernels::bias::BiasOps;
+    pub use crate::kernels::cross_entropy::CrossEntropyOps;
+    pub use crate::kernels::embedding::EmbeddingOps;
+    pub use crate::kernels::gelu::GeluOps;
+    pub use crate::kernels::int8::Int8Ops;
+    pub use crate::kernels::layernorm::LayerNormOps;
+    pub use crate::kernels::matmul::MatmulOps;
+    pub use crate::kernels::minhash::MinHashOps;
+    pub use crate::kernels::norm::NormOps;
+    pub use crate::kernels::quality::QualityOps;
+}
 pub use cpu::Cpu;
 pub use error::{Result, ShaderError};
 pub use export::{ExportError, export, import};

@@ -1,4 +1,5 @@
-//! The registry of every kernel Canopy ships.
+//! The registry of every kernel Canopy ships: its WGSL ([`Kernel`]), and its trait in
+//! [`Backend`], the one list of what a backend runs.
 //!
 //! A kernel is a WGSL entry point compiled into this binary with `include_str!` and its explicit
 //! bind-group layout; its documentation names the CPU reference it is tested against. Nothing
@@ -8,6 +9,58 @@
 //! Tests validate every registered kernel with naga (with the capabilities the runtime
 //! requests: none beyond WebGPU's defaults) and fail if a `.wgsl` file in `wgsl/` is not
 //! registered.
+
+use crate::backend::Buffers;
+use crate::kernels::adamw::AdamWOps;
+use crate::kernels::attention::AttentionOps;
+use crate::kernels::bias::BiasOps;
+use crate::kernels::cross_entropy::CrossEntropyOps;
+use crate::kernels::embedding::EmbeddingOps;
+use crate::kernels::gelu::GeluOps;
+use crate::kernels::int8::Int8Ops;
+use crate::kernels::layernorm::LayerNormOps;
+use crate::kernels::matmul::MatmulOps;
+use crate::kernels::minhash::MinHashOps;
+use crate::kernels::norm::NormOps;
+use crate::kernels::quality::QualityOps;
+
+/// Every kernel, on one backend: buffers ([`Buffers`]) and each kernel's trait, which its file
+/// under `kernels/` defines and implements for the CPU and the wgpu paths. Code written
+/// against `Backend` runs on either path, and the tests are written that way too: once, then
+/// instantiated for both.
+pub trait Backend:
+    Buffers
+    + MatmulOps
+    + BiasOps
+    + GeluOps
+    + LayerNormOps
+    + EmbeddingOps
+    + CrossEntropyOps
+    + AdamWOps
+    + NormOps
+    + Int8Ops
+    + AttentionOps
+    + QualityOps
+    + MinHashOps
+{
+}
+
+impl<B> Backend for B where
+    B: Buffers
+        + MatmulOps
+        + BiasOps
+        + GeluOps
+        + LayerNormOps
+        + EmbeddingOps
+        + CrossEntropyOps
+        + AdamWOps
+        + NormOps
+        + Int8Ops
+        + AttentionOps
+        + QualityOps
+        + MinHashOps
+{
+}
 
 /// How a kernel sees one binding of its bind group (all in group 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -92,7 +92,7 @@ impl Runtime {
 
 /// A reusable device buffer holding `len` elements of `T`.
 ///
-/// Created by [`crate::Backend::alloc`] or [`crate::Backend::upload`]; kernels write into buffers
+/// Created by [`crate::Buffers::alloc`] or [`crate::Buffers::upload`]; kernels write into buffers
 /// the caller owns, so a training loop allocates once and reuses them.
 pub struct GpuBuffer<T> {
     pub(crate) buffer: wgpu::Buffer,

@@ -4,6 +4,8 @@
 use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::{Result, ShaderError};
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, WORKGROUP, check_len, index_u32};
@@ -131,10 +133,52 @@ pub fn adamw_gpu(
     }])
 }
 
+/// The AdamW kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait AdamWOps: Buffers {
+    /// One AdamW step (step count `t` ≥ 1), in place on `params`, `m` and `v`.
+    fn adamw(
+        &self,
+        params: &mut Self::Buffer<f32>,
+        grads: &Self::Buffer<f32>,
+        m: &mut Self::Buffer<f32>,
+        v: &mut Self::Buffer<f32>,
+        hp: &AdamW,
+        t: u32,
+    ) -> Result<()>;
+}
+
+impl AdamWOps for Cpu {
+    fn adamw(
+        &self,
+        params: &mut Vec<f32>,
+        grads: &Vec<f32>,
+        m: &mut Vec<f32>,
+        v: &mut Vec<f32>,
+        hp: &AdamW,
+        t: u32,
+    ) -> Result<()> {
+        adamw_reference(params, grads, m, v, hp, t)
+    }
+}
+
+impl AdamWOps for Gpu {
+    fn adamw(
+        &self,
+        params: &mut GpuBuffer<f32>,
+        grads: &GpuBuffer<f32>,
+        m: &mut GpuBuffer<f32>,
+        v: &mut GpuBuffer<f32>,
+        hp: &AdamW,
+        t: u32,
+    ) -> Result<()> {
+        adamw_gpu(self, params, grads, m, v, hp, t)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use crate::prelude::*;
     use crate::testing::{assert_equals_approx, backend_tests, rng, uniform};
 
     /// GPU division and square root are a couple of ulp off the CPU's.

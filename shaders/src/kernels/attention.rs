@@ -11,6 +11,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::{Result, ShaderError};
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, check_len, index_u32};
@@ -401,10 +403,88 @@ pub fn attention_backward_gpu(
     ])
 }
 
+/// The attention kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait AttentionOps: Buffers {
+    /// Causal ALiBi self-attention over BLOOM's fused `qkv`; writes `out` and `lse`.
+    fn attention(
+        &self,
+        qkv: &Self::Buffer<f32>,
+        slopes: &Self::Buffer<f32>,
+        out: &mut Self::Buffer<f32>,
+        lse: &mut Self::Buffer<f32>,
+        shape: AttentionShape,
+    ) -> Result<()>;
+
+    /// Attention backward: `dqkv` in the fused layout, from `out`, `lse` and `dout`.
+    #[allow(clippy::too_many_arguments)] // the tensors of one operation
+    fn attention_backward(
+        &self,
+        qkv: &Self::Buffer<f32>,
+        slopes: &Self::Buffer<f32>,
+        out: &Self::Buffer<f32>,
+        lse: &Self::Buffer<f32>,
+        dout: &Self::Buffer<f32>,
+        dqkv: &mut Self::Buffer<f32>,
+        shape: AttentionShape,
+    ) -> Result<()>;
+}
+
+impl AttentionOps for Cpu {
+    fn attention(
+        &self,
+        qkv: &Vec<f32>,
+        slopes: &Vec<f32>,
+        out: &mut Vec<f32>,
+        lse: &mut Vec<f32>,
+        shape: AttentionShape,
+    ) -> Result<()> {
+        attention_cpu(qkv, slopes, out, lse, shape)
+    }
+
+    fn attention_backward(
+        &self,
+        qkv: &Vec<f32>,
+        slopes: &Vec<f32>,
+        out: &Vec<f32>,
+        lse: &Vec<f32>,
+        dout: &Vec<f32>,
+        dqkv: &mut Vec<f32>,
+        shape: AttentionShape,
+    ) -> Result<()> {
+        attention_backward_cpu(qkv, slopes, out, lse, dout, dqkv, shape)
+    }
+}
+
+impl AttentionOps for Gpu {
+    fn attention(
+        &self,
+        qkv: &GpuBuffer<f32>,
+        slopes: &GpuBuffer<f32>,
+        out: &mut GpuBuffer<f32>,
+        lse: &mut GpuBuffer<f32>,
+        shape: AttentionShape,
+    ) -> Result<()> {
+        attention_gpu(self, qkv, slopes, out, lse, shape)
+    }
+
+    fn attention_backward(
+        &self,
+        qkv: &GpuBuffer<f32>,
+        slopes: &GpuBuffer<f32>,
+        out: &GpuBuffer<f32>,
+        lse: &GpuBuffer<f32>,
+        dout: &GpuBuffer<f32>,
+        dqkv: &mut GpuBuffer<f32>,
+        shape: AttentionShape,
+    ) -> Result<()> {
+        attention_backward_gpu(self, qkv, slopes, out, lse, dout, dqkv, shape)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use crate::prelude::*;
     use crate::testing::{assert_equals_approx, backend_tests, rng, uniform};
 
     /// exp/log a few ulp off on the GPU, online versus two-pass softmax, dot products of ≤ 64

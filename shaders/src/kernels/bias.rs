@@ -3,6 +3,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::Result;
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, WORKGROUP, check_len, index_u32};
@@ -88,10 +90,69 @@ pub fn bias_grad_gpu(
     }])
 }
 
+/// The bias kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait BiasOps: Buffers {
+    /// `x[r, c] += bias[c]` for a `[rows, cols]` matrix.
+    fn bias_add(
+        &self,
+        x: &mut Self::Buffer<f32>,
+        bias: &Self::Buffer<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()>;
+
+    /// `dbias[c] = Σ_r dy[r, c]`.
+    fn bias_grad(
+        &self,
+        dy: &Self::Buffer<f32>,
+        dbias: &mut Self::Buffer<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()>;
+}
+
+impl BiasOps for Cpu {
+    fn bias_add(&self, x: &mut Vec<f32>, bias: &Vec<f32>, rows: usize, cols: usize) -> Result<()> {
+        bias_add_reference(x, bias, rows, cols)
+    }
+
+    fn bias_grad(
+        &self,
+        dy: &Vec<f32>,
+        dbias: &mut Vec<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        bias_grad_reference(dy, dbias, rows, cols)
+    }
+}
+
+impl BiasOps for Gpu {
+    fn bias_add(
+        &self,
+        x: &mut GpuBuffer<f32>,
+        bias: &GpuBuffer<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        bias_add_gpu(self, x, bias, rows, cols)
+    }
+
+    fn bias_grad(
+        &self,
+        dy: &GpuBuffer<f32>,
+        dbias: &mut GpuBuffer<f32>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        bias_grad_gpu(self, dy, dbias, rows, cols)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use crate::prelude::*;
     use crate::testing::{assert_equals_approx, backend_tests, rng, uniform};
 
     /// Sums of ≤ 300 terms in the same order on both paths: a tight tolerance.

@@ -9,6 +9,8 @@ use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
 use super::exp;
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::{Result, ShaderError};
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, WORKGROUP, check_len, index_u32};
@@ -198,12 +200,81 @@ pub fn cross_entropy_backward_gpu(
     }])
 }
 
+/// The cross-entropy kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait CrossEntropyOps: Buffers {
+    /// Per-row softmax cross-entropy of `logits` `[rows, vocab]` against `targets` `[rows]`;
+    /// writes `loss` and `lse` (log-sum-exp) per row. A target ≥ vocab is ignored (loss 0).
+    fn cross_entropy(
+        &self,
+        logits: &Self::Buffer<f32>,
+        targets: &Self::Buffer<u32>,
+        loss: &mut Self::Buffer<f32>,
+        lse: &mut Self::Buffer<f32>,
+    ) -> Result<()>;
+
+    /// `dlogits = scale · (softmax(logits) − onehot(target))`; ignored rows get zeros.
+    fn cross_entropy_backward(
+        &self,
+        logits: &Self::Buffer<f32>,
+        targets: &Self::Buffer<u32>,
+        lse: &Self::Buffer<f32>,
+        dlogits: &mut Self::Buffer<f32>,
+        scale: f32,
+    ) -> Result<()>;
+}
+
+impl CrossEntropyOps for Cpu {
+    fn cross_entropy(
+        &self,
+        logits: &Vec<f32>,
+        targets: &Vec<u32>,
+        loss: &mut Vec<f32>,
+        lse: &mut Vec<f32>,
+    ) -> Result<()> {
+        cross_entropy_cpu(logits, targets, loss, lse)
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        logits: &Vec<f32>,
+        targets: &Vec<u32>,
+        lse: &Vec<f32>,
+        dlogits: &mut Vec<f32>,
+        scale: f32,
+    ) -> Result<()> {
+        cross_entropy_backward_reference(logits, targets, lse, dlogits, scale)
+    }
+}
+
+impl CrossEntropyOps for Gpu {
+    fn cross_entropy(
+        &self,
+        logits: &GpuBuffer<f32>,
+        targets: &GpuBuffer<u32>,
+        loss: &mut GpuBuffer<f32>,
+        lse: &mut GpuBuffer<f32>,
+    ) -> Result<()> {
+        cross_entropy_gpu(self, logits, targets, loss, lse)
+    }
+
+    fn cross_entropy_backward(
+        &self,
+        logits: &GpuBuffer<f32>,
+        targets: &GpuBuffer<u32>,
+        lse: &GpuBuffer<f32>,
+        dlogits: &mut GpuBuffer<f32>,
+        scale: f32,
+    ) -> Result<()> {
+        cross_entropy_backward_gpu(self, logits, targets, lse, dlogits, scale)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::Rng;
 
     use super::*;
-    use crate::Backend;
+    use crate::prelude::*;
     use crate::testing::{assert_equals_approx, backend_tests, rng, uniform};
 
     /// GPU exp and log are a few ulp off, and sums run in another order (tree vs sequential).

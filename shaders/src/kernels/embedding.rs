@@ -7,6 +7,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::{Result, ShaderError};
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, WORKGROUP, check_len, index_u32};
@@ -128,12 +130,77 @@ pub fn embedding_backward_gpu(
     }])
 }
 
+/// The embedding kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait EmbeddingOps: Buffers {
+    /// `out[t] = table[ids[t]]` for a `[vocab, dim]` table; an id ≥ vocab gives zeros.
+    fn embedding(
+        &self,
+        ids: &Self::Buffer<u32>,
+        table: &Self::Buffer<f32>,
+        out: &mut Self::Buffer<f32>,
+        dim: usize,
+    ) -> Result<()>;
+
+    /// Accumulates `dtable[ids[t]] += dy[t]`, tokens in order (deterministic).
+    fn embedding_backward(
+        &self,
+        ids: &Self::Buffer<u32>,
+        dy: &Self::Buffer<f32>,
+        dtable: &mut Self::Buffer<f32>,
+        dim: usize,
+    ) -> Result<()>;
+}
+
+impl EmbeddingOps for Cpu {
+    fn embedding(
+        &self,
+        ids: &Vec<u32>,
+        table: &Vec<f32>,
+        out: &mut Vec<f32>,
+        dim: usize,
+    ) -> Result<()> {
+        embedding_reference(ids, table, out, dim)
+    }
+
+    fn embedding_backward(
+        &self,
+        ids: &Vec<u32>,
+        dy: &Vec<f32>,
+        dtable: &mut Vec<f32>,
+        dim: usize,
+    ) -> Result<()> {
+        embedding_backward_reference(ids, dy, dtable, dim)
+    }
+}
+
+impl EmbeddingOps for Gpu {
+    fn embedding(
+        &self,
+        ids: &GpuBuffer<u32>,
+        table: &GpuBuffer<f32>,
+        out: &mut GpuBuffer<f32>,
+        dim: usize,
+    ) -> Result<()> {
+        embedding_gpu(self, ids, table, out, dim)
+    }
+
+    fn embedding_backward(
+        &self,
+        ids: &GpuBuffer<u32>,
+        dy: &GpuBuffer<f32>,
+        dtable: &mut GpuBuffer<f32>,
+        dim: usize,
+    ) -> Result<()> {
+        embedding_backward_gpu(self, ids, dy, dtable, dim)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::Rng;
 
     use super::*;
-    use crate::Backend;
+    use crate::prelude::*;
     use crate::testing::{assert_equals_approx, backend_tests, rng, uniform};
 
     /// The lookup copies, and the scatter adds in the same order on both paths: exact.

@@ -7,6 +7,8 @@
 use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::Result;
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, WORKGROUP, check_len, index_u32};
@@ -99,10 +101,49 @@ pub fn gelu_backward_gpu(
     }])
 }
 
+/// The GELU kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait GeluOps: Buffers {
+    /// `y = gelu(x)` (tanh approximation), elementwise.
+    fn gelu(&self, x: &Self::Buffer<f32>, y: &mut Self::Buffer<f32>) -> Result<()>;
+
+    /// `dx = dy · gelu'(x)`.
+    fn gelu_backward(
+        &self,
+        x: &Self::Buffer<f32>,
+        dy: &Self::Buffer<f32>,
+        dx: &mut Self::Buffer<f32>,
+    ) -> Result<()>;
+}
+
+impl GeluOps for Cpu {
+    fn gelu(&self, x: &Vec<f32>, y: &mut Vec<f32>) -> Result<()> {
+        gelu_reference(x, y)
+    }
+
+    fn gelu_backward(&self, x: &Vec<f32>, dy: &Vec<f32>, dx: &mut Vec<f32>) -> Result<()> {
+        gelu_backward_reference(x, dy, dx)
+    }
+}
+
+impl GeluOps for Gpu {
+    fn gelu(&self, x: &GpuBuffer<f32>, y: &mut GpuBuffer<f32>) -> Result<()> {
+        gelu_gpu(self, x, y)
+    }
+
+    fn gelu_backward(
+        &self,
+        x: &GpuBuffer<f32>,
+        dy: &GpuBuffer<f32>,
+        dx: &mut GpuBuffer<f32>,
+    ) -> Result<()> {
+        gelu_backward_gpu(self, x, dy, dx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use crate::prelude::*;
     use crate::testing::{assert_equals_approx, backend_tests, rng, uniform};
 
     /// GPU exp is a few ulp off the CPU's (3 + 2|x| ulp in WGSL); values near 0 are judged

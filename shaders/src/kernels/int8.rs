@@ -15,6 +15,8 @@ use bytemuck::{Pod, Zeroable};
 use canopy_protocol::compress::MAX_INT8_BLOCK;
 use canopy_protocol::{CodecSpec, CompressedUpdate, Compressor};
 
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::{Result, ShaderError};
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, WORKGROUP, check_len, index_u32};
@@ -170,12 +172,79 @@ pub fn dequantize_gpu(
     }])
 }
 
+/// The int8 codec kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait Int8Ops: Buffers {
+    /// Blockwise int8 quantisation of `x`, bit-identical to the protocol's
+    /// `CodecSpec::Int8 { block }`: one scale per block, four signed bytes per `u32` of
+    /// `quants` (little-endian, `ceil(len / 4)` words). See [`crate::kernels::int8`].
+    fn int8_quantize(
+        &self,
+        x: &Self::Buffer<f32>,
+        scales: &mut Self::Buffer<f32>,
+        quants: &mut Self::Buffer<u32>,
+        block: usize,
+    ) -> Result<()>;
+
+    /// The inverse: `out[i] = q[i] · scale[block of i]`.
+    fn int8_dequantize(
+        &self,
+        scales: &Self::Buffer<f32>,
+        quants: &Self::Buffer<u32>,
+        out: &mut Self::Buffer<f32>,
+        block: usize,
+    ) -> Result<()>;
+}
+
+impl Int8Ops for Cpu {
+    fn int8_quantize(
+        &self,
+        x: &Vec<f32>,
+        scales: &mut Vec<f32>,
+        quants: &mut Vec<u32>,
+        block: usize,
+    ) -> Result<()> {
+        quantize_cpu(x, scales, quants, block)
+    }
+
+    fn int8_dequantize(
+        &self,
+        scales: &Vec<f32>,
+        quants: &Vec<u32>,
+        out: &mut Vec<f32>,
+        block: usize,
+    ) -> Result<()> {
+        dequantize_cpu(scales, quants, out, block)
+    }
+}
+
+impl Int8Ops for Gpu {
+    fn int8_quantize(
+        &self,
+        x: &GpuBuffer<f32>,
+        scales: &mut GpuBuffer<f32>,
+        quants: &mut GpuBuffer<u32>,
+        block: usize,
+    ) -> Result<()> {
+        quantize_gpu(self, x, scales, quants, block)
+    }
+
+    fn int8_dequantize(
+        &self,
+        scales: &GpuBuffer<f32>,
+        quants: &GpuBuffer<u32>,
+        out: &mut GpuBuffer<f32>,
+        block: usize,
+    ) -> Result<()> {
+        dequantize_gpu(self, scales, quants, out, block)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::Rng;
 
     use super::*;
-    use crate::Backend;
+    use crate::prelude::*;
     use crate::testing::{rng, uniform};
 
     /// Finite values with the given exponent field range, random sign and mantissa.

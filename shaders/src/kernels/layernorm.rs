@@ -9,6 +9,8 @@
 use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::{Result, ShaderError};
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, WORKGROUP, check_len, index_u32};
@@ -325,10 +327,101 @@ pub fn layernorm_backward_gpu(
     ])
 }
 
+/// The LayerNorm kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait LayerNormOps: Buffers {
+    /// LayerNorm of each row of `x` `[rows, cols]`; saves `mean` and `rstd` (`[rows]`).
+    #[allow(clippy::too_many_arguments)] // the tensors of one operation
+    fn layernorm(
+        &self,
+        x: &Self::Buffer<f32>,
+        gamma: &Self::Buffer<f32>,
+        beta: &Self::Buffer<f32>,
+        y: &mut Self::Buffer<f32>,
+        mean: &mut Self::Buffer<f32>,
+        rstd: &mut Self::Buffer<f32>,
+        cols: usize,
+        eps: f32,
+    ) -> Result<()>;
+
+    /// LayerNorm backward: `dx`, and `dgamma`, `dbeta` summed over rows.
+    #[allow(clippy::too_many_arguments)] // the tensors of one operation
+    fn layernorm_backward(
+        &self,
+        x: &Self::Buffer<f32>,
+        gamma: &Self::Buffer<f32>,
+        mean: &Self::Buffer<f32>,
+        rstd: &Self::Buffer<f32>,
+        dy: &Self::Buffer<f32>,
+        dx: &mut Self::Buffer<f32>,
+        dgamma: &mut Self::Buffer<f32>,
+        dbeta: &mut Self::Buffer<f32>,
+    ) -> Result<()>;
+}
+
+impl LayerNormOps for Cpu {
+    fn layernorm(
+        &self,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        beta: &Vec<f32>,
+        y: &mut Vec<f32>,
+        mean: &mut Vec<f32>,
+        rstd: &mut Vec<f32>,
+        cols: usize,
+        eps: f32,
+    ) -> Result<()> {
+        layernorm_cpu(x, gamma, beta, y, mean, rstd, cols, eps)
+    }
+
+    fn layernorm_backward(
+        &self,
+        x: &Vec<f32>,
+        gamma: &Vec<f32>,
+        mean: &Vec<f32>,
+        rstd: &Vec<f32>,
+        dy: &Vec<f32>,
+        dx: &mut Vec<f32>,
+        dgamma: &mut Vec<f32>,
+        dbeta: &mut Vec<f32>,
+    ) -> Result<()> {
+        layernorm_backward_reference(x, gamma, mean, rstd, dy, dx, dgamma, dbeta)
+    }
+}
+
+impl LayerNormOps for Gpu {
+    fn layernorm(
+        &self,
+        x: &GpuBuffer<f32>,
+        gamma: &GpuBuffer<f32>,
+        beta: &GpuBuffer<f32>,
+        y: &mut GpuBuffer<f32>,
+        mean: &mut GpuBuffer<f32>,
+        rstd: &mut GpuBuffer<f32>,
+        cols: usize,
+        eps: f32,
+    ) -> Result<()> {
+        layernorm_gpu(self, x, gamma, beta, y, mean, rstd, cols, eps)
+    }
+
+    fn layernorm_backward(
+        &self,
+        x: &GpuBuffer<f32>,
+        gamma: &GpuBuffer<f32>,
+        mean: &GpuBuffer<f32>,
+        rstd: &GpuBuffer<f32>,
+        dy: &GpuBuffer<f32>,
+        dx: &mut GpuBuffer<f32>,
+        dgamma: &mut GpuBuffer<f32>,
+        dbeta: &mut GpuBuffer<f32>,
+    ) -> Result<()> {
+        layernorm_backward_gpu(self, x, gamma, mean, rstd, dy, dx, dgamma, dbeta)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use crate::prelude::*;
     use crate::testing::{assert_equals_approx, backend_tests, rng, uniform};
 
     /// Row sums of ≤ 300 values in a different order on the GPU (tree) than on the CPU.

@@ -8,6 +8,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::Result;
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, check_len, index_u32};
@@ -188,10 +190,46 @@ pub fn matmul_gpu(
     }])
 }
 
+/// The matrix product kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait MatmulOps: Buffers {
+    /// `c (+)= op(a) · op(b)`, see [`MatmulShape`].
+    fn matmul(
+        &self,
+        a: &Self::Buffer<f32>,
+        b: &Self::Buffer<f32>,
+        c: &mut Self::Buffer<f32>,
+        shape: MatmulShape,
+    ) -> Result<()>;
+}
+
+impl MatmulOps for Cpu {
+    fn matmul(
+        &self,
+        a: &Vec<f32>,
+        b: &Vec<f32>,
+        c: &mut Vec<f32>,
+        shape: MatmulShape,
+    ) -> Result<()> {
+        matmul_cpu(a, b, c, shape)
+    }
+}
+
+impl MatmulOps for Gpu {
+    fn matmul(
+        &self,
+        a: &GpuBuffer<f32>,
+        b: &GpuBuffer<f32>,
+        c: &mut GpuBuffer<f32>,
+        shape: MatmulShape,
+    ) -> Result<()> {
+        matmul_gpu(self, a, b, c, shape)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use crate::prelude::*;
     use crate::testing::{assert_equals_approx, backend_tests, rng, uniform};
 
     /// Relative tolerance for f32 products of length ≤ 200 against an f64 reference.

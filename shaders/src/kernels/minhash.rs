@@ -31,6 +31,8 @@ use canopy_protocol::messages::{MAX_NUM_PERM, MinHashParams};
 use rayon::prelude::*;
 
 use super::documents::{check_offsets, check_output, fmix32, unpack_bytes, word_hashes};
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::{Result, ShaderError};
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, WORKGROUP, index_u32};
@@ -236,6 +238,45 @@ pub fn minhash_gpu(
     gpu.run(&dispatches)
 }
 
+/// The MinHash kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait MinHashOps: Buffers {
+    /// MinHash signatures of a batch of documents (layout as for
+    /// [`QualityOps::quality_signals`](super::quality::QualityOps::quality_signals)): `params.num_perm` values per document in `signatures`;
+    /// bit-identical on both paths. See [`crate::kernels::minhash`]. Bad offsets, `num_perm` outside
+    /// `1..=1024` or `shingle_words` outside `1..=32` are errors.
+    fn minhash(
+        &self,
+        text: &Self::Buffer<u32>,
+        offsets: &Self::Buffer<u32>,
+        signatures: &mut Self::Buffer<u32>,
+        params: &MinHashParams,
+    ) -> Result<()>;
+}
+
+impl MinHashOps for Cpu {
+    fn minhash(
+        &self,
+        text: &Vec<u32>,
+        offsets: &Vec<u32>,
+        signatures: &mut Vec<u32>,
+        params: &MinHashParams,
+    ) -> Result<()> {
+        minhash_cpu(text, offsets, signatures, params)
+    }
+}
+
+impl MinHashOps for Gpu {
+    fn minhash(
+        &self,
+        text: &GpuBuffer<u32>,
+        offsets: &GpuBuffer<u32>,
+        signatures: &mut GpuBuffer<u32>,
+        params: &MinHashParams,
+    ) -> Result<()> {
+        minhash_gpu(self, text, offsets, signatures, params)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
@@ -243,8 +284,8 @@ mod tests {
     use rand::Rng;
 
     use super::*;
-    use crate::Backend;
     use crate::kernels::documents::pack_documents;
+    use crate::prelude::*;
     use crate::testing::{random_document, rng};
 
     fn run<B: Backend>(backend: &B, docs: &[Vec<u8>], params: &MinHashParams) -> Vec<Vec<u32>> {

@@ -7,6 +7,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::Result;
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, index_u32};
@@ -80,10 +82,29 @@ pub fn global_norm_gpu(gpu: &Gpu, tensors: &[&GpuBuffer<f32>]) -> Result<f32> {
     Ok(sum.first().copied().unwrap_or(0.0).sqrt())
 }
 
+/// The global norm kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait NormOps: Buffers {
+    /// `√(Σ x²)` over all the tensors together.
+    fn global_norm(&self, tensors: &[&Self::Buffer<f32>]) -> Result<f32>;
+}
+
+impl NormOps for Cpu {
+    fn global_norm(&self, tensors: &[&Vec<f32>]) -> Result<f32> {
+        let slices: Vec<&[f32]> = tensors.iter().map(|t| t.as_slice()).collect();
+        Ok(global_norm_reference(&slices))
+    }
+}
+
+impl NormOps for Gpu {
+    fn global_norm(&self, tensors: &[&GpuBuffer<f32>]) -> Result<f32> {
+        global_norm_gpu(self, tensors)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Backend;
+    use crate::prelude::*;
     use crate::testing::{assert_equals_approx, backend_tests, rng, uniform};
 
     /// A tree of f32 partial sums against an f64 sum over ≤ 20,000 values.

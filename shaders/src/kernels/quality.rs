@@ -26,6 +26,8 @@ use bytemuck::{Pod, Zeroable};
 use rayon::prelude::*;
 
 use super::documents::{check_offsets, check_output, fnv1a, is_space, unpack_bytes, words};
+use crate::Cpu;
+use crate::backend::Buffers;
 use crate::error::Result;
 use crate::registry;
 use crate::runtime::{Dispatch, Gpu, GpuBuffer, WORKGROUP, index_u32};
@@ -219,14 +221,51 @@ pub fn quality_gpu(
     gpu.run(&dispatches)
 }
 
+/// The quality-signal kernels on every backend: part of [`Backend`](crate::Backend).
+pub trait QualityOps: Buffers {
+    /// Per-document quality signals of a batch of documents (`text`: bytes packed four to a
+    /// `u32`, `offsets`: `docs + 1` byte positions; see [`crate::kernels::documents`]). `out` holds
+    /// [`QUALITY_SIGNALS`] `u32` per document; bit-identical on both paths.
+    /// Offsets that decrease or pass the end of `text` are an error (checked before anything
+    /// runs), as is a batch too large for the device.
+    fn quality_signals(
+        &self,
+        text: &Self::Buffer<u32>,
+        offsets: &Self::Buffer<u32>,
+        out: &mut Self::Buffer<u32>,
+    ) -> Result<()>;
+}
+
+impl QualityOps for Cpu {
+    fn quality_signals(
+        &self,
+        text: &Vec<u32>,
+        offsets: &Vec<u32>,
+        out: &mut Vec<u32>,
+    ) -> Result<()> {
+        quality_cpu(text, offsets, out)
+    }
+}
+
+impl QualityOps for Gpu {
+    fn quality_signals(
+        &self,
+        text: &GpuBuffer<u32>,
+        offsets: &GpuBuffer<u32>,
+        out: &mut GpuBuffer<u32>,
+    ) -> Result<()> {
+        quality_gpu(self, text, offsets, out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use rand::Rng;
 
     use super::*;
-    use crate::Backend;
     use crate::error::ShaderError;
     use crate::kernels::documents::pack_documents;
+    use crate::prelude::*;
     use crate::testing::{random_document, rng};
 
     /// Seeded documents of every kind the kernels must handle: empty, whitespace only, ASCII,
