@@ -51,6 +51,7 @@ use crate::corpus::build::load_config;
 use crate::corpus::plan::Plan;
 use crate::corpus::{CorpusBuildError, compute, decide, output, plan};
 use crate::project::{DB_FILE, decode_spec, encode_spec, now_ms};
+use crate::refusal::{Leased, Refusal, Work, check_lease, check_signer};
 use crate::sampling::Sampler;
 use crate::scheduler::{self, NoTask};
 use crate::service::{Answered, Caller, answer_peer, datacenter_active};
@@ -192,12 +193,6 @@ struct Checked {
     tokens: u64,
 }
 
-/// A refused result.
-struct Refusal {
-    reason: String,
-    penalise: bool,
-}
-
 /// A chunk's agreement, as the transaction that made it recorded it.
 struct Agreement {
     /// The agreed result's root.
@@ -214,13 +209,6 @@ enum Decision {
     Open,
     /// The runs have no majority: the coordinator settles the chunk itself.
     Local,
-}
-
-fn refuse(reason: impl Into<String>, penalise: bool) -> Refusal {
-    Refusal {
-        reason: reason.into(),
-        penalise,
-    }
 }
 
 impl SwarmBuild {

@@ -32,6 +32,7 @@ pub mod export;
 pub mod judge;
 pub mod outer;
 pub mod project;
+pub mod refusal;
 mod retention;
 pub mod samples;
 pub mod sampling;

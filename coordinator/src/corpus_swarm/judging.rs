@@ -26,42 +26,26 @@ impl SwarmBuild {
         let checked = match checked {
             Ok(c) => c,
             Err(refusal) => {
-                tracing::info!(%peer, task = task.0, "corpus result refused: {}", refusal.reason);
+                tracing::info!(%peer, task = task.0, "corpus result refused: {refusal}");
                 let lease = result.lease.0;
-                let committed = self.state().transaction(|tx| {
-                    let l = tx.lease(lease)?;
-                    // No entry for a sender that never joined; no tokens or compute time for
-                    // a refused result.
-                    tx.ledger_entry(
-                        &LedgerClaim {
-                            peer: &key,
-                            round: 0,
-                            task: task.0,
-                            lease,
-                            kind: TaskKind::Corpus,
-                            compute_ms: result.compute_ms,
-                            accepted: false,
-                            verified: LedgerVerdict::Unchecked,
-                            result_hash: None,
-                            reason: Some(&refusal.reason),
-                            arrived_ms: now,
-                        },
-                        now,
-                    )?;
-                    if let Some(l) = l.filter(|l| l.peer == key && l.status == LeaseStatus::Active)
-                    {
-                        tx.set_lease_status(l.id, LeaseStatus::Done)?;
-                        scheduler::reopen(tx, l.task)?;
-                    }
-                    if refusal.penalise && tx.peer(&key)?.is_some() {
-                        tx.adjust_reputation(&key, rep.rejected, rep.ban_below)?;
-                    }
-                    Ok(())
-                });
+                let refused = crate::refusal::Refused {
+                    peer: &key,
+                    task: task.0,
+                    lease,
+                    kind: TaskKind::Corpus,
+                    round: 0,
+                    compute_ms: result.compute_ms,
+                    arrived_ms: now,
+                    reason: &refusal,
+                    penalty: if refusal.penalised() { rep.rejected } else { 0 },
+                };
+                let committed = self
+                    .state()
+                    .transaction(|tx| crate::refusal::record(tx, &refused, now, rep.ban_below));
                 if let Err(e) = committed {
                     tracing::warn!("recording a refusal: {e}");
                 }
-                return (ack(false, Some(refusal.reason)), None);
+                return (ack(false, Some(refusal.to_string())), None);
             }
         };
         let decision = match self.commit(&checked, &key, result.compute_ms, now) {
@@ -314,7 +298,7 @@ impl SwarmBuild {
         result: &TaskResult,
     ) -> std::result::Result<Checked, Refusal> {
         let key = peer.to_string();
-        let internal = |e: StateError| refuse(format!("the coordinator failed: {e}"), false);
+        let internal = |e: StateError| Refusal::Internal(e.to_string());
         let (lease, task, sender) = {
             let state = self.state();
             let r = state.read();
@@ -324,43 +308,19 @@ impl SwarmBuild {
                 r.peer(&key).map_err(internal)?,
             )
         };
-        let Some(sender) = sender else {
-            return Err(refuse("unknown node: join first", false));
-        };
-        if sender.banned {
-            return Err(refuse("this node is banned", false));
-        }
-        let (Some(lease), Some(task)) = (lease, task) else {
-            return Err(refuse("no such lease or task", true));
-        };
-        if lease.peer != key || lease.task != task.id {
-            return Err(refuse("this lease belongs to another node or task", true));
-        }
-        if !matches!(task.kind, TaskKind::Corpus | TaskKind::CorpusCheck) {
-            return Err(refuse("this is not a corpus task", true));
-        }
-        if !matches!(lease.status, LeaseStatus::Active | LeaseStatus::Expired) {
-            return Err(refuse("this lease's result is already in", true));
-        }
-        if task.status == TaskStatus::Done {
-            // Late after an expired lease, not dishonest: no reputation cost.
-            return Err(refuse(
-                "another node finished this task after the lease expired",
-                false,
-            ));
-        }
+        let Leased { lease, task, .. } = check_lease(Work::Corpus, &key, lease, task, sender)?;
         let TaskOutput::Corpus(CorpusOutput {
             result: root,
             documents,
         }) = &result.output
         else {
-            return Err(refuse("a training result for a corpus task", true));
+            return Err(Refusal::WrongOutput(Work::Corpus));
         };
         let Ok(TaskSpec::Corpus(spec)) = decode_spec(&task.spec) else {
-            return Err(refuse("a stored task spec does not decode", false));
+            return Err(Refusal::SpecUndecodable);
         };
         let Some(&index) = self.chunks.get(&spec.chunk).and_then(|v| v.first()) else {
-            return Err(refuse("the task names a chunk not in the plan", false));
+            return Err(Refusal::ChunkNotInPlan);
         };
         let chunk = &self.plan.chunks[index];
         // The manifest of the root it named, from the sender, signed by the sender.
@@ -376,39 +336,15 @@ impl SwarmBuild {
         let signed = match asked {
             Ok(Ok(Message::ManifestResponse(resp))) => match resp.manifest {
                 Some(m) => m,
-                None => {
-                    return Err(refuse(
-                        "the sender has no manifest for the result it named",
-                        true,
-                    ));
-                }
+                None => return Err(Refusal::NoManifest),
             },
-            Ok(Ok(other)) => {
-                return Err(refuse(
-                    format!("answered a manifest request with {:?}", other.kind()),
-                    true,
-                ));
-            }
-            Ok(Err(e)) => {
-                return Err(refuse(
-                    format!("asking for the result's manifest: {e}"),
-                    false,
-                ));
-            }
-            Err(_) => return Err(refuse("asking for the result's manifest timed out", false)),
+            Ok(Ok(other)) => return Err(Refusal::ManifestAnswer(format!("{:?}", other.kind()))),
+            Ok(Err(e)) => return Err(Refusal::ManifestAskFailed(e.to_string())),
+            Err(_) => return Err(Refusal::ManifestTimedOut),
         };
-        let manifest = match signed.verify() {
-            Ok(m) => m.clone(),
-            Err(e) => return Err(refuse(format!("result signature: {e}"), true)),
-        };
-        if signed.signer().peer_id() != peer {
-            return Err(refuse("the result is signed by another key", true));
-        }
+        let manifest = check_signer(Work::Corpus, &signed, peer)?.clone();
         if manifest.kind != ObjectKind::CorpusResult || manifest.root != *root {
-            return Err(refuse(
-                "the manifest is not that of the corpus result named",
-                true,
-            ));
+            return Err(Refusal::ManifestMismatch);
         }
         let hint = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
         let fetched = match tokio::time::timeout(
@@ -418,26 +354,20 @@ impl SwarmBuild {
         .await
         {
             Ok(Ok(f)) => f,
-            Ok(Err(e)) => return Err(refuse(format!("fetching the result: {e}"), false)),
-            Err(_) => return Err(refuse("fetching the result timed out", false)),
+            Ok(Err(e)) => return Err(Refusal::FetchFailed(Work::Corpus, e.to_string())),
+            Err(_) => return Err(Refusal::FetchTimedOut(Work::Corpus)),
         };
         if Digest::of(&fetched.data) != *root {
-            return Err(refuse("the fetched result does not hash to its root", true));
+            return Err(Refusal::HashMismatch);
         }
         if let Err(e) = compute::accept_result(&self.plan, index, &fetched.data) {
-            return Err(refuse(
-                format!("the result does not answer its chunk: {}", error_chain(&e)),
-                true,
-            ));
+            return Err(Refusal::WrongAnswer(error_chain(&e)));
         }
         if *documents != chunk.documents() as u64 {
-            return Err(refuse(
-                format!(
-                    "{documents} documents reported for a chunk of {}",
-                    chunk.documents()
-                ),
-                true,
-            ));
+            return Err(Refusal::DocumentCount {
+                reported: *documents,
+                expected: chunk.documents() as u64,
+            });
         }
         let tokens = chunk.texts.iter().map(|t| t.len() as u64).sum();
         Ok(Checked {

@@ -19,8 +19,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::aggregate::RejectionStats;
-
 /// One label pair, e.g. `reason="replay"`.
 type Label = [(&'static str, String); 1];
 
@@ -267,7 +265,8 @@ impl Metrics {
         self.registry.clone()
     }
 
-    /// Counts a refused result under `reason` (see [`rejection_reason`]).
+    /// Counts a refused result under `reason` (a [`crate::refusal::RejectionKind`]'s name,
+    /// or `coordinator_error`).
     pub fn rejected(&self, reason: &str) {
         self.results_rejected
             .get_or_create(&[("reason", reason.to_owned())])
@@ -311,28 +310,6 @@ impl Metrics {
     }
 }
 
-/// The label of the [`RejectionStats`] counter that `count` increments (`other` when it
-/// increments none): the service's refusals name their counter that way.
-pub fn rejection_reason(count: fn(&mut RejectionStats)) -> &'static str {
-    let mut s = RejectionStats::default();
-    count(&mut s);
-    let fields: [(&'static str, u64); 9] = [
-        ("non_finite", s.non_finite),
-        ("wrong_shape", s.wrong_shape),
-        ("wrong_version", s.wrong_version),
-        ("replay", s.replay),
-        ("bad_signature", s.bad_signature),
-        ("failed_verification", s.failed_verification),
-        ("outlier", s.outliers),
-        ("stale_dropped", s.stale_dropped),
-        ("banned_sender", s.banned_sender),
-    ];
-    fields
-        .iter()
-        .find(|(_, n)| *n > 0)
-        .map_or("other", |(name, _)| name)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -341,8 +318,8 @@ mod tests {
     fn counters_and_gauges_render_as_openmetrics() {
         let m = Metrics::new();
         m.results_accepted.inc();
-        m.rejected(rejection_reason(|s| s.replay += 1));
-        m.rejected(rejection_reason(|_| {}));
+        m.rejected(crate::refusal::RejectionKind::Replay.name());
+        m.rejected(crate::refusal::RejectionKind::Other.name());
         m.observe_bytes(100, 40);
         m.observe_bytes(150, 40);
         let text = m

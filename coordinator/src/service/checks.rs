@@ -11,11 +11,12 @@ use canopy_protocol::messages::{TaskOutput, TaskResult, TaskSpec};
 use canopy_protocol::{Digest, ObjectKind};
 use libp2p::{Multiaddr, PeerId};
 
-use super::judging::{Judged, Refusal, refuse};
+use super::judging::{Judged, Refused};
 use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, decode_spec, now_ms};
-use crate::state::{LeaseStatus, PeerRecord, ResultRecord, ResultStatus, TaskKind, TaskStatus};
+use crate::refusal::{Leased, Refusal, Work, check_lease, check_signer};
+use crate::state::{PeerRecord, ResultRecord, ResultStatus, TaskKind};
 use canopy_protocol::messages::Tier;
 
 /// How long the coordinator waits for an update's chunks.
@@ -62,82 +63,35 @@ pub(super) async fn check_result(
     client: &Client,
     peer: PeerId,
     result: &TaskResult,
-) -> Result<Checked, Refusal> {
+) -> Result<Checked, Refused> {
     let key = peer.to_string();
     let (lease, task, sender) = {
         let state = project.state();
         let r = state.read();
-        let internal = |e: crate::state::StateError| refuse(e.to_string(), |_| {}, false);
+        let internal = |e: crate::state::StateError| Refusal::Internal(e.to_string());
         (
             r.lease(result.lease.0).map_err(internal)?,
             r.task(result.task.0).map_err(internal)?,
             r.peer(&key).map_err(internal)?,
         )
     };
-    let Some(sender) = sender else {
-        return Err(refuse("unknown node: join first", |_| {}, false));
-    };
-    if sender.banned {
-        return Err(refuse(
-            "this node is banned",
-            |s| s.banned_sender += 1,
-            false,
-        ));
-    }
-    let (Some(lease), Some(task)) = (lease, task) else {
-        return Err(refuse("no such lease or task", |s| s.replay += 1, true));
-    };
-    if lease.peer != key || lease.task != task.id {
-        return Err(refuse(
-            "this lease belongs to another node or task",
-            |s| s.replay += 1,
-            true,
-        ));
-    }
-    if matches!(task.kind, TaskKind::Corpus | TaskKind::CorpusCheck) {
-        // A late corpus result (its lease expired and another peer's run was used): not an
-        // offence, but the build is over.
-        return Err(refuse(
-            "the corpus build has finished",
-            |s| s.stale_dropped += 1,
-            false,
-        ));
-    }
-    if !matches!(lease.status, LeaseStatus::Active | LeaseStatus::Expired) {
-        return Err(refuse(
-            "this lease's result is already in",
-            |s| s.replay += 1,
-            true,
-        ));
-    }
-    if task.status == TaskStatus::Done {
-        // This node's lease ran out and another node finished the task first: late, not
-        // dishonest, so it costs no reputation.
-        return Err(refuse(
-            "another node finished this task after the lease expired",
-            |s| s.stale_dropped += 1,
-            false,
-        ));
-    }
+    let Leased {
+        lease,
+        task,
+        sender,
+    } = check_lease(Work::Training, &key, lease, task, sender)?;
     let TaskOutput::Train(output) = &result.output else {
-        return Err(refuse(
-            "a corpus result for a training task",
-            |s| s.wrong_shape += 1,
-            true,
-        ));
+        return Err(Refusal::WrongOutput(Work::Training).into());
     };
     // An honest node reports exactly the tokens its task asked for; a claim of more is a
     // lie about the work, evidence like a bad signature (the ledger would credit the task's
     // tokens only, whatever the claim).
     if output.tokens > task.tokens {
-        return Err(refuse(
-            format!(
-                "the result claims {} tokens of work for a task of {}: a false claim",
-                output.tokens, task.tokens
-            ),
-            |s| s.failed_verification += 1,
-            true,
-        ));
+        return Err(Refusal::FalseTokenClaim {
+            claimed: output.tokens,
+            task: task.tokens,
+        }
+        .into());
     }
     let spec = match decode_spec(&task.spec) {
         Ok(TaskSpec::Train(spec)) => spec,
@@ -149,29 +103,9 @@ pub(super) async fn check_result(
     };
     // Signature and signer: the update must be signed by the node that ran the lease.
     let signed = &output.update;
-    let manifest = match signed.verify() {
-        Ok(m) => m,
-        Err(e) => {
-            return Err(refuse(
-                format!("update signature: {e}"),
-                |s| s.bad_signature += 1,
-                true,
-            ));
-        }
-    };
-    if signed.signer().peer_id() != peer {
-        return Err(refuse(
-            "the update is signed by another key",
-            |s| s.bad_signature += 1,
-            true,
-        ));
-    }
+    let manifest = check_signer(Work::Training, signed, peer)?;
     if manifest.kind != ObjectKind::Update {
-        return Err(refuse(
-            "the result is not an update object",
-            |s| s.wrong_shape += 1,
-            true,
-        ));
+        return Err(Refusal::NotAnUpdate.into());
     }
     let named_round = manifest
         .metadata
@@ -182,47 +116,27 @@ pub(super) async fn check_result(
         .get("task")
         .and_then(|r| r.parse::<u64>().ok());
     if named_round != Some(spec.model_version) {
-        return Err(refuse(
-            "the update names another model version",
-            |s| s.wrong_version += 1,
-            true,
-        ));
+        return Err(Refusal::WrongVersion.into());
     }
     if named_task != Some(task.id) {
-        return Err(refuse(
-            "the update names another task",
-            |s| s.replay += 1,
-            true,
-        ));
+        return Err(Refusal::WrongTask.into());
     }
     let current = project.current().round;
     if spec.model_version < current
         && project.config.training.late_updates == crate::config::LateUpdates::Drop
     {
-        return Err(refuse(
-            "the round of this task has closed",
-            |s| s.stale_dropped += 1,
-            false,
-        ));
+        return Err(Refusal::RoundClosed.into());
     }
     // The coordinator keeps the current and previous model versions only (see `retention`):
     // an update of an older one cannot be judged and is too stale to help anyway.
     if spec.model_version.saturating_add(1) < current {
-        return Err(refuse(
-            "the model version of this task is more than a round old",
-            |s| s.stale_dropped += 1,
-            false,
-        ));
+        return Err(Refusal::TooOld.into());
     }
     // A verification re-run may reproduce the original bit for bit: that is not a replay.
     match project.state().read().update_seen(&manifest.root) {
         Ok(true) if task.kind == TaskKind::Verify => {}
         Ok(true) => {
-            return Err(refuse(
-                "this update was already submitted",
-                |s| s.replay += 1,
-                true,
-            ));
+            return Err(Refusal::AlreadySubmitted.into());
         }
         Ok(false) => {}
         Err(e) => return Ok(Checked::Internal(e.to_string())),
@@ -230,14 +144,7 @@ pub(super) async fn check_result(
     // Sizes before anything is fetched or allocated: no update is larger than the model's.
     let len = project.model.num_params();
     if manifest.total_len > objects::max_update_len(len) {
-        return Err(refuse(
-            format!(
-                "the update is {} bytes, more than any update of this model",
-                manifest.total_len
-            ),
-            |s| s.wrong_shape += 1,
-            true,
-        ));
+        return Err(Refusal::TooLarge(manifest.total_len).into());
     }
     // Fetch the update from the sender (and anyone else providing it), chunk by chunk.
     let hint = Multiaddr::empty().with(libp2p::multiaddr::Protocol::P2p(peer));
@@ -246,8 +153,8 @@ pub(super) async fn check_result(
             .await
         {
             Ok(Ok(f)) => f,
-            Ok(Err(e)) => return Err(refuse(format!("fetching the update: {e}"), |_| {}, false)),
-            Err(_) => return Err(refuse("fetching the update timed out", |_| {}, false)),
+            Ok(Err(e)) => return Err(Refusal::FetchFailed(Work::Training, e.to_string()).into()),
+            Err(_) => return Err(Refusal::FetchTimedOut(Work::Training).into()),
         };
     // From here the update is in the store: an update refused on its content leaves it again.
     let root = manifest.root;
@@ -280,22 +187,18 @@ async fn check_fetched(
     output: &canopy_protocol::messages::TrainOutput,
     root: Digest,
     data: &[u8],
-) -> Result<Checked, Refusal> {
+) -> Result<Checked, Refused> {
     let len = project.model.num_params();
     let values = match objects::update_values(data, len) {
         Ok(v) => v,
-        Err(e) => return Err(refuse(format!("{e}"), |s| s.wrong_shape += 1, true)),
+        Err(e) => return Err(Refusal::BadUpdate(e.to_string()).into()),
     };
     let norm = match aggregate::check_update(&values, len) {
         Ok(n) => n,
         Err(aggregate::Rejection::NonFinite { index }) => {
-            return Err(refuse(
-                format!("non-finite value at {index}"),
-                |s| s.non_finite += 1,
-                true,
-            ));
+            return Err(Refusal::NonFinite(index).into());
         }
-        Err(e) => return Err(refuse(e.to_string(), |s| s.wrong_shape += 1, true)),
+        Err(e) => return Err(Refusal::BadUpdate(e.to_string()).into()),
     };
     // The cheap signal: the loss the update alone causes on held-out text.
     let values = Arc::new(values);
@@ -327,16 +230,9 @@ async fn check_fetched(
             ));
         }
         LossVerdict::Gross { .. } => {
-            return Err(Refusal {
+            return Err(Refused {
+                reason: Refusal::GrossLossIncrease(increase),
                 judged: Some(verdict),
-                ..refuse(
-                    format!(
-                        "the update raises the held-out loss by {increase:.3} nats, \
-                         far beyond the spread of honest updates"
-                    ),
-                    |s| s.failed_verification += 1,
-                    true,
-                )
             });
         }
     }
@@ -367,11 +263,7 @@ async fn check_fetched(
     // A verification run: compare with the original's update.
     if task.kind == TaskKind::Verify {
         if sender.tier != Tier::Datacenter {
-            return Err(refuse(
-                "verification tasks are for the datacenter tier",
-                |_| {},
-                true,
-            ));
+            return Err(Refusal::VerifyNotDatacenter.into());
         }
         let original = task
             .verifies

@@ -9,19 +9,26 @@ use libp2p::PeerId;
 
 use super::checks::{Checked, RerunVerdict, check_result};
 use super::peer::datacenter_active;
-use crate::aggregate;
 use crate::judge::LossVerdict;
 use crate::project::{Project, now_ms};
+use crate::refusal::Refusal;
 use crate::state::{LeaseStatus, LedgerClaim, LedgerVerdict, ResultStatus, TaskKind, TaskStatus};
 use canopy_protocol::messages::Tier;
 
-/// A refusal, with the reputation counter it feeds.
-pub(super) struct Refusal {
-    pub(super) reason: String,
-    pub(super) count: fn(&mut aggregate::RejectionStats),
-    pub(super) penalise: bool,
-    /// The loss judge's verdict, for a refusal on the update's effect on held-out loss.
+/// A refused result: why, and the loss judge's verdict when the refusal is on the update's
+/// effect on held-out loss.
+pub(super) struct Refused {
+    pub(super) reason: Refusal,
     pub(super) judged: Option<LossVerdict>,
+}
+
+impl From<Refusal> for Refused {
+    fn from(reason: Refusal) -> Self {
+        Self {
+            reason,
+            judged: None,
+        }
+    }
 }
 
 /// An accepted update's change of held-out loss and the judge's verdict on it.
@@ -29,19 +36,6 @@ pub(super) struct Refusal {
 pub(super) struct Judged {
     pub(super) change: f64,
     pub(super) verdict: LossVerdict,
-}
-
-pub(super) fn refuse(
-    reason: impl Into<String>,
-    count: fn(&mut aggregate::RejectionStats),
-    penalise: bool,
-) -> Refusal {
-    Refusal {
-        reason: reason.into(),
-        count,
-        penalise,
-        judged: None,
-    }
 }
 
 /// Judges a result and commits the verdict; the returned ack is sent only after that.
@@ -249,78 +243,61 @@ pub(super) async fn judge(
             }
         }
         Err(refusal) => {
-            project.count_rejection(refusal.count);
-            project
-                .metrics
-                .rejected(crate::dashboard::metrics::rejection_reason(refusal.count));
+            let kind = refusal.reason.kind();
+            project.count_rejection(|s| kind.count(s));
+            project.metrics.rejected(kind.name());
             tracing::info!(%peer, task = task.0, "result refused: {}", refusal.reason);
             let lease = result.lease.0;
             let committed = project.state().transaction(|tx| {
                 let l = tx.lease(lease)?;
-                let owned = l.as_ref().is_some_and(|l| l.peer == key);
                 let round = match l.as_ref().and_then(|l| tx.task(l.task).ok().flatten()) {
                     Some(t) => t.round,
                     None => project.current().round,
                 };
-                // No entry for a sender that never joined; no tokens or compute time for a
-                // refused result.
-                tx.ledger_entry(
-                    &LedgerClaim {
-                        peer: &key,
-                        round,
-                        task: task.0,
-                        lease,
-                        kind: TaskKind::Train,
-                        compute_ms: result.compute_ms,
-                        accepted: false,
-                        verified: LedgerVerdict::Unchecked,
-                        result_hash: None,
-                        reason: Some(&refusal.reason),
-                        arrived_ms: arrived,
-                    },
-                    now,
-                )?;
-                if owned
-                    && let Some(l) = l
-                    && l.status == LeaseStatus::Active
+                // A gross update also counts as a strike and weighs on the peer's score.
+                let mut pattern = false;
+                if let Some(verdict) = &refusal.judged
+                    && tx.peer(&key)?.is_some()
                 {
-                    tx.set_lease_status(l.id, LeaseStatus::Done)?;
-                    crate::scheduler::reopen(tx, l.task)?;
+                    let mut quality = tx.peer_quality(&key)?;
+                    pattern = quality.observe(verdict);
+                    tx.set_peer_quality(&key, &quality)?;
                 }
-                if tx.peer(&key)?.is_some() {
-                    // A gross update also counts as a strike and weighs on the peer's score.
-                    let mut pattern = false;
-                    if let Some(verdict) = &refusal.judged {
-                        let mut quality = tx.peer_quality(&key)?;
-                        pattern = quality.observe(verdict);
-                        tx.set_peer_quality(&key, &quality)?;
-                    }
-                    // A gross effect on held-out loss is evidence of tampering, as a failed
-                    // re-run is; other penalised refusals cost a rejection.
-                    let mut delta = 0;
-                    if refusal.penalise {
-                        delta += match refusal.judged {
-                            Some(LossVerdict::Gross { .. }) => rep.failed_verification,
-                            _ => rep.rejected,
-                        };
-                    }
-                    if pattern {
-                        tracing::info!(%peer, "outliers again and again: penalised");
-                        delta += rep.failed_verification;
-                    }
-                    if delta != 0 {
-                        let (score, banned) = tx.adjust_reputation(&key, delta, rep.ban_below)?;
-                        if banned {
-                            tracing::warn!(%peer, score, "peer banned");
-                        }
-                    }
+                // A gross effect on held-out loss is evidence of tampering, as a failed
+                // re-run is; other penalised refusals cost a rejection.
+                let mut penalty = 0;
+                if refusal.reason.penalised() {
+                    penalty += match refusal.judged {
+                        Some(LossVerdict::Gross { .. }) => rep.failed_verification,
+                        _ => rep.rejected,
+                    };
+                }
+                if pattern {
+                    tracing::info!(%peer, "outliers again and again: penalised");
+                    penalty += rep.failed_verification;
+                }
+                let refused = crate::refusal::Refused {
+                    peer: &key,
+                    task: task.0,
+                    lease,
+                    kind: TaskKind::Train,
+                    round,
+                    compute_ms: result.compute_ms,
+                    arrived_ms: arrived,
+                    reason: &refusal.reason,
+                    penalty,
+                };
+                if let Some((score, true)) =
+                    crate::refusal::record(tx, &refused, now, rep.ban_below)?
+                {
+                    tracing::warn!(%peer, score, "peer banned");
                 }
                 Ok(())
             });
             if let Err(e) = committed {
                 tracing::warn!("recording a refusal: {e}");
             }
-            ack(false, Some(refusal.reason))
+            ack(false, Some(refusal.reason.to_string()))
         }
     }
 }
