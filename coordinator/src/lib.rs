@@ -15,6 +15,10 @@
 //! - [`training`]: the training text and shards, the learning-rate schedule and each round's
 //!   training tasks.
 //! - [`service`]: the coordinator on the network: answering nodes, judging results.
+//! - [`refusal`]: why a result is refused (one typed list for training and corpus results),
+//!   the checks both judges run first, and how a refusal is recorded.
+//! - [`run()`]: the coordinator as a library: a project served until it finishes or is shut
+//!   down, reporting [`RunEvent`]s (`canopy-coordinator run` prints them).
 //! - [`demo`]: the local swarm demo and its centralized baseline.
 //! - [`dashboard`]: the HTTP server: dashboard page, JSON API, `/metrics`, guarded actions.
 
@@ -33,6 +37,8 @@ pub mod judge;
 pub mod outer;
 pub mod project;
 pub mod refusal;
+mod run;
+pub use run::{Outcome, RunError, RunEvent, RunOptions, run};
 mod retention;
 pub mod samples;
 pub mod sampling;

@@ -3,17 +3,14 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use canopy_coordinator::config::{Config, FILE_NAME};
-use canopy_coordinator::corpus_swarm::{CorpusEvent, SwarmBuild};
-use canopy_coordinator::dashboard;
+use canopy_coordinator::corpus_swarm::CorpusEvent;
 use canopy_coordinator::demo;
-use canopy_coordinator::project::{DB_FILE, Project};
-use canopy_coordinator::service::{Service, ServiceEvent};
+use canopy_coordinator::project::DB_FILE;
+use canopy_coordinator::service::ServiceEvent;
 use canopy_coordinator::state::State;
-use canopy_node::network::NetworkConfig;
 use clap::Parser;
 
 mod cli;

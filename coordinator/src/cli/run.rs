@@ -1,6 +1,8 @@
 //! `canopy-coordinator run`: the project's service, its swarm corpus build, the dashboard, and
 //! the lines it prints for people or scripts (kept out of `main.rs`).
 
+use canopy_coordinator::{Outcome, RunEvent};
+
 use crate::cli::args::HttpArgs;
 use crate::*;
 
@@ -12,176 +14,84 @@ pub(crate) async fn run_project(
     let config = Config::load(config_path)?;
     let dir = project_dir(config_path);
     warn_if_readable(config_path, &config);
-    let listener = http.bind(Some((&config.dashboard, &dir))).await?;
-    let mut shutdown = Box::pin(
-        canopy_node::control::shutdown_signal().context("listening for Ctrl-C and SIGTERM")?,
-    );
-    let listen = config
-        .network
-        .listen
-        .iter()
-        .map(|a| {
-            a.parse()
-                .with_context(|| format!("network.listen: {a:?} is not a multiaddr"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let metrics = Arc::new(dashboard::Metrics::new());
-    let network = NetworkConfig {
-        listen,
-        metrics: Some(metrics.registry()),
-        mdns: config.network.mdns,
-        kad_server: true,
-        relay_server: true,
-        sync_fetched: true,
-        advertise_listen_addrs: config.network.public,
-        provider_ttl: std::time::Duration::from_secs(config.network.provider_ttl_secs),
-        ..NetworkConfig::default()
-    };
-    let store = Arc::new(
-        canopy_node::store::ChunkStore::open(&dir, config.store.cap_mib << 20)
-            .with_context(|| format!("opening the chunk store in {}", dir.display()))?,
-    );
-    let (keys, _) = canopy_node::identity::load_or_create(&dir)?;
-    let open_project = |config: Config| {
-        let (d, s) = (dir.clone(), store.clone());
-        let shown = dir.display().to_string();
-        async move {
-            tokio::task::spawn_blocking(move || Project::open_with_store(&d, config, s))
-                .await
-                .context("opening the project")?
-                .with_context(|| format!("opening the project in {shown}"))
-        }
-    };
-    // With [corpus], the build runs on the swarm first and training opens on its output.
-    let build = match &config.corpus {
-        Some(_) => {
-            let (d, c, s) = (dir.clone(), config.clone(), store.clone());
-            let build = tokio::task::spawn_blocking(move || SwarmBuild::open(&d, &c, s))
-                .await
-                .context("planning the corpus build")?
-                .context("planning the corpus build")?;
-            Some(Arc::new(build))
-        }
-        None => None,
-    };
-    let mut project = match build {
-        Some(_) => None,
-        None => Some(open_project(config.clone()).await?),
-    };
-    let (client, mut events, net_task) =
-        canopy_node::network::start(keys.clone(), store.clone(), network).await?;
-    let addrs = client.listen_addrs().await.unwrap_or_default();
-    let round = match &project {
-        Some(p) => p.current().round,
-        None => 0,
-    };
-    let url = match listener {
-        Some(listener) => {
-            let url = listener.url()?;
-            listener.spawn(
-                dir.join(DB_FILE),
-                dashboard::ProjectInfo {
-                    name: config.project.name.clone(),
-                    rounds: config.training.rounds,
-                    peer: keys.peer_id().to_string(),
-                },
-                metrics.clone(),
-            );
-            Some(url)
-        }
-        None => None,
-    };
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"started": {"peer": keys.peer_id().to_string(), "listen": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "round": round, "dashboard": url, "corpus_build": build.as_ref().map(|b| b.id())}})
-        );
-    } else {
-        println!(
-            "canopy-coordinator: project {} in {}",
-            config.project.name,
-            dir.display()
-        );
-        println!("peer id {}", keys.peer_id());
-        for a in &addrs {
-            println!("listening on {a}");
-        }
-        if let Some(url) = &url {
-            println!("dashboard at {url}");
-        }
-        if build.is_some() {
-            println!(
-                "corpus build first, then {} training rounds; nodes join with: canopy-node join <address above>",
-                config.training.rounds
-            );
-        } else {
-            println!(
-                "round {round} of {}; nodes join with: canopy-node join <address above>",
-                config.training.rounds
-            );
-        }
-    }
-    let _ = std::io::stdout().flush();
-    if let Some(build) = build {
-        if !build.finished()? {
-            let (ctx, mut crx) = tokio::sync::mpsc::channel(256);
-            let printer = tokio::spawn(async move {
-                while let Some(event) = crx.recv().await {
-                    print_corpus_event(&event, json);
-                }
-            });
-            let done = build
-                .clone()
-                .run(&client, &mut events, &mut shutdown, ctx)
-                .await;
-            let _ = printer.await;
-            if !done.context("running the corpus build")? {
-                let _ = client.shutdown().await;
-                let _ = net_task.await;
-                if !json {
-                    println!("stopped during the corpus build; run again to carry on");
-                }
-                return Ok(());
-            }
-        }
-        let mut training = config.clone();
-        training.data.corpus = Some(build.kept());
-        training.corpus = None;
-        project = Some(open_project(training).await?);
-    }
-    let Some(mut project) = project else {
-        bail!("the project did not open");
-    };
-    project.metrics = metrics;
-    let project = Arc::new(project);
+    let dashboard = http.bind(Some((&config.dashboard, &dir))).await?;
+    let shutdown =
+        canopy_node::control::shutdown_signal().context("listening for Ctrl-C and SIGTERM")?;
+    let name = config.project.name.clone();
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
-    let service = Service::with_network(project.clone(), client, events, net_task, tx).await?;
-    let _ = std::io::stdout().flush();
+    let shown = dir.clone();
     let printer = tokio::spawn(async move {
         while let Some(event) = rx.recv().await {
-            print_event(&event, json);
+            print_run_event(&event, &name, &shown, json);
         }
     });
-    let result = service.run(&mut shutdown).await;
-    printer.abort();
-    result?;
-    if project.finished() {
-        let current = project.current();
-        if json {
-            println!(
-                "{}",
-                serde_json::json!({"finished": {"round": current.round, "model": current.model_root.to_string()}})
-            );
-        } else {
-            println!(
-                "training finished after {} rounds; export with `canopy-coordinator export latest <dir>`",
-                current.round
-            );
-        }
-    } else if !json {
-        println!("stopped; run again on the same directory to carry on");
+    let options = canopy_coordinator::RunOptions {
+        config,
+        dir: dir.clone(),
+        dashboard,
+    };
+    let outcome = canopy_coordinator::run(options, shutdown, tx)
+        .await
+        .with_context(|| format!("running the project in {}", dir.display()));
+    // Every event is sent by the time the run returns; the printer drains what is queued.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), printer).await;
+    match outcome? {
+        Outcome::Finished { round, model } if json => println!(
+            "{}",
+            serde_json::json!({"finished": {"round": round, "model": model.to_string()}})
+        ),
+        Outcome::Finished { round, .. } => println!(
+            "training finished after {round} rounds; export with `canopy-coordinator export latest <dir>`"
+        ),
+        Outcome::Stopped { .. } if json => {}
+        Outcome::Stopped {
+            during_corpus_build: true,
+        } => println!("stopped during the corpus build; run again to carry on"),
+        Outcome::Stopped { .. } => println!("stopped; run again on the same directory to carry on"),
     }
     Ok(())
+}
+
+fn print_run_event(event: &RunEvent, name: &str, dir: &Path, json: bool) {
+    match event {
+        RunEvent::Started {
+            peer,
+            listen,
+            round,
+            dashboard,
+            corpus_build,
+            rounds,
+        } => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"started": {"peer": peer.to_string(), "listen": listen.iter().map(|a| a.to_string()).collect::<Vec<_>>(), "round": round, "dashboard": dashboard, "corpus_build": corpus_build}})
+                );
+            } else {
+                println!("canopy-coordinator: project {name} in {}", dir.display());
+                println!("peer id {peer}");
+                for a in listen {
+                    println!("listening on {a}");
+                }
+                if let Some(url) = dashboard {
+                    println!("dashboard at {url}");
+                }
+                if corpus_build.is_some() {
+                    println!(
+                        "corpus build first, then {rounds} training rounds; nodes join with: canopy-node join <address above>"
+                    );
+                } else {
+                    println!(
+                        "round {round} of {rounds}; nodes join with: canopy-node join <address above>"
+                    );
+                }
+            }
+            let _ = std::io::stdout().flush();
+        }
+        RunEvent::Corpus(event) => print_corpus_event(event, json),
+        RunEvent::Service(event) => print_event(event, json),
+        _ => {}
+    }
 }
 
 fn print_corpus_event(event: &CorpusEvent, json: bool) {
