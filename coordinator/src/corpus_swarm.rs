@@ -51,10 +51,10 @@ use crate::corpus::build::load_config;
 use crate::corpus::plan::Plan;
 use crate::corpus::{CorpusBuildError, compute, decide, output, plan};
 use crate::project::{DB_FILE, decode_spec, encode_spec, now_ms};
-use crate::refusal::{Leased, Refusal, Work, check_lease, check_signer};
+use crate::refusal::{Leased, NoWorkReason, Refusal, Work, check_lease, check_signer};
 use crate::sampling::Sampler;
 use crate::scheduler::{self, NoTask};
-use crate::service::{Answered, Caller, answer_peer, datacenter_active};
+use crate::service::{Answered, Caller, answer_peer, no_work};
 use crate::state::{
     CORPUS_ROUND, CorpusRun, LedgerClaim, PeerRecord, State, StateError, TaskKind, TaskRecord, Tx,
 };
@@ -513,7 +513,7 @@ mod tests {
         name: &str,
         at: u64,
     ) -> std::result::Result<(TaskRecord, u64, u64), NoTask> {
-        build
+        let granted = build
             .state()
             .transaction(|tx| {
                 let peer = tx.peer(name)?.expect("joined");
@@ -527,7 +527,8 @@ mod tests {
                     false,
                 )
             })
-            .expect("grant")
+            .expect("grant");
+        granted.map(|g| (g.task, g.lease, g.expires_ms))
     }
 
     /// Every run of `chunk` in `build`.

@@ -1,7 +1,8 @@
 //! Why a result is refused: one typed list for training and corpus results, the reputation
-//! counter each reason feeds and whether it is held against the sender, and the checks both
-//! judges run first (the lease and its holder, the signer of the result). The checks are pure:
-//! they take the records the caller read, so each path through them is a unit test.
+//! counter each reason feeds and whether it is held against the sender, the checks both
+//! judges run first (the lease and its holder, the signer of the result), and how a refusal is
+//! recorded. The checks are pure: they take the records the caller read, so each path through
+//! them is a unit test. Also why a request for work gets none ([`NoWorkReason`]).
 
 use std::fmt;
 
@@ -311,6 +312,64 @@ impl fmt::Display for Refusal {
             Self::DocumentCount { reported, expected } => {
                 write!(f, "{reported} documents reported for a chunk of {expected}")
             }
+        }
+    }
+}
+
+/// Why a node asking for work (or renewing or handing back a lease) gets none now; its text
+/// is what the node is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoWorkReason {
+    /// The node has not joined (it is sent back to join).
+    JoinFirst,
+    /// The node is banned (it is sent back to join, where it hears why and stops).
+    Banned,
+    /// Every training round is done.
+    TrainingFinished,
+    /// The round is closing; the next opens shortly.
+    RoundClosing,
+    /// The coordinator paused the project.
+    Paused,
+    /// The node holds all the leases it has slots for.
+    SlotsFull,
+    /// Nothing is open for this node now, in this kind of work.
+    NothingOpen(Work),
+    /// The lease to renew expired or went to another node.
+    LeaseGone,
+    /// The lease was handed back.
+    LeaseReleased,
+    /// The coordinator failed answering.
+    Internal,
+    /// A request the coordinator does not answer (the message's kind).
+    Unexpected(String),
+}
+
+impl NoWorkReason {
+    /// Whether the node should join again before asking for work.
+    pub fn join_first(&self) -> bool {
+        matches!(self, Self::JoinFirst | Self::Banned)
+    }
+}
+
+impl fmt::Display for NoWorkReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::JoinFirst => f.write_str("join first"),
+            Self::Banned => f.write_str("this node is banned"),
+            Self::TrainingFinished => f.write_str("training has finished"),
+            Self::RoundClosing => f.write_str("the round is closing; the next opens shortly"),
+            Self::Paused => f.write_str("the project is paused by its coordinator"),
+            Self::SlotsFull => f.write_str("this node holds all the leases it has slots for"),
+            Self::NothingOpen(Work::Training) => {
+                f.write_str("no task open now; waiting for the round to close")
+            }
+            Self::NothingOpen(Work::Corpus) => {
+                f.write_str("no corpus task open for this node now; the corpus build goes on")
+            }
+            Self::LeaseGone => f.write_str("this lease has expired or was reassigned"),
+            Self::LeaseReleased => f.write_str("lease released"),
+            Self::Internal => f.write_str("the coordinator hit an internal error"),
+            Self::Unexpected(kind) => write!(f, "unexpected {kind}"),
         }
     }
 }
@@ -717,6 +776,27 @@ mod tests {
                 Ok(())
             })
             .expect("transaction");
+    }
+
+    #[test]
+    fn only_the_unknown_and_the_banned_are_sent_back_to_join() {
+        let back = [NoWorkReason::JoinFirst, NoWorkReason::Banned];
+        let wait = [
+            NoWorkReason::TrainingFinished,
+            NoWorkReason::RoundClosing,
+            NoWorkReason::Paused,
+            NoWorkReason::SlotsFull,
+            NoWorkReason::NothingOpen(Work::Corpus),
+            NoWorkReason::LeaseGone,
+            NoWorkReason::Internal,
+            NoWorkReason::Unexpected("Join".into()),
+        ];
+        assert!(back.iter().all(NoWorkReason::join_first));
+        assert!(!wait.iter().any(NoWorkReason::join_first));
+        assert_eq!(
+            NoWorkReason::NothingOpen(Work::Training).to_string(),
+            "no task open now; waiting for the round to close"
+        );
     }
 
     #[test]

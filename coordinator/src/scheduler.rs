@@ -69,7 +69,7 @@ pub fn usable_slots(tx: &Tx<'_>, peer: &PeerRecord) -> Result<usize> {
     Ok(claimed.min(earned) as usize)
 }
 
-/// Grants `peer` a lease on the best open task of `round`, if any suits it.
+/// Grants `peer` a lease on the best open training task of `round`, if any suits it.
 /// `datacenter_active`: whether a datacenter node has been heard from recently (then
 /// reopened tasks wait for one).
 pub fn grant(
@@ -80,22 +80,47 @@ pub fn grant(
     now_ms: u64,
     datacenter_active: bool,
 ) -> Result<std::result::Result<Granted, NoTask>> {
+    grant_with(tx, config, peer, now_ms, |tx, peer| {
+        pick_training(tx, peer, round, datacenter_active)
+    })
+}
+
+/// The one way any work is leased: a banned node gets nothing, a node holding all the leases
+/// its slots allow waits, and otherwise `pick` (the kind of work's choice among its open
+/// tasks) names the task, leased until a deadline from the node's measured throughput.
+pub fn grant_with(
+    tx: &Tx<'_>,
+    config: &SchedulingConfig,
+    peer: &PeerRecord,
+    now_ms: u64,
+    pick: impl FnOnce(&Tx<'_>, &PeerRecord) -> Result<Option<TaskRecord>>,
+) -> Result<std::result::Result<Granted, NoTask>> {
     if peer.banned {
         return Ok(Err(NoTask::Banned));
     }
     if tx.active_leases(Some(&peer.peer))?.len() >= usable_slots(tx, peer)? {
         return Ok(Err(NoTask::Busy));
     }
-    if peer.tier != Tier::Datacenter {
-        // A volunteer takes the first task in grant order it may take: one indexed lookup,
-        // however many tasks are open.
-        let Some(task) = tx.first_open_task(round, datacenter_active)? else {
-            return Ok(Err(NoTask::Nothing));
-        };
-        return granted(tx, config, peer, task, now_ms);
+    match pick(tx, peer)? {
+        Some(task) => granted(tx, config, peer, task, now_ms),
+        None => Ok(Err(NoTask::Nothing)),
     }
-    // A datacenter node takes the highest-ranked task (reopened ones, then re-run checks),
-    // never a check of its own work. Open tasks come reopened first, then by id.
+}
+
+/// The training task of `round` for `peer`: a volunteer takes the first in grant order it may
+/// take; a datacenter node the highest-ranked (reopened ones, then re-run checks), never a
+/// check of its own work.
+fn pick_training(
+    tx: &Tx<'_>,
+    peer: &PeerRecord,
+    round: u64,
+    datacenter_active: bool,
+) -> Result<Option<TaskRecord>> {
+    if peer.tier != Tier::Datacenter {
+        // One indexed lookup, however many tasks are open.
+        return tx.first_open_task(round, datacenter_active);
+    }
+    // Open tasks come reopened first, then by id.
     let open = tx.tasks(Some(round), TaskStatus::Open)?;
     let mut best: Option<&TaskRecord> = None;
     for task in &open {
@@ -115,10 +140,7 @@ pub fn grant(
             None => Some(task),
         };
     }
-    let Some(task) = best.cloned() else {
-        return Ok(Err(NoTask::Nothing));
-    };
-    granted(tx, config, peer, task, now_ms)
+    Ok(best.cloned())
 }
 
 /// Records `peer`'s lease on `task`.

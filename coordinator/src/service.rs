@@ -21,13 +21,14 @@ mod judging;
 mod peer;
 
 use judging::judge;
-pub(crate) use peer::no_work;
 #[cfg(test)]
 pub(crate) use peer::unknown_peer;
 pub use peer::{Answered, Caller, answer_peer, datacenter_active, waiting_retry_ms};
+pub(crate) use peer::{answer_lease_request, no_work};
 
 use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
-use crate::scheduler::{self, ACTIVE_MS, NoTask};
+use crate::refusal::{NoWorkReason, Work};
+use crate::scheduler::{self, ACTIVE_MS};
 use crate::state::{ResultStatus, TaskKind, TaskStatus};
 
 /// How often a peer asks again while a round closes, when few peers are about.
@@ -387,12 +388,8 @@ impl Service {
             Ok(message) => self.respond(id, round, message).await,
             Err(e) => {
                 tracing::warn!(%peer, "handling a request: {e}");
-                self.respond(
-                    id,
-                    round,
-                    no_work(1000, "the coordinator hit an internal error", false),
-                )
-                .await;
+                self.respond(id, round, no_work(1000, NoWorkReason::Internal))
+                    .await;
             }
         }
     }
@@ -425,40 +422,35 @@ impl Service {
             }
             Answered::Other(message) => message,
         };
-        let known = state.read().peer(&key)?;
         Ok(match message {
             Message::LeaseRequest(_) => {
-                let Some(p) = known else {
-                    return Ok(no_work(0, "join first", true));
+                let first = if project.finished() {
+                    Some((10_000, NoWorkReason::TrainingFinished))
+                } else if self.closing {
+                    let retry = waiting_retry_ms(CLOSING_RETRY_MS, self.active_peers);
+                    Some((retry, NoWorkReason::RoundClosing))
+                } else {
+                    None
                 };
-                if project.finished() {
-                    return Ok(no_work(10_000, "training has finished", false));
-                }
-                if self.closing {
-                    return Ok(no_work(
-                        waiting_retry_ms(CLOSING_RETRY_MS, self.active_peers),
-                        "the round is closing; the next opens shortly",
-                        false,
-                    ));
-                }
-                if state.read().paused()? {
-                    return Ok(no_work(
-                        5_000,
-                        "the project is paused by its coordinator",
-                        false,
-                    ));
-                }
-                let active = datacenter_active(&state.read(), now)?;
-                let granted = state.transaction(|tx| {
-                    scheduler::grant(
-                        tx,
-                        &project.config.scheduling,
-                        &p,
-                        current.round,
-                        now,
-                        active,
-                    )
-                })?;
+                let idle = u64::from(project.config.scheduling.idle_retry_ms);
+                let granted = peer::answer_lease_request(
+                    &mut state,
+                    &key,
+                    now,
+                    Work::Training,
+                    first,
+                    waiting_retry_ms(idle, self.active_peers),
+                    |tx, p, active| {
+                        scheduler::grant(
+                            tx,
+                            &project.config.scheduling,
+                            p,
+                            current.round,
+                            now,
+                            active,
+                        )
+                    },
+                )?;
                 match granted {
                     Ok(g) => Message::LeaseGrant(LeaseGrant {
                         lease: LeaseId(g.lease),
@@ -466,25 +458,13 @@ impl Service {
                         spec: decode_spec(&g.task.spec)?,
                         expires_at_ms: g.expires_ms,
                     }),
-                    // Sent back to join, where it hears why (failed verifications, or a
-                    // revoked invitation) and stops instead of asking for work forever.
-                    Err(NoTask::Banned) => no_work(5_000, "this node is banned", true),
-                    Err(NoTask::Busy) => no_work(
-                        2_000,
-                        "this node holds all the leases it has slots for",
-                        false,
-                    ),
-                    Err(NoTask::Nothing) => no_work(
-                        waiting_retry_ms(
-                            u64::from(project.config.scheduling.idle_retry_ms),
-                            self.active_peers,
-                        ),
-                        "no task open now; waiting for the round to close",
-                        false,
-                    ),
+                    Err(no_work) => no_work,
                 }
             }
-            other => no_work(5_000, &format!("unexpected {:?}", other.kind()), false),
+            other => no_work(
+                5_000,
+                NoWorkReason::Unexpected(format!("{:?}", other.kind())),
+            ),
         })
     }
 }

@@ -111,7 +111,7 @@ impl SwarmBuild {
             Ok(m) => m,
             Err(e) => {
                 tracing::warn!(%peer, "handling a request during the corpus build: {e}");
-                no_work(1000, "the coordinator hit an internal error")
+                no_work(1000, NoWorkReason::Internal)
             }
         };
         if let Err(e) = client.respond(id, round, answer).await {
@@ -142,37 +142,30 @@ impl SwarmBuild {
         };
         Ok(match message {
             Message::LeaseRequest(_) => {
-                let Some(p) = state.read().peer(&key)? else {
-                    return Ok(crate::service::no_work(0, "join first", true));
-                };
-                if state.read().paused()? {
-                    return Ok(no_work(5_000, "the project is paused by its coordinator"));
-                }
-                let active = datacenter_active(&state.read(), now)?;
-                let build = self.build;
-                let config = &self.config.scheduling;
-                let order = &self.sampler;
-                match state.transaction(|tx| grant(tx, config, order, build, &p, now, active))? {
-                    Ok((task, lease, expires)) => Message::LeaseGrant(LeaseGrant {
-                        lease: LeaseId(lease),
-                        task: TaskId(task.id),
-                        spec: decode_spec(&task.spec)?,
-                        expires_at_ms: expires,
+                let (build, config, order) = (self.build, &self.config.scheduling, &self.sampler);
+                let granted = crate::service::answer_lease_request(
+                    &mut state,
+                    &key,
+                    now,
+                    Work::Corpus,
+                    None,
+                    1_000,
+                    |tx, p, active| grant(tx, config, order, build, p, now, active),
+                )?;
+                match granted {
+                    Ok(g) => Message::LeaseGrant(LeaseGrant {
+                        lease: LeaseId(g.lease),
+                        task: TaskId(g.task.id),
+                        spec: decode_spec(&g.task.spec)?,
+                        expires_at_ms: g.expires_ms,
                     }),
-                    // Back to join, where it hears why and stops (see the training service).
-                    Err(NoTask::Banned) => {
-                        crate::service::no_work(5_000, "this node is banned", true)
-                    }
-                    Err(NoTask::Busy) => {
-                        no_work(2_000, "this node holds all the leases it has slots for")
-                    }
-                    Err(NoTask::Nothing) => no_work(
-                        1_000,
-                        "no corpus task open for this node now; the corpus build goes on",
-                    ),
+                    Err(no_work) => no_work,
                 }
             }
-            other => no_work(5_000, &format!("unexpected {:?}", other.kind())),
+            other => no_work(
+                5_000,
+                NoWorkReason::Unexpected(format!("{:?}", other.kind())),
+            ),
         })
     }
 }

@@ -17,11 +17,6 @@ pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
-/// A "no corpus work now" answer: ask again after `retry_after_ms`.
-pub(super) fn no_work(retry_after_ms: u32, reason: &str) -> Message {
-    crate::service::no_work(retry_after_ms, reason, false)
-}
-
 /// Whether one of `runs` came from the datacenter tier (trusted: its agreement needs no
 /// re-check).
 pub(super) fn any_datacenter_run(tx: &Tx<'_>, runs: &[CorpusRun]) -> Result<bool, StateError> {
@@ -105,14 +100,8 @@ pub(super) fn apply_agreement(
     Ok(())
 }
 
-/// Grants `peer` a lease on a corpus task of `build` it may run: never a chunk it already
-/// ran or holds; further runs ([`TaskKind::CorpusCheck`]) go to the datacenter tier while one is
-/// active, and datacenter nodes take them first. Among the tasks a volunteer may run, it gets
-/// the first in its own secret order ([`Sampler::order`]), not the first by id: a chunk's two
-/// runs are side by side in id order, and two identities asking one after the other got both.
-/// A volunteer never gets a chunk that a volunteer of its own network or invited organisation
-/// ran or holds ([`Tx::corpus_nearby`]) while a volunteer of another network is active: many
-/// identities on one machine or one home network count as one.
+/// Grants `peer` a lease on a corpus task of `build` it may run, through the scheduler's one
+/// grant ([`scheduler::grant_with`]); the task is [`pick_chunk`]'s.
 pub(super) fn grant(
     tx: &Tx<'_>,
     config: &crate::config::SchedulingConfig,
@@ -121,14 +110,28 @@ pub(super) fn grant(
     peer: &PeerRecord,
     now: u64,
     datacenter_active: bool,
-) -> Result<std::result::Result<(TaskRecord, u64, u64), NoTask>, StateError> {
-    if peer.banned {
-        return Ok(Err(NoTask::Banned));
-    }
+) -> Result<std::result::Result<scheduler::Granted, NoTask>, StateError> {
+    scheduler::grant_with(tx, config, peer, now, |tx, peer| {
+        pick_chunk(tx, order, build, peer, now, datacenter_active)
+    })
+}
+
+/// The corpus task of `build` for `peer`: never a chunk it already ran or holds; further runs ([`TaskKind::CorpusCheck`]) go to the datacenter tier while one is
+/// active, and datacenter nodes take them first. Among the tasks a volunteer may run, it gets
+/// the first in its own secret order ([`Sampler::order`]), not the first by id: a chunk's two
+/// runs are side by side in id order, and two identities asking one after the other got both.
+/// A volunteer never gets a chunk that a volunteer of its own network or invited organisation
+/// ran or holds ([`Tx::corpus_nearby`]) while a volunteer of another network is active: many
+/// identities on one machine or one home network count as one.
+fn pick_chunk(
+    tx: &Tx<'_>,
+    order: &Sampler,
+    build: u64,
+    peer: &PeerRecord,
+    now: u64,
+    datacenter_active: bool,
+) -> Result<Option<TaskRecord>, StateError> {
     let held = tx.active_leases(Some(&peer.peer))?;
-    if held.len() >= crate::scheduler::usable_slots(tx, peer)? {
-        return Ok(Err(NoTask::Busy));
-    }
     let mut ran: HashSet<Digest> = tx
         .corpus_runs_of_peer(build, &peer.peer)?
         .into_iter()
@@ -179,10 +182,5 @@ pub(super) fn grant(
             None => Some(task),
         };
     }
-    let Some(task) = best else {
-        return Ok(Err(NoTask::Nothing));
-    };
-    let expires = now + scheduler::lease_ms(config, peer, task.tokens);
-    let lease = tx.insert_lease(task.id, &peer.peer, now, expires)?;
-    Ok(Ok((task, lease, expires)))
+    Ok(best)
 }

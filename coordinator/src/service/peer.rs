@@ -5,6 +5,7 @@ use canopy_protocol::Message;
 use canopy_protocol::messages::{JoinAck, LeaseRenewed, ManifestResponse, NoWork, Tier};
 
 use crate::project::now_ms;
+use crate::refusal::{NoWorkReason, Work};
 use crate::scheduler::{self, ACTIVE_MS};
 use crate::state::{LeaseStatus, PeerRecord};
 
@@ -103,7 +104,7 @@ pub fn answer_peer(
                 message: String::new(),
                 work_bits: 0,
             }),
-            None => no_work(0, "join first", true),
+            None => no_work(0, NoWorkReason::JoinFirst),
         },
         Message::LeaseRenew(renew) => {
             let lease = state.read().lease(renew.lease.0)?;
@@ -121,7 +122,7 @@ pub fn answer_peer(
                         expires_at_ms: expires,
                     })
                 }
-                _ => no_work(0, "this lease has expired or was reassigned", false),
+                _ => no_work(0, NoWorkReason::LeaseGone),
             }
         }
         Message::LeaseRelease(release) => {
@@ -133,7 +134,7 @@ pub fn answer_peer(
                     scheduler::reopen(tx, l.task)
                 })?;
             }
-            no_work(0, "lease released", false)
+            no_work(0, NoWorkReason::LeaseReleased)
         }
         Message::ManifestRequest(req) => Message::ManifestResponse(Box::new(ManifestResponse {
             root: req.root,
@@ -179,12 +180,56 @@ pub fn waiting_retry_ms(base_ms: u64, active: u64) -> u32 {
     ms.min(60_000) as u32
 }
 
-/// A "no work now" answer: ask again after `retry_after_ms`, or join first.
-pub(crate) fn no_work(retry_after_ms: u32, reason: &str, join_first: bool) -> Message {
+/// Answers a lease request for either kind of work: a node that never joined is sent back to
+/// join; `refuse_first` (the work's own reason to give none now, such as training being over)
+/// comes next, then a paused project; otherwise `grant` (told whether a datacenter node is
+/// active) runs in one transaction, and a refusal from it is answered by its reason, a node
+/// finding nothing open asking again after `nothing_retry_ms`.
+pub(crate) fn answer_lease_request(
+    state: &mut crate::state::State,
+    key: &str,
+    now: u64,
+    work: Work,
+    refuse_first: Option<(u32, NoWorkReason)>,
+    nothing_retry_ms: u32,
+    grant: impl FnOnce(
+        &crate::state::Tx<'_>,
+        &PeerRecord,
+        bool,
+    ) -> Result<
+        Result<scheduler::Granted, scheduler::NoTask>,
+        crate::state::StateError,
+    >,
+) -> Result<Result<scheduler::Granted, Message>, crate::state::StateError> {
+    let Some(peer) = state.read().peer(key)? else {
+        return Ok(Err(no_work(0, NoWorkReason::JoinFirst)));
+    };
+    if let Some((retry_after_ms, reason)) = refuse_first {
+        return Ok(Err(no_work(retry_after_ms, reason)));
+    }
+    if state.read().paused()? {
+        return Ok(Err(no_work(5_000, NoWorkReason::Paused)));
+    }
+    let active = datacenter_active(&state.read(), now)?;
+    Ok(match state.transaction(|tx| grant(tx, &peer, active))? {
+        Ok(granted) => Ok(granted),
+        // Sent back to join, where it hears why (failed verifications, or a revoked
+        // invitation) and stops instead of asking for work forever.
+        Err(scheduler::NoTask::Banned) => Err(no_work(5_000, NoWorkReason::Banned)),
+        Err(scheduler::NoTask::Busy) => Err(no_work(2_000, NoWorkReason::SlotsFull)),
+        Err(scheduler::NoTask::Nothing) => {
+            Err(no_work(nothing_retry_ms, NoWorkReason::NothingOpen(work)))
+        }
+    })
+}
+
+/// A "no work now" answer: ask again after `retry_after_ms`, or join first when `reason`
+/// says so.
+pub(crate) fn no_work(retry_after_ms: u32, reason: NoWorkReason) -> Message {
     Message::NoWork(NoWork {
         retry_after_ms,
-        reason: reason.into(),
-        join_first,
+        join_first: reason.join_first(),
+        reason: reason.to_string(),
     })
 }
 
@@ -216,5 +261,92 @@ mod tests {
         let draws: std::collections::BTreeSet<u32> =
             (0..50).map(|_| waiting_retry_ms(1000, 0)).collect();
         assert!(draws.len() > 10, "not jittered: {draws:?}");
+    }
+
+    /// Every way a lease request is answered, through the path both kinds of work share,
+    /// against a state database on disk.
+    #[test]
+    fn a_lease_request_is_answered_by_one_path_for_both_kinds_of_work() {
+        use crate::state::{State, TaskKind};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut state = State::open(&dir.path().join("canopy.db")).expect("state");
+        let config = crate::config::SchedulingConfig::default();
+        state
+            .transaction(|tx| {
+                tx.upsert_peer(&unknown_peer("vol"))?;
+                tx.upsert_peer(&unknown_peer("banned"))?;
+                tx.adjust_reputation("banned", -100, -10)?;
+                tx.insert_task(0, TaskKind::Train, b"spec", None, 100)?;
+                Ok(())
+            })
+            .expect("setup");
+        let mut ask = |key: &str, first: Option<(u32, NoWorkReason)>| {
+            answer_lease_request(
+                &mut state,
+                key,
+                1,
+                Work::Training,
+                first,
+                777,
+                |tx, p, a| scheduler::grant(tx, &config, p, 0, 1, a),
+            )
+            .expect("answered")
+        };
+        let told = |answer: Result<scheduler::Granted, Message>| match answer {
+            Err(Message::NoWork(n)) => (n.retry_after_ms, n.reason, n.join_first),
+            other => panic!("expected no work, got {other:?}"),
+        };
+        assert_eq!(
+            told(ask("stranger", None)),
+            (0, "join first".into(), true),
+            "a node that never joined is sent back to join, whatever else holds"
+        );
+        assert_eq!(
+            told(ask("vol", Some((10, NoWorkReason::TrainingFinished)))),
+            (10, "training has finished".into(), false)
+        );
+        assert_eq!(
+            told(ask("banned", None)),
+            (5_000, "this node is banned".into(), true)
+        );
+        let granted = ask("vol", None).expect("the volunteer gets the task");
+        assert_eq!(granted.task.kind, TaskKind::Train);
+        assert_eq!(
+            told(ask("vol", None)).1,
+            "this node holds all the leases it has slots for"
+        );
+        state
+            .transaction(|tx| {
+                tx.upsert_peer(&unknown_peer("late"))?;
+                tx.set_paused(true)
+            })
+            .expect("pause");
+        let mut ask = |key: &str| {
+            answer_lease_request(&mut state, key, 1, Work::Corpus, None, 777, |_, _, _| {
+                Ok(Err(scheduler::NoTask::Nothing))
+            })
+            .expect("answered")
+        };
+        assert_eq!(
+            told(ask("late")).1,
+            "the project is paused by its coordinator"
+        );
+        state
+            .transaction(|tx| tx.set_paused(false))
+            .expect("resume");
+        let mut ask = |key: &str| {
+            answer_lease_request(&mut state, key, 1, Work::Corpus, None, 777, |_, _, _| {
+                Ok(Err(scheduler::NoTask::Nothing))
+            })
+            .expect("answered")
+        };
+        assert_eq!(
+            told(ask("late")),
+            (
+                777,
+                "no corpus task open for this node now; the corpus build goes on".into(),
+                false
+            )
+        );
     }
 }
