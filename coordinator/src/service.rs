@@ -458,7 +458,7 @@ impl Service {
                         spec: decode_spec(&g.task.spec)?,
                         expires_at_ms: g.expires_ms,
                     }),
-                    Err(no_work) => no_work,
+                    Err((retry_after_ms, reason)) => no_work(retry_after_ms, reason),
                 }
             }
             other => no_work(

@@ -183,8 +183,9 @@ pub fn waiting_retry_ms(base_ms: u64, active: u64) -> u32 {
 /// Answers a lease request for either kind of work: a node that never joined is sent back to
 /// join; `refuse_first` (the work's own reason to give none now, such as training being over)
 /// comes next, then a paused project; otherwise `grant` (told whether a datacenter node is
-/// active) runs in one transaction, and a refusal from it is answered by its reason, a node
-/// finding nothing open asking again after `nothing_retry_ms`.
+/// active) runs in one transaction. A request that gets no work gets the delay before asking
+/// again and the reason (answered with [`no_work`]); nothing open means asking again after
+/// `nothing_retry_ms`.
 pub(crate) fn answer_lease_request(
     state: &mut crate::state::State,
     key: &str,
@@ -200,26 +201,24 @@ pub(crate) fn answer_lease_request(
         Result<scheduler::Granted, scheduler::NoTask>,
         crate::state::StateError,
     >,
-) -> Result<Result<scheduler::Granted, Message>, crate::state::StateError> {
+) -> Result<Result<scheduler::Granted, (u32, NoWorkReason)>, crate::state::StateError> {
     let Some(peer) = state.read().peer(key)? else {
-        return Ok(Err(no_work(0, NoWorkReason::JoinFirst)));
+        return Ok(Err((0, NoWorkReason::JoinFirst)));
     };
-    if let Some((retry_after_ms, reason)) = refuse_first {
-        return Ok(Err(no_work(retry_after_ms, reason)));
+    if let Some(refusal) = refuse_first {
+        return Ok(Err(refusal));
     }
     if state.read().paused()? {
-        return Ok(Err(no_work(5_000, NoWorkReason::Paused)));
+        return Ok(Err((5_000, NoWorkReason::Paused)));
     }
     let active = datacenter_active(&state.read(), now)?;
     Ok(match state.transaction(|tx| grant(tx, &peer, active))? {
         Ok(granted) => Ok(granted),
         // Sent back to join, where it hears why (failed verifications, or a revoked
         // invitation) and stops instead of asking for work forever.
-        Err(scheduler::NoTask::Banned) => Err(no_work(5_000, NoWorkReason::Banned)),
-        Err(scheduler::NoTask::Busy) => Err(no_work(2_000, NoWorkReason::SlotsFull)),
-        Err(scheduler::NoTask::Nothing) => {
-            Err(no_work(nothing_retry_ms, NoWorkReason::NothingOpen(work)))
-        }
+        Err(scheduler::NoTask::Banned) => Err((5_000, NoWorkReason::Banned)),
+        Err(scheduler::NoTask::Busy) => Err((2_000, NoWorkReason::SlotsFull)),
+        Err(scheduler::NoTask::Nothing) => Err((nothing_retry_ms, NoWorkReason::NothingOpen(work))),
     })
 }
 
@@ -292,9 +291,9 @@ mod tests {
             )
             .expect("answered")
         };
-        let told = |answer: Result<scheduler::Granted, Message>| match answer {
-            Err(Message::NoWork(n)) => (n.retry_after_ms, n.reason, n.join_first),
-            other => panic!("expected no work, got {other:?}"),
+        let told = |answer: Result<scheduler::Granted, (u32, NoWorkReason)>| match answer {
+            Err((retry, reason)) => (retry, reason.to_string(), reason.join_first()),
+            Ok(g) => panic!("expected no work, got {g:?}"),
         };
         assert_eq!(
             told(ask("stranger", None)),
