@@ -348,4 +348,128 @@ mod tests {
             )
         );
     }
+
+    /// A renewal racing an expiry, replayed both ways against the state on disk: a renewal
+    /// that arrives first moves the deadline past the sweep; one that arrives after the sweep
+    /// is told the lease is gone, and the task goes to the next node that asks.
+    #[test]
+    fn a_renewal_racing_an_expiry_is_decided_by_which_comes_first() {
+        use canopy_protocol::messages::{LeaseId, LeaseRenew};
+
+        use crate::state::{LeaseStatus, State, TaskKind};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut state = State::open(&dir.path().join("canopy.db")).expect("state");
+        let config = crate::config::Config::default();
+        let issuer = canopy_protocol::Keypair::from_secret_bytes(&[3; 32]).public();
+        let (first, second) = state
+            .transaction(|tx| {
+                for key in ["a", "b", "c"] {
+                    tx.upsert_peer(&unknown_peer(key))?;
+                }
+                tx.insert_task(0, TaskKind::Train, b"one", None, 100)?;
+                tx.insert_task(0, TaskKind::Train, b"two", None, 100)?;
+                let first =
+                    scheduler::grant(tx, &config.scheduling, &unknown_peer("a"), 0, 0, false)?;
+                let second =
+                    scheduler::grant(tx, &config.scheduling, &unknown_peer("b"), 0, 0, false)?;
+                Ok((first.expect("a's lease"), second.expect("b's lease")))
+            })
+            .expect("setup");
+        let deadline = first.expires_ms;
+        let renew = |state: &mut State, key: &str, lease: u64, now: u64| {
+            let message = Message::LeaseRenew(LeaseRenew {
+                lease: LeaseId(lease),
+                progress_permille: 500,
+            });
+            let caller = Caller { key, network: None };
+            match answer_peer(state, &config, &issuer, caller, 0, now, message) {
+                Ok(Answered::Reply(reply, _)) => reply,
+                _ => panic!("a renewal is answered"),
+            }
+        };
+        // a renews just before its deadline: the deadline moves on.
+        let Message::LeaseRenewed(renewed) = renew(&mut state, "a", first.lease, deadline - 1)
+        else {
+            panic!("a's renewal in time is granted");
+        };
+        assert!(renewed.expires_at_ms > deadline);
+        // b's renewal comes too late: the sweep at the deadline took its lease first.
+        let swept = state
+            .transaction(|tx| scheduler::expire(tx, deadline + 1))
+            .expect("sweep");
+        assert_eq!(
+            swept.iter().map(|l| l.id).collect::<Vec<_>>(),
+            [second.lease],
+            "only the lease that was not renewed expires"
+        );
+        let Message::NoWork(gone) = renew(&mut state, "b", second.lease, deadline + 2) else {
+            panic!("a late renewal gets no lease");
+        };
+        assert_eq!(gone.reason, NoWorkReason::LeaseGone.to_string());
+        // Another node asking now gets b's task; a's lease is still its own.
+        let again = state
+            .transaction(|tx| {
+                scheduler::grant(
+                    tx,
+                    &config.scheduling,
+                    &unknown_peer("c"),
+                    0,
+                    deadline + 3,
+                    false,
+                )
+            })
+            .expect("grant")
+            .expect("c gets the reopened task");
+        assert_eq!(again.task.id, second.task.id);
+        let read = state.read();
+        assert_eq!(
+            read.lease(first.lease).expect("read").map(|l| l.status),
+            Some(LeaseStatus::Active)
+        );
+    }
+
+    /// A volunteer banned mid-round: its lease's result is refused as banned, and its next
+    /// request for work sends it back to join, where it hears why.
+    #[test]
+    fn a_volunteer_banned_mid_round_gets_no_result_counted_and_no_more_work() {
+        use crate::refusal::{Refusal, check_lease};
+        use crate::state::{State, TaskKind};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut state = State::open(&dir.path().join("canopy.db")).expect("state");
+        let config = crate::config::SchedulingConfig::default();
+        let granted = state
+            .transaction(|tx| {
+                tx.upsert_peer(&unknown_peer("v"))?;
+                tx.insert_task(0, TaskKind::Train, b"one", None, 100)?;
+                tx.insert_task(0, TaskKind::Train, b"two", None, 100)?;
+                scheduler::grant(tx, &config, &unknown_peer("v"), 0, 0, false)
+            })
+            .expect("grant")
+            .expect("v's lease");
+        state
+            .transaction(|tx| tx.adjust_reputation("v", -100, -10))
+            .expect("ban");
+        let (lease, task, sender) = {
+            let r = state.read();
+            (
+                r.lease(granted.lease).expect("read"),
+                r.task(granted.task.id).expect("read"),
+                r.peer("v").expect("read"),
+            )
+        };
+        assert_eq!(
+            check_lease(Work::Training, "v", lease, task, sender).map(|_| ()),
+            Err(Refusal::Banned)
+        );
+        let answer =
+            answer_lease_request(&mut state, "v", 1, Work::Training, None, 1, |tx, p, a| {
+                scheduler::grant(tx, &config, p, 0, 1, a)
+            })
+            .expect("answered");
+        let Err((_, reason)) = answer else {
+            panic!("a banned volunteer gets no work");
+        };
+        assert_eq!(reason, NoWorkReason::Banned);
+        assert!(reason.join_first());
+    }
 }
