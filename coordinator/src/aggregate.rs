@@ -6,8 +6,8 @@
 //! updates into a single outer gradient in four stages:
 //!
 //! 1. **Screening** ([`check_update`]): an update of the wrong length or with
-//!    a NaN / infinity is rejected outright and counted in
-//!    [`RejectionStats`]. [`aggregate`] re-checks this and returns an error
+//!    a NaN / infinity is rejected outright (the coordinator refuses the
+//!    result, see `crate::refusal`). [`aggregate`] re-checks this and returns an error
 //!    rather than panicking if a caller forgot.
 //! 2. **Norm clipping**: the median `m` of the L2 norms of this round's
 //!    updates is a robust estimate of an honest update's size. Any update
@@ -43,10 +43,8 @@ use rayon::prelude::*;
 pub mod direction;
 mod held;
 mod optimizer;
-mod rejections;
 pub use held::{Held, aggregate_held};
 pub use optimizer::OuterOptimizer;
-pub use rejections::RejectionStats;
 
 /// DiLoCo's outer learning rate (Douillard et al., 2023).
 pub const DILOCO_OUTER_LR: f32 = 0.7;
@@ -661,7 +659,7 @@ mod tests {
         incoming.insert(14, &nan);
         assert_eq!(incoming.len(), 16);
 
-        let mut stats = RejectionStats::default();
+        let mut rejected = Vec::new();
         let mut accepted = Vec::new();
         let mut accepted_norms = Vec::new();
         for values in incoming {
@@ -670,13 +668,12 @@ mod tests {
                     accepted.push(fresh(values));
                     accepted_norms.push(norm);
                 }
-                Err(rejection) => stats.record(&rejection),
+                Err(rejection) => rejected.push(rejection),
             }
         }
         assert_eq!(accepted.len(), 15);
 
         let robust = aggregate(&accepted, LEN, &AggregateConfig::default()).unwrap();
-        stats.clipped += robust.clipped as u64;
         assert_eq!(robust.used, 15);
         assert_eq!(robust.delta.len(), LEN);
 
@@ -710,10 +707,10 @@ mod tests {
         let err_mean = rel_err(&naive.delta, &honest_mean);
         assert!(err_mean > 1.0, "plain mean relative error {err_mean}");
 
-        assert_eq!(stats.non_finite, 1);
-        assert_eq!(stats.wrong_shape, 0);
-        assert_eq!(stats.clipped, expected_clipped as u64);
-        assert_eq!(stats.total_rejected(), 1);
+        assert!(
+            matches!(rejected[..], [Rejection::NonFinite { .. }]),
+            "only the NaN update is rejected: {rejected:?}"
+        );
     }
 
     #[test]
@@ -1070,29 +1067,5 @@ mod tests {
             assert_eq!(par, seq, "{combine}");
             assert_eq!(par.clipped, 1);
         }
-    }
-
-    #[test]
-    fn rejection_stats_record_and_total() {
-        let mut s = RejectionStats::default();
-        s.record(&Rejection::NonFinite { index: 0 });
-        s.record(&Rejection::WrongShape {
-            expected: 2,
-            got: 1,
-        });
-        s.record(&Rejection::WrongShape {
-            expected: 2,
-            got: 3,
-        });
-        s.replay += 1;
-        s.banned_sender += 2;
-        s.clipped += 10;
-        assert_eq!(s.non_finite, 1);
-        assert_eq!(s.wrong_shape, 2);
-        assert_eq!(s.total_rejected(), 6);
-        let copy = s.clone();
-        assert_eq!(copy, s);
-        s.non_finite = u64::MAX;
-        assert_eq!(s.total_rejected(), u64::MAX);
     }
 }

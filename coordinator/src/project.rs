@@ -16,7 +16,7 @@ use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
 use canopy_protocol::{Digest, Keypair, Manifest, ObjectKind, SignedManifest};
 use canopy_shaders::{ModelConfig, Params};
 
-use crate::aggregate::{self, AggregateConfig, Combine, OuterOptimizer, RejectionStats};
+use crate::aggregate::{self, AggregateConfig, Combine, OuterOptimizer};
 use crate::config::Config;
 use crate::judge::{LossSpread, LossVerdict};
 use crate::outer;
@@ -120,8 +120,8 @@ pub struct Project {
     pub dir: PathBuf,
     /// The coordinator's identity.
     pub keys: Keypair,
-    /// The state database.
-    pub state: Mutex<State>,
+    /// The state database (see [`Project::state`]).
+    state: Mutex<State>,
     /// The chunk store.
     pub store: Arc<ChunkStore>,
     /// The model size.
@@ -138,8 +138,6 @@ pub struct Project {
     pub shards: Vec<Digest>,
     current: Mutex<Current>,
     optimizer: Mutex<OuterOptimizer>,
-    /// Rejections by reason since the coordinator started.
-    pub rejections: Mutex<RejectionStats>,
     /// Counters the service updates and the dashboard's `/metrics` reports.
     pub metrics: Arc<crate::dashboard::Metrics>,
     /// The held-out loss of the last model version an update was checked against.
@@ -348,7 +346,6 @@ impl Project {
             shards: roots,
             current: Mutex::new(current),
             optimizer: Mutex::new(optimizer),
-            rejections: Mutex::new(RejectionStats::default()),
             metrics: Arc::new(crate::dashboard::Metrics::new()),
             check_base: Mutex::new(None),
             state: Mutex::new(state),
@@ -447,11 +444,6 @@ impl Project {
             *p -= d;
         }
         Ok((before, evaluate(&self.config, &applied, &self.heldout)?))
-    }
-
-    /// Counts a rejection reason.
-    pub fn count_rejection(&self, f: impl FnOnce(&mut RejectionStats)) {
-        f(&mut self.rejections.lock().unwrap_or_else(|e| e.into_inner()));
     }
 
     /// The signed manifest and bytes of an object the coordinator holds.

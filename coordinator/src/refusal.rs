@@ -9,7 +9,6 @@ use std::fmt;
 use canopy_protocol::{Manifest, SignedManifest};
 use libp2p::PeerId;
 
-use crate::aggregate::RejectionStats;
 use crate::state::{
     LeaseRecord, LeaseStatus, LedgerClaim, LedgerVerdict, PeerRecord, StateError, TaskKind,
     TaskRecord, TaskStatus, Tx,
@@ -42,8 +41,8 @@ impl Work {
     }
 }
 
-/// The reputation counter a refusal feeds ([`RejectionStats`], and the label of the
-/// `results_rejected` metric).
+/// What kind of refusal it is: the `reason` label of the dashboard's `results_rejected`
+/// metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectionKind {
     /// NaN or infinity in an update.
@@ -80,22 +79,6 @@ impl RejectionKind {
             Self::BannedSender => "banned_sender",
             Self::Other => "other",
         }
-    }
-
-    /// Counts one refusal of this kind in `stats`.
-    pub fn count(self, stats: &mut RejectionStats) {
-        let counter = match self {
-            Self::NonFinite => &mut stats.non_finite,
-            Self::WrongShape => &mut stats.wrong_shape,
-            Self::WrongVersion => &mut stats.wrong_version,
-            Self::Replay => &mut stats.replay,
-            Self::BadSignature => &mut stats.bad_signature,
-            Self::FailedVerification => &mut stats.failed_verification,
-            Self::StaleDropped => &mut stats.stale_dropped,
-            Self::BannedSender => &mut stats.banned_sender,
-            Self::Other => return,
-        };
-        *counter += 1;
     }
 }
 
@@ -654,34 +637,30 @@ mod tests {
     }
 
     #[test]
-    fn each_kind_counts_in_its_own_counter_and_metric() {
-        let mut stats = RejectionStats::default();
-        for r in [
+    fn each_refusal_is_labelled_by_its_kind_and_told_in_words() {
+        let labels: Vec<&str> = [
             Refusal::NonFinite(1),
             Refusal::TooLarge(9),
             Refusal::WrongVersion,
             Refusal::AlreadySubmitted,
             Refusal::SignedByAnotherKey(Work::Training),
             Refusal::GrossLossIncrease(1.0),
-            Refusal::TooOld,
             Refusal::Banned,
-            Refusal::FetchTimedOut(Work::Training),
-        ] {
-            r.kind().count(&mut stats);
-        }
+        ]
+        .iter()
+        .map(|r| r.kind().name())
+        .collect();
         assert_eq!(
+            labels,
             [
-                stats.non_finite,
-                stats.wrong_shape,
-                stats.wrong_version,
-                stats.replay,
-                stats.bad_signature,
-                stats.failed_verification,
-                stats.stale_dropped,
-                stats.banned_sender,
-                stats.outliers,
-            ],
-            [1, 1, 1, 1, 1, 1, 1, 1, 0]
+                "non_finite",
+                "wrong_shape",
+                "wrong_version",
+                "replay",
+                "bad_signature",
+                "failed_verification",
+                "banned_sender"
+            ]
         );
         assert_eq!(Refusal::TooOld.kind().name(), "stale_dropped");
         assert_eq!(Refusal::ChunkNotInPlan.kind().name(), "other");

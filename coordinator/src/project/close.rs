@@ -108,7 +108,9 @@ impl Project {
                 used.remove(i);
             }
         }
-        self.count_rejection(|s| s.outliers += left_out.len() as u64);
+        for _ in &left_out {
+            self.metrics.rejected("outlier");
+        }
         let agg_config = aggregate_config(&self.config)?;
         // The new version is exactly the old one plus the int8 step nodes fetch instead of
         // the full weights; the optimizer's state is kept once both are stored.
@@ -121,7 +123,6 @@ impl Project {
             let optimizer = self.optimizer.lock().unwrap_or_else(|e| e.into_inner());
             outer::outer_step(&current.params, &optimizer, &values, &agg_config)?
         };
-        self.count_rejection(|s| s.clipped += clipped as u64);
         let next = round + 1;
         let (delta_signed, delta_bytes) = objects::delta_object(&self.keys, &step, next)?;
         let eval_loss = evaluate(&self.config, &params, &self.heldout)?;

@@ -196,7 +196,6 @@ pub(super) async fn judge(
                 Ok(_) if outlier => {
                     let reason = record.reason.clone();
                     tracing::info!(%peer, task = task.0, "result left out: {reason:?}");
-                    project.count_rejection(|s| s.outliers += 1);
                     project.metrics.rejected("outlier");
                     if let Some(root) = record.update_root {
                         let _ = client.release(root).await;
@@ -211,7 +210,6 @@ pub(super) async fn judge(
                     if let Some((orig, ok)) = verified {
                         tracing::info!(original = %orig, passed = ok, "verification re-run compared");
                         if !ok {
-                            project.count_rejection(|s| s.failed_verification += 1);
                             project.metrics.verification_failures.inc();
                         }
                     }
@@ -243,9 +241,7 @@ pub(super) async fn judge(
             }
         }
         Err(refusal) => {
-            let kind = refusal.reason.kind();
-            project.count_rejection(|s| kind.count(s));
-            project.metrics.rejected(kind.name());
+            project.metrics.rejected(refusal.reason.kind().name());
             tracing::info!(%peer, task = task.0, "result refused: {}", refusal.reason);
             let lease = result.lease.0;
             let committed = project.state().transaction(|tx| {
