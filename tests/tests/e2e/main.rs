@@ -11,6 +11,7 @@ mod demo;
 mod deploy;
 mod interop;
 mod language;
+mod library;
 mod limits;
 mod nat;
 mod node_cli;
