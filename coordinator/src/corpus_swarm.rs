@@ -38,8 +38,7 @@ use canopy_node::store::ChunkStore;
 use canopy_protocol::chunk::DEFAULT_CHUNK_SIZE;
 use canopy_protocol::corpus::CorpusResult;
 use canopy_protocol::messages::{
-    CorpusOutput, CorpusSpec, LeaseGrant, LeaseId, ManifestRequest, ResultAck, TaskId, TaskOutput,
-    TaskResult, TaskSpec,
+    CorpusOutput, CorpusSpec, ManifestRequest, ResultAck, TaskOutput, TaskResult, TaskSpec,
 };
 use canopy_protocol::{Digest, Keypair, Manifest, Message, ObjectKind, SignedManifest};
 use libp2p::{Multiaddr, PeerId};

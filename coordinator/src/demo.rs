@@ -192,22 +192,14 @@ async fn start_node(
         source,
     })?;
     let store = Arc::new(ChunkStore::open(dir, 4 << 30)?);
+    let network = NetworkConfig {
+        bootstrap: vec![bootstrap],
+        ..NetworkConfig::loopback()
+    };
     let settings = NodeSettings {
-        coordinator,
-        network: NetworkConfig {
-            bootstrap: vec![bootstrap],
-            ..NetworkConfig::loopback()
-        },
-        runtimes: vec![runtime.clone()],
         tier,
-        threads: 1,
         display_name: Some(format!("{tier}-{index}")),
-        organisation: None,
-        country: None,
-        invite: None,
-        memory_limit: None,
-        cpu_share: None,
-        paused: false,
+        ..NodeSettings::volunteer(coordinator, network, vec![runtime.clone()])
     };
     let (node, mut events) = Node::start(keys, store, settings).await?;
     // The demo's nodes act through their workers; their swarm events are only drained.

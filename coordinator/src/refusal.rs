@@ -487,25 +487,9 @@ pub fn record(
 
 #[cfg(test)]
 mod tests {
-    use canopy_protocol::messages::Tier;
-
     use super::*;
 
-    fn sender(key: &str) -> PeerRecord {
-        PeerRecord {
-            peer: key.into(),
-            tier: Tier::Volunteer,
-            name: None,
-            org: None,
-            country: None,
-            reputation: 0,
-            banned: false,
-            tokens_per_sec: None,
-            slots: 1,
-            joined_ms: 0,
-            last_seen_ms: 0,
-        }
-    }
+    use crate::service::unknown_peer as sender;
 
     fn task(id: u64, kind: TaskKind, status: TaskStatus) -> TaskRecord {
         TaskRecord {

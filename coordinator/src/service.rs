@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use canopy_node::network::{self, Client, MODELS_TOPIC, NetworkConfig, NetworkEvent};
-use canopy_protocol::messages::{LeaseGrant, LeaseId, ModelAnnouncement, ResultAck, Tier};
+use canopy_protocol::messages::{ModelAnnouncement, ResultAck, Tier};
 use canopy_protocol::{Digest, Message};
 use libp2p::PeerId;
 use tokio::sync::mpsc;
@@ -24,9 +24,9 @@ use judging::judge;
 #[cfg(test)]
 pub(crate) use peer::unknown_peer;
 pub use peer::{Answered, Caller, answer_peer, datacenter_active, waiting_retry_ms};
-pub(crate) use peer::{answer_lease_request, no_work};
+pub(crate) use peer::{answer_lease_request, lease_answer, no_work};
 
-use crate::project::{Project, ProjectError, RoundSummary, decode_spec, now_ms};
+use crate::project::{Project, ProjectError, RoundSummary, now_ms};
 use crate::refusal::{NoWorkReason, Work};
 use crate::scheduler::{self, ACTIVE_MS};
 use crate::state::{ResultStatus, TaskKind, TaskStatus};
@@ -433,7 +433,7 @@ impl Service {
                     None
                 };
                 let idle = u64::from(project.config.scheduling.idle_retry_ms);
-                let granted = peer::answer_lease_request(
+                peer::lease_answer(peer::answer_lease_request(
                     &mut state,
                     &key,
                     now,
@@ -450,16 +450,7 @@ impl Service {
                             active,
                         )
                     },
-                )?;
-                match granted {
-                    Ok(g) => Message::LeaseGrant(LeaseGrant {
-                        lease: LeaseId(g.lease),
-                        task: canopy_protocol::messages::TaskId(g.task.id),
-                        spec: decode_spec(&g.task.spec)?,
-                        expires_at_ms: g.expires_ms,
-                    }),
-                    Err((retry_after_ms, reason)) => no_work(retry_after_ms, reason),
-                }
+                )?)?
             }
             other => no_work(
                 5_000,

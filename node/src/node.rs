@@ -47,6 +47,31 @@ pub struct NodeSettings {
     pub paused: bool,
 }
 
+impl NodeSettings {
+    /// A volunteer of the coordinator `coordinator` on `network`, one worker on each of
+    /// `runtimes`, one CPU thread offered, nothing self-declared, no limits, not paused.
+    pub fn volunteer(
+        coordinator: PeerId,
+        network: NetworkConfig,
+        runtimes: Vec<Arc<Runtime>>,
+    ) -> Self {
+        Self {
+            coordinator,
+            network,
+            runtimes,
+            tier: Tier::Volunteer,
+            threads: 1,
+            display_name: None,
+            organisation: None,
+            country: None,
+            invite: None,
+            memory_limit: None,
+            cpu_share: None,
+            paused: false,
+        }
+    }
+}
+
 /// A started node: its swarm, running in a task of its own, and its workers.
 pub struct Node {
     client: Client,

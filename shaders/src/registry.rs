@@ -24,43 +24,34 @@ use crate::kernels::minhash::MinHashOps;
 use crate::kernels::norm::NormOps;
 use crate::kernels::quality::QualityOps;
 
-/// Every kernel, on one backend: buffers ([`Buffers`]) and each kernel's trait, which its file
-/// under `kernels/` defines and implements for the CPU and the wgpu paths. Code written
-/// against `Backend` runs on either path, and the tests are written that way too: once, then
-/// instantiated for both.
-pub trait Backend:
-    Buffers
-    + MatmulOps
-    + BiasOps
-    + GeluOps
-    + LayerNormOps
-    + EmbeddingOps
-    + CrossEntropyOps
-    + AdamWOps
-    + NormOps
-    + Int8Ops
-    + AttentionOps
-    + QualityOps
-    + MinHashOps
-{
+/// Defines [`Backend`] as [`Buffers`] plus the kernel traits listed, with its blanket impl:
+/// the list is written once.
+macro_rules! backend_of {
+    ($($kernel:ident),+ $(,)?) => {
+        /// Every kernel, on one backend: buffers ([`Buffers`]) and each kernel's trait, which
+        /// its file under `kernels/` defines and implements for the CPU and the wgpu paths.
+        /// Code written against `Backend` runs on either path, and the tests are written that
+        /// way too: once, then instantiated for both.
+        pub trait Backend: Buffers $(+ $kernel)+ {}
+
+        impl<B> Backend for B where B: Buffers $(+ $kernel)+ {}
+    };
 }
 
-impl<B> Backend for B where
-    B: Buffers
-        + MatmulOps
-        + BiasOps
-        + GeluOps
-        + LayerNormOps
-        + EmbeddingOps
-        + CrossEntropyOps
-        + AdamWOps
-        + NormOps
-        + Int8Ops
-        + AttentionOps
-        + QualityOps
-        + MinHashOps
-{
-}
+backend_of!(
+    MatmulOps,
+    BiasOps,
+    GeluOps,
+    LayerNormOps,
+    EmbeddingOps,
+    CrossEntropyOps,
+    AdamWOps,
+    NormOps,
+    Int8Ops,
+    AttentionOps,
+    QualityOps,
+    MinHashOps,
+);
 
 /// How a kernel sees one binding of its bind group (all in group 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -143,7 +143,7 @@ impl SwarmBuild {
         Ok(match message {
             Message::LeaseRequest(_) => {
                 let (build, config, order) = (self.build, &self.config.scheduling, &self.sampler);
-                let granted = crate::service::answer_lease_request(
+                crate::service::lease_answer(crate::service::answer_lease_request(
                     &mut state,
                     &key,
                     now,
@@ -151,16 +151,7 @@ impl SwarmBuild {
                     None,
                     1_000,
                     |tx, p, active| grant(tx, config, order, build, p, now, active),
-                )?;
-                match granted {
-                    Ok(g) => Message::LeaseGrant(LeaseGrant {
-                        lease: LeaseId(g.lease),
-                        task: TaskId(g.task.id),
-                        spec: decode_spec(&g.task.spec)?,
-                        expires_at_ms: g.expires_ms,
-                    }),
-                    Err((retry_after_ms, reason)) => no_work(retry_after_ms, reason),
-                }
+                )?)?
             }
             other => no_work(
                 5_000,

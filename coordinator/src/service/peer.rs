@@ -222,6 +222,21 @@ pub(crate) fn answer_lease_request(
     })
 }
 
+/// The message answering a lease request: the grant, or no work with its delay and reason.
+pub(crate) fn lease_answer(
+    granted: Result<scheduler::Granted, (u32, NoWorkReason)>,
+) -> Result<Message, crate::state::StateError> {
+    Ok(match granted {
+        Ok(g) => Message::LeaseGrant(canopy_protocol::messages::LeaseGrant {
+            lease: canopy_protocol::messages::LeaseId(g.lease),
+            task: canopy_protocol::messages::TaskId(g.task.id),
+            spec: crate::training::decode_spec(&g.task.spec)?,
+            expires_at_ms: g.expires_ms,
+        }),
+        Err((retry_after_ms, reason)) => no_work(retry_after_ms, reason),
+    })
+}
+
 /// A "no work now" answer: ask again after `retry_after_ms`, or join first when `reason`
 /// says so.
 pub(crate) fn no_work(retry_after_ms: u32, reason: NoWorkReason) -> Message {

@@ -13,7 +13,6 @@ use canopy_node::network::{Multiaddr, NetworkConfig};
 use canopy_node::store::ChunkStore;
 use canopy_node::{Node, NodeSettings};
 use canopy_protocol::Keypair;
-use canopy_protocol::messages::Tier;
 use canopy_shaders::{Cpu, Runtime};
 use canopy_tests::processes::small_project;
 use libp2p::PeerId;
@@ -63,23 +62,12 @@ async fn start(dir: &Path, rounds: &str) -> (Running, PeerId, Multiaddr) {
 async fn volunteer(dir: &Path, coordinator: PeerId, addr: Multiaddr) -> Node {
     std::fs::create_dir_all(dir).expect("node dir");
     let store = Arc::new(ChunkStore::open(dir, 1 << 30).expect("store"));
-    let settings = NodeSettings {
-        coordinator,
-        network: NetworkConfig {
-            bootstrap: vec![addr],
-            ..NetworkConfig::loopback()
-        },
-        runtimes: vec![Arc::new(Runtime::Cpu(Cpu::new()))],
-        tier: Tier::Volunteer,
-        threads: 1,
-        display_name: None,
-        organisation: None,
-        country: None,
-        invite: None,
-        memory_limit: None,
-        cpu_share: None,
-        paused: false,
+    let network = NetworkConfig {
+        bootstrap: vec![addr],
+        ..NetworkConfig::loopback()
     };
+    let runtime = Arc::new(Runtime::Cpu(Cpu::new()));
+    let settings = NodeSettings::volunteer(coordinator, network, vec![runtime]);
     let keys = Keypair::generate().expect("key");
     let (node, mut events) = Node::start(keys, store, settings).await.expect("node");
     tokio::spawn(async move { while events.recv().await.is_some() {} });
